@@ -1,0 +1,1 @@
+//! Client address derivation. (Being built.)

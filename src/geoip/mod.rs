@@ -1,0 +1,3 @@
+//! GeoIP: MaxMind DB files resolved to a [`crate::location::Location`]. (Being built.)
+
+pub mod cli;

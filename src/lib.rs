@@ -1,0 +1,13 @@
+//! marketgate: decides per request whether the market a request comes from is served,
+//! limited or withdrawn. The library holds everything; `main.rs` only parses the command
+//! line and maps the result to an exit code.
+
+pub mod cli;
+pub mod client_addr;
+pub mod engine;
+pub mod geoip;
+pub mod iso;
+mod iso_data;
+pub mod location;
+pub mod overrides;
+pub mod rules;

@@ -1,0 +1,1 @@
+//! Operator overrides. (Being built.)

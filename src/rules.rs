@@ -1,0 +1,1 @@
+//! Rules. (Being built.)

@@ -1,0 +1,1 @@
+//! The one integration test binary: real files, real servers on port 0.
