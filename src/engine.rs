@@ -1,1 +1,589 @@
-//! The decision engine. (Being built.)
+//! The decision engine: rules + a location + overrides + a key + an instant → a
+//! [`Decision`] with the trail of what produced it. Pure: no I/O, no clock reads, no
+//! async, no locks; allocation only for the trail when something applies.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::location::{Jurisdiction, Location};
+use crate::overrides::{Override, OverrideSet};
+use crate::rules::{
+    Chain, FeatureId, FeatureSet, LevelId, Mode, Origin, Response, RuleSet, Status,
+};
+
+/// What a decision is asked about.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub location: Location,
+    /// The stable key for rollouts (`key=`, a configured header, OFREP `targetingKey`).
+    pub key: Option<&'a str>,
+    pub at: Timestamp,
+}
+
+/// What set a part of a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// A level's explicit `status`/`features`.
+    Rule(LevelId),
+    /// A scheduled change in force: level and index in its `changes`.
+    Change(LevelId, u16),
+    /// A demand in force: level and index in its `demands`.
+    Demand(LevelId, u16),
+    Override(Arc<Override>),
+}
+
+/// One entry of the trail: a source and what it set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub source: Source,
+    pub status: Option<Status>,
+    pub on: FeatureSet,
+    pub off: FeatureSet,
+}
+
+/// A shadow change that would have changed this decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowDivergence {
+    pub level: LevelId,
+    pub change: u16,
+    pub from: Status,
+    pub to: Status,
+}
+
+/// The answer for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: Status,
+    pub location: Location,
+    /// Features on (empty when withdrawn).
+    pub features: FeatureSet,
+    /// In application order: rules and changes from `*` to the most specific level,
+    /// then overrides, then demands (floors nothing can lift).
+    pub steps: Vec<Step>,
+    pub shadow: Vec<ShadowDivergence>,
+}
+
+/// Decides for one request. Total: every input gets exactly one decision.
+pub fn decide(rules: &RuleSet, overrides: &OverrideSet, req: &Request<'_>) -> Decision {
+    let plan = Plan::new(rules, req.location);
+    let out = evaluate(rules, overrides, &plan, req, None);
+    let shadow = if plan.chain.has_keyed_changes || plan.sub.is_some_and(|l| has_shadow(rules, l)) {
+        shadow_divergences(rules, overrides, &plan, req, &out)
+    } else {
+        Vec::new()
+    };
+    Decision {
+        status: out.status,
+        location: req.location,
+        features: out.features,
+        steps: out.steps,
+        shadow,
+    }
+}
+
+fn has_shadow(rules: &RuleSet, l: LevelId) -> bool {
+    rules
+        .level(l)
+        .changes
+        .iter()
+        .any(|c| c.mode == Mode::Shadow)
+}
+
+/// The levels that apply to a location.
+struct Plan<'r> {
+    chain: &'r Chain,
+    /// The subdivision's level, when its rules exist.
+    sub: Option<LevelId>,
+    location: Location,
+}
+
+impl<'r> Plan<'r> {
+    fn new(rules: &'r RuleSet, location: Location) -> Self {
+        match location
+            .country
+            .and_then(|c| rules.country_chain(c).map(|ch| (c, ch)))
+        {
+            Some((c, chain)) => Plan {
+                chain,
+                sub: location
+                    .subdivision
+                    .and_then(|s| rules.subdivision_level(c, s)),
+                location,
+            },
+            None => Plan {
+                chain: rules.unknown_chain(),
+                sub: None,
+                location: Location::UNKNOWN,
+            },
+        }
+    }
+
+    /// Levels general → specific.
+    fn levels(&self) -> impl Iterator<Item = LevelId> + '_ {
+        self.chain.levels.iter().copied().chain(self.sub)
+    }
+
+    /// The subdivision jurisdiction, if the location has one.
+    fn sub_jurisdiction(&self) -> Option<Jurisdiction> {
+        match self.location {
+            Location {
+                country: Some(c),
+                subdivision: Some(s),
+            } => Some(Jurisdiction::Subdivision(c, s)),
+            _ => None,
+        }
+    }
+}
+
+struct Outcome {
+    status: Status,
+    features: FeatureSet,
+    steps: Vec<Step>,
+}
+
+fn evaluate(
+    rules: &RuleSet,
+    overrides: &OverrideSet,
+    plan: &Plan<'_>,
+    req: &Request<'_>,
+    shadow: Option<(LevelId, u16)>,
+) -> Outcome {
+    let t = req.at;
+    let mut status = Status::Served;
+    let mut features = rules.defaults();
+    let mut steps = Vec::new();
+    let mut apply = |steps: &mut Vec<Step>, step: Step| {
+        if let Some(s) = step.status {
+            status = s;
+        }
+        features = features.union(step.on).difference(step.off);
+        steps.push(step);
+    };
+
+    // 1. Rules and changes in force, from `*` to the most specific level.
+    for l in plan.levels() {
+        let level = rules.level(l);
+        if level.has_explicit_rules() {
+            apply(
+                &mut steps,
+                Step {
+                    source: Source::Rule(l),
+                    status: level.status.as_ref().map(|(s, _)| *s),
+                    on: level.features_on,
+                    off: level.features_off,
+                },
+            );
+        }
+        for (i, c) in level.changes.iter().enumerate() {
+            if c.at > t {
+                break;
+            }
+            let enforced = c.mode == Mode::Enforce || shadow == Some((l, i as u16));
+            if enforced && c.includes(req.key) {
+                apply(
+                    &mut steps,
+                    Step {
+                        source: Source::Change(l, i as u16),
+                        status: c.status,
+                        on: c.features_on,
+                        off: c.features_off,
+                    },
+                );
+            }
+        }
+    }
+
+    // 2. Overrides, from the most general jurisdiction to the most specific.
+    if !overrides.is_empty() {
+        let sub = plan.sub_jurisdiction();
+        for j in plan.chain.jurisdictions.iter().rev().chain(sub.as_ref()) {
+            if let Some(o) = overrides.get(j).filter(|o| o.active_at(t)) {
+                let (on, off) = override_features(rules, o);
+                apply(
+                    &mut steps,
+                    Step {
+                        source: Source::Override(o.clone()),
+                        status: o.status,
+                        on,
+                        off,
+                    },
+                );
+            }
+        }
+    }
+
+    // 3. Demands in force: floors that nothing above can lift.
+    let mut floor_withdraw = false;
+    let mut floor_off = FeatureSet::EMPTY;
+    for l in plan.levels() {
+        for (i, d) in rules.level(l).demands.iter().enumerate() {
+            if !d.in_force(t) {
+                continue;
+            }
+            let (s, off) = match &d.response {
+                Response::Withdraw => (Some(Status::Withdrawn), FeatureSet::EMPTY),
+                Response::Disable(set) => (None, *set),
+                Response::Comply => (None, FeatureSet::EMPTY),
+            };
+            floor_withdraw |= s.is_some();
+            floor_off = floor_off.union(off);
+            apply(
+                &mut steps,
+                Step {
+                    source: Source::Demand(l, i as u16),
+                    status: s,
+                    on: FeatureSet::EMPTY,
+                    off,
+                },
+            );
+        }
+    }
+    if floor_withdraw {
+        status = Status::Withdrawn;
+    }
+    features = features.difference(floor_off);
+
+    // 4. Status from the result.
+    if status == Status::Withdrawn {
+        features = FeatureSet::EMPTY;
+    } else if !rules.all_features().difference(features).is_empty() {
+        status = status.max(Status::Limited);
+    }
+    Outcome {
+        status,
+        features,
+        steps,
+    }
+}
+
+/// An override's feature switches as bit sets; names the rules do not declare are
+/// ignored (the admin API refuses them when the override is written).
+pub fn override_features(rules: &RuleSet, o: &Override) -> (FeatureSet, FeatureSet) {
+    let mut on = FeatureSet::EMPTY;
+    let mut off = FeatureSet::EMPTY;
+    for (name, v) in &o.features {
+        if let Some(id) = rules.feature_id(name) {
+            if *v {
+                on.insert(id)
+            } else {
+                off.insert(id)
+            }
+        }
+    }
+    (on, off)
+}
+
+fn shadow_divergences(
+    rules: &RuleSet,
+    overrides: &OverrideSet,
+    plan: &Plan<'_>,
+    req: &Request<'_>,
+    enforced: &Outcome,
+) -> Vec<ShadowDivergence> {
+    let mut out = Vec::new();
+    for l in plan.levels() {
+        for (i, c) in rules.level(l).changes.iter().enumerate() {
+            if c.mode != Mode::Shadow || c.at > req.at || !c.includes(req.key) {
+                continue;
+            }
+            let alt = evaluate(rules, overrides, plan, req, Some((l, i as u16)));
+            if alt.status != enforced.status || alt.features != enforced.features {
+                out.push(ShadowDivergence {
+                    level: l,
+                    change: i as u16,
+                    from: enforced.status,
+                    to: alt.status,
+                });
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------
+// Reading a decision: reasons, the blocker, JSON.
+
+/// Which part of a decision a reason explains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Status,
+    Feature(FeatureId),
+}
+
+/// A source, described for people and tools.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SourceInfo {
+    /// `rule`, `change`, `demand`, `override` or `default`.
+    pub kind: &'static str,
+    pub jurisdiction: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `file:line:column` of the rule, change or demand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Human words: the change's reason, the demand's kind and law, the override's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Override author.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Demand kind, for demands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub demand_kind: Option<String>,
+    /// Effective instant of a change or demand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective: Option<Timestamp>,
+}
+
+/// Describes a source against the rules it came from.
+pub fn describe(rules: &RuleSet, source: &Source) -> SourceInfo {
+    let blank = |kind, jurisdiction: String| SourceInfo {
+        kind,
+        jurisdiction,
+        id: None,
+        at: None,
+        text: None,
+        reference: None,
+        actor: None,
+        expires_at: None,
+        demand_kind: None,
+        effective: None,
+    };
+    let loc = |o: &Origin| Some(o.to_string());
+    match source {
+        Source::Rule(l) => {
+            let level = rules.level(*l);
+            let at = level
+                .status
+                .as_ref()
+                .map(|(_, o)| o)
+                .or(level.features_origin.as_ref());
+            SourceInfo {
+                at: at.map(|o| o.to_string()),
+                ..blank("rule", level.jurisdiction.to_string())
+            }
+        }
+        Source::Change(l, i) => {
+            let level = rules.level(*l);
+            let c = &level.changes[*i as usize];
+            SourceInfo {
+                id: Some(c.id.to_string()),
+                at: loc(&c.origin),
+                text: Some(c.reason.to_string()),
+                reference: c.reference.as_deref().map(str::to_string),
+                effective: Some(c.at),
+                ..blank("change", level.jurisdiction.to_string())
+            }
+        }
+        Source::Demand(l, i) => {
+            let level = rules.level(*l);
+            let d = &level.demands[*i as usize];
+            let response = match &d.response {
+                Response::Withdraw => "red line: withdraw".to_string(),
+                Response::Comply => "comply".to_string(),
+                Response::Disable(set) => format!(
+                    "disable {}",
+                    set.iter()
+                        .map(|f| rules.feature(f).name.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let text = match &d.law {
+                Some(law) => format!("{} ({response}): {law}", d.kind),
+                None => format!("{} ({response})", d.kind),
+            };
+            SourceInfo {
+                id: Some(d.id.to_string()),
+                at: loc(&d.origin),
+                text: Some(text),
+                reference: d.reference.as_deref().map(str::to_string),
+                demand_kind: Some(d.kind.to_string()),
+                effective: Some(d.effective),
+                ..blank("demand", level.jurisdiction.to_string())
+            }
+        }
+        Source::Override(o) => SourceInfo {
+            text: Some(o.reason.clone()),
+            actor: Some(o.actor.clone()),
+            expires_at: o.expires_at,
+            ..blank("override", o.jurisdiction.to_string())
+        },
+    }
+}
+
+impl Decision {
+    /// The most specific jurisdiction of the location (`US-CA`, `FR`, `unknown`).
+    pub fn jurisdiction(&self) -> Jurisdiction {
+        match self.location {
+            Location {
+                country: Some(c),
+                subdivision: Some(s),
+            } => Jurisdiction::Subdivision(c, s),
+            Location {
+                country: Some(c), ..
+            } => Jurisdiction::Country(c),
+            _ => Jurisdiction::Unknown,
+        }
+    }
+
+    /// The chain of jurisdictions, most specific first.
+    pub fn chain(&self, rules: &RuleSet) -> Vec<Jurisdiction> {
+        let plan = Plan::new(rules, self.location);
+        plan.sub_jurisdiction()
+            .into_iter()
+            .chain(plan.chain.jurisdictions.iter().cloned())
+            .collect()
+    }
+
+    pub fn feature_on(&self, id: FeatureId) -> bool {
+        self.features.contains(id)
+    }
+
+    /// Names of the declared features that are off.
+    pub fn disabled<'r>(&self, rules: &'r RuleSet) -> impl Iterator<Item = &'r str> + 'r {
+        let features = self.features;
+        rules
+            .features()
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| !features.contains(*i as FeatureId))
+            .map(|(_, f)| &*f.name)
+    }
+
+    /// The last step that set a part, i.e. the reason the part is what it is. `None`
+    /// means the feature's declared default (or `served` for the status).
+    pub fn reason_for(&self, part: Part) -> Option<&Step> {
+        self.steps.iter().rev().find(|s| match part {
+            Part::Status => s.status.is_some(),
+            Part::Feature(f) => s.on.contains(f) || s.off.contains(f),
+        })
+    }
+
+    /// For a withdrawn market, what withdrew it.
+    pub fn withdrawn_by(&self) -> Option<&Step> {
+        if self.status != Status::Withdrawn {
+            return None;
+        }
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| s.status == Some(Status::Withdrawn))
+    }
+
+    /// The disabled feature whose path prefixes contain `path`, if any.
+    pub fn blocked_path(&self, rules: &RuleSet, path: &str) -> Option<FeatureId> {
+        rules.features().iter().enumerate().find_map(|(i, f)| {
+            let id = i as FeatureId;
+            (!self.features.contains(id) && f.paths.iter().any(|p| path.starts_with(p.as_str())))
+                .then_some(id)
+        })
+    }
+}
+
+/// A reason in the JSON answer: which part, its value, and what set it.
+#[derive(Debug, Serialize)]
+pub struct ReasonView {
+    /// `status` or `feature:NAME`.
+    pub part: String,
+    pub value: String,
+    #[serde(flatten)]
+    pub source: SourceInfo,
+}
+
+/// The JSON body of a decision, as `/v1/decision` and `explain --format json` give it.
+#[derive(Debug, Serialize)]
+pub struct DecisionView {
+    pub status: Status,
+    pub jurisdiction: JurisdictionView,
+    pub features: serde_json::Map<String, serde_json::Value>,
+    pub reasons: Vec<ReasonView>,
+    /// For a withdrawn market: the reference of what withdrew it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub rules_version: String,
+    pub at: Timestamp,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JurisdictionView {
+    pub code: String,
+    pub country: Option<String>,
+    pub subdivision: Option<String>,
+    pub chain: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShadowView {
+    pub change: String,
+    pub from: Status,
+    pub to: Status,
+}
+
+impl DecisionView {
+    pub fn new(rules: &RuleSet, d: &Decision, at: Timestamp) -> Self {
+        let mut reasons = Vec::new();
+        if let Some(step) = d.reason_for(Part::Status) {
+            reasons.push(ReasonView {
+                part: "status".into(),
+                value: d.status.to_string(),
+                source: describe(rules, &step.source),
+            });
+        }
+        for (i, f) in rules.features().iter().enumerate() {
+            let id = i as FeatureId;
+            if let Some(step) = d.reason_for(Part::Feature(id)) {
+                reasons.push(ReasonView {
+                    part: format!("feature:{}", f.name),
+                    value: if d.feature_on(id) { "on" } else { "off" }.into(),
+                    source: describe(rules, &step.source),
+                });
+            }
+        }
+        let reference = d
+            .withdrawn_by()
+            .and_then(|s| describe(rules, &s.source).reference);
+        DecisionView {
+            status: d.status,
+            jurisdiction: JurisdictionView {
+                code: d.jurisdiction().to_string(),
+                country: d.location.country.map(|c| c.to_string()),
+                subdivision: d
+                    .location
+                    .country
+                    .zip(d.location.subdivision)
+                    .map(|(c, s)| format!("{c}-{s}")),
+                chain: d.chain(rules).iter().map(|j| j.to_string()).collect(),
+            },
+            features: rules
+                .features()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.to_string(), d.feature_on(i as FeatureId).into()))
+                .collect(),
+            reasons,
+            reference,
+            rules_version: rules.version().to_string(),
+            at,
+            shadow: d
+                .shadow
+                .iter()
+                .map(|s| ShadowView {
+                    change: rules.level(s.level).changes[s.change as usize]
+                        .id
+                        .to_string(),
+                    from: s.from,
+                    to: s.to,
+                })
+                .collect(),
+        }
+    }
+}

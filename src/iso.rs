@@ -50,6 +50,11 @@ pub fn countries() -> impl Iterator<Item = (CountryCode, &'static str)> {
         .filter_map(|(c, n)| CountryCode::parse(c).map(|c| (c, *n)))
 }
 
+/// Every assigned country code as text, in code order.
+pub fn country_codes() -> impl Iterator<Item = &'static str> {
+    COUNTRIES.iter().map(|(c, _)| *c)
+}
+
 /// All codes, for "did you mean" suggestions.
 pub fn all_codes() -> impl Iterator<Item = &'static str> {
     COUNTRIES
@@ -64,9 +69,10 @@ mod tests {
 
     fn check(code: &str, expected: Option<&str>) {
         let got = match code.split_once('-') {
-            Some((c, s)) => {
-                subdivision_name(CountryCode::parse(c).unwrap(), SubdivisionCode::parse(s).unwrap())
-            }
+            Some((c, s)) => subdivision_name(
+                CountryCode::parse(c).unwrap(),
+                SubdivisionCode::parse(s).unwrap(),
+            ),
             None => country_name(CountryCode::parse(code).unwrap()),
         };
         assert_eq!(got, expected, "{code}");

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod client_addr;
 pub mod engine;
+pub mod explain;
 pub mod geoip;
 pub mod iso;
 mod iso_data;

@@ -15,7 +15,10 @@ impl CountryCode {
     pub fn parse(s: &str) -> Option<Self> {
         let b = s.as_bytes();
         if b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic) {
-            Some(CountryCode([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()]))
+            Some(CountryCode([
+                b[0].to_ascii_uppercase(),
+                b[1].to_ascii_uppercase(),
+            ]))
         } else {
             None
         }
@@ -162,5 +165,112 @@ mod tests {
         assert!(Location::parse("US-ABCD").is_none());
         assert!(CountryCode::parse("1A").is_none());
         assert_eq!(CountryCode::parse("ZZ").unwrap().index(), 675);
+    }
+}
+
+/// A level at which rules or overrides apply: the global default `*`, a named group of
+/// countries (`EU`), a country (`FR`), a subdivision (`US-CA`), or `unknown` (no GeoIP
+/// answer).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Jurisdiction {
+    Global,
+    Group(std::sync::Arc<str>),
+    Country(CountryCode),
+    Subdivision(CountryCode, SubdivisionCode),
+    Unknown,
+}
+
+impl Jurisdiction {
+    /// Parses a code without knowing which groups exist: `*`, `unknown`, an assigned
+    /// ISO 3166-1 code, an assigned ISO 3166-2 code, else a group name (letters, digits,
+    /// `_` and `-`, starting with a letter). The caller checks that the group exists.
+    pub fn parse(code: &str) -> Option<Jurisdiction> {
+        if code == "*" {
+            return Some(Jurisdiction::Global);
+        }
+        if code == "unknown" {
+            return Some(Jurisdiction::Unknown);
+        }
+        if let Some(c) = CountryCode::parse(code) {
+            if crate::iso::is_country(c) {
+                return Some(Jurisdiction::Country(c));
+            }
+        }
+        if let Some((c, s)) = code.split_once('-') {
+            if let (Some(c), Some(s)) = (CountryCode::parse(c), SubdivisionCode::parse(s)) {
+                if crate::iso::is_subdivision(c, s) {
+                    return Some(Jurisdiction::Subdivision(c, s));
+                }
+            }
+        }
+        let group_like = code.len() <= 64
+            && code.starts_with(|c: char| c.is_ascii_alphabetic())
+            && code
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        group_like.then(|| Jurisdiction::Group(code.into()))
+    }
+}
+
+impl fmt::Display for Jurisdiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Jurisdiction::Global => f.write_str("*"),
+            Jurisdiction::Group(g) => f.write_str(g),
+            Jurisdiction::Country(c) => write!(f, "{c}"),
+            Jurisdiction::Subdivision(c, s) => write!(f, "{c}-{s}"),
+            Jurisdiction::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+impl fmt::Debug for Jurisdiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl serde::Serialize for Jurisdiction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Jurisdiction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Jurisdiction::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a jurisdiction code")))
+    }
+}
+
+#[cfg(test)]
+mod jurisdiction_tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_of_jurisdiction() {
+        let check = |s: &str, want: &str| {
+            let got = Jurisdiction::parse(s).map(|j| format!("{j:?}/{}", kind(&j)));
+            assert_eq!(got.as_deref(), Some(want), "{s}");
+        };
+        fn kind(j: &Jurisdiction) -> &'static str {
+            match j {
+                Jurisdiction::Global => "global",
+                Jurisdiction::Group(_) => "group",
+                Jurisdiction::Country(_) => "country",
+                Jurisdiction::Subdivision(..) => "subdivision",
+                Jurisdiction::Unknown => "unknown",
+            }
+        }
+        check("*", "*/global");
+        check("unknown", "unknown/unknown");
+        check("FR", "FR/country");
+        check("US-CA", "US-CA/subdivision");
+        check("EU", "EU/group");
+        check("EEA", "EEA/group");
+        assert!(Jurisdiction::parse("").is_none());
+        assert!(Jurisdiction::parse("1X").is_none());
+        assert!(Jurisdiction::parse("a b").is_none());
     }
 }

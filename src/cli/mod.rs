@@ -1,0 +1,49 @@
+//! The command line: argument types and dispatch to the library. No business logic here.
+
+mod rules;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use rules::{ExplainArgs, OutputFormat, ValidateArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "marketgate",
+    version,
+    about = "Decides per request whether a market is served, limited or withdrawn"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a rules directory; print every problem as `file:line:column: message`.
+    Validate(ValidateArgs),
+    /// Decide for a jurisdiction and print the trail of rules that produced the answer.
+    Explain(ExplainArgs),
+    /// Print the JSON Schema of a rules file (for editors).
+    Schema,
+    /// Look addresses up in the GeoIP database and print one JSON line per address.
+    Lookup(crate::geoip::cli::LookupArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => rules::validate(args),
+        Command::Explain(args) => rules::explain(args),
+        Command::Schema => rules::schema(),
+        Command::Lookup(args) => crate::geoip::cli::run(args),
+    }
+}
+
+/// Parses `--at`: an RFC 3339 instant with an offset, or `now`.
+pub fn parse_instant(s: &str) -> Result<jiff::Timestamp, String> {
+    if s == "now" {
+        return Ok(jiff::Timestamp::now());
+    }
+    crate::rules::raw::parse_rfc3339(s)
+}

@@ -1,1 +1,0 @@
-//! Rules. (Being built.)
