@@ -313,7 +313,7 @@ pub enum Part {
 }
 
 /// A source, described for people and tools.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SourceInfo {
     /// `rule`, `change`, `demand`, `override` or `default`.
     pub kind: &'static str,
@@ -332,12 +332,14 @@ pub struct SourceInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
     /// Demand kind, for demands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demand_kind: Option<String>,
     /// Effective instant of a change or demand.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub effective: Option<Timestamp>,
 }
 
@@ -488,7 +490,7 @@ impl Decision {
 }
 
 /// A reason in the JSON answer: which part, its value, and what set it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReasonView {
     /// `status` or `feature:NAME`.
     pub part: String,
@@ -498,22 +500,25 @@ pub struct ReasonView {
 }
 
 /// The JSON body of a decision, as `/v1/decision` and `explain --format json` give it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecisionView {
     pub status: Status,
     pub jurisdiction: JurisdictionView,
+    /// Feature name → on.
+    #[schema(value_type = std::collections::BTreeMap<String, bool>)]
     pub features: serde_json::Map<String, serde_json::Value>,
     pub reasons: Vec<ReasonView>,
     /// For a withdrawn market: the reference of what withdrew it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     pub rules_version: String,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<ShadowView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JurisdictionView {
     pub code: String,
     pub country: Option<String>,
@@ -521,7 +526,7 @@ pub struct JurisdictionView {
     pub chain: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ShadowView {
     pub change: String,
     pub from: Status,

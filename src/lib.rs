@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod client_addr;
+pub mod config;
 pub mod engine;
 pub mod explain;
 pub mod geoip;
@@ -12,3 +13,5 @@ mod iso_data;
 pub mod location;
 pub mod overrides;
 pub mod rules;
+pub mod server;
+pub mod telemetry;

@@ -1,12 +1,14 @@
 //! The command line: argument types and dispatch to the library. No business logic here.
 
 mod rules;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 pub use rules::{ExplainArgs, OutputFormat, ValidateArgs};
+pub use serve::ServeArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +29,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the JSON Schema of a rules file (for editors).
     Schema,
+    /// Run the decision service (HTTP: decisions, gate, OFREP, metrics).
+    Serve(ServeArgs),
     /// Look addresses up in the GeoIP database and print one JSON line per address.
     Lookup(crate::geoip::cli::LookupArgs),
 }
@@ -36,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => rules::validate(args),
         Command::Explain(args) => rules::explain(args),
         Command::Schema => rules::schema(),
+        Command::Serve(args) => serve::run(args),
         Command::Lookup(args) => crate::geoip::cli::run(args),
     }
 }

@@ -23,7 +23,9 @@ pub use compile::{compile, load_dir, SourceFile, MAX_FILES, MAX_FILE_BYTES};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 
 /// Market status, in severity order: `Served < Limited < Withdrawn`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Served,

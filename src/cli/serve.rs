@@ -1,0 +1,111 @@
+//! `marketgate serve`: flags into the config's top layer, then the server. Every flag
+//! also has a `MARKETGATE_*` variable and a config file key (see [`crate::config`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{Config, RawConfig, Scalar};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// YAML config file (env MARKETGATE_CONFIG). Precedence: defaults < file < env < flags.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Public listener [default 0.0.0.0:8080; env MARKETGATE_LISTEN; key listen].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Admin listener, bound only with an admin token [default 127.0.0.1:8081; env MARKETGATE_ADMIN_LISTEN; key admin_listen].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Admin bearer token, repeatable, at least 16 characters [env MARKETGATE_ADMIN_TOKENS, comma-separated; key admin_tokens].
+    #[arg(long = "admin-token", value_name = "TOKEN")]
+    pub admin_tokens: Vec<String>,
+    /// Rules directory [default regions; env MARKETGATE_REGIONS; key regions].
+    #[arg(long, value_name = "DIR")]
+    pub regions: Option<String>,
+    /// MaxMind DB file [default: the bundled database; env MARKETGATE_GEOIP; key geoip].
+    #[arg(long, value_name = "FILE")]
+    pub geoip: Option<String>,
+    /// Trusted proxy CIDR, repeatable [env MARKETGATE_TRUSTED_PROXIES, comma-separated; key trusted_proxies].
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
+    /// Redis URL for shared overrides [env MARKETGATE_REDIS; key redis].
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Worker threads [default: CPUs; env MARKETGATE_WORKERS; key workers].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<String>,
+    /// Header with the rollout key [default X-User-Id; env MARKETGATE_KEY_HEADER; key key_header].
+    #[arg(long, value_name = "NAME")]
+    pub key_header: Option<String>,
+    /// text or json [default text; env MARKETGATE_LOG_FORMAT; key log_format].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter [default info; env MARKETGATE_LOG_LEVEL; key log_level].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Largest request body [default 16384; env MARKETGATE_MAX_BODY_BYTES; key max_body_bytes].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<String>,
+    /// Time to receive a request head [default 5s; env MARKETGATE_REQUEST_TIMEOUT; key request_timeout].
+    #[arg(long, value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+    /// On SIGTERM, time /readyz is 503 before the listener closes [default 2s; env MARKETGATE_DRAIN_DELAY; key drain_delay].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_delay: Option<String>,
+    /// Time in-flight requests get after the listener closes [default 30s; env MARKETGATE_SHUTDOWN_TIMEOUT; key shutdown_timeout].
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
+    /// Quiet time after a rules change before reloading [default 250ms; env MARKETGATE_RELOAD_DEBOUNCE; key reload_debounce].
+    #[arg(long, value_name = "DURATION")]
+    pub reload_debounce: Option<String>,
+}
+
+impl ServeArgs {
+    fn into_layer(self) -> (Option<PathBuf>, RawConfig) {
+        let list = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        (
+            self.config,
+            RawConfig {
+                listen: self.listen,
+                admin_listen: self.admin_listen,
+                admin_tokens: list(self.admin_tokens),
+                regions: self.regions,
+                geoip: self.geoip,
+                trusted_proxies: list(self.trusted_proxies),
+                redis: self.redis,
+                workers: self.workers.map(Scalar::Str),
+                key_header: self.key_header,
+                log_format: self.log_format,
+                log_level: self.log_level,
+                max_body_bytes: self.max_body_bytes.map(Scalar::Str),
+                request_timeout: self.request_timeout,
+                drain_delay: self.drain_delay,
+                shutdown_timeout: self.shutdown_timeout,
+                reload_debounce: self.reload_debounce,
+            },
+        )
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (file, flags) = args.into_layer();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("MARKETGATE_"))
+        .collect();
+    let config = match Config::load(file.as_deref(), &env, flags) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("marketgate: invalid configuration:\n{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    crate::telemetry::init(config.log_format, &config.log_level)?;
+    if let Err(e) = crate::server::serve(config) {
+        tracing::error!("{e}");
+        eprintln!("marketgate: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,556 @@
+//! The `serve` configuration: typed keys with their defaults in one place, read from
+//! defaults < YAML file (`--config`) < `MARKETGATE_*` environment < flags. Owns parsing
+//! and reporting every problem at once (each naming its key and source); never starts
+//! anything and never prints a secret.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret value: kept for comparison, never printed (not even by `Debug`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The checked configuration of `marketgate serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Public listener (decisions, gate, OFREP, health, metrics).
+    pub listen: SocketAddr,
+    /// Admin listener; bound only when at least one admin token is configured.
+    pub admin_listen: SocketAddr,
+    /// Bearer tokens accepted by the admin listener.
+    pub admin_tokens: Vec<Secret>,
+    /// The rules directory.
+    pub regions: PathBuf,
+    /// A MaxMind DB file; `None` means the bundled database.
+    pub geoip: Option<PathBuf>,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Redis URL for shared overrides (may carry a password: a secret).
+    pub redis: Option<Secret>,
+    /// Worker threads of the public listener.
+    pub workers: usize,
+    /// The request header that carries the rollout key.
+    pub key_header: String,
+    pub log_format: LogFormat,
+    /// A `tracing` filter (`info`, `marketgate=debug,warn`).
+    pub log_level: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's head.
+    pub request_timeout: Duration,
+    /// On SIGTERM: time `/readyz` answers 503 before the listener stops accepting.
+    pub drain_delay: Duration,
+    /// Time in-flight requests get to finish after the listener stops.
+    pub shutdown_timeout: Duration,
+    /// Quiet time after a change in the rules directory before reloading.
+    pub reload_debounce: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_tokens: Vec::new(),
+            regions: PathBuf::from("regions"),
+            geoip: None,
+            trusted_proxies: Vec::new(),
+            redis: None,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            key_header: "x-user-id".into(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            max_body_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(5),
+            drain_delay: Duration::from_secs(2),
+            shutdown_timeout: Duration::from_secs(30),
+            reload_debounce: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Layer {
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layer::File(p) => write!(f, "config file {}", p.display()),
+            Layer::Env(v) => write!(f, "environment variable {v}"),
+            Layer::Flag(n) => write!(f, "flag --{n}"),
+        }
+    }
+}
+
+/// One configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config key `{key}` (from {layer}): {problem}")]
+    Invalid {
+        key: &'static str,
+        layer: Layer,
+        problem: String,
+    },
+    #[error("config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+}
+
+/// Every problem of a configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// Values as a layer gives them: strings, parsed and checked per key. The file layer
+/// is this shape in YAML (`deny_unknown_fields`, so a misspelt key is an error).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub admin_tokens: Option<Vec<String>>,
+    pub regions: Option<String>,
+    pub geoip: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub redis: Option<String>,
+    pub workers: Option<Scalar>,
+    pub key_header: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub max_body_bytes: Option<Scalar>,
+    pub request_timeout: Option<String>,
+    pub drain_delay: Option<String>,
+    pub shutdown_timeout: Option<String>,
+    pub reload_debounce: Option<String>,
+}
+
+/// A YAML scalar that may be written as a number or a string.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Int(u64),
+    Str(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// Every key with its environment variable, in one place.
+pub const KEYS: &[(&str, &str)] = &[
+    ("listen", "MARKETGATE_LISTEN"),
+    ("admin_listen", "MARKETGATE_ADMIN_LISTEN"),
+    ("admin_tokens", "MARKETGATE_ADMIN_TOKENS"),
+    ("regions", "MARKETGATE_REGIONS"),
+    ("geoip", "MARKETGATE_GEOIP"),
+    ("trusted_proxies", "MARKETGATE_TRUSTED_PROXIES"),
+    ("redis", "MARKETGATE_REDIS"),
+    ("workers", "MARKETGATE_WORKERS"),
+    ("key_header", "MARKETGATE_KEY_HEADER"),
+    ("log_format", "MARKETGATE_LOG_FORMAT"),
+    ("log_level", "MARKETGATE_LOG_LEVEL"),
+    ("max_body_bytes", "MARKETGATE_MAX_BODY_BYTES"),
+    ("request_timeout", "MARKETGATE_REQUEST_TIMEOUT"),
+    ("drain_delay", "MARKETGATE_DRAIN_DELAY"),
+    ("shutdown_timeout", "MARKETGATE_SHUTDOWN_TIMEOUT"),
+    ("reload_debounce", "MARKETGATE_RELOAD_DEBOUNCE"),
+];
+
+impl RawConfig {
+    /// Reads a YAML config file.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if text.trim().is_empty() {
+            return Ok(RawConfig::default());
+        }
+        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads the `MARKETGATE_*` variables of an environment. Lists (`admin_tokens`,
+    /// `trusted_proxies`) are comma-separated.
+    pub fn from_env(env: &BTreeMap<String, String>) -> RawConfig {
+        let get = |k: &str| {
+            KEYS.iter()
+                .find(|(key, _)| *key == k)
+                .and_then(|(_, var)| env.get(*var))
+                .cloned()
+        };
+        let list = |k: &str| {
+            get(k).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+        };
+        RawConfig {
+            listen: get("listen"),
+            admin_listen: get("admin_listen"),
+            admin_tokens: list("admin_tokens"),
+            regions: get("regions"),
+            geoip: get("geoip"),
+            trusted_proxies: list("trusted_proxies"),
+            redis: get("redis"),
+            workers: get("workers").map(Scalar::Str),
+            key_header: get("key_header"),
+            log_format: get("log_format"),
+            log_level: get("log_level"),
+            max_body_bytes: get("max_body_bytes").map(Scalar::Str),
+            request_timeout: get("request_timeout"),
+            drain_delay: get("drain_delay"),
+            shutdown_timeout: get("shutdown_timeout"),
+            reload_debounce: get("reload_debounce"),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from its layers, lowest precedence first. Each layer is
+    /// a raw config with the source to name in errors; every problem is reported.
+    pub fn from_layers(layers: &[(Layer, RawConfig)]) -> Result<Config, ConfigErrors> {
+        let mut c = Config::default();
+        let mut errors = Vec::new();
+        for (layer, raw) in layers {
+            c.apply(layer, raw, &mut errors);
+        }
+        if errors.is_empty() {
+            Ok(c)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Defaults < `file` < `env` < `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: RawConfig,
+    ) -> Result<Config, ConfigErrors> {
+        let mut layers = Vec::new();
+        let file = file.map(Path::to_owned).or_else(|| {
+            env.get("MARKETGATE_CONFIG")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        });
+        if let Some(path) = file {
+            match RawConfig::from_file(&path) {
+                Ok(raw) => layers.push((Layer::File(path), raw)),
+                Err(e) => return Err(ConfigErrors(vec![e])),
+            }
+        }
+        layers.push((Layer::Env(String::new()), RawConfig::from_env(env)));
+        layers.push((Layer::Flag(String::new()), flags));
+        Self::from_layers(&layers)
+    }
+
+    fn apply(&mut self, layer: &Layer, raw: &RawConfig, errors: &mut Vec<ConfigError>) {
+        // Names the source precisely: the env variable or flag for this key.
+        let named = |key: &'static str| match layer {
+            Layer::File(p) => Layer::File(p.clone()),
+            Layer::Env(_) => Layer::Env(
+                KEYS.iter()
+                    .find(|(k, _)| *k == key)
+                    .map_or(String::new(), |(_, v)| (*v).to_string()),
+            ),
+            Layer::Flag(_) => Layer::Flag(flag_name(key).to_string()),
+        };
+        let mut bad = |key: &'static str, problem: String| {
+            errors.push(ConfigError::Invalid {
+                key,
+                layer: named(key),
+                problem,
+            })
+        };
+        macro_rules! set {
+            ($key:ident, $parse:expr) => {
+                if let Some(v) = &raw.$key {
+                    #[allow(clippy::redundant_closure_call)]
+                    match ($parse)(v) {
+                        Ok(x) => self.$key = x,
+                        Err(problem) => bad(stringify!($key), problem),
+                    }
+                }
+            };
+        }
+        set!(listen, |v: &String| parse_addr(v));
+        set!(admin_listen, |v: &String| parse_addr(v));
+        set!(admin_tokens, |v: &Vec<String>| {
+            v.iter()
+                .map(|t| {
+                    if t.len() < 16 {
+                        Err("a token must have at least 16 characters".to_string())
+                    } else {
+                        Ok(Secret::new(t.clone()))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        set!(regions, |v: &String| non_empty(v).map(PathBuf::from));
+        set!(geoip, |v: &String| {
+            Ok::<_, String>(match v.as_str() {
+                "" | "bundled" => None,
+                p => Some(PathBuf::from(p)),
+            })
+        });
+        set!(trusted_proxies, |v: &Vec<String>| {
+            v.iter()
+                .map(|s| parse_cidr(s))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        set!(redis, |v: &String| {
+            if v.is_empty() {
+                Ok(None)
+            } else if v.starts_with("redis://") || v.starts_with("rediss://") {
+                Ok(Some(Secret::new(v.clone())))
+            } else {
+                // The value may hold a password: do not echo it.
+                Err("must be a redis:// or rediss:// URL".to_string())
+            }
+        });
+        set!(workers, |v: &Scalar| match v.text().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(format!("`{}` is not a number of workers (1..=1024)", v.text())),
+        });
+        set!(key_header, |v: &String| {
+            if !v.is_empty()
+                && v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(format!("`{v}` is not an HTTP header name"))
+            }
+        });
+        set!(log_format, |v: &String| match v.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{v}` is not a log format (text or json)")),
+        });
+        set!(log_level, |v: &String| {
+            tracing_subscriber::EnvFilter::try_new(v)
+                .map(|_| v.clone())
+                .map_err(|e| format!("`{v}` is not a log filter: {e}"))
+        });
+        set!(max_body_bytes, |v: &Scalar| match v.text().parse::<usize>() {
+            Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{}` is not a body size in bytes (1024..=16777216)",
+                v.text()
+            )),
+        });
+        set!(request_timeout, |v: &String| parse_duration(v));
+        set!(drain_delay, |v: &String| parse_duration(v));
+        set!(shutdown_timeout, |v: &String| parse_duration(v));
+        set!(reload_debounce, |v: &String| parse_duration(v));
+    }
+}
+
+/// The flag that sets a key.
+pub fn flag_name(key: &str) -> &str {
+    match key {
+        "listen" => "listen",
+        "admin_listen" => "admin-listen",
+        "admin_tokens" => "admin-token",
+        "trusted_proxies" => "trusted-proxy",
+        "key_header" => "key-header",
+        "log_format" => "log-format",
+        "log_level" => "log-level",
+        "max_body_bytes" => "max-body-bytes",
+        "request_timeout" => "request-timeout",
+        "drain_delay" => "drain-delay",
+        "shutdown_timeout" => "shutdown-timeout",
+        "reload_debounce" => "reload-debounce",
+        other => other,
+    }
+}
+
+fn non_empty(v: &str) -> Result<&str, String> {
+    if v.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(v)
+    }
+}
+
+fn parse_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| format!("`{v}` is not a socket address (like 0.0.0.0:8080 or [::]:8080)"))
+}
+
+fn parse_cidr(v: &str) -> Result<IpNet, String> {
+    v.parse::<IpNet>()
+        .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("`{v}` is not a CIDR (like 10.0.0.0/8) or an address"))
+}
+
+/// `250ms`, `5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let err = || format!("`{v}` is not a duration (like 250ms, 5s, 2m)");
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| err())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(err()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_hold_without_any_layer() {
+        let c = Config::load(None, &env(&[]), RawConfig::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.regions, PathBuf::from("regions"));
+        assert!(c.geoip.is_none());
+        assert_eq!(c.key_header, "x-user-id");
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "listen: 127.0.0.1:1000\nregions: from-file\nworkers: 3\ntrusted_proxies: [10.0.0.0/8]\n",
+        )
+        .unwrap();
+        let flags = RawConfig {
+            listen: Some("127.0.0.1:3000".into()),
+            ..Default::default()
+        };
+        let c = Config::load(
+            Some(&file),
+            &env(&[
+                ("MARKETGATE_LISTEN", "127.0.0.1:2000"),
+                ("MARKETGATE_WORKERS", "5"),
+            ]),
+            flags,
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.workers, 5);
+        assert_eq!(c.regions, PathBuf::from("from-file"));
+        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+    }
+
+    #[test]
+    fn errors_name_key_and_source_and_are_all_reported() {
+        let err = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_LISTEN", "nowhere"),
+                ("MARKETGATE_REDIS", "http://user:hunter2@host"),
+            ]),
+            RawConfig {
+                trusted_proxies: Some(vec!["10.0.0.0/33".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("config key `listen` (from environment variable MARKETGATE_LISTEN): `nowhere` is not a socket address"), "{err}");
+        assert!(err.contains("config key `trusted_proxies` (from flag --trusted-proxy)"), "{err}");
+        assert!(err.contains("config key `redis`"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "lisen: 1\n").unwrap();
+        let err = Config::load(Some(&file), &env(&[]), RawConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let c = Config {
+            admin_tokens: vec![Secret::new("0123456789abcdefXYZ")],
+            redis: Some(Secret::new("redis://:pw@host")),
+            ..Config::default()
+        };
+        let s = format!("{c:?}");
+        assert!(!s.contains("XYZ") && !s.contains("pw@"), "{s}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5h").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! The one place where errors become HTTP answers: a stable snake_case `code` and a
+//! human `message` in `{"error": {"code", "message"}}`. Messages never carry a client
+//! address, and 5xx bodies say nothing internal.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `ip=` is not an address. Never echoes the value: it may be someone's address.
+    #[error("the `ip` parameter is not an IP address")]
+    InvalidIp,
+    #[error("{0}")]
+    InvalidCountry(String),
+    #[error("{0}")]
+    InvalidSubdivision(String),
+    #[error("{0}")]
+    UnknownFeature(String),
+    #[error("the `at` parameter is not an instant: {0}")]
+    InvalidInstant(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    ConflictingParameters(&'static str),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("the service is shutting down")]
+    Draining,
+    #[error("{0}")]
+    ReloadFailed(String),
+    /// Something went wrong inside; the detail is logged, not answered.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidIp => "invalid_ip",
+            ApiError::InvalidCountry(_) => "invalid_country",
+            ApiError::InvalidSubdivision(_) => "invalid_subdivision",
+            ApiError::UnknownFeature(_) => "unknown_feature",
+            ApiError::InvalidInstant(_) => "invalid_instant",
+            ApiError::InvalidParameter(_) => "invalid_parameter",
+            ApiError::ConflictingParameters(_) => "conflicting_parameters",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Draining => "draining",
+            ApiError::ReloadFailed(_) => "reload_failed",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+/// The JSON body of every error outside OFREP.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case.
+    pub code: String,
+    pub message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized = self {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.insert_header(("Cache-Control", "no-store"))
+            .json(ErrorBody {
+                error: ErrorDetail {
+                    code: self.code().into(),
+                    message: self.to_string(),
+                },
+            })
+    }
+}
+
+/// Maps extractor errors (query strings, JSON, paths) to a 400 in our shape, without
+/// echoing the input.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+    tracing::debug!(error = %err, "query string rejected");
+    ApiError::InvalidParameter("the query string is malformed".into()).into()
+}
+
+pub fn path_error(err: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
+    tracing::debug!(error = %err, "path rejected");
+    ApiError::InvalidParameter("the path is malformed".into()).into()
+}
+
+/// A short, safe rendering of a user-supplied token for messages: echoed only when it
+/// looks like a code (letters, digits, `-`, `_`, at most 32 characters), so that an
+/// address pasted into the wrong parameter is never written back.
+pub fn echo(s: &str) -> Option<&str> {
+    (s.len() <= 32
+        && !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_'))
+    .then_some(s)
+}

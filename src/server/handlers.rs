@@ -1,0 +1,575 @@
+//! Handlers of the public listener: `/v1/decision`, `/v1/gate`, health, metrics and the
+//! OpenAPI document. Owns turning HTTP inputs into a [`Request`] and decisions into
+//! answers; never decides itself (that is [`crate::engine`]) and never writes a client
+//! address anywhere.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use actix_web::http::header::{HeaderName, HeaderValue, CACHE_CONTROL};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{self, describe, Decision, DecisionView, Part, Request, Source, SourceInfo};
+use crate::location::{CountryCode, Location, SubdivisionCode};
+use crate::rules::{FeatureId, RuleSet, Status};
+
+use super::error::{echo, ApiError};
+use super::state::AppState;
+
+/// What the request log records about a decision (set by handlers, read by the log).
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    pub location: Location,
+    pub status: Status,
+}
+
+/// Decides, timing the lookup and the decision and counting the result.
+pub(crate) fn decide(
+    state: &AppState,
+    req: &HttpRequest,
+    rules: &RuleSet,
+    location: impl FnOnce() -> Location,
+    key: Option<&str>,
+    at: Timestamp,
+) -> Decision {
+    let start = Instant::now();
+    let location = location();
+    let overrides = state.overrides();
+    let d = engine::decide(
+        rules,
+        &overrides,
+        &Request {
+            location,
+            key,
+            at,
+        },
+    );
+    let m = state.metrics();
+    m.decision_seconds.observe(start.elapsed().as_secs_f64());
+    m.record(rules, &d);
+    req.extensions_mut().insert(Outcome {
+        location: d.location,
+        status: d.status,
+    });
+    d
+}
+
+/// Resolves where to decide for: an explicit `ip`, an explicit `country` (and
+/// `subdivision`), or else the request's client address.
+pub(crate) fn location_of<'a>(
+    state: &'a AppState,
+    req: &'a HttpRequest,
+    ip: Option<&str>,
+    country: Option<&str>,
+    subdivision: Option<&str>,
+) -> Result<impl FnOnce() -> Location + 'a, ApiError> {
+    enum How {
+        Ip(IpAddr),
+        Fixed(Location),
+        Client,
+    }
+    let how = match (ip, country, subdivision) {
+        (Some(_), Some(_), _) => {
+            return Err(ApiError::ConflictingParameters(
+                "give either `ip` or `country`, not both",
+            ))
+        }
+        (Some(_), None, Some(_)) | (None, None, Some(_)) => {
+            return Err(ApiError::ConflictingParameters(
+                "`subdivision` needs `country`",
+            ))
+        }
+        (Some(ip), None, None) => How::Ip(
+            ip.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ApiError::InvalidIp)?,
+        ),
+        (None, Some(c), s) => How::Fixed(parse_location(c, s)?),
+        (None, None, None) => How::Client,
+    };
+    let geo = state.geo();
+    let metrics = state.metrics();
+    Ok(move || match how {
+        How::Ip(ip) => geo.lookup(ip, metrics),
+        How::Fixed(l) => l,
+        How::Client => geo.client_location(req, metrics),
+    })
+}
+
+/// `country=FR`, `country=US-CA`, `country=US&subdivision=CA`, `country=unknown`.
+pub(crate) fn parse_location(country: &str, subdivision: Option<&str>) -> Result<Location, ApiError> {
+    if country == "unknown" && subdivision.is_none() {
+        return Ok(Location::UNKNOWN);
+    }
+    let (c, s) = match (country.split_once('-'), subdivision) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::ConflictingParameters(
+                "give `country=US-CA` or `country=US&subdivision=CA`, not both",
+            ))
+        }
+        (Some((c, s)), None) => (c, Some(s)),
+        (None, s) => (country, s),
+    };
+    let code = CountryCode::parse(c).filter(|c| crate::iso::is_country(*c));
+    let Some(code) = code else {
+        return Err(ApiError::InvalidCountry(match echo(c) {
+            Some(c) => format!("`{c}` is not an assigned ISO 3166-1 alpha-2 country code"),
+            None => "`country` is not an ISO 3166-1 alpha-2 country code".into(),
+        }));
+    };
+    match s {
+        None => Ok(Location::country(code)),
+        Some(s) => {
+            let sub = SubdivisionCode::parse(s).filter(|s| crate::iso::is_subdivision(code, *s));
+            sub.map(|s| Location::subdivision(code, s)).ok_or_else(|| {
+                ApiError::InvalidSubdivision(match SubdivisionCode::parse(s) {
+                    Some(s) => format!("`{code}-{s}` is not an ISO 3166-2 subdivision code"),
+                    None => "`subdivision` is not an ISO 3166-2 subdivision code".into(),
+                })
+            })
+        }
+    }
+}
+
+pub(crate) fn parse_at(state: &AppState, at: Option<&str>) -> Result<Timestamp, ApiError> {
+    match at {
+        None | Some("now") => Ok(state.now()),
+        Some(s) => s.parse::<Timestamp>().map_err(|_| {
+            ApiError::InvalidInstant(match crate::rules::raw::parse_rfc3339(s) {
+                Err(m) if m.starts_with("naive") => {
+                    "write it in RFC 3339 with an explicit offset, like 2026-01-01T00:00:00Z".into()
+                }
+                _ => "expected RFC 3339 with an offset, like 2026-01-01T00:00:00Z".into(),
+            })
+        }),
+    }
+}
+
+pub(crate) fn feature_of(rules: &RuleSet, name: &str) -> Result<FeatureId, ApiError> {
+    rules.feature_id(name).ok_or_else(|| {
+        let declared = rules
+            .features()
+            .iter()
+            .map(|f| &*f.name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        ApiError::UnknownFeature(match echo(name) {
+            Some(n) => format!("unknown feature `{n}`; declared: {declared}"),
+            None => format!("unknown feature; declared: {declared}"),
+        })
+    })
+}
+
+/// Query of `GET /v1/decision`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DecisionQuery {
+    /// Decide for this address (instead of the client's).
+    pub ip: Option<String>,
+    /// Decide for this jurisdiction: `FR`, `US-CA`, or `unknown`.
+    pub country: Option<String>,
+    /// ISO 3166-2 suffix (`CA`) with `country=US`.
+    pub subdivision: Option<String>,
+    /// Also answer whether this feature is on.
+    pub feature: Option<String>,
+    /// Rollout key (user id); default the configured key header.
+    pub key: Option<String>,
+    /// Decide at this instant (RFC 3339 with offset); default now.
+    pub at: Option<String>,
+}
+
+/// The JSON answer of `/v1/decision`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DecisionBody {
+    #[serde(flatten)]
+    pub decision: DecisionView,
+    /// Present when `feature=` was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<FeatureAnswer>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeatureAnswer {
+    pub name: String,
+    pub on: bool,
+}
+
+/// The decision for a request, an address or a jurisdiction, with its reasons.
+#[utoipa::path(
+    get,
+    path = "/v1/decision",
+    params(DecisionQuery),
+    responses(
+        (status = 200, description = "The decision", body = DecisionBody),
+        (status = 400, description = "Bad input", body = super::error::ErrorBody),
+    ),
+    tag = "decisions"
+)]
+pub async fn decision(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<DecisionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let rules = state.rules();
+    let at = parse_at(&state, q.at.as_deref())?;
+    let feature = q
+        .feature
+        .as_deref()
+        .map(|f| feature_of(&rules, f))
+        .transpose()?;
+    let location = location_of(
+        &state,
+        &req,
+        q.ip.as_deref(),
+        q.country.as_deref(),
+        q.subdivision.as_deref(),
+    )?;
+    let header_key = req
+        .headers()
+        .get(state.key_header())
+        .and_then(|v| v.to_str().ok());
+    let key = q.key.as_deref().or(header_key);
+    let d = decide(&state, &req, &rules, location, key, at);
+    let body = DecisionBody {
+        feature: feature.map(|id| FeatureAnswer {
+            name: rules.feature(id).name.to_string(),
+            on: d.feature_on(id),
+        }),
+        decision: DecisionView::new(&rules, &d, at),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "private, no-store"))
+        .json(body))
+}
+
+const X_STATUS: HeaderName = HeaderName::from_static("x-marketgate-status");
+const X_JURISDICTION: HeaderName = HeaderName::from_static("x-marketgate-jurisdiction");
+const X_DISABLED: HeaderName = HeaderName::from_static("x-marketgate-disabled");
+const X_DENY: HeaderName = HeaderName::from_static("x-marketgate-deny");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const NO_STORE: HeaderValue = HeaderValue::from_static("private, no-store");
+
+/// How `/v1/gate` denies: `451` (default), or `403` with `X-Marketgate-Deny: 451` for
+/// nginx `auth_request`, which turns any other status into a 500.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DenyMode {
+    Status451,
+    Status403,
+}
+
+fn deny_mode(query: &str) -> Result<DenyMode, ApiError> {
+    let mut mode = DenyMode::Status451;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("deny", "451") => mode = DenyMode::Status451,
+            ("deny", "403") => mode = DenyMode::Status403,
+            ("deny", _) => {
+                return Err(ApiError::InvalidParameter(
+                    "`deny` is 451 (default) or 403".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(mode)
+}
+
+/// The path the gateway asks about: `X-Forwarded-Uri`, `X-Original-URI`, or the tail
+/// after `/v1/gate` (Envoy `ext_authz`). Without query; normalized when it holds
+/// percent-escapes or dot segments, so that `/api/%73ecret/` is `/api/secret/`.
+fn forwarded_path(req: &HttpRequest) -> Option<Cow<'_, str>> {
+    let h = req.headers();
+    let raw = h
+        .get(X_FORWARDED_URI)
+        .or_else(|| h.get(X_ORIGINAL_URI))
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            req.path()
+                .strip_prefix("/v1/gate")
+                .filter(|t| !t.is_empty() && *t != "/")
+        })?;
+    let raw = raw.split(['?', '#']).next().unwrap_or("");
+    // An absolute URI: keep the path.
+    let raw = match raw.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => raw,
+    };
+    Some(normalize_path(raw))
+}
+
+/// Percent-decodes and resolves `.`, `..` and empty segments.
+pub(crate) fn normalize_path(p: &str) -> Cow<'_, str> {
+    if !p.contains('%') && !p.contains("/.") && !p.contains("//") && p.starts_with('/') {
+        return Cow::Borrowed(p);
+    }
+    let mut decoded = Vec::with_capacity(p.len());
+    let b = p.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                decoded.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(b[i]);
+        i += 1;
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let mut segs: Vec<&str> = Vec::new();
+    for s in decoded.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in &segs {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || decoded.ends_with('/') {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+/// The 451 body: what blocked the request and on what legal ground.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BlockedBody {
+    pub status: Status,
+    pub jurisdiction: String,
+    /// The feature whose path was asked for, when the block is for a path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    pub message: String,
+    /// The demand, change, override or default that blocked it.
+    pub blocked_by: SourceInfo,
+    /// The law or instrument behind a demand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub law: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub rules_version: String,
+}
+
+fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> BlockedBody {
+    let jurisdiction = d.jurisdiction().to_string();
+    let step = match feature {
+        None => d.withdrawn_by(),
+        Some(f) => d.reason_for(Part::Feature(f)),
+    };
+    let blocked_by = match step {
+        Some(s) => describe(rules, &s.source),
+        None => SourceInfo {
+            kind: "default",
+            jurisdiction: "*".into(),
+            id: None,
+            at: None,
+            text: Some("off by default".into()),
+            reference: None,
+            actor: None,
+            expires_at: None,
+            demand_kind: None,
+            effective: None,
+        },
+    };
+    let law = step.and_then(|s| match &s.source {
+        Source::Demand(l, i) => rules.level(*l).demands[*i as usize]
+            .law
+            .as_deref()
+            .map(str::to_string),
+        _ => None,
+    });
+    let what = match (&blocked_by.demand_kind, blocked_by.kind) {
+        (Some(kind), _) => format!("demand `{kind}`"),
+        (None, "override") => "an operator override".to_string(),
+        (None, "change") => "a scheduled change".to_string(),
+        (None, k) => format!("the {k} rules"),
+    };
+    let message = match feature {
+        None => format!("the service is withdrawn from {jurisdiction} because of {what}"),
+        Some(f) => format!(
+            "`{}` is unavailable in {jurisdiction} because of {what}",
+            rules.feature(f).name
+        ),
+    };
+    BlockedBody {
+        status: d.status,
+        jurisdiction,
+        feature: feature.map(|f| rules.feature(f).name.to_string()),
+        message,
+        reference: blocked_by.reference.clone(),
+        law,
+        blocked_by,
+        rules_version: rules.version().to_string(),
+    }
+}
+
+/// Forward-auth for gateways, any method, any tail.
+#[utoipa::path(
+    get,
+    path = "/v1/gate/{tail}",
+    params(
+        ("tail" = String, Path, description = "Any path (Envoy ext_authz appends the original path); also served at `/v1/gate` and for every method"),
+        ("deny" = Option<String>, Query, description = "`403` for nginx auth_request (with `X-Marketgate-Deny: 451`); default `451`"),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "The original URI (nginx, Traefik, Caddy)"),
+        ("X-Original-URI" = Option<String>, Header, description = "The original URI (nginx)"),
+    ),
+    responses(
+        (status = 200, description = "Served or limited; headers X-Marketgate-Status, X-Marketgate-Jurisdiction, X-Marketgate-Disabled"),
+        (status = 451, description = "Withdrawn, or the path belongs to a disabled feature; `Link: <reference>; rel=\"blocked-by\"`", body = BlockedBody),
+        (status = 403, description = "As 451, in `deny=403` mode, with `X-Marketgate-Deny: 451`", body = BlockedBody),
+        (status = 400, description = "Bad query", body = super::error::ErrorBody),
+    ),
+    tag = "gateways"
+)]
+pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let deny = deny_mode(req.query_string())?;
+    let rules = state.rules();
+    let key = req
+        .headers()
+        .get(state.key_header())
+        .and_then(|v| v.to_str().ok());
+    let at = state.now();
+    let geo = state.geo();
+    let d = decide(
+        &state,
+        &req,
+        &rules,
+        || geo.client_location(&req, state.metrics()),
+        key,
+        at,
+    );
+    let blocked_feature = match d.status {
+        Status::Withdrawn => None,
+        _ => forwarded_path(&req).and_then(|p| d.blocked_path(&rules, &p)),
+    };
+    let jurisdiction = match (d.location.country, d.location.subdivision) {
+        (Some(c), None) => HeaderValue::from_str(c.as_str()),
+        _ => HeaderValue::from_str(&d.jurisdiction().to_string()),
+    }
+    .unwrap_or(HeaderValue::from_static("unknown"));
+    let disabled = {
+        let mut s = String::new();
+        for f in d.disabled(&rules) {
+            if !s.is_empty() {
+                s.push(',');
+            }
+            s.push_str(f);
+        }
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""))
+    };
+    let status = HeaderValue::from_static(d.status.as_str());
+    if d.status != Status::Withdrawn && blocked_feature.is_none() {
+        let mut res = HttpResponse::Ok();
+        res.insert_header((X_STATUS, status))
+            .insert_header((X_JURISDICTION, jurisdiction))
+            .insert_header((X_DISABLED, disabled))
+            .insert_header((CACHE_CONTROL, NO_STORE));
+        return Ok(res.finish());
+    }
+    let body = blocked_body(&rules, &d, blocked_feature);
+    let mut res = HttpResponse::build(match deny {
+        DenyMode::Status451 => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+        DenyMode::Status403 => StatusCode::FORBIDDEN,
+    });
+    res.insert_header((X_STATUS, status))
+        .insert_header((X_JURISDICTION, jurisdiction))
+        .insert_header((X_DISABLED, disabled))
+        .insert_header((CACHE_CONTROL, NO_STORE));
+    if deny == DenyMode::Status403 {
+        res.insert_header((X_DENY, HeaderValue::from_static("451")));
+    }
+    if let Some(r) = body
+        .reference
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(&format!("<{r}>; rel=\"blocked-by\"")).ok())
+    {
+        res.insert_header((actix_web::http::header::LINK, r));
+    }
+    Ok(res.json(body))
+}
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")), tag = "operations")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain")
+        .body("ok\n")
+}
+
+/// Ready: rules and GeoIP loaded and not draining.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "Ready"),
+    (status = 503, description = "Not ready or draining", body = super::error::ErrorBody),
+), tag = "operations")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.is_ready() {
+        Ok(HttpResponse::Ok().content_type("text/plain").body("ready\n"))
+    } else {
+        Err(ApiError::Draining)
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")), tag = "operations")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let m = state.metrics();
+    m.active_overrides
+        .set(state.overrides().active_at(state.now()).len() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(m.render())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI 3.1 document")), tag = "operations")]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(super::openapi::document())
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized_before_matching() {
+        let check = |input: &str, want: &str| assert_eq!(normalize_path(input), want, "{input}");
+        check("/api/secret/x", "/api/secret/x");
+        check("/api/%73ecret/x", "/api/secret/x");
+        check("/api/public/../secret/", "/api/secret/");
+        check("//api//secret", "/api/secret");
+        check("/%", "/%");
+        check("/a%2", "/a%2");
+        check("relative", "/relative");
+    }
+
+    #[test]
+    fn deny_modes() {
+        assert_eq!(deny_mode("").unwrap(), DenyMode::Status451);
+        assert_eq!(deny_mode("deny=403").unwrap(), DenyMode::Status403);
+        assert_eq!(deny_mode("x=1&deny=451").unwrap(), DenyMode::Status451);
+        assert!(deny_mode("deny=500").is_err());
+    }
+}

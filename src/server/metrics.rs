@@ -1,0 +1,185 @@
+//! Prometheus metrics of the service, in a registry of its own. Owns metric names and
+//! labels; never takes a client address as a label (jurisdictions are country codes,
+//! a bounded set).
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::engine::Decision;
+use crate::location::Location;
+use crate::rules::{RuleSet, Status};
+
+/// Country slots: 676 two-letter codes plus `unknown`.
+const SLOTS: usize = 677;
+
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    /// `decisions` children by (status, country), resolved once: no hashing per request.
+    decision_cells: Vec<OnceLock<IntCounter>>,
+    pub decision_seconds: Histogram,
+    pub geoip_misses: IntCounter,
+    pub rules_reloads: IntCounterVec,
+    rules_info: IntGaugeVec,
+    pub rules_loaded_at: IntGauge,
+    pub active_overrides: IntGauge,
+    pub shadow_divergence: IntCounterVec,
+    pub geoip_build_time: IntGauge,
+    pub geoip_reloads: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "marketgate_decisions_total",
+                "Decisions by market status and country (`unknown` without a GeoIP country)",
+            ),
+            &["status", "jurisdiction"],
+        )
+        .expect("static metric definition");
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "marketgate_decision_duration_seconds",
+                "Time to resolve the location and decide, per decision",
+            )
+            .buckets(vec![
+                1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3,
+            ]),
+        )
+        .expect("static metric definition");
+        let geoip_misses = IntCounter::new(
+            "marketgate_geoip_misses_total",
+            "Client addresses with no GeoIP country (decided by the `unknown` policy)",
+        )
+        .expect("static metric definition");
+        let rules_reloads = IntCounterVec::new(
+            Opts::new(
+                "marketgate_rules_reload_total",
+                "Rules reloads by result (success, failure, unchanged)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let rules_info = IntGaugeVec::new(
+            Opts::new("marketgate_rules_info", "The rules version in force (value 1)"),
+            &["version"],
+        )
+        .expect("static metric definition");
+        let rules_loaded_at = IntGauge::new(
+            "marketgate_rules_loaded_timestamp_seconds",
+            "When the rules in force were loaded (Unix time)",
+        )
+        .expect("static metric definition");
+        let active_overrides = IntGauge::new(
+            "marketgate_active_overrides",
+            "Operator overrides in force",
+        )
+        .expect("static metric definition");
+        let shadow_divergence = IntCounterVec::new(
+            Opts::new(
+                "marketgate_shadow_divergence_total",
+                "Decisions a shadow change would have changed, by change and statuses",
+            ),
+            &["change", "from", "to"],
+        )
+        .expect("static metric definition");
+        let geoip_build_time = IntGauge::new(
+            "marketgate_geoip_build_timestamp_seconds",
+            "Build time of the GeoIP database in use (Unix time)",
+        )
+        .expect("static metric definition");
+        let geoip_reloads = IntCounterVec::new(
+            Opts::new(
+                "marketgate_geoip_reload_total",
+                "GeoIP database reloads by result (success, failure)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decision_seconds.clone()),
+            Box::new(geoip_misses.clone()),
+            Box::new(rules_reloads.clone()),
+            Box::new(rules_info.clone()),
+            Box::new(rules_loaded_at.clone()),
+            Box::new(active_overrides.clone()),
+            Box::new(shadow_divergence.clone()),
+            Box::new(geoip_build_time.clone()),
+            Box::new(geoip_reloads.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        for r in ["success", "failure", "unchanged"] {
+            rules_reloads.with_label_values(&[r]);
+        }
+        for r in ["success", "failure"] {
+            geoip_reloads.with_label_values(&[r]);
+        }
+        Metrics {
+            registry,
+            decisions,
+            decision_cells: (0..3 * SLOTS).map(|_| OnceLock::new()).collect(),
+            decision_seconds,
+            geoip_misses,
+            rules_reloads,
+            rules_info,
+            rules_loaded_at,
+            active_overrides,
+            shadow_divergence,
+            geoip_build_time,
+            geoip_reloads,
+        }
+    }
+
+    /// Counts one decision (and its shadow divergences).
+    pub fn record(&self, rules: &RuleSet, d: &Decision) {
+        self.decision_counter(d.status, d.location).inc();
+        for s in &d.shadow {
+            let id = &rules.level(s.level).changes[s.change as usize].id;
+            self.shadow_divergence
+                .with_label_values(&[&**id, s.from.as_str(), s.to.as_str()])
+                .inc();
+        }
+    }
+
+    fn decision_counter(&self, status: Status, location: Location) -> &IntCounter {
+        let slot = location.country.map_or(SLOTS - 1, |c| c.index());
+        let i = status as usize * SLOTS + slot;
+        self.decision_cells[i].get_or_init(|| {
+            let label = match location.country {
+                Some(c) => c.to_string(),
+                None => "unknown".to_string(),
+            };
+            self.decisions
+                .with_label_values(&[status.as_str(), &label])
+        })
+    }
+
+    /// Marks `version` as the rules in force.
+    pub fn set_rules(&self, version: &str, loaded_at: jiff::Timestamp) {
+        self.rules_info.reset();
+        self.rules_info.with_label_values(&[version]).set(1);
+        self.rules_loaded_at.set(loaded_at.as_second());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

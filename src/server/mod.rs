@@ -1,0 +1,248 @@
+//! `marketgate serve`: the HTTP service. Owns the app factory shared by `serve` and the
+//! tests (routes, extractor limits, middleware), binding the listeners and the
+//! lifecycle (reload triggers, draining, graceful shutdown). Never decides (the engine
+//! does) and never records a client address.
+
+pub mod admin;
+pub mod error;
+pub mod geo;
+pub mod handlers;
+pub mod metrics;
+pub mod ofrep;
+pub mod openapi;
+pub mod reload;
+pub mod request_log;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use crate::config::Config;
+
+pub use state::{AppState, Clock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("server failed: {0}")]
+    Run(std::io::Error),
+}
+
+/// The routes of the public listener.
+pub fn public_routes(cfg: &mut web::ServiceConfig) {
+    use handlers::*;
+    cfg.service(
+        web::resource("/v1/decision")
+            .route(web::get().to(decision))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(web::resource(["/v1/gate", "/v1/gate/{tail:.*}"]).to(gate))
+    .service(
+        web::resource("/ofrep/v1/evaluate/flags")
+            .route(web::post().to(ofrep::evaluate_all))
+            .default_service(web::to(ofrep::method_not_allowed)),
+    )
+    .service(
+        web::resource("/ofrep/v1/evaluate/flags/{key}")
+            .route(web::post().to(ofrep::evaluate_one))
+            .default_service(web::to(ofrep::method_not_allowed)),
+    );
+    for (path, get) in [
+        ("/healthz", web::get().to(healthz)),
+        ("/readyz", web::get().to(readyz)),
+        ("/metrics", web::get().to(metrics)),
+        ("/openapi.json", web::get().to(openapi)),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(get)
+                .default_service(web::to(method_not_allowed)),
+        );
+    }
+}
+
+/// The routes of the admin listener.
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/admin/v1/reload")
+            .route(web::post().to(admin::reload))
+            .default_service(web::to(handlers::method_not_allowed)),
+    );
+}
+
+/// The app factory: the same App for `serve` and the tests.
+macro_rules! app {
+    ($data:expr, $routes:path) => {
+        App::new()
+            .app_data($data.clone())
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::PayloadConfig::new($data.max_body_bytes()))
+            .wrap(from_fn(request_log::request_log))
+            .configure($routes)
+            .default_service(web::to(handlers::not_found))
+    };
+}
+
+/// The bound service: listeners open, not yet stopped.
+pub struct Application {
+    state: AppState,
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    server: Server,
+    admin: Option<Server>,
+    drain_delay: Duration,
+}
+
+impl Application {
+    /// Binds the public listener, and the admin listener when an admin token is
+    /// configured. Port 0 picks a free port ([`Application::addr`] tells which). Must be
+    /// called inside an actix system; the servers start accepting at once.
+    pub fn build(config: &Config, state: AppState) -> Result<Application, ServeError> {
+        let data = web::Data::new(state.clone());
+        let d = data.clone();
+        let server = HttpServer::new(move || app!(d, public_routes))
+            .workers(config.workers)
+            .client_request_timeout(config.request_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .shutdown_timeout(config.shutdown_timeout.as_secs())
+            .disable_signals()
+            .bind(config.listen)
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = server.addrs().first().copied().unwrap_or(config.listen);
+        let server = server.run();
+        let (admin, admin_addr) = if config.admin_tokens.is_empty() {
+            tracing::info!("admin listener disabled: no admin token configured");
+            (None, None)
+        } else {
+            let d = data.clone();
+            let admin = HttpServer::new(move || app!(d, admin_routes))
+                .workers(1)
+                .client_request_timeout(config.request_timeout)
+                .shutdown_timeout(config.shutdown_timeout.as_secs())
+                .disable_signals()
+                .bind(config.admin_listen)
+                .map_err(|source| ServeError::Bind {
+                    addr: config.admin_listen,
+                    source,
+                })?;
+            let admin_addr = admin.addrs().first().copied();
+            let admin = admin.run();
+            (Some(admin), admin_addr)
+        };
+        Ok(Application {
+            state,
+            addr,
+            admin_addr,
+            server,
+            admin,
+            drain_delay: config.drain_delay,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Runs until the servers stop: on their handle, or on SIGTERM/SIGINT when
+    /// `signals` is set. On a signal, `/readyz` answers 503 for the drain delay (none
+    /// for SIGINT), then the listeners stop accepting and in-flight requests finish.
+    pub async fn run(self, signals: bool) -> Result<(), ServeError> {
+        let handle = self.server.handle();
+        let admin_handle = self.admin.as_ref().map(Server::handle);
+        if signals {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+                let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+                let state = self.state.clone();
+                let delay = self.drain_delay;
+                let h = handle.clone();
+                let ah = admin_handle.clone();
+                actix_web::rt::spawn(async move {
+                    let delay = tokio::select! {
+                        _ = term.recv() => delay,
+                        _ = int.recv() => Duration::ZERO,
+                    };
+                    state.start_draining();
+                    tracing::info!(drain_delay_ms = delay.as_millis() as u64, "draining: readiness is 503");
+                    tokio::time::sleep(delay).await;
+                    tracing::info!("stopping: finishing in-flight requests");
+                    if let Some(ah) = ah {
+                        ah.stop(true).await;
+                    }
+                    h.stop(true).await;
+                });
+            }
+        }
+        let admin = async {
+            match self.admin {
+                Some(a) => a.await,
+                None => Ok(()),
+            }
+        };
+        let (public, admin) = futures_join(self.server, admin).await;
+        public.and(admin).map_err(ServeError::Run)?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn futures_join<A, B>(a: A, b: B) -> (A::Output, B::Output)
+where
+    A: std::future::Future,
+    B: std::future::Future,
+{
+    tokio::join!(a, b)
+}
+
+/// `marketgate serve`: load, bind, watch, serve until a signal.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    actix_web::rt::System::new().block_on(async move {
+        if config.redis.is_some() {
+            tracing::warn!("redis overrides are not available yet; using in-memory overrides");
+        }
+        let state = AppState::load(&config, Clock::System)?;
+        let app = Application::build(&config, state.clone())?;
+        tracing::info!(
+            listen = %app.addr(),
+            admin = app.admin_addr().map(tracing::field::display),
+            workers = config.workers,
+            "serving"
+        );
+        let _watcher = match reload::watch_rules(state.clone(), config.reload_debounce) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "rules will reload on SIGHUP and /admin/v1/reload only");
+                None
+            }
+        };
+        reload::reload_on_sighup(state.clone()).map_err(ServeError::Signals)?;
+        app.run(true).await
+    })
+}

@@ -1,0 +1,341 @@
+//! OFREP, the OpenFeature Remote Evaluation Protocol: single and bulk evaluation with
+//! OFREP's own success and error shapes. The market status is the string flag
+//! `market`; each declared feature is a boolean flag. Never echoes a client address in
+//! `errorDetails`.
+
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::engine::{Decision, Part, Source};
+use crate::rules::{FeatureId, RuleSet};
+
+use super::error::ApiError;
+use super::handlers::{decide, location_of};
+use super::state::AppState;
+
+/// The flag that carries the market status.
+pub const MARKET_FLAG: &str = "market";
+
+/// An OFREP error, answered as `{key?, errorCode, errorDetails}`.
+#[derive(Debug, thiserror::Error)]
+pub enum OfrepError {
+    #[error("{details}")]
+    Parse { key: Option<String>, details: String },
+    #[error("{details}")]
+    InvalidContext { key: Option<String>, details: String },
+    #[error("flag `{0}` does not exist")]
+    FlagNotFound(String),
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { key: Option<String>, limit: usize },
+    #[error("method not allowed; OFREP evaluation uses POST")]
+    MethodNotAllowed,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OfrepErrorBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `PARSE_ERROR`, `INVALID_CONTEXT`, `TARGETING_KEY_MISSING`, `FLAG_NOT_FOUND`, `GENERAL`.
+    pub error_code: &'static str,
+    pub error_details: String,
+}
+
+impl OfrepError {
+    fn code(&self) -> &'static str {
+        match self {
+            OfrepError::Parse { .. } | OfrepError::TooLarge { .. } => "PARSE_ERROR",
+            OfrepError::InvalidContext { .. } => "INVALID_CONTEXT",
+            OfrepError::FlagNotFound(_) => "FLAG_NOT_FOUND",
+            OfrepError::MethodNotAllowed => "GENERAL",
+        }
+    }
+    fn key(&self) -> Option<String> {
+        match self {
+            OfrepError::Parse { key, .. }
+            | OfrepError::InvalidContext { key, .. }
+            | OfrepError::TooLarge { key, .. } => key.clone(),
+            OfrepError::FlagNotFound(k) => Some(k.clone()),
+            OfrepError::MethodNotAllowed => None,
+        }
+    }
+    fn context(key: Option<&str>, e: ApiError) -> OfrepError {
+        OfrepError::InvalidContext {
+            key: key.map(str::to_string),
+            details: e.to_string(),
+        }
+    }
+}
+
+impl ResponseError for OfrepError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            OfrepError::FlagNotFound(_) => StatusCode::NOT_FOUND,
+            OfrepError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            OfrepError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(OfrepErrorBody {
+            key: self.key(),
+            error_code: self.code(),
+            error_details: self.to_string(),
+        })
+    }
+}
+
+/// The evaluation context fields marketgate reads.
+#[derive(Debug, Default)]
+struct Context {
+    ip: Option<String>,
+    country: Option<String>,
+    subdivision: Option<String>,
+    targeting_key: Option<String>,
+}
+
+async fn read_context(
+    state: &AppState,
+    payload: web::Payload,
+    key: Option<&str>,
+) -> Result<Context, OfrepError> {
+    let limit = state.max_body_bytes();
+    let too_large = || OfrepError::TooLarge {
+        key: key.map(str::to_string),
+        limit,
+    };
+    let parse = |details: &str| OfrepError::Parse {
+        key: key.map(str::to_string),
+        details: details.to_string(),
+    };
+    let bytes = match payload.to_bytes_limited(limit).await {
+        Err(_) => return Err(too_large()),
+        Ok(Err(_)) => return Err(parse("the request body could not be read")),
+        Ok(Ok(b)) => b,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Context::default());
+    }
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| parse("the request body is not JSON"))?;
+    let Value::Object(mut body) = body else {
+        return Err(parse("the request body must be a JSON object"));
+    };
+    let ctx = match body.remove("context") {
+        None | Some(Value::Null) => return Ok(Context::default()),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(OfrepError::InvalidContext {
+                key: key.map(str::to_string),
+                details: "`context` must be an object".into(),
+            })
+        }
+    };
+    let field = |m: &Map<String, Value>, name: &str| -> Result<Option<String>, OfrepError> {
+        match m.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(OfrepError::InvalidContext {
+                key: key.map(str::to_string),
+                details: format!("context `{name}` must be a string"),
+            }),
+        }
+    };
+    Ok(Context {
+        ip: field(&ctx, "ip")?,
+        country: field(&ctx, "country")?,
+        subdivision: field(&ctx, "subdivision")?,
+        targeting_key: field(&ctx, "targetingKey")?,
+    })
+}
+
+/// One flag's evaluation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Evaluation {
+    pub key: String,
+    /// A string for `market`, a boolean for a feature.
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// `TARGETING_MATCH`, `SPLIT` or `DEFAULT`.
+    pub reason: &'static str,
+    pub variant: &'static str,
+    /// `jurisdiction` and `rulesVersion`.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BulkEvaluation {
+    pub flags: Vec<Evaluation>,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub metadata: Map<String, Value>,
+}
+
+enum Flag {
+    Market,
+    Feature(FeatureId),
+}
+
+fn reason(rules: &RuleSet, d: &Decision, part: Part) -> &'static str {
+    match d.reason_for(part).map(|s| &s.source) {
+        None => "DEFAULT",
+        Some(Source::Change(l, i))
+            if rules.level(*l).changes[*i as usize].rollout_bp.is_some() =>
+        {
+            "SPLIT"
+        }
+        Some(_) => "TARGETING_MATCH",
+    }
+}
+
+fn metadata(rules: &RuleSet, d: &Decision) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("jurisdiction".into(), d.jurisdiction().to_string().into());
+    m.insert("rulesVersion".into(), rules.version().into());
+    m
+}
+
+fn evaluate(rules: &RuleSet, d: &Decision, key: &str, flag: Flag) -> Evaluation {
+    let (value, variant, reason) = match flag {
+        Flag::Market => (
+            Value::from(d.status.as_str()),
+            d.status.as_str(),
+            // A status derived from features off is targeted too.
+            match reason(rules, d, Part::Status) {
+                "DEFAULT" if d.status != crate::rules::Status::Served => "TARGETING_MATCH",
+                r => r,
+            },
+        ),
+        Flag::Feature(id) => {
+            let on = d.feature_on(id);
+            (
+                Value::from(on),
+                if on { "on" } else { "off" },
+                reason(rules, d, Part::Feature(id)),
+            )
+        }
+    };
+    Evaluation {
+        key: key.to_string(),
+        value,
+        reason,
+        variant,
+        metadata: metadata(rules, d),
+    }
+}
+
+/// Evaluates one flag.
+#[utoipa::path(
+    post,
+    path = "/ofrep/v1/evaluate/flags/{key}",
+    params(("key" = String, Path, description = "`market` or a feature name")),
+    request_body(content = Object, description = "`{\"context\": {\"ip\"?, \"country\"?, \"subdivision\"?, \"targetingKey\"?}}`"),
+    responses(
+        (status = 200, description = "Evaluated", body = Evaluation),
+        (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = OfrepErrorBody),
+        (status = 404, description = "FLAG_NOT_FOUND", body = OfrepErrorBody),
+        (status = 413, description = "Body too large (PARSE_ERROR)", body = OfrepErrorBody),
+    ),
+    tag = "ofrep"
+)]
+pub async fn evaluate_one(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    key: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, OfrepError> {
+    let key = key.into_inner();
+    let rules = state.rules();
+    let flag = if key == MARKET_FLAG {
+        Flag::Market
+    } else {
+        match rules.feature_id(&key) {
+            Some(id) => Flag::Feature(id),
+            None => return Err(OfrepError::FlagNotFound(key)),
+        }
+    };
+    let ctx = read_context(&state, payload, Some(&key)).await?;
+    let location = location_of(
+        &state,
+        &req,
+        ctx.ip.as_deref(),
+        ctx.country.as_deref(),
+        ctx.subdivision.as_deref(),
+    )
+    .map_err(|e| OfrepError::context(Some(&key), e))?;
+    let at = state.now();
+    let d = decide(&state, &req, &rules, location, ctx.targeting_key.as_deref(), at);
+    Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag)))
+}
+
+/// Evaluates every flag, with an `ETag`; `If-None-Match` with it answers 304.
+#[utoipa::path(
+    post,
+    path = "/ofrep/v1/evaluate/flags",
+    params(("If-None-Match" = Option<String>, Header, description = "ETag of a previous answer")),
+    request_body(content = Object, description = "`{\"context\": {...}}` as for one flag"),
+    responses(
+        (status = 200, description = "Every flag", body = BulkEvaluation, headers(("ETag" = String))),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = OfrepErrorBody),
+        (status = 413, description = "Body too large (PARSE_ERROR)", body = OfrepErrorBody),
+    ),
+    tag = "ofrep"
+)]
+pub async fn evaluate_all(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, OfrepError> {
+    let rules = state.rules();
+    let ctx = read_context(&state, payload, None).await?;
+    let location = location_of(
+        &state,
+        &req,
+        ctx.ip.as_deref(),
+        ctx.country.as_deref(),
+        ctx.subdivision.as_deref(),
+    )
+    .map_err(|e| OfrepError::context(None, e))?;
+    let at = state.now();
+    let d = decide(&state, &req, &rules, location, ctx.targeting_key.as_deref(), at);
+    let mut flags = vec![evaluate(&rules, &d, MARKET_FLAG, Flag::Market)];
+    for (i, f) in rules.features().iter().enumerate() {
+        flags.push(evaluate(&rules, &d, &f.name, Flag::Feature(i as FeatureId)));
+    }
+    let body = BulkEvaluation {
+        flags,
+        metadata: metadata(&rules, &d),
+    };
+    let bytes = serde_json::to_vec(&body).map_err(|_| OfrepError::Parse {
+        key: None,
+        details: "internal encoding error".into(),
+    })?;
+    let etag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&bytes));
+    let matches = req
+        .headers()
+        .get_all(IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*");
+    let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    if matches {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((ETAG, etag))
+            .insert_header((CACHE_CONTROL, "private, no-cache"))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((ETAG, etag))
+        .insert_header((CACHE_CONTROL, "private, no-cache"))
+        .content_type("application/json")
+        .body(bytes))
+}
+
+pub async fn method_not_allowed() -> Result<HttpResponse, OfrepError> {
+    Err(OfrepError::MethodNotAllowed)
+}

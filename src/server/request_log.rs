@@ -1,0 +1,111 @@
+//! Our own request log and request span: method, route pattern, status, latency,
+//! jurisdiction, decision and a request id. Replaces actix's `Logger` and
+//! tracing-actix-web's root span, which record the peer address; this one never reads
+//! the peer, forwarding headers or the query string.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::HttpMessage;
+use tracing::Instrument;
+
+use super::handlers::Outcome;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A per-process prefix so ids from different instances differ.
+fn prefix() -> u32 {
+    use std::sync::OnceLock;
+    static P: OnceLock<u32> = OnceLock::new();
+    *P.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (xxhash_rust::xxh3::xxh3_64(&[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat()) >> 32) as u32
+    })
+}
+
+/// The request id: the gateway's `X-Request-Id` when it looks like one (at most 64
+/// characters of `[A-Za-z0-9._-]`), else a new one.
+fn request_id(req: &ServiceRequest) -> HeaderValue {
+    if let Some(v) = req.headers().get(X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 64
+            && b
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            return v.clone();
+        }
+    }
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0u8; 24];
+    let s = {
+        use std::io::Write;
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{:08x}{:016x}", prefix(), n);
+        24 - w.len()
+    };
+    HeaderValue::from_bytes(&buf[..s]).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// The middleware: wraps each request in a span with its id and logs one line when the
+/// answer is ready (target `marketgate::access`, level info; 5xx at error).
+pub async fn request_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let id = request_id(&req);
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or("-"),
+    );
+    let res = next.call(req).instrument(span.clone()).await;
+    let mut res = match res {
+        Ok(res) => res,
+        Err(e) => {
+            // Handlers answer their own errors; this is a middleware or framework error.
+            let _g = span.enter();
+            tracing::error!(target: "marketgate::access", error = %e, "request failed");
+            return Err(e);
+        }
+    };
+    let status = res.status();
+    if tracing::enabled!(target: "marketgate::access", tracing::Level::INFO) || status.is_server_error() {
+        let req = res.request();
+        let route = req.match_pattern();
+        let outcome = req.extensions().get::<Outcome>().copied();
+        let jurisdiction = outcome.map(|o| o.location);
+        let latency_us = start.elapsed().as_micros() as u64;
+        macro_rules! line {
+            ($lvl:ident) => {
+                tracing::$lvl!(
+                    target: "marketgate::access",
+                    parent: &span,
+                    method = %req.method(),
+                    route = route.as_deref().unwrap_or("-"),
+                    status = status.as_u16(),
+                    latency_us,
+                    jurisdiction = jurisdiction.as_ref().map(tracing::field::display),
+                    decision = outcome.map(|o| o.status.as_str()),
+                    "request"
+                )
+            };
+        }
+        if status.is_server_error() {
+            line!(error);
+        } else {
+            line!(info);
+        }
+    }
+    res.headers_mut().insert(X_REQUEST_ID, id);
+    Ok(res)
+}

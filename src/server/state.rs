@@ -1,0 +1,226 @@
+//! The one named state of the service: immutable snapshots of rules, GeoIP and
+//! overrides behind `ArcSwap`, the clock, the readiness flag and the metrics. Owns
+//! reloading the rules (compile first, swap only on success); never evaluates a request
+//! itself and never logs a client address.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use jiff::Timestamp;
+
+use crate::config::Config;
+use crate::overrides::OverrideSet;
+use crate::rules::{Diagnostics, RuleSet};
+
+use super::geo::Geo;
+use super::metrics::Metrics;
+
+/// Where "now" comes from: the system clock, or a fixed instant for tests.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    System,
+    Fixed(Timestamp),
+}
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::now(),
+            Clock::Fixed(t) => *t,
+        }
+    }
+}
+
+/// Shared by every worker; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rules: ArcSwap<RuleSet>,
+    overrides: ArcSwap<OverrideSet>,
+    geo: Geo,
+    clock: Clock,
+    regions: PathBuf,
+    /// Lower-case name of the header that carries the rollout key.
+    key_header: actix_web::http::header::HeaderName,
+    max_body_bytes: usize,
+    admin_tokens: Vec<crate::config::Secret>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+    metrics: Metrics,
+    /// Serializes reloads so that two triggers never race to swap.
+    reload: tokio::sync::Mutex<()>,
+}
+
+/// Why a rules reload did not swap.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("rules in {dir} do not load ({} error(s)); keeping version {kept}", .diagnostics.errors().count())]
+    Invalid {
+        dir: String,
+        kept: String,
+        diagnostics: Diagnostics,
+    },
+    #[error("rules reload task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    Swapped { from: String, to: String },
+    Unchanged { version: String },
+}
+
+/// Why the state cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("rules in {dir} do not load:\n{diagnostics}")]
+    Rules { dir: String, diagnostics: Diagnostics },
+    #[error(transparent)]
+    Geo(#[from] super::geo::GeoError),
+    #[error("`{0}` is not a valid header name")]
+    KeyHeader(String),
+}
+
+impl AppState {
+    /// Loads the rules and the GeoIP database named by the configuration. Refuses to
+    /// build on rules errors; logs every warning.
+    pub fn load(config: &Config, clock: Clock) -> Result<AppState, StateError> {
+        let now = clock.now();
+        let (rules, warnings) =
+            RuleSet::load(&config.regions, now).map_err(|diagnostics| StateError::Rules {
+                dir: config.regions.display().to_string(),
+                diagnostics,
+            })?;
+        for w in warnings.warnings() {
+            tracing::warn!(at = %format_args!("{}:{}:{}", w.file, w.line, w.column), "{}", w.message);
+        }
+        let geo = Geo::load(config)?;
+        Self::new(config, rules, geo, clock)
+    }
+
+    /// Builds a state from parts (tests inject rules and a clock).
+    pub fn new(
+        config: &Config,
+        rules: RuleSet,
+        geo: Geo,
+        clock: Clock,
+    ) -> Result<AppState, StateError> {
+        let key_header = actix_web::http::header::HeaderName::from_bytes(
+            config.key_header.as_bytes(),
+        )
+        .map_err(|_| StateError::KeyHeader(config.key_header.clone()))?;
+        let metrics = Metrics::new();
+        metrics.set_rules(rules.version(), Timestamp::now());
+        geo.export(&metrics);
+        tracing::info!(version = %rules.version(), files = rules.files().len(), "rules loaded");
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                rules: ArcSwap::from_pointee(rules),
+                overrides: ArcSwap::from_pointee(OverrideSet::default()),
+                geo,
+                clock,
+                regions: config.regions.clone(),
+                key_header,
+                max_body_bytes: config.max_body_bytes,
+                admin_tokens: config.admin_tokens.clone(),
+                ready: AtomicBool::new(true),
+                draining: AtomicBool::new(false),
+                metrics,
+                reload: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The rules in force (a cheap guard; hold it for one request at most).
+    pub fn rules(&self) -> arc_swap::Guard<Arc<RuleSet>> {
+        self.inner.rules.load()
+    }
+    pub fn overrides(&self) -> arc_swap::Guard<Arc<OverrideSet>> {
+        self.inner.overrides.load()
+    }
+    /// Replaces the overrides snapshot (the override stores call this).
+    pub fn set_overrides(&self, overrides: OverrideSet) {
+        self.inner.overrides.store(Arc::new(overrides));
+    }
+    pub fn geo(&self) -> &Geo {
+        &self.inner.geo
+    }
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+    pub fn key_header(&self) -> &actix_web::http::header::HeaderName {
+        &self.inner.key_header
+    }
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+    pub fn admin_tokens(&self) -> &[crate::config::Secret] {
+        &self.inner.admin_tokens
+    }
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Relaxed) && !self.is_draining()
+    }
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+    /// From now on `/readyz` answers 503.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Reloads the rules directory: compiles off the async workers, swaps only on
+    /// success, keeps the last good set otherwise. Logs every diagnostic and counts the
+    /// result in `marketgate_rules_reload_total{result}`.
+    pub async fn reload_rules(&self, trigger: &'static str) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.inner.reload.lock().await;
+        let dir = self.inner.regions.clone();
+        let now = self.now();
+        let loaded = tokio::task::spawn_blocking(move || RuleSet::load(&dir, now)).await?;
+        let current = self.rules().version().to_string();
+        let m = self.metrics();
+        match loaded {
+            Ok((rules, warnings)) => {
+                for w in warnings.warnings() {
+                    tracing::warn!(at = %format_args!("{}:{}:{}", w.file, w.line, w.column), "{}", w.message);
+                }
+                let to = rules.version().to_string();
+                if to == current {
+                    m.rules_reloads.with_label_values(&["unchanged"]).inc();
+                    tracing::info!(version = %to, trigger, "rules unchanged");
+                    return Ok(Reloaded::Unchanged { version: to });
+                }
+                self.inner.rules.store(Arc::new(rules));
+                m.set_rules(&to, Timestamp::now());
+                m.rules_reloads.with_label_values(&["success"]).inc();
+                tracing::info!(from = %current, to = %to, trigger, "rules reloaded");
+                Ok(Reloaded::Swapped { from: current, to })
+            }
+            Err(diagnostics) => {
+                m.rules_reloads.with_label_values(&["failure"]).inc();
+                for d in &diagnostics.0 {
+                    tracing::error!(at = %format_args!("{}:{}:{}", d.file, d.line, d.column), severity = ?d.severity, "{}", d.message);
+                }
+                let err = ReloadError::Invalid {
+                    dir: self.inner.regions.display().to_string(),
+                    kept: current,
+                    diagnostics,
+                };
+                tracing::error!(trigger, "{err}");
+                Err(err)
+            }
+        }
+    }
+
+    pub fn regions_dir(&self) -> &std::path::Path {
+        &self.inner.regions
+    }
+}

@@ -1,0 +1,44 @@
+//! Logging setup: `tracing` to stderr, text or JSON, with a filter. Owns the subscriber;
+//! never installs a bridge for the `log` crate, because actix's own `log` records name
+//! peer addresses (see ARCHITECTURE: no client address reaches a sink).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("`{filter}` is not a log filter: {source}")]
+    Filter {
+        filter: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("a global subscriber is already installed")]
+    AlreadySet,
+}
+
+/// Installs the global subscriber, writing to stderr.
+pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
+    let env = EnvFilter::try_new(filter).map_err(|source| TelemetryError::Filter {
+        filter: filter.to_string(),
+        source,
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_writer(std::io::stderr);
+    // `set_global_default`, not `try_init`: the latter would also bridge `log` records.
+    let res = match format {
+        LogFormat::Json => tracing::subscriber::set_global_default(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+        LogFormat::Text => {
+            tracing::subscriber::set_global_default(builder.with_ansi(false).finish())
+        }
+    };
+    res.map_err(|_| TelemetryError::AlreadySet)
+}
