@@ -30,7 +30,9 @@ pub enum GeoDbError {
     Verify(#[source] MaxMindDbError),
     #[error("geoip database of type `{database_type}` has no country data in any known layout (country.iso_code, registered_country.iso_code, country_code)")]
     NoCountryLayout { database_type: String },
-    #[error("geoip database of type `{database_type}` has no country at `{path}` in any sampled record")]
+    #[error(
+        "geoip database of type `{database_type}` has no country at `{path}` in any sampled record"
+    )]
     NoCountryAtPath { database_type: String, path: String },
     #[error("geoip sanity lookup failed")]
     Probe(#[source] MaxMindDbError),
@@ -114,9 +116,11 @@ fn intern(s: &str) -> &'static str {
     leaked
 }
 
-/// Which fields of a record hold the country and the subdivision, as configured.
+/// Which fields of a record hold the country and the subdivision, as configured: `auto`
+/// (the default), `geoip2`, `flat`, or a map of field paths
+/// (`{country: geo.cc, subdivision: geo.region}`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(from = "RawLayoutChoice")]
 pub enum LayoutChoice {
     /// Detect from the file's metadata and content.
     #[default]
@@ -128,11 +132,49 @@ pub enum LayoutChoice {
     /// Explicit field paths.
     Fields {
         country: String,
-        #[serde(default)]
         subdivision: Option<String>,
-        #[serde(default)]
         registered_country: Option<String>,
     },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawLayoutChoice {
+    Named(NamedLayout),
+    Fields(RawFields),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum NamedLayout {
+    Auto,
+    Geoip2,
+    Flat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFields {
+    country: String,
+    #[serde(default)]
+    subdivision: Option<String>,
+    #[serde(default)]
+    registered_country: Option<String>,
+}
+
+impl From<RawLayoutChoice> for LayoutChoice {
+    fn from(raw: RawLayoutChoice) -> Self {
+        match raw {
+            RawLayoutChoice::Named(NamedLayout::Auto) => LayoutChoice::Auto,
+            RawLayoutChoice::Named(NamedLayout::Geoip2) => LayoutChoice::Geoip2,
+            RawLayoutChoice::Named(NamedLayout::Flat) => LayoutChoice::Flat,
+            RawLayoutChoice::Fields(f) => LayoutChoice::Fields {
+                country: f.country,
+                subdivision: f.subdivision,
+                registered_country: f.registered_country,
+            },
+        }
+    }
 }
 
 /// The layout in use for a loaded database.
@@ -276,8 +318,12 @@ impl GeoDb {
     /// check a few lookups.
     pub fn from_bytes(bytes: Vec<u8>, options: &LookupOptions) -> Result<Self, GeoDbError> {
         let size = bytes.len();
+        {
+            // The reader does not lend its buffer back, and verification may need it.
+            let borrowed = Reader::from_source(bytes.as_slice()).map_err(GeoDbError::Open)?;
+            super::verify::verify(&borrowed, &bytes).map_err(GeoDbError::Verify)?;
+        }
         let reader = Reader::from_source(bytes).map_err(GeoDbError::Open)?;
-        reader.verify().map_err(GeoDbError::Verify)?;
         let layout = match &options.layout {
             LayoutChoice::Auto => detect_layout(&reader)?,
             LayoutChoice::Geoip2 => Layout::Geoip2,
@@ -554,9 +600,13 @@ mod tests {
     fn builtin_paths_match_their_text() {
         for layout in [Layout::Geoip2, Layout::Flat] {
             let paths = layout.paths();
-            for p in [Some(paths.country), paths.subdivision, paths.registered_country]
-                .into_iter()
-                .flatten()
+            for p in [
+                Some(paths.country),
+                paths.subdivision,
+                paths.registered_country,
+            ]
+            .into_iter()
+            .flatten()
             {
                 assert_eq!(FieldPath::parse(p.as_str()).unwrap(), p);
             }
@@ -598,7 +648,7 @@ mod tests {
         check("layout: auto", LayoutChoice::Auto);
         check("layout: flat", LayoutChoice::Flat);
         check(
-            "layout: {fields: {country: cc, subdivision: region}}",
+            "layout: {country: cc, subdivision: region}",
             LayoutChoice::Fields {
                 country: "cc".into(),
                 subdivision: Some("region".into()),
@@ -606,6 +656,7 @@ mod tests {
             },
         );
         assert!(serde_yaml::from_str::<LookupOptions>("layout: nope").is_err());
+        assert!(serde_yaml::from_str::<LookupOptions>("layout: {country: a, extra: b}").is_err());
         assert!(serde_yaml::from_str::<LookupOptions>("bogus: 1").is_err());
     }
 }

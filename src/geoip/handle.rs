@@ -450,9 +450,6 @@ mod tests {
             path: "/nope".into(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
         };
-        assert_eq!(
-            error_chain(&err),
-            "cannot read geoip database /nope: gone"
-        );
+        assert_eq!(error_chain(&err), "cannot read geoip database /nope: gone");
     }
 }

@@ -6,9 +6,8 @@ mod bundled;
 pub mod cli;
 mod db;
 mod handle;
+mod verify;
 
 pub use bundled::{bytes as bundled_bytes, BUNDLED_SOURCE};
-pub use db::{
-    canonical_ip, FieldPath, GeoDb, GeoDbError, Layout, LayoutChoice, LookupOptions,
-};
+pub use db::{canonical_ip, FieldPath, GeoDb, GeoDbError, Layout, LayoutChoice, LookupOptions};
 pub use handle::{GeoIp, GeoIpConfig, GeoIpWatch, ReloadResult, ReloadStatus, WatchError};
