@@ -12,6 +12,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::client_addr::{ClientAddrConfig, ForwardedHeader};
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -53,6 +55,12 @@ pub struct Config {
     pub geoip: Option<PathBuf>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Which forwarding header trusted proxies write: `x-forwarded-for` or `forwarded`.
+    pub forwarded_header: ForwardedHeader,
+    /// A header in which a trusted gateway puts the client address (`X-Real-IP`).
+    pub client_address_header: Option<String>,
+    /// A header in which a trusted CDN puts the client's country (`CF-IPCountry`).
+    pub country_header: Option<String>,
     /// Redis URL for shared overrides (may carry a password: a secret).
     pub redis: Option<Secret>,
     /// Worker threads of the public listener.
@@ -83,6 +91,9 @@ impl Default for Config {
             regions: PathBuf::from("regions"),
             geoip: None,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            client_address_header: None,
+            country_header: None,
             redis: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             key_header: "x-user-id".into(),
@@ -152,6 +163,9 @@ pub struct RawConfig {
     pub regions: Option<String>,
     pub geoip: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub forwarded_header: Option<String>,
+    pub client_address_header: Option<String>,
+    pub country_header: Option<String>,
     pub redis: Option<String>,
     pub workers: Option<Scalar>,
     pub key_header: Option<String>,
@@ -189,6 +203,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("regions", "MARKETGATE_REGIONS"),
     ("geoip", "MARKETGATE_GEOIP"),
     ("trusted_proxies", "MARKETGATE_TRUSTED_PROXIES"),
+    ("forwarded_header", "MARKETGATE_FORWARDED_HEADER"),
+    ("client_address_header", "MARKETGATE_CLIENT_ADDRESS_HEADER"),
+    ("country_header", "MARKETGATE_COUNTRY_HEADER"),
     ("redis", "MARKETGATE_REDIS"),
     ("workers", "MARKETGATE_WORKERS"),
     ("key_header", "MARKETGATE_KEY_HEADER"),
@@ -242,6 +259,9 @@ impl RawConfig {
             regions: get("regions"),
             geoip: get("geoip"),
             trusted_proxies: list("trusted_proxies"),
+            forwarded_header: get("forwarded_header"),
+            client_address_header: get("client_address_header"),
+            country_header: get("country_header"),
             redis: get("redis"),
             workers: get("workers").map(Scalar::Str),
             key_header: get("key_header"),
@@ -349,6 +369,13 @@ impl Config {
                 .map(|s| parse_cidr(s))
                 .collect::<Result<Vec<_>, _>>()
         });
+        set!(forwarded_header, |v: &String| match v.as_str() {
+            "x-forwarded-for" | "x_forwarded_for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            _ => Err(format!("`{v}` is not x-forwarded-for or forwarded")),
+        });
+        set!(client_address_header, |v: &String| optional_header(v));
+        set!(country_header, |v: &String| optional_header(v));
         set!(redis, |v: &String| {
             if v.is_empty() {
                 Ok(None)
@@ -363,17 +390,8 @@ impl Config {
             Ok(n) if (1..=1024).contains(&n) => Ok(n),
             _ => Err(format!("`{}` is not a number of workers (1..=1024)", v.text())),
         });
-        set!(key_header, |v: &String| {
-            if !v.is_empty()
-                && v
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                Ok(v.to_ascii_lowercase())
-            } else {
-                Err(format!("`{v}` is not an HTTP header name"))
-            }
-        });
+        set!(key_header, |v: &String| optional_header(v)?
+            .ok_or_else(|| "must not be empty".to_string()));
         set!(log_format, |v: &String| match v.as_str() {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
@@ -398,6 +416,35 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The client-address rules for [`crate::client_addr`].
+    pub fn client_addr(&self) -> ClientAddrConfig {
+        let header = |h: &Option<String>| {
+            h.as_deref()
+                .and_then(|h| actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).ok())
+        };
+        ClientAddrConfig {
+            trusted_proxies: self.trusted_proxies.clone(),
+            forwarded_header: self.forwarded_header,
+            client_address_header: header(&self.client_address_header),
+            country_header: header(&self.country_header),
+        }
+    }
+}
+
+fn optional_header(v: &str) -> Result<Option<String>, String> {
+    if v.is_empty() {
+        Ok(None)
+    } else if v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(Some(v.to_ascii_lowercase()))
+    } else {
+        Err(format!("`{v}` is not an HTTP header name"))
+    }
+}
+
 /// The flag that sets a key.
 pub fn flag_name(key: &str) -> &str {
     match key {
@@ -405,6 +452,9 @@ pub fn flag_name(key: &str) -> &str {
         "admin_listen" => "admin-listen",
         "admin_tokens" => "admin-token",
         "trusted_proxies" => "trusted-proxy",
+        "forwarded_header" => "forwarded-header",
+        "client_address_header" => "client-address-header",
+        "country_header" => "country-header",
         "key_header" => "key-header",
         "log_format" => "log-format",
         "log_level" => "log-level",

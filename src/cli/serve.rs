@@ -30,6 +30,15 @@ pub struct ServeArgs {
     /// Trusted proxy CIDR, repeatable [env MARKETGATE_TRUSTED_PROXIES, comma-separated; key trusted_proxies].
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<String>,
+    /// Forwarding header trusted proxies write: x-forwarded-for or forwarded [default x-forwarded-for; env MARKETGATE_FORWARDED_HEADER; key forwarded_header].
+    #[arg(long, value_name = "NAME")]
+    pub forwarded_header: Option<String>,
+    /// Header with the client address from a trusted gateway, e.g. X-Real-IP [env MARKETGATE_CLIENT_ADDRESS_HEADER; key client_address_header].
+    #[arg(long, value_name = "NAME")]
+    pub client_address_header: Option<String>,
+    /// Header with the client country from a trusted CDN, e.g. CF-IPCountry [env MARKETGATE_COUNTRY_HEADER; key country_header].
+    #[arg(long, value_name = "NAME")]
+    pub country_header: Option<String>,
     /// Redis URL for shared overrides [env MARKETGATE_REDIS; key redis].
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
@@ -74,6 +83,9 @@ impl ServeArgs {
                 regions: self.regions,
                 geoip: self.geoip,
                 trusted_proxies: list(self.trusted_proxies),
+                forwarded_header: self.forwarded_header,
+                client_address_header: self.client_address_header,
+                country_header: self.country_header,
                 redis: self.redis,
                 workers: self.workers.map(Scalar::Str),
                 key_header: self.key_header,

@@ -1,44 +1,109 @@
 //! The service's view of GeoIP and the client address: turns an `ip=` value or a
-//! request into a [`Location`]. Owns only the wiring; the database and the header
-//! rules live in `crate::geoip` and `crate::client_addr`. Never logs or returns an
-//! address: only the location leaves this module.
+//! request into a [`Location`]. Owns only the wiring; the database is
+//! [`crate::geoip::GeoIp`] and the header rules are [`crate::client_addr`]. Never logs or
+//! returns an address: only the location leaves this module.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use actix_web::HttpRequest;
 
+use crate::client_addr::{client_origin, peer_ip, ClientAddrConfig, ClientOrigin};
 use crate::config::Config;
+use crate::geoip::{GeoDbError, GeoIp, GeoIpConfig, GeoIpWatch};
 use crate::location::Location;
 
 use super::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
-    #[error("the GeoIP database is not available yet")]
-    Unavailable,
+    #[error("geoip database {source_name}: {error}")]
+    Load {
+        source_name: String,
+        #[source]
+        error: GeoDbError,
+    },
 }
 
-/// GeoIP and client-address resolution. (Placeholder until the GeoIP branch lands:
-/// every address is `unknown`.)
+/// GeoIP database in service plus the client-address rules.
 pub struct Geo {
-    _private: (),
+    geoip: Arc<GeoIp>,
+    client: ClientAddrConfig,
+    _watch: Option<GeoIpWatch>,
 }
 
 impl Geo {
-    pub fn load(_config: &Config) -> Result<Geo, GeoError> {
-        Ok(Geo { _private: () })
+    /// Loads the configured (or bundled) database and, for a file, watches its
+    /// directory so that a replaced file is reloaded (a bad one is refused).
+    pub fn load(config: &Config) -> Result<Geo, GeoError> {
+        let gc = GeoIpConfig {
+            path: config.geoip.clone(),
+            ..GeoIpConfig::default()
+        };
+        let geoip = GeoIp::load(&gc).map_err(|error| GeoError::Load {
+            source_name: config
+                .geoip
+                .as_ref()
+                .map_or("bundled".into(), |p| p.display().to_string()),
+            error,
+        })?;
+        Ok(Self::from_parts(Arc::new(geoip), config.client_addr(), true))
     }
 
-    /// Exports the database's metrics.
-    pub fn export(&self, _metrics: &Metrics) {}
-
-    /// The location of an address.
-    pub fn lookup(&self, _ip: IpAddr, _metrics: &Metrics) -> Location {
-        Location::UNKNOWN
+    /// Builds from a loaded database (tests); `watch` starts the directory watch.
+    pub fn from_parts(geoip: Arc<GeoIp>, client: ClientAddrConfig, watch: bool) -> Geo {
+        let watch = if watch && geoip.path().is_some() {
+            match geoip.watch() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "geoip database will reload on SIGHUP only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Geo {
+            geoip,
+            client,
+            _watch: watch,
+        }
     }
 
-    /// The location of the client of a request (peer, trusted proxies, headers).
-    pub fn client_location(&self, _req: &HttpRequest, _metrics: &Metrics) -> Location {
-        Location::UNKNOWN
+    /// Exports the database's metrics (build time, reload counts).
+    pub fn export(&self, m: &Metrics) {
+        m.geoip_build_time.set(self.geoip.build_epoch() as i64);
+        let (loaded, failed) = self.geoip.reload_counts();
+        for (result, n) in [("success", loaded), ("failure", failed)] {
+            let c = m.geoip_reloads.with_label_values(&[result]);
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+    }
+
+    /// Rereads the database file (SIGHUP); the old one stays on failure.
+    pub fn reload(&self) {
+        let _ = self.geoip.reload();
+    }
+
+    /// The location of an address; a miss is counted.
+    #[inline]
+    pub fn lookup(&self, ip: IpAddr, m: &Metrics) -> Location {
+        let l = self.geoip.lookup(ip);
+        if l.is_unknown() {
+            m.geoip_misses.inc();
+        }
+        l
+    }
+
+    /// The location of the client of a request: the peer, or what trusted proxies say.
+    pub fn client_location(&self, req: &HttpRequest, m: &Metrics) -> Location {
+        let Some(peer) = req.peer_addr() else {
+            return Location::UNKNOWN;
+        };
+        match client_origin(peer_ip(peer), req.headers(), &self.client) {
+            ClientOrigin::Address(ip) => self.lookup(ip, m),
+            ClientOrigin::Country(l) => l,
+            ClientOrigin::Unknown => Location::UNKNOWN,
+        }
     }
 }

@@ -526,6 +526,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")), tag = "operations")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let m = state.metrics();
+    state.geo().export(m);
     m.active_overrides
         .set(state.overrides().active_at(state.now()).len() as i64);
     HttpResponse::Ok()

@@ -64,6 +64,8 @@ pub fn reload_on_sighup(state: AppState) -> std::io::Result<()> {
     actix_web::rt::spawn(async move {
         while hup.recv().await.is_some() {
             let _ = state.reload_rules("sighup").await;
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.geo().reload()).await;
         }
     });
     Ok(())
