@@ -388,7 +388,10 @@ impl Config {
         });
         set!(workers, |v: &Scalar| match v.text().parse::<usize>() {
             Ok(n) if (1..=1024).contains(&n) => Ok(n),
-            _ => Err(format!("`{}` is not a number of workers (1..=1024)", v.text())),
+            _ => Err(format!(
+                "`{}` is not a number of workers (1..=1024)",
+                v.text()
+            )),
         });
         set!(key_header, |v: &String| optional_header(v)?
             .ok_or_else(|| "must not be empty".to_string()));
@@ -402,13 +405,16 @@ impl Config {
                 .map(|_| v.clone())
                 .map_err(|e| format!("`{v}` is not a log filter: {e}"))
         });
-        set!(max_body_bytes, |v: &Scalar| match v.text().parse::<usize>() {
-            Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => Ok(n),
-            _ => Err(format!(
-                "`{}` is not a body size in bytes (1024..=16777216)",
-                v.text()
-            )),
-        });
+        set!(
+            max_body_bytes,
+            |v: &Scalar| match v.text().parse::<usize>() {
+                Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "`{}` is not a body size in bytes (1024..=16777216)",
+                    v.text()
+                )),
+            }
+        );
         set!(request_timeout, |v: &String| parse_duration(v));
         set!(drain_delay, |v: &String| parse_duration(v));
         set!(shutdown_timeout, |v: &String| parse_duration(v));
@@ -550,7 +556,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(c.workers, 5);
         assert_eq!(c.regions, PathBuf::from("from-file"));
-        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            c.trusted_proxies,
+            vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
     }
 
     #[test]
@@ -569,7 +578,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("config key `listen` (from environment variable MARKETGATE_LISTEN): `nowhere` is not a socket address"), "{err}");
-        assert!(err.contains("config key `trusted_proxies` (from flag --trusted-proxy)"), "{err}");
+        assert!(
+            err.contains("config key `trusted_proxies` (from flag --trusted-proxy)"),
+            "{err}"
+        );
         assert!(err.contains("config key `redis`"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }

@@ -58,7 +58,10 @@ pub struct ReloadBody {
     security(("bearer" = [])),
     tag = "admin"
 )]
-pub async fn reload(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn reload(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     match state.reload_rules("admin").await {
         Ok(Reloaded::Swapped { from, to }) => Ok(HttpResponse::Ok().json(ReloadBody {

@@ -106,12 +106,18 @@ impl ResponseError for ApiError {
 
 /// Maps extractor errors (query strings, JSON, paths) to a 400 in our shape, without
 /// echoing the input.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     tracing::debug!(error = %err, "query string rejected");
     ApiError::InvalidParameter("the query string is malformed".into()).into()
 }
 
-pub fn path_error(err: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn path_error(
+    err: actix_web::error::PathError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     tracing::debug!(error = %err, "path rejected");
     ApiError::InvalidParameter("the path is malformed".into()).into()
 }
@@ -122,6 +128,7 @@ pub fn path_error(err: actix_web::error::PathError, _: &actix_web::HttpRequest) 
 pub fn echo(s: &str) -> Option<&str> {
     (s.len() <= 32
         && !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_'))
     .then_some(s)
 }

@@ -47,7 +47,11 @@ impl Geo {
                 .map_or("bundled".into(), |p| p.display().to_string()),
             error,
         })?;
-        Ok(Self::from_parts(Arc::new(geoip), config.client_addr(), true))
+        Ok(Self::from_parts(
+            Arc::new(geoip),
+            config.client_addr(),
+            true,
+        ))
     }
 
     /// Builds from a loaded database (tests); `watch` starts the directory watch.

@@ -39,15 +39,7 @@ pub(crate) fn decide(
     let start = Instant::now();
     let location = location();
     let overrides = state.overrides();
-    let d = engine::decide(
-        rules,
-        &overrides,
-        &Request {
-            location,
-            key,
-            at,
-        },
-    );
+    let d = engine::decide(rules, &overrides, &Request { location, key, at });
     let m = state.metrics();
     m.decision_seconds.observe(start.elapsed().as_secs_f64());
     m.record(rules, &d);
@@ -101,7 +93,10 @@ pub(crate) fn location_of<'a>(
 }
 
 /// `country=FR`, `country=US-CA`, `country=US&subdivision=CA`, `country=unknown`.
-pub(crate) fn parse_location(country: &str, subdivision: Option<&str>) -> Result<Location, ApiError> {
+pub(crate) fn parse_location(
+    country: &str,
+    subdivision: Option<&str>,
+) -> Result<Location, ApiError> {
     if country == "unknown" && subdivision.is_none() {
         return Ok(Location::UNKNOWN);
     }
@@ -504,9 +499,7 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 /// Alive: the process answers.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")), tag = "operations")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain")
-        .body("ok\n")
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
 /// Ready: rules and GeoIP loaded and not draining.
@@ -516,7 +509,9 @@ pub async fn healthz() -> HttpResponse {
 ), tag = "operations")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.is_ready() {
-        Ok(HttpResponse::Ok().content_type("text/plain").body("ready\n"))
+        Ok(HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"))
     } else {
         Err(ApiError::Draining)
     }

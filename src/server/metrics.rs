@@ -67,7 +67,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         let rules_info = IntGaugeVec::new(
-            Opts::new("marketgate_rules_info", "The rules version in force (value 1)"),
+            Opts::new(
+                "marketgate_rules_info",
+                "The rules version in force (value 1)",
+            ),
             &["version"],
         )
         .expect("static metric definition");
@@ -76,11 +79,9 @@ impl Metrics {
             "When the rules in force were loaded (Unix time)",
         )
         .expect("static metric definition");
-        let active_overrides = IntGauge::new(
-            "marketgate_active_overrides",
-            "Operator overrides in force",
-        )
-        .expect("static metric definition");
+        let active_overrides =
+            IntGauge::new("marketgate_active_overrides", "Operator overrides in force")
+                .expect("static metric definition");
         let shadow_divergence = IntCounterVec::new(
             Opts::new(
                 "marketgate_shadow_divergence_total",
@@ -157,8 +158,7 @@ impl Metrics {
                 Some(c) => c.to_string(),
                 None => "unknown".to_string(),
             };
-            self.decisions
-                .with_label_values(&[status.as_str(), &label])
+            self.decisions.with_label_values(&[status.as_str(), &label])
         })
     }
 

@@ -104,6 +104,8 @@ pub struct Application {
     server: Server,
     admin: Option<Server>,
     drain_delay: Duration,
+    /// Keeps the rules directory watch alive.
+    _watch: Option<notify::RecommendedWatcher>,
 }
 
 impl Application {
@@ -145,6 +147,13 @@ impl Application {
             let admin = admin.run();
             (Some(admin), admin_addr)
         };
+        let watch = match reload::watch_rules(state.clone(), config.reload_debounce) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "rules will reload on SIGHUP and /admin/v1/reload only");
+                None
+            }
+        };
         Ok(Application {
             state,
             addr,
@@ -152,6 +161,7 @@ impl Application {
             server,
             admin,
             drain_delay: config.drain_delay,
+            _watch: watch,
         })
     }
 
@@ -167,6 +177,12 @@ impl Application {
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
+    /// Handles of every listener (public first), to stop them.
+    pub fn handles(&self) -> Vec<ServerHandle> {
+        std::iter::once(self.server.handle())
+            .chain(self.admin.as_ref().map(Server::handle))
+            .collect()
+    }
 
     /// Runs until the servers stop: on their handle, or on SIGTERM/SIGINT when
     /// `signals` is set. On a signal, `/readyz` answers 503 for the drain delay (none
@@ -175,6 +191,7 @@ impl Application {
         let handle = self.server.handle();
         let admin_handle = self.admin.as_ref().map(Server::handle);
         if signals {
+            reload::reload_on_sighup(self.state.clone()).map_err(ServeError::Signals)?;
             #[cfg(unix)]
             {
                 use tokio::signal::unix::{signal, SignalKind};
@@ -190,7 +207,10 @@ impl Application {
                         _ = int.recv() => Duration::ZERO,
                     };
                     state.start_draining();
-                    tracing::info!(drain_delay_ms = delay.as_millis() as u64, "draining: readiness is 503");
+                    tracing::info!(
+                        drain_delay_ms = delay.as_millis() as u64,
+                        "draining: readiness is 503"
+                    );
                     tokio::time::sleep(delay).await;
                     tracing::info!("stopping: finishing in-flight requests");
                     if let Some(ah) = ah {
@@ -228,21 +248,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             tracing::warn!("redis overrides are not available yet; using in-memory overrides");
         }
         let state = AppState::load(&config, Clock::System)?;
-        let app = Application::build(&config, state.clone())?;
+        let app = Application::build(&config, state)?;
         tracing::info!(
             listen = %app.addr(),
             admin = app.admin_addr().map(tracing::field::display),
             workers = config.workers,
             "serving"
         );
-        let _watcher = match reload::watch_rules(state.clone(), config.reload_debounce) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "rules will reload on SIGHUP and /admin/v1/reload only");
-                None
-            }
-        };
-        reload::reload_on_sighup(state.clone()).map_err(ServeError::Signals)?;
         app.run(true).await
     })
 }

@@ -23,9 +23,15 @@ pub const MARKET_FLAG: &str = "market";
 #[derive(Debug, thiserror::Error)]
 pub enum OfrepError {
     #[error("{details}")]
-    Parse { key: Option<String>, details: String },
+    Parse {
+        key: Option<String>,
+        details: String,
+    },
     #[error("{details}")]
-    InvalidContext { key: Option<String>, details: String },
+    InvalidContext {
+        key: Option<String>,
+        details: String,
+    },
     #[error("flag `{0}` does not exist")]
     FlagNotFound(String),
     #[error("request body is larger than {limit} bytes")]
@@ -119,8 +125,8 @@ async fn read_context(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Context::default());
     }
-    let body: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| parse("the request body is not JSON"))?;
+    let body: Value =
+        serde_json::from_slice(&bytes).map_err(|_| parse("the request body is not JSON"))?;
     let Value::Object(mut body) = body else {
         return Err(parse("the request body must be a JSON object"));
     };
@@ -182,9 +188,7 @@ enum Flag {
 fn reason(rules: &RuleSet, d: &Decision, part: Part) -> &'static str {
     match d.reason_for(part).map(|s| &s.source) {
         None => "DEFAULT",
-        Some(Source::Change(l, i))
-            if rules.level(*l).changes[*i as usize].rollout_bp.is_some() =>
-        {
+        Some(Source::Change(l, i)) if rules.level(*l).changes[*i as usize].rollout_bp.is_some() => {
             "SPLIT"
         }
         Some(_) => "TARGETING_MATCH",
@@ -267,7 +271,14 @@ pub async fn evaluate_one(
     )
     .map_err(|e| OfrepError::context(Some(&key), e))?;
     let at = state.now();
-    let d = decide(&state, &req, &rules, location, ctx.targeting_key.as_deref(), at);
+    let d = decide(
+        &state,
+        &req,
+        &rules,
+        location,
+        ctx.targeting_key.as_deref(),
+        at,
+    );
     Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag)))
 }
 
@@ -301,7 +312,14 @@ pub async fn evaluate_all(
     )
     .map_err(|e| OfrepError::context(None, e))?;
     let at = state.now();
-    let d = decide(&state, &req, &rules, location, ctx.targeting_key.as_deref(), at);
+    let d = decide(
+        &state,
+        &req,
+        &rules,
+        location,
+        ctx.targeting_key.as_deref(),
+        at,
+    );
     let mut flags = vec![evaluate(&rules, &d, MARKET_FLAG, Flag::Market)];
     for (i, f) in rules.features().iter().enumerate() {
         flags.push(evaluate(&rules, &d, &f.name, Flag::Feature(i as FeatureId)));

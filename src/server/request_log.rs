@@ -27,7 +27,9 @@ fn prefix() -> u32 {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        (xxhash_rust::xxh3::xxh3_64(&[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat()) >> 32) as u32
+        (xxhash_rust::xxh3::xxh3_64(
+            &[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat(),
+        ) >> 32) as u32
     })
 }
 
@@ -38,8 +40,7 @@ fn request_id(req: &ServiceRequest) -> HeaderValue {
         let b = v.as_bytes();
         if !b.is_empty()
             && b.len() <= 64
-            && b
-                .iter()
+            && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
         {
             return v.clone();
@@ -64,10 +65,7 @@ pub async fn request_log(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
     let id = request_id(&req);
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.to_str().unwrap_or("-"),
-    );
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"),);
     let res = next.call(req).instrument(span.clone()).await;
     let mut res = match res {
         Ok(res) => res,
@@ -79,7 +77,9 @@ pub async fn request_log(
         }
     };
     let status = res.status();
-    if tracing::enabled!(target: "marketgate::access", tracing::Level::INFO) || status.is_server_error() {
+    if tracing::enabled!(target: "marketgate::access", tracing::Level::INFO)
+        || status.is_server_error()
+    {
         let req = res.request();
         let route = req.match_pattern();
         let outcome = req.extensions().get::<Outcome>().copied();

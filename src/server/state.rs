@@ -80,7 +80,10 @@ pub enum Reloaded {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("rules in {dir} do not load:\n{diagnostics}")]
-    Rules { dir: String, diagnostics: Diagnostics },
+    Rules {
+        dir: String,
+        diagnostics: Diagnostics,
+    },
     #[error(transparent)]
     Geo(#[from] super::geo::GeoError),
     #[error("`{0}` is not a valid header name")]
@@ -111,10 +114,9 @@ impl AppState {
         geo: Geo,
         clock: Clock,
     ) -> Result<AppState, StateError> {
-        let key_header = actix_web::http::header::HeaderName::from_bytes(
-            config.key_header.as_bytes(),
-        )
-        .map_err(|_| StateError::KeyHeader(config.key_header.clone()))?;
+        let key_header =
+            actix_web::http::header::HeaderName::from_bytes(config.key_header.as_bytes())
+                .map_err(|_| StateError::KeyHeader(config.key_header.clone()))?;
         let metrics = Metrics::new();
         metrics.set_rules(rules.version(), Timestamp::now());
         geo.export(&metrics);

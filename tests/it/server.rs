@@ -1,0 +1,557 @@
+//! `serve` over real HTTP: the app factory on port 0, real rules, the bundled GeoIP
+//! database, and the real binary where logs, signals and exit codes matter.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use actix_web::dev::ServerHandle;
+use marketgate::config::{Config, Secret};
+use marketgate::location::Jurisdiction;
+use marketgate::overrides::{Override, OverrideSet};
+use marketgate::rules::Status;
+use marketgate::server::{AppState, Application, Clock};
+use serde_json::{json, Value};
+
+/// An address in the bundled database that resolves to RU.
+const RU_IP: &str = "194.67.1.1";
+const TOKEN: &str = "test-admin-token-0123456789";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn at() -> jiff::Timestamp {
+    "2026-11-29T00:00:00Z".parse().unwrap()
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub state: AppState,
+    handles: Vec<ServerHandle>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            regions: repo().join("regions"),
+            workers: 1,
+            trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let state = AppState::load(&config, Clock::Fixed(at())).expect("state loads");
+                let app = Application::build(&config, state.clone()).expect("binds");
+                tx.send((app.addr(), app.admin_addr(), state, app.handles()))
+                    .unwrap();
+                app.run(false).await.expect("runs");
+            })
+        });
+        let (addr, admin, state, handles) = rx.recv().expect("server started");
+        TestServer {
+            addr,
+            admin,
+            state,
+            handles,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        for h in &self.handles {
+            drop(h.stop(false));
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+fn answer(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+    let mut res = res.expect("request");
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    Answer {
+        status: res.status().as_u16(),
+        headers,
+        body: res.body_mut().read_to_string().unwrap_or_default(),
+    }
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    answer(req.call())
+}
+
+pub fn post(url: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    answer(req.content_type("application/json").send(body))
+}
+
+fn assert_error(a: &Answer, status: u16, code: &str) {
+    assert_eq!(a.status, status, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["error"]["code"], code, "{}", a.body);
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+}
+
+#[test]
+fn decision_for_a_jurisdiction_an_address_and_the_client() {
+    let s = TestServer::start(|_| {});
+    let ru = get(&s.url("/v1/decision?country=RU"), &[]).json();
+    assert_eq!(ru["status"], "withdrawn");
+    assert_eq!(ru["jurisdiction"]["chain"], json!(["RU", "*"]));
+    assert_eq!(
+        ru["reference"],
+        "https://example.org/ru-decryption-keys-law"
+    );
+    assert!(ru["rules_version"].as_str().unwrap().starts_with("sha256:"));
+
+    let ut = get(
+        &s.url("/v1/decision?country=US&subdivision=UT&feature=channels"),
+        &[],
+    )
+    .json();
+    assert_eq!(ut["status"], "limited");
+    assert_eq!(ut["jurisdiction"]["code"], "US-UT");
+    assert_eq!(ut["feature"], json!({"name": "channels", "on": false}));
+    let ut2 = get(&s.url("/v1/decision?country=US-UT"), &[]).json();
+    assert_eq!(ut2["jurisdiction"]["code"], "US-UT");
+
+    let by_ip = get(&s.url(&format!("/v1/decision?ip={RU_IP}")), &[]).json();
+    assert_eq!(by_ip["jurisdiction"]["code"], "RU");
+    assert_eq!(by_ip["status"], "withdrawn");
+
+    // The client: from a trusted peer (127.0.0.1), the rightmost untrusted XFF hop.
+    let client = get(
+        &s.url("/v1/decision"),
+        &[("X-Forwarded-For", &format!("8.8.8.8, {RU_IP}"))],
+    )
+    .json();
+    assert_eq!(client["jurisdiction"]["code"], "RU");
+    let direct = get(&s.url("/v1/decision"), &[]).json();
+    assert_eq!(direct["jurisdiction"]["code"], "unknown");
+}
+
+#[test]
+fn bad_input_is_a_4xx_with_the_error_shape() {
+    let s = TestServer::start(|_| {});
+    let check = |path: &str, status: u16, code: &str| {
+        let a = get(&s.url(path), &[]);
+        assert_error(&a, status, code);
+        a
+    };
+    let a = check("/v1/decision?ip=999.1.1.1", 400, "invalid_ip");
+    assert!(!a.body.contains("999.1.1.1"), "{}", a.body);
+    check("/v1/decision?country=QQ", 400, "invalid_country");
+    check(
+        "/v1/decision?country=US&subdivision=ZZZ",
+        400,
+        "invalid_subdivision",
+    );
+    check(
+        "/v1/decision?country=FR&feature=paymnts",
+        400,
+        "unknown_feature",
+    );
+    check(
+        "/v1/decision?country=FR&at=2026-01-01T00:00:00",
+        400,
+        "invalid_instant",
+    );
+    check(
+        "/v1/decision?country=FR&at=yesterday",
+        400,
+        "invalid_instant",
+    );
+    check(
+        "/v1/decision?country=FR&ip=1.1.1.1",
+        400,
+        "conflicting_parameters",
+    );
+    check("/v1/decision?subdivision=CA", 400, "conflicting_parameters");
+    check("/v1/decision?country=%FF%FE", 400, "invalid_country");
+    check("/v1/gate?deny=500", 400, "invalid_parameter");
+    check("/nowhere", 404, "not_found");
+    let a = post(&s.url("/v1/decision?country=FR"), &[], "{}");
+    assert_error(&a, 405, "method_not_allowed");
+    let a = post(&s.url("/metrics"), &[], "");
+    assert_error(&a, 405, "method_not_allowed");
+}
+
+#[test]
+fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
+    let s = TestServer::start(|_| {});
+    let xff = format!("203.0.113.9, {RU_IP}");
+    // Served: exactly 200 with the headers, for any method and tail.
+    let us = [("X-Forwarded-For", "8.8.8.8")];
+    for a in [
+        get(&s.url("/v1/gate"), &us),
+        post(&s.url("/v1/gate/api/anything?x=1"), &us, ""),
+        answer(
+            agent()
+                .put(s.url("/v1/gate/a/b"))
+                .header("X-Forwarded-For", "8.8.8.8")
+                .send_empty(),
+        ),
+        answer(
+            agent()
+                .delete(s.url("/v1/gate/"))
+                .header("X-Forwarded-For", "8.8.8.8")
+                .call(),
+        ),
+    ] {
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.header("x-marketgate-status"), Some("served"));
+        assert_eq!(a.header("x-marketgate-jurisdiction"), Some("US"));
+        assert_eq!(a.header("x-marketgate-disabled"), Some(""));
+    }
+    // Withdrawn: 451, Link, no-store, a body naming the demand and the law.
+    let a = get(&s.url("/v1/gate/api/x"), &[("X-Forwarded-For", &xff)]);
+    assert_eq!(a.status, 451, "{}", a.body);
+    assert_eq!(
+        a.header("link"),
+        Some("<https://example.org/ru-decryption-keys-law>; rel=\"blocked-by\"")
+    );
+    assert_eq!(a.header("cache-control"), Some("private, no-store"));
+    let body = a.json();
+    assert_eq!(body["blocked_by"]["id"], "ru-decryption-keys");
+    assert_eq!(body["blocked_by"]["demand_kind"], "encryption_backdoor");
+    assert!(body["law"].as_str().unwrap().contains("decryption keys"));
+    assert_eq!(body["jurisdiction"], "RU");
+
+    // nginx mode: 403 with the marker.
+    let a = get(&s.url("/v1/gate?deny=403"), &[("X-Forwarded-For", &xff)]);
+    assert_eq!(a.status, 403);
+    assert_eq!(a.header("x-marketgate-deny"), Some("451"));
+
+    // A path under a disabled feature: an override switches secret_chats off for US.
+    s.state.set_overrides(OverrideSet::new([Override {
+        jurisdiction: Jurisdiction::parse("US").unwrap(),
+        status: None,
+        features: [("secret_chats".to_string(), false)].into(),
+        reason: "incident 42".into(),
+        actor: "ops".into(),
+        created_at: at(),
+        expires_at: None,
+    }]));
+    let ok = get(
+        &s.url("/v1/gate"),
+        &[
+            ("X-Forwarded-For", "8.8.8.8"),
+            ("X-Forwarded-Uri", "/api/payments/1"),
+        ],
+    );
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("x-marketgate-status"), Some("limited"));
+    assert_eq!(ok.header("x-marketgate-disabled"), Some("secret_chats"));
+    for (path, headers) in [
+        (
+            "/v1/gate",
+            vec![("X-Forwarded-Uri", "/api/secret/chat?x=1")],
+        ),
+        ("/v1/gate", vec![("X-Original-URI", "/api/%73ecret/chat")]),
+        ("/v1/gate/api/secret/chat", vec![]),
+        ("/v1/gate/api/public/../secret/chat", vec![]),
+    ] {
+        let mut h = headers.clone();
+        h.push(("X-Forwarded-For", "8.8.8.8"));
+        let a = get(&s.url(path), &h);
+        assert_eq!(a.status, 451, "{path} {headers:?}: {}", a.body);
+        let b = a.json();
+        assert_eq!(b["feature"], "secret_chats");
+        assert_eq!(b["blocked_by"]["kind"], "override");
+        assert_eq!(b["blocked_by"]["text"], "incident 42");
+    }
+    // An override that withdraws: 451 without a Link (no reference), body names it.
+    s.state.set_overrides(OverrideSet::new([Override {
+        jurisdiction: Jurisdiction::parse("US").unwrap(),
+        status: Some(Status::Withdrawn),
+        features: Default::default(),
+        reason: "emergency exit".into(),
+        actor: "ops".into(),
+        created_at: at(),
+        expires_at: None,
+    }]));
+    let a = get(&s.url("/v1/gate"), &[("X-Forwarded-For", "8.8.8.8")]);
+    assert_eq!(a.status, 451);
+    assert_eq!(a.json()["blocked_by"]["text"], "emergency exit");
+}
+
+#[test]
+fn ofrep_evaluates_flags_with_its_own_shapes() {
+    let s = TestServer::start(|c| c.max_body_bytes = 1024);
+    let one = |key: &str, body: &str| {
+        post(
+            &s.url(&format!("/ofrep/v1/evaluate/flags/{key}")),
+            &[],
+            body,
+        )
+    };
+    let a = one(
+        "market",
+        r#"{"context":{"country":"RU","targetingKey":"u1"}}"#,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["key"], "market");
+    assert_eq!(v["value"], "withdrawn");
+    assert_eq!(v["variant"], "withdrawn");
+    assert_eq!(v["metadata"]["jurisdiction"], "RU");
+    let v = one("payments", &format!(r#"{{"context":{{"ip":"{RU_IP}"}}}}"#)).json();
+    assert_eq!(v["value"], false);
+    let v = one("payments", r#"{"context":{"country":"IN"}}"#).json();
+    assert_eq!(
+        (v["value"].clone(), v["reason"].clone()),
+        (json!(false), json!("TARGETING_MATCH"))
+    );
+    let v = one("secret_chats", r#"{"context":{"country":"FR"}}"#).json();
+    assert_eq!(
+        (v["value"].clone(), v["reason"].clone()),
+        (json!(true), json!("DEFAULT"))
+    );
+
+    let ofrep_err = |a: &Answer, status: u16, code: &str| {
+        assert_eq!(a.status, status, "{}", a.body);
+        assert_eq!(a.json()["errorCode"], code, "{}", a.body);
+    };
+    let a = one("nope", "{}");
+    ofrep_err(&a, 404, "FLAG_NOT_FOUND");
+    assert_eq!(a.json()["key"], "nope");
+    ofrep_err(&one("market", "{not json"), 400, "PARSE_ERROR");
+    ofrep_err(&one("market", "[1]"), 400, "PARSE_ERROR");
+    ofrep_err(&one("market", r#"{"context":5}"#), 400, "INVALID_CONTEXT");
+    ofrep_err(
+        &one("market", r#"{"context":{"country":7}}"#),
+        400,
+        "INVALID_CONTEXT",
+    );
+    let a = one("market", r#"{"context":{"ip":"10.0.0.300"}}"#);
+    ofrep_err(&a, 400, "INVALID_CONTEXT");
+    assert!(!a.body.contains("10.0.0.300"));
+    let big = format!(r#"{{"context":{{"pad":"{}"}}}}"#, "x".repeat(4096));
+    ofrep_err(&one("market", &big), 413, "PARSE_ERROR");
+    ofrep_err(
+        &get(&s.url("/ofrep/v1/evaluate/flags/market"), &[]),
+        405,
+        "GENERAL",
+    );
+
+    // Bulk: every flag, an ETag, and 304 for If-None-Match.
+    let bulk = post(
+        &s.url("/ofrep/v1/evaluate/flags"),
+        &[],
+        r#"{"context":{"country":"IN"}}"#,
+    );
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
+    let flags = bulk.json()["flags"].as_array().unwrap().clone();
+    let keys: Vec<_> = flags
+        .iter()
+        .map(|f| f["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "market",
+            "secret_chats",
+            "payments",
+            "channels",
+            "voice_calls"
+        ]
+    );
+    let etag = bulk.header("etag").unwrap().to_string();
+    let again = post(
+        &s.url("/ofrep/v1/evaluate/flags"),
+        &[("If-None-Match", &etag)],
+        r#"{"context":{"country":"IN"}}"#,
+    );
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    let other = post(
+        &s.url("/ofrep/v1/evaluate/flags"),
+        &[("If-None-Match", &etag)],
+        r#"{"context":{"country":"RU"}}"#,
+    );
+    assert_eq!(other.status, 200);
+    let a = post(&s.url("/ofrep/v1/evaluate/flags"), &[], "nope");
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["errorCode"], "PARSE_ERROR");
+    assert!(a.json().get("key").is_none());
+}
+
+#[test]
+fn health_metrics_and_openapi() {
+    let s = TestServer::start(|_| {});
+    assert_eq!(get(&s.url("/healthz"), &[]).status, 200);
+    assert_eq!(get(&s.url("/readyz"), &[]).status, 200);
+    get(&s.url("/v1/decision?country=RU"), &[]);
+    get(&s.url("/v1/decision?country=GB"), &[]);
+    get(&s.url("/v1/decision?ip=203.0.113.1"), &[]);
+    let m = get(&s.url("/metrics"), &[]).body;
+    for want in [
+        r#"marketgate_decisions_total{jurisdiction="RU",status="withdrawn"} 1"#,
+        r#"marketgate_shadow_divergence_total{change="gb-scanning-notice-exit",from="served",to="withdrawn"} 1"#,
+        "marketgate_geoip_misses_total 1",
+        r#"marketgate_rules_reload_total{result="failure"} 0"#,
+        "marketgate_rules_info{version=\"sha256:",
+        "marketgate_active_overrides 0",
+        "marketgate_decision_duration_seconds_count 3",
+        "marketgate_geoip_build_timestamp_seconds ",
+    ] {
+        assert!(m.contains(want), "missing {want} in\n{m}");
+    }
+    let doc = get(&s.url("/openapi.json"), &[]).json();
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v1/decision",
+        "/v1/gate",
+        "/v1/gate/{tail}",
+        "/ofrep/v1/evaluate/flags",
+        "/ofrep/v1/evaluate/flags/{key}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/admin/v1/reload",
+    ] {
+        assert!(paths.contains_key(p), "openapi lacks {p}");
+    }
+    assert!(paths["/v1/gate"].get("delete").is_some());
+    s.state.start_draining();
+    assert_error(&get(&s.url("/readyz"), &[]), 503, "draining");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn reload_swaps_good_rules_and_keeps_the_last_good_set() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("regions"), dir.path());
+    let regions = dir.path().to_owned();
+    let s = TestServer::start(|c| {
+        c.regions = regions.clone();
+        c.admin_tokens = vec![Secret::new(TOKEN)];
+        c.reload_debounce = std::time::Duration::from_millis(50);
+    });
+    let admin = format!(
+        "http://{}/admin/v1/reload",
+        s.admin.expect("admin listener")
+    );
+    let auth = format!("Bearer {TOKEN}");
+    assert_error(&post(&admin, &[], ""), 401, "unauthorized");
+    assert_error(
+        &post(
+            &admin,
+            &[("Authorization", "Bearer wrong-token-000000000")],
+            "",
+        ),
+        401,
+        "unauthorized",
+    );
+    assert_eq!(
+        post(&admin, &[("Authorization", &auth)], "").json()["result"],
+        "unchanged"
+    );
+
+    // A good change: India's data localization becomes a red line.
+    let india = regions.join("in.yaml");
+    let text = std::fs::read_to_string(&india).unwrap();
+    std::fs::write(
+        &india,
+        text.replace("kind: data_localization", "kind: encryption_backdoor"),
+    )
+    .unwrap();
+    let a = post(&admin, &[("Authorization", &auth)], "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["result"], "reloaded");
+    assert_eq!(
+        get(&s.url("/v1/decision?country=IN"), &[]).json()["status"],
+        "withdrawn"
+    );
+
+    // A broken change: 422 naming the problem, the last good set stays.
+    std::fs::write(&india, "jurisdiction: IN\nstatus: sideways\n").unwrap();
+    let a = post(&admin, &[("Authorization", &auth)], "");
+    assert_error(&a, 422, "reload_failed");
+    assert!(a.body.contains("in.yaml"), "{}", a.body);
+    assert_eq!(
+        get(&s.url("/v1/decision?country=IN"), &[]).json()["status"],
+        "withdrawn"
+    );
+    let m = get(&s.url("/metrics"), &[]).body;
+    assert!(
+        m.contains(r#"marketgate_rules_reload_total{result="failure"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"marketgate_rules_reload_total{result="success"} 1"#),
+        "{m}"
+    );
+
+    // The directory watch picks a fixed file up by itself.
+    std::fs::write(&india, text).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = get(&s.url("/v1/decision?country=IN"), &[]).json()["status"].clone();
+        if status == "limited" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
