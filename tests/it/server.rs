@@ -555,3 +555,29 @@ fn reload_swaps_good_rules_and_keeps_the_last_good_set() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// OFREP through a real OpenFeature SDK: npm `@openfeature/server-sdk` with
+/// `@openfeature/ofrep-provider` (installed by `npm ci --prefix tests/ofrep`).
+#[test]
+fn ofrep_works_with_the_official_openfeature_provider() {
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: node is not installed; the OpenFeature SDK check did not run");
+        return;
+    }
+    let dir = repo().join("tests/ofrep");
+    assert!(
+        dir.join("node_modules/@openfeature/ofrep-provider").exists(),
+        "run `npm ci --prefix tests/ofrep` first"
+    );
+    let s = TestServer::start(|_| {});
+    let out = std::process::Command::new("node")
+        .arg(dir.join("check.mjs"))
+        .arg(format!("http://{}", s.addr))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("all OFREP checks passed"), "{stdout}");
+}
