@@ -43,10 +43,12 @@ pub(crate) fn decide(
     let m = state.metrics();
     m.decision_seconds.observe(start.elapsed().as_secs_f64());
     m.record(rules, &d);
-    req.extensions_mut().insert(Outcome {
-        location: d.location,
-        status: d.status,
-    });
+    if super::request_log::enabled() {
+        req.extensions_mut().insert(Outcome {
+            location: d.location,
+            status: d.status,
+        });
+    }
     d
 }
 
@@ -455,7 +457,9 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         _ => HeaderValue::from_str(&d.jurisdiction().to_string()),
     }
     .unwrap_or(HeaderValue::from_static("unknown"));
-    let disabled = {
+    let disabled = if d.features == rules.all_features() {
+        HeaderValue::from_static("")
+    } else {
         let mut s = String::new();
         for f in d.disabled(&rules) {
             if !s.is_empty() {

@@ -48,7 +48,8 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(decision))
             .default_service(web::to(method_not_allowed)),
     )
-    .service(web::resource(["/v1/gate", "/v1/gate/{tail:.*}"]).to(gate))
+    // A scope, not a `{tail:.*}` pattern: prefix matching without a regex on the hot path.
+    .service(web::scope("/v1/gate").default_service(web::to(gate)))
     .service(
         web::resource("/ofrep/v1/evaluate/flags")
             .route(web::post().to(ofrep::evaluate_all))

@@ -560,13 +560,18 @@ fn reload_swaps_good_rules_and_keeps_the_last_good_set() {
 /// `@openfeature/ofrep-provider` (installed by `npm ci --prefix tests/ofrep`).
 #[test]
 fn ofrep_works_with_the_official_openfeature_provider() {
-    if std::process::Command::new("node").arg("--version").output().is_err() {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: node is not installed; the OpenFeature SDK check did not run");
         return;
     }
     let dir = repo().join("tests/ofrep");
     assert!(
-        dir.join("node_modules/@openfeature/ofrep-provider").exists(),
+        dir.join("node_modules/@openfeature/ofrep-provider")
+            .exists(),
         "run `npm ci --prefix tests/ofrep` first"
     );
     let s = TestServer::start(|_| {});
