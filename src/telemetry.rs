@@ -1,6 +1,7 @@
 //! Logging setup: `tracing` to stderr, text or JSON, with a filter. Owns the subscriber;
-//! never installs a bridge for the `log` crate, because actix's own `log` records name
-//! peer addresses (see ARCHITECTURE: no client address reaches a sink).
+//! never installs a bridge for the `log` crate (records of `log`-based dependencies are
+//! dropped unread). actix's own `tracing` events are kept: the canary test runs them at
+//! `trace` and checks that none names a client address.
 
 use tracing_subscriber::EnvFilter;
 

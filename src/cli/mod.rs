@@ -30,7 +30,7 @@ pub enum Command {
     /// Print the JSON Schema of a rules file (for editors).
     Schema,
     /// Run the decision service (HTTP: decisions, gate, OFREP, metrics).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Look addresses up in the GeoIP database and print one JSON line per address.
     Lookup(crate::geoip::cli::LookupArgs),
 }
@@ -40,7 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => rules::validate(args),
         Command::Explain(args) => rules::explain(args),
         Command::Schema => rules::schema(),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Lookup(args) => crate::geoip::cli::run(args),
     }
 }
