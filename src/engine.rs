@@ -587,3 +587,6 @@ impl DecisionView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,8 @@ mod diagnostic;
 mod positions;
 pub mod raw;
 pub mod schema;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
