@@ -666,10 +666,15 @@ pub fn compile(
     if cx.diags.has_errors() {
         return Err(cx.diags);
     }
+    let mut all = FeatureSet::EMPTY;
+    for i in 0..features.len() {
+        all.insert(i as FeatureId);
+    }
     let rules = RuleSet {
         version,
         features,
         defaults,
+        all,
         responses,
         groups,
         levels,

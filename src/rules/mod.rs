@@ -269,6 +269,7 @@ pub struct RuleSet {
     pub(crate) version: String,
     pub(crate) features: Vec<Feature>,
     pub(crate) defaults: FeatureSet,
+    pub(crate) all: FeatureSet,
     pub(crate) responses: Vec<(Arc<str>, Response)>,
     pub(crate) groups: Vec<Group>,
     pub(crate) levels: Vec<Level>,
@@ -311,12 +312,9 @@ impl RuleSet {
     pub fn defaults(&self) -> FeatureSet {
         self.defaults
     }
+    /// Every declared feature.
     pub fn all_features(&self) -> FeatureSet {
-        let mut s = FeatureSet::EMPTY;
-        for i in 0..self.features.len() {
-            s.insert(i as FeatureId);
-        }
-        s
+        self.all
     }
     pub fn responses(&self) -> &[(Arc<str>, Response)] {
         &self.responses
