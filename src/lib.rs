@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod client_addr;
+pub mod diff;
 pub mod engine;
 pub mod explain;
 pub mod geoip;
