@@ -1,11 +1,13 @@
 //! The command line: argument types and dispatch to the library. No business logic here.
 
+mod rollout;
 mod rules;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use rollout::{DiffArgs, DiffFormat, TimelineArgs};
 pub use rules::{ExplainArgs, OutputFormat, ValidateArgs};
 
 #[derive(Debug, Parser)]
@@ -29,6 +31,11 @@ pub enum Command {
     Schema,
     /// Look addresses up in the GeoIP database and print one JSON line per address.
     Lookup(crate::geoip::cli::LookupArgs),
+    /// Compare two rule sets: which markets change, what is responsible, and when.
+    /// Exit 0, 1 when `--fail-on` matches, 2 when the rules cannot be read or compiled.
+    Diff(DiffArgs),
+    /// List scheduled changes and demand effective dates with the decisions around them.
+    Timeline(TimelineArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -37,6 +44,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => rules::explain(args),
         Command::Schema => rules::schema(),
         Command::Lookup(args) => crate::geoip::cli::run(args),
+        Command::Diff(args) => rollout::diff(args),
+        Command::Timeline(args) => rollout::timeline(args),
     }
 }
 
