@@ -153,16 +153,32 @@ impl Transition {
 }
 
 /// Names a list of jurisdiction codes for people: a group's name when the codes are
-/// exactly its members in one of `sets`, else the codes.
+/// exactly its members in one of `sets` (or all but up to three of them), else the codes.
 pub fn label(sets: &[&RuleSet], codes: &[String]) -> String {
-    if codes.len() > 1 {
-        let want: BTreeSet<&str> = codes.iter().map(String::as_str).collect();
+    let want: BTreeSet<&str> = codes.iter().map(String::as_str).collect();
+    if want.len() > 3 {
         for r in sets {
             for g in r.groups() {
                 let members: BTreeSet<String> = g.members.iter().map(|c| c.to_string()).collect();
-                if members.len() == want.len() && members.iter().all(|m| want.contains(m.as_str()))
-                {
-                    return format!("{} ({} countries)", g.name, codes.len());
+                if !want.iter().all(|c| members.contains(*c)) {
+                    continue;
+                }
+                let missing: Vec<&str> = members
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|m| !want.contains(m))
+                    .collect();
+                match missing.len() {
+                    0 => return format!("{} ({} countries)", g.name, want.len()),
+                    1..=3 => {
+                        return format!(
+                            "{} except {} ({} countries)",
+                            g.name,
+                            missing.join(", "),
+                            want.len()
+                        )
+                    }
+                    _ => {}
                 }
             }
         }
@@ -841,6 +857,51 @@ fn effective_text(t: Option<Timestamp>) -> String {
         .unwrap_or_else(|| "on deploy".into())
 }
 
+/// One sentence per withdrawal the diff makes: now (by decision rows) and later (by
+/// scheduled items), with what is responsible.
+pub fn withdrawal_notes(sets: &[&RuleSet], diff: &RulesDiff) -> Vec<String> {
+    let mut out = Vec::new();
+    for (label, d) in decision_groups(sets, diff) {
+        if !d.transition.withdraws() {
+            continue;
+        }
+        let by = d
+            .responsible
+            .iter()
+            .find(|r| r.side == Side::New)
+            .map(|r| format!(" by {}", responsible_text(r)))
+            .unwrap_or_default();
+        let red = match &d.red_line {
+            Some(RedLine::Enters { .. }) => " (red line)",
+            _ => "",
+        };
+        out.push(format!(
+            "{label} is withdrawn now{by}{red}, effective {}",
+            effective_text(d.effective)
+        ));
+    }
+    for i in &diff.items {
+        let mut by_instant: BTreeMap<Timestamp, Vec<String>> = BTreeMap::new();
+        for c in i.consequences.iter().filter(|c| c.transition.withdraws()) {
+            by_instant
+                .entry(c.at)
+                .or_default()
+                .push(c.transition.jurisdiction.clone());
+        }
+        for (t, codes) in by_instant {
+            out.push(format!(
+                "{} is withdrawn at {t} by {} {} ({}{} in this diff)",
+                label(sets, &codes),
+                kind_str(i.kind),
+                i.id,
+                if i.red_line { "red line, " } else { "" },
+                i.change.as_str(),
+            ));
+        }
+    }
+    out
+}
+
 /// A one-line summary: how many markets change and how.
 pub fn headline(diff: &RulesDiff) -> String {
     if diff.is_empty() {
@@ -897,6 +958,13 @@ pub fn render_text(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String {
     let _ = writeln!(o, "old {}", diff.old_version);
     let _ = writeln!(o, "new {}", diff.new_version);
     let _ = writeln!(o, "{}", headline(diff));
+    let notes = withdrawal_notes(&sets, diff);
+    if !notes.is_empty() {
+        let _ = writeln!(o, "\nwithdrawals");
+        for n in notes {
+            let _ = writeln!(o, "  ! {n}");
+        }
+    }
     if !diff.decisions.is_empty() {
         let _ = writeln!(
             o,
@@ -966,7 +1034,6 @@ fn cell(s: &str) -> String {
 pub fn render_markdown(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String {
     let sets = [new, old];
     let mut o = String::new();
-    let withdrawals = diff.withdrawals();
     let _ = writeln!(o, "### marketgate diff: {}", headline(diff));
     let _ = writeln!(o);
     let short = |v: &str| v.chars().take(19).collect::<String>();
@@ -977,28 +1044,14 @@ pub fn render_markdown(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String
         short(&diff.old_version),
         short(&diff.new_version)
     );
-    let reds: Vec<String> = diff
-        .decisions
-        .iter()
-        .filter_map(|d| {
-            d.red_line
-                .as_ref()
-                .map(|r| red_line_text(r, &d.transition.jurisdiction))
-        })
-        .collect();
-    if !reds.is_empty() || !withdrawals.is_empty() {
+    let notes = withdrawal_notes(&sets, diff);
+    if !notes.is_empty() {
         let _ = writeln!(o);
-        for r in &reds {
-            let _ = writeln!(o, "> **{}**", cell(r));
-        }
-        if !withdrawals.is_empty() {
-            let v: Vec<&str> = withdrawals.iter().map(String::as_str).collect();
-            let _ = writeln!(
-                o,
-                "> **Withdrawal**: this change withdraws {} (now or at a scheduled instant).",
-                v.join(", ")
-            );
-        }
+        let lines: Vec<String> = notes
+            .iter()
+            .map(|n| format!("> **Withdrawal**: {}", cell(n)))
+            .collect();
+        let _ = writeln!(o, "{}", lines.join("\n>\n"));
     }
     if !diff.decisions.is_empty() {
         let _ = writeln!(o);
