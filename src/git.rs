@@ -17,6 +17,8 @@ pub enum GitError {
     BadRevision { rev: String, repo: PathBuf },
     #[error("`{path}` is not a directory at revision `{rev}`")]
     NotADirectory { rev: String, path: String },
+    #[error("`{path}` at revision `{rev}` holds no `*.yaml` or `*.yml` file")]
+    NoRulesFiles { rev: String, path: String },
     #[error("{name}: file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes")]
     TooBig { name: String, size: u64 },
     #[error("`{path}` at `{rev}` holds {count} rules files, over the limit of {MAX_FILES}")]
@@ -82,11 +84,13 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
     } else {
         format!("{commit}:{path}")
     };
-    let listing =
-        git(repo, &["ls-tree", "-l", "-z", &tree]).map_err(|_| GitError::NotADirectory {
+    // `--full-tree`: without it, git filters the listing by the current directory.
+    let listing = git(repo, &["ls-tree", "--full-tree", "-l", "-z", &tree]).map_err(|_| {
+        GitError::NotADirectory {
             rev: rev.into(),
             path: path.into(),
-        })?;
+        }
+    })?;
     // Entries: `<mode> SP <type> SP <object> SP+ <size> TAB <name> NUL`.
     let mut entries: Vec<(String, String, u64)> = Vec::new();
     for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
@@ -107,6 +111,12 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
             object.to_string(),
             size.parse().unwrap_or(u64::MAX),
         ));
+    }
+    if entries.is_empty() {
+        return Err(GitError::NoRulesFiles {
+            rev: rev.into(),
+            path: path.into(),
+        });
     }
     if entries.len() > MAX_FILES {
         return Err(GitError::TooManyFiles {
@@ -204,6 +214,27 @@ mod tests {
         assert!(matches!(
             read_rules_at(d, "--output=x", "regions"),
             Err(GitError::BadRevision { .. })
+        ));
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let from_sub = read_rules_at(&d.join("sub"), "HEAD", "regions").unwrap();
+        assert_eq!(from_sub.len(), 2, "paths are relative to the top directory");
+        std::fs::write(d.join("sub/x.txt"), "x").unwrap();
+        run(d, &["add", "."]);
+        run(
+            d,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "three",
+            ],
+        );
+        assert!(matches!(
+            read_rules_at(d, "HEAD", "sub"),
+            Err(GitError::NoRulesFiles { .. })
         ));
         assert!(matches!(
             read_rules_at(d, "HEAD", "nowhere"),

@@ -238,10 +238,7 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
             let _ = writeln!(o, "    would make {line}");
         }
         if e.applies && e.transitions.is_empty() && e.rollout.is_none() {
-            let _ = writeln!(
-                o,
-                "    no decision changes at this instant"
-            );
+            let _ = writeln!(o, "    no decision changes at this instant");
         }
     }
     o

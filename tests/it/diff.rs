@@ -1,16 +1,14 @@
 //! `marketgate diff` on fixture rule sets: outputs (snapshots), exit codes, `--git-base`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const AT: &str = "2026-12-02T00:00:00Z";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use super::support::repo as root;
 
 /// Runs the real binary in `dir`: (exit code, stdout, stderr).
-pub fn marketgate(dir: &Path, args: &[&str]) -> (i32, String, String) {
+pub fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_marketgate"))
         .current_dir(dir)
         .args(args)
@@ -35,7 +33,7 @@ fn diff(extra: &[&str]) -> (i32, String, String) {
         AT,
     ];
     args.extend_from_slice(extra);
-    marketgate(&root(), &args)
+    run_in(&root(), &args)
 }
 
 #[test]
@@ -68,14 +66,17 @@ fn json_output() {
     assert_eq!(gb["before"], "served");
     assert_eq!(gb["after"], "withdrawn");
     assert_eq!(gb["responsible"][0]["id"], "gb-scanning-exit");
-    assert_eq!(gb["responsible"][0]["at"], "tests/fixtures/diff/new/gb.yaml:3:9");
+    assert_eq!(
+        gb["responsible"][0]["at"],
+        "tests/fixtures/diff/new/gb.yaml:3:9"
+    );
     insta::assert_json_snapshot!("diff_json", v);
 }
 
 #[test]
 fn fail_on_sets_the_exit_code() {
     let check = |fail_on: &str, old: &str, new: &str, want: i32| {
-        let (code, _, err) = marketgate(
+        let (code, _, err) = run_in(
             &root(),
             &["diff", old, new, "--at", AT, "--fail-on", fail_on],
         );
@@ -95,7 +96,7 @@ fn fail_on_sets_the_exit_code() {
 
 #[test]
 fn unreadable_or_broken_rules_exit_2_with_located_diagnostics() {
-    let (code, out, err) = marketgate(&root(), &["diff", "tests/fixtures/diff/old", "no/such/dir"]);
+    let (code, out, err) = run_in(&root(), &["diff", "tests/fixtures/diff/old", "no/such/dir"]);
     assert_eq!(code, 2);
     assert!(out.is_empty());
     assert!(err.contains("no/such/dir is not a directory"), "{err}");
@@ -108,14 +109,14 @@ fn unreadable_or_broken_rules_exit_2_with_located_diagnostics() {
     )
     .unwrap();
     let new = tmp.path().to_str().unwrap();
-    let (code, _, err) = marketgate(&root(), &["diff", "tests/fixtures/diff/old", new]);
+    let (code, _, err) = run_in(&root(), &["diff", "tests/fixtures/diff/old", new]);
     assert_eq!(code, 2);
     assert!(
         err.contains("tr.yaml:2:13: unknown feature `paymnts` (did you mean `payments`?)"),
         "{err}"
     );
 
-    let (code, _, err) = marketgate(&root(), &["diff", "tests/fixtures/diff/old"]);
+    let (code, _, err) = run_in(&root(), &["diff", "tests/fixtures/diff/old"]);
     assert_eq!(code, 2);
     assert!(err.contains("give OLD_DIR and NEW_DIR"), "{err}");
 }
@@ -143,18 +144,33 @@ fn git_base_reads_the_old_rules_from_a_revision() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path();
     git(repo, &["init", "-q", "-b", "main"]);
-    copy_dir(&root().join("tests/fixtures/diff/old"), &repo.join("regions"));
+    copy_dir(
+        &root().join("tests/fixtures/diff/old"),
+        &repo.join("regions"),
+    );
     git(repo, &["add", "."]);
     git(repo, &["commit", "-qm", "policy"]);
     git(repo, &["checkout", "-qb", "pr"]);
     std::fs::remove_dir_all(repo.join("regions")).unwrap();
-    copy_dir(&root().join("tests/fixtures/diff/new"), &repo.join("regions"));
+    copy_dir(
+        &root().join("tests/fixtures/diff/new"),
+        &repo.join("regions"),
+    );
 
     // NEW given as a relative directory: the same diff as between the two directories,
     // with the old files named `REV:PATH`.
-    let (code, out, err) = marketgate(
+    let (code, out, err) = run_in(
         repo,
-        &["diff", "--git-base", "main", "regions", "--at", AT, "--format", "markdown"],
+        &[
+            "diff",
+            "--git-base",
+            "main",
+            "regions",
+            "--at",
+            AT,
+            "--format",
+            "markdown",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     insta::assert_snapshot!("diff_git_base_markdown", out);
@@ -162,29 +178,43 @@ fn git_base_reads_the_old_rules_from_a_revision() {
 
     // NEW defaults to the work tree's `regions/`, also from a subdirectory.
     std::fs::create_dir(repo.join("sub")).unwrap();
-    let (code, _, err) = marketgate(
+    let (code, _, err) = run_in(
         &repo.join("sub"),
-        &["diff", "--git-base", "main", "--at", AT, "--fail-on", "withdraw"],
+        &[
+            "diff",
+            "--git-base",
+            "main",
+            "--at",
+            AT,
+            "--fail-on",
+            "withdraw",
+        ],
     );
     assert_eq!(code, 1, "{err}");
 
     // Committed, the diff against HEAD is empty.
     git(repo, &["add", "."]);
     git(repo, &["commit", "-qm", "pr"]);
-    let (code, out, err) = marketgate(
+    let (code, out, err) = run_in(
         repo,
         &["diff", "--git-base", "HEAD", "--at", AT, "--fail-on", "any"],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("no decision, scheduled change or demand differs"), "{out}");
+    assert!(
+        out.contains("no decision, scheduled change or demand differs"),
+        "{out}"
+    );
 
-    let (code, _, err) = marketgate(repo, &["diff", "--git-base", "no-such-branch"]);
+    let (code, _, err) = run_in(repo, &["diff", "--git-base", "no-such-branch"]);
     assert_eq!(code, 2);
     assert!(err.contains("`no-such-branch` is not a revision"), "{err}");
-    let (code, _, err) = marketgate(
+    let (code, _, err) = run_in(
         repo,
         &["diff", "--git-base", "main", "--git-path", "policy"],
     );
     assert_eq!(code, 2);
-    assert!(err.contains("`policy` is not a directory at revision `main`"), "{err}");
+    assert!(
+        err.contains("`policy` is not a directory at revision `main`"),
+        "{err}"
+    );
 }

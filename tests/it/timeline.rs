@@ -1,12 +1,7 @@
 //! `marketgate timeline` on the fixture rule set: order, window, outputs (snapshots).
 
-use std::path::PathBuf;
-
-use super::diff::marketgate;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use super::diff::run_in as marketgate;
+use super::support::repo as root;
 
 #[test]
 fn text_output_in_time_order() {
@@ -70,7 +65,13 @@ fn all_includes_the_past_and_bad_input_exits_2() {
     assert!(err.contains("nowhere is not a directory"), "{err}");
     let (code, _, err) = marketgate(
         &root(),
-        &["timeline", "--regions", "tests/fixtures/diff/new", "--from", "2027-01-01"],
+        &[
+            "timeline",
+            "--regions",
+            "tests/fixtures/diff/new",
+            "--from",
+            "2027-01-01",
+        ],
     );
     assert_eq!(code, 2, "a naive instant is refused: {err}");
 }
