@@ -354,8 +354,12 @@ pub struct ItemDiff {
     pub details: Vec<String>,
     /// `file:line:column` in the new rules (the old ones when removed).
     pub origin: String,
-    /// Whether it withdraws a market: a red-line demand, or a change to `withdrawn`.
+    /// Whether it withdraws a market: an enacted red-line demand, or an enforced change
+    /// to `withdrawn`.
     pub withdraws: bool,
+    /// Added, removed, or edited in something that decides (not only its `reason`,
+    /// `reference` or `law` text).
+    pub substantive: bool,
     /// A demand whose response is a red line.
     pub red_line: bool,
     /// Decisions that differ at its instant(s) after the diff's instant. Requests
@@ -405,21 +409,17 @@ impl RulesDiff {
     pub fn trips(&self, fail_on: FailOn) -> bool {
         match fail_on {
             FailOn::Any => !self.is_empty(),
-            FailOn::Withdraw => {
-                self.transitions().any(Transition::withdraws)
-                    || self
-                        .items
-                        .iter()
-                        .any(|i| i.withdraws && i.change != ItemChange::Removed)
-            }
-            FailOn::Limit => {
-                self.transitions().any(Transition::restricts)
-                    || self
-                        .items
-                        .iter()
-                        .any(|i| i.withdraws && i.change != ItemChange::Removed)
-            }
+            FailOn::Withdraw => self.transitions().any(Transition::withdraws) || self.gated_items(),
+            FailOn::Limit => self.transitions().any(Transition::restricts) || self.gated_items(),
         }
+    }
+
+    /// Items that withdraw and were added or edited in substance: they gate even when no
+    /// keyless decision shows it (a partial rollout to `withdrawn`).
+    fn gated_items(&self) -> bool {
+        self.items
+            .iter()
+            .any(|i| i.withdraws && i.substantive && i.change != ItemChange::Removed)
     }
 
     /// Jurisdictions that become withdrawn, at `at` or later.
@@ -746,6 +746,12 @@ fn item_diffs(old: &RuleSet, new: &RuleSet, at: Timestamp, locs: &[Location]) ->
                 }
             }
         }
+        let substantive = change != ItemChange::Changed
+            || details.iter().any(|d| {
+                !["reason:", "reference:", "law:"]
+                    .iter()
+                    .any(|p| d.starts_with(p))
+            });
         out.push(ItemDiff {
             kind: if key.0 == 0 {
                 ItemKind::Change
@@ -764,6 +770,7 @@ fn item_diffs(old: &RuleSet, new: &RuleSet, at: Timestamp, locs: &[Location]) ->
             details,
             origin: item.origin(),
             withdraws: item.withdraws(),
+            substantive,
             red_line: item.red_line(),
             consequences,
         });
@@ -1271,6 +1278,30 @@ unknown: { status: served }
         assert_eq!(i.consequences[0].transition.features_on, vec!["payments"]);
         assert!(!d.trips(FailOn::Limit));
         assert!(d.trips(FailOn::Any));
+    }
+
+    #[test]
+    fn the_withdraw_gate_ignores_wording_but_not_partial_rollouts() {
+        let ru = |law: &str| {
+            format!("jurisdiction: RU\ndemands:\n  - id: ru-keys\n    kind: encryption_backdoor\n    state: enacted\n    effective: 2018-07-01T00:00:00Z\n    law: {law}\n")
+        };
+        let a = rules(&[("ru.yaml", &ru("old wording"))]);
+        let b = rules(&[("ru.yaml", &ru("new wording"))]);
+        let d = diff(&a, &b, t("2026-06-01T00:00:00Z"));
+        assert_eq!(d.items[0].details, vec!["law: old wording → new wording"]);
+        assert!(!d.trips(FailOn::Withdraw));
+        assert!(d.trips(FailOn::Any));
+
+        let c = rules(&[(
+            "dk.yaml",
+            "jurisdiction: DK\nchanges:\n  - id: dk-exit\n    at: 2026-01-01T00:00:00Z\n    status: withdrawn\n    reason: staged exit\n    rollout: { percent: 10 }\n",
+        )]);
+        let d = diff(&a, &c, t("2026-06-01T00:00:00Z"));
+        assert!(d
+            .decisions
+            .iter()
+            .all(|r| r.transition.jurisdiction != "DK"));
+        assert!(d.trips(FailOn::Withdraw), "a staged withdrawal is gated");
     }
 
     #[test]
