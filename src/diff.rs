@@ -335,6 +335,23 @@ pub struct Consequence {
     pub transition: Transition,
 }
 
+/// What a diff does to the keys of a partial rollout.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RolloutEffect {
+    /// The share of keys affected, e.g. `25%` when a rollout goes from 25% to 50%.
+    pub share: String,
+    /// The affected keys' buckets: `from_bp <= bucket < to_bp` (basis points).
+    pub from_bp: u32,
+    pub to_bp: u32,
+    /// A key in that range, for which `consequences` were decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_key: Option<String>,
+    /// Decisions that differ for the sample key, at the item's instant (or the diff's
+    /// instant, when the item is already in force).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consequences: Vec<Consequence>,
+}
+
 /// One scheduled change or demand that is not the same in both rule sets.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ItemDiff {
@@ -366,6 +383,10 @@ pub struct ItemDiff {
     /// without a key: a partial rollout shows no consequence here.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub consequences: Vec<Consequence>,
+    /// For a change with a partial rollout (on either side): what happens to the keys
+    /// it concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutEffect>,
 }
 
 /// Everything that differs between two rule sets.
@@ -396,13 +417,18 @@ impl RulesDiff {
         self.decisions.is_empty() && self.items.is_empty()
     }
 
-    /// Every transition: at the diff's instant, then at the items' instants.
+    /// Every transition: at the diff's instant, at the items' instants, and for the
+    /// keys of partial rollouts.
     pub fn transitions(&self) -> impl Iterator<Item = &Transition> {
-        self.decisions.iter().map(|d| &d.transition).chain(
-            self.items
-                .iter()
-                .flat_map(|i| i.consequences.iter().map(|c| &c.transition)),
-        )
+        self.decisions
+            .iter()
+            .map(|d| &d.transition)
+            .chain(self.items.iter().flat_map(|i| {
+                i.consequences
+                    .iter()
+                    .chain(i.rollout.iter().flat_map(|r| &r.consequences))
+                    .map(|c| &c.transition)
+            }))
     }
 
     /// Whether the diff contains what `fail_on` gates on.
@@ -713,9 +739,8 @@ fn item_diffs(old: &RuleSet, new: &RuleSet, at: Timestamp, locs: &[Location]) ->
             }
             (None, None) => continue,
         };
-        let (rules, item) = match n {
-            Some(n) => (new, n),
-            None => (old, o.expect("one side exists")),
+        let Some((rules, item)) = n.map(|n| (new, n)).or(o.map(|o| (old, o))) else {
+            continue;
         };
         let instants: BTreeSet<Timestamp> = o
             .map(Item::at)
@@ -729,23 +754,51 @@ fn item_diffs(old: &RuleSet, new: &RuleSet, at: Timestamp, locs: &[Location]) ->
             .into_iter()
             .chain(n.map(|n| &n.level().jurisdiction))
             .collect();
-        let mut consequences = Vec::new();
-        for t in instants {
-            for loc in locs.iter().filter(|loc| {
+        let reached: Vec<Location> = locs
+            .iter()
+            .filter(|loc| {
                 reach
                     .iter()
                     .any(|j| reaches(old, j, loc) || reaches(new, j, loc))
-            }) {
-                let d_old = decide_rules(old, *loc, None, t);
-                let d_new = decide_rules(new, *loc, None, t);
-                if let Some(tr) = Transition::between(old, &d_old, new, &d_new) {
-                    consequences.push(Consequence {
-                        at: t,
-                        transition: tr,
-                    });
+            })
+            .copied()
+            .collect();
+        let compare = |instants: &BTreeSet<Timestamp>, key: Option<&str>| {
+            let mut out = Vec::new();
+            for t in instants {
+                for loc in &reached {
+                    let d_old = decide_rules(old, *loc, key, *t);
+                    let d_new = decide_rules(new, *loc, key, *t);
+                    if let Some(tr) = Transition::between(old, &d_old, new, &d_new) {
+                        out.push(Consequence {
+                            at: *t,
+                            transition: tr,
+                        });
+                    }
                 }
             }
-        }
+            out
+        };
+        let consequences = compare(&instants, None);
+        let rollout = rollout_effect(&key.1, o, n).map(|(from_bp, to_bp, sample_key)| {
+            // From the item's instant, or from now for one already in force.
+            let instants: BTreeSet<Timestamp> = o
+                .map(Item::at)
+                .into_iter()
+                .chain(n.map(Item::at))
+                .map(|t| t.max(at))
+                .collect();
+            RolloutEffect {
+                share: percent(to_bp - from_bp),
+                from_bp,
+                to_bp,
+                consequences: match &sample_key {
+                    Some(k) => compare(&instants, Some(k)),
+                    None => Vec::new(),
+                },
+                sample_key,
+            }
+        });
         let substantive = change != ItemChange::Changed
             || details.iter().any(|d| {
                 !["reason:", "reference:", "law:"]
@@ -773,11 +826,46 @@ fn item_diffs(old: &RuleSet, new: &RuleSet, at: Timestamp, locs: &[Location]) ->
             substantive,
             red_line: item.red_line(),
             consequences,
+            rollout,
         });
     }
     // In time order, then by id.
     out.sort_by(|a, b| (a.effective, &a.id).cmp(&(b.effective, &b.id)));
     out
+}
+
+/// For a change with a partial rollout on either side: the bucket range `[from, to)`
+/// whose keys the diff affects (the keys gained or lost when the percent moves, else all
+/// keys inside), and a sample key in it.
+fn rollout_effect(
+    id: &str,
+    o: Option<&Item>,
+    n: Option<&Item>,
+) -> Option<(u32, u32, Option<String>)> {
+    let bp = |i: Option<&Item>| match i {
+        Some(Item::Change(_, c)) => Some(c.rollout_bp.unwrap_or(10_000).min(10_000)),
+        Some(Item::Demand(..)) => None,
+        None => Some(0),
+    };
+    let (a, b) = (bp(o)?, bp(n)?);
+    let partial = |i: Option<&Item>, bp: u32| i.is_some() && bp < 10_000;
+    if !partial(o, a) && !partial(n, b) {
+        return None;
+    }
+    let (from, to) = if a != b { (a.min(b), a.max(b)) } else { (0, a) };
+    Some((from, to, sample_key(id, from, to)))
+}
+
+/// A key whose rollout bucket for `change_id` lies in `[from, to)`, found by counting
+/// (`key-0`, `key-1`, …); `None` for an empty range.
+pub fn sample_key(change_id: &str, from: u32, to: u32) -> Option<String> {
+    if from >= to {
+        return None;
+    }
+    (0..100_000u32).map(|n| format!("key-{n}")).find(|k| {
+        let bucket = crate::rules::rollout_bucket(change_id, k);
+        from <= bucket && bucket < to
+    })
 }
 
 /// The instant just before `t` (one nanosecond).
@@ -1020,9 +1108,33 @@ pub fn render_text(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String {
             for (label, c) in consequence_groups(&sets, &i.consequences) {
                 let _ = writeln!(o, "      at {}: {label}: {}", c.at, c.transition.effect());
             }
+            if let Some(r) = &i.rollout {
+                let _ = writeln!(o, "      {}", rollout_text(r));
+                for (label, c) in consequence_groups(&sets, &r.consequences) {
+                    let _ = writeln!(o, "        at {}: {label}: {}", c.at, c.transition.effect());
+                }
+            }
         }
     }
     o
+}
+
+fn rollout_text(r: &RolloutEffect) -> String {
+    let share = if r.from_bp == 0 {
+        format!("keys inside its {} rollout", percent(r.to_bp))
+    } else {
+        format!(
+            "the {} of keys between {} and {}",
+            r.share,
+            percent(r.from_bp),
+            percent(r.to_bp)
+        )
+    };
+    match (&r.sample_key, r.consequences.is_empty()) {
+        (None, _) => format!("for {share}: no key found in that range"),
+        (Some(k), true) => format!("for {share} (e.g. `{k}`): no decision changes"),
+        (Some(k), false) => format!("for {share} (e.g. `{k}`):"),
+    }
 }
 
 fn kind_str(k: ItemKind) -> &'static str {
@@ -1128,10 +1240,16 @@ pub fn render_markdown(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String
         for i in &diff.items {
             let mut what = vec![cell(&i.summary)];
             what.extend(i.details.iter().map(|d| cell(d)));
-            let cons: Vec<String> = consequence_groups(&sets, &i.consequences)
+            let mut cons: Vec<String> = consequence_groups(&sets, &i.consequences)
                 .into_iter()
                 .map(|(label, c)| cell(&format!("{}: {label} {}", c.at, c.transition.effect())))
                 .collect();
+            if let Some(r) = &i.rollout {
+                cons.push(cell(&rollout_text(r)));
+                cons.extend(consequence_groups(&sets, &r.consequences).into_iter().map(
+                    |(label, c)| cell(&format!("{}: {label} {}", c.at, c.transition.effect())),
+                ));
+            }
             let red = if i.red_line && i.change != ItemChange::Removed {
                 " 🛑"
             } else {
@@ -1315,5 +1433,15 @@ unknown: { status: served }
         assert!(d.decisions.is_empty());
         assert_eq!(d.items[0].change, ItemChange::Changed);
         assert_eq!(d.items[0].details, vec!["rollout: 25% → 50%"]);
+        // The keys between 25% and 50% lose payments; the ones below 25% keep their state.
+        let r = d.items[0].rollout.as_ref().unwrap();
+        assert_eq!((r.from_bp, r.to_bp), (2500, 5000));
+        let k = r.sample_key.as_deref().unwrap();
+        assert!((2500..5000).contains(&crate::rules::rollout_bucket("dk-pay", k)));
+        assert_eq!(r.consequences.len(), 1);
+        assert_eq!(r.consequences[0].at, t("2026-06-01T00:00:00Z"));
+        assert_eq!(r.consequences[0].transition.features_off, vec!["payments"]);
+        assert!(d.trips(FailOn::Limit));
+        assert!(!d.trips(FailOn::Withdraw));
     }
 }

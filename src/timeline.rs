@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::diff::{
     change_effect, collapse, decide_rules, just_before, label, locations, percent, reaches,
-    response_text, ItemKind, Transition,
+    response_text, sample_key, ItemKind, Transition,
 };
 use crate::rules::{DemandState, LevelId, Mode, RuleSet, Status};
 
@@ -53,14 +53,6 @@ pub struct Timeline {
     pub events: Vec<Event>,
 }
 
-/// A key whose rollout bucket for `change_id` is below `bp`, found by counting
-/// (`key-0`, `key-1`, …). `None` when no key can be inside (0%).
-pub fn sample_key(change_id: &str, bp: u32) -> Option<String> {
-    (0..100_000u32)
-        .map(|n| format!("key-{n}"))
-        .find(|k| crate::rules::rollout_bucket(change_id, k) < bp)
-}
-
 /// Every change and enacted or proposed demand with its instant in `[from, to]`.
 pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>) -> Timeline {
     let within = |t: Timestamp| from.is_none_or(|f| t >= f) && to.is_none_or(|x| t <= x);
@@ -87,7 +79,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                 continue;
             }
             let partial = c.rollout_bp.filter(|bp| *bp < 10_000);
-            let key = partial.and_then(|bp| sample_key(&c.id, bp));
+            let key = partial.and_then(|bp| sample_key(&c.id, 0, bp));
             let shadow = if c.mode == Mode::Shadow {
                 reached
                     .iter()
