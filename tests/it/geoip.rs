@@ -366,7 +366,12 @@ fn logs_say_what_happened_and_never_name_an_address() {
         .finish();
     let dir = tempfile::tempdir().unwrap();
     let path = mmdb::replace_by_rename(dir.path(), "geo.mmdb", &mmdb::city());
-    let canaries = ["81.2.69.77", "2001:db8:1::7e57", "::ffff:81.2.69.78", "198.51.100.99"];
+    let canaries = [
+        "81.2.69.77",
+        "2001:db8:1::7e57",
+        "::ffff:81.2.69.78",
+        "198.51.100.99",
+    ];
     tracing::subscriber::with_default(subscriber, || {
         let geoip = GeoIp::load(&file_config(&path)).unwrap();
         for ip in canaries {
@@ -387,6 +392,9 @@ fn logs_say_what_happened_and_never_name_an_address() {
     );
     assert!(text.contains("not a readable maxmind db file"), "{text}");
     for canary in canaries {
-        assert!(!text.contains(canary), "{canary} leaked into the logs: {text}");
+        assert!(
+            !text.contains(canary),
+            "{canary} leaked into the logs: {text}"
+        );
     }
 }
