@@ -5,11 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "marketgate",
-    version,
-    about = "Decides per request whether a market is served, limited or withdrawn"
-)]
+#[command(name = "marketgate", version, about = "Decides per request whether a market is served, limited or withdrawn")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

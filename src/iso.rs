@@ -64,10 +64,9 @@ mod tests {
 
     fn check(code: &str, expected: Option<&str>) {
         let got = match code.split_once('-') {
-            Some((c, s)) => subdivision_name(
-                CountryCode::parse(c).unwrap(),
-                SubdivisionCode::parse(s).unwrap(),
-            ),
+            Some((c, s)) => {
+                subdivision_name(CountryCode::parse(c).unwrap(), SubdivisionCode::parse(s).unwrap())
+            }
             None => country_name(CountryCode::parse(code).unwrap()),
         };
         assert_eq!(got, expected, "{code}");

@@ -1834,10 +1834,7 @@ pub static SUBDIVISIONS: &[(&str, &str)] = &[
     ("GB-NMD", "Newry, Mourne and Down"),
     ("GB-NSM", "North Somerset"),
     ("GB-NTH", "Northamptonshire"),
-    (
-        "GB-NTL",
-        "Neath Port Talbot [Castell-nedd Port Talbot GB-CTL]",
-    ),
+    ("GB-NTL", "Neath Port Talbot [Castell-nedd Port Talbot GB-CTL]"),
     ("GB-NTT", "Nottinghamshire"),
     ("GB-NTY", "North Tyneside"),
     ("GB-NWM", "Newham"),

@@ -15,10 +15,7 @@ impl CountryCode {
     pub fn parse(s: &str) -> Option<Self> {
         let b = s.as_bytes();
         if b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic) {
-            Some(CountryCode([
-                b[0].to_ascii_uppercase(),
-                b[1].to_ascii_uppercase(),
-            ]))
+            Some(CountryCode([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()]))
         } else {
             None
         }
