@@ -1,4 +1,6 @@
-//! Shared helpers of the integration tests: paths and running the real binary.
+//! Helpers shared by the integration tests: the real binary, paths, test databases.
+
+pub mod mmdb;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
