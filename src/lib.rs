@@ -12,3 +12,4 @@ mod iso_data;
 pub mod location;
 pub mod overrides;
 pub mod rules;
+pub mod store;
