@@ -566,6 +566,10 @@ mod tests {
         let r = c.redis.unwrap();
         assert_eq!(r.prefix, "marketgate");
         assert_eq!(r.reconcile_interval, Duration::from_secs(60));
+        let r: RedisConfig =
+            serde_json::from_str(r#"{"url": "redis://x", "reconnect_backoff_max": "1h 30m"}"#)
+                .unwrap();
+        assert_eq!(r.reconnect_backoff_max, Duration::from_secs(5400));
         assert_eq!(r.connect_timeout, Duration::from_secs(2));
         assert_eq!(r.audit_max_len, 10_000);
         assert!(

@@ -546,7 +546,8 @@ impl Inner {
 
     /// Expires, in Redis, the overrides this instance sees expired. Redis decides, so
     /// each is expired and audited once however many instances sweep.
-    async fn sweep_expired(&self) -> Result<(), StoreError> {
+    /// Returns whether it talked to Redis.
+    async fn sweep_expired(&self) -> Result<bool, StoreError> {
         let now = Timestamp::now();
         let expired: Vec<Entry> = self
             .local()
@@ -555,6 +556,7 @@ impl Inner {
             .filter(|e| !e.o.active_at(now))
             .cloned()
             .collect();
+        let talked = !expired.is_empty();
         for e in expired {
             let Some(at) = e.o.expires_at else { continue };
             let entry = AuditEntry::expire(0, now, &e.o);
@@ -572,7 +574,7 @@ impl Inner {
                 self.apply(&epoch, version, e.o.jurisdiction.clone(), None);
             }
         }
-        Ok(())
+        Ok(talked)
     }
 
     /// Keeps the local snapshot in sync for the life of the store: subscribe, load,
@@ -625,15 +627,16 @@ impl Inner {
         let mut sweep = tokio::time::interval(self.sweep.max(Duration::from_millis(10)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // `Ok(true)`: Redis answered, so the snapshot is confirmed current.
             let step = tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => self.on_message(msg).await,
+                    Some(msg) => self.on_message(msg).await.map(|()| true),
                     None => Err(StoreError::Disconnected),
                 },
                 _ = reconcile.tick() => {
                     // The subscription connection can die silently; ping it too.
                     match tokio::time::timeout(respond, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => self.reload().await,
+                        Ok(Ok(_)) => self.reload().await.map(|()| true),
                         Ok(Err(source)) => Err(StoreError::Redis { source }),
                         Err(_) => Err(StoreError::Timeout { timeout: respond }),
                     }
@@ -641,7 +644,8 @@ impl Inner {
                 _ = sweep.tick() => self.sweep_expired().await,
             };
             match step {
-                Ok(()) => self.shared.synced(),
+                Ok(true) => self.shared.synced(),
+                Ok(false) => {}
                 Err(e) => return e,
             }
         }
