@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
@@ -274,35 +276,52 @@ async fn redis_instances_see_each_others_overrides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_loses_nothing_and_reads_never_fail() {
-    let rules = rules();
+    let rules = Arc::new(rules());
     let mut redis = RedisServer::start_durable();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = OverrideStore::open(&on_redis(&redis.url(), da.path()))
-        .await
-        .unwrap();
-    let b = OverrideStore::open(&on_redis(&redis.url(), db.path()))
-        .await
-        .unwrap();
+    let a = Arc::new(
+        OverrideStore::open(&on_redis(&redis.url(), da.path()))
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(
+        OverrideStore::open(&on_redis(&redis.url(), db.path()))
+            .await
+            .unwrap(),
+    );
     a.put(withdraw("FR", "before")).await.unwrap();
     eventually("B sees FR", || has(&b, "FR")).await;
+
+    // Decisions on both instances, all along: FR stays withdrawn through the outage.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let (rules, a, b, stop) = (rules.clone(), a.clone(), b.clone(), stop.clone());
+        move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for s in [&a, &b] {
+                    let got = status_at(&rules, &s.snapshot(), "FR", Timestamp::now());
+                    assert_eq!(got, Status::Withdrawn, "decision {n}");
+                    n += 1;
+                }
+            }
+            n
+        }
+    });
 
     redis.kill();
     eventually("both notice", || !a.is_connected() && !b.is_connected()).await;
     let e = a.put(withdraw("DE", "during")).await.unwrap_err();
     assert!(e.is_unavailable(), "{e:?}");
     assert!(b.last_error().is_some());
-    // Decisions keep using the last snapshot.
-    for s in [&a, &b] {
-        assert_eq!(
-            status_at(&rules, &s.snapshot(), "FR", Timestamp::now()),
-            Status::Withdrawn
-        );
-    }
 
     redis.restart();
     let v = retrying(|| b.put(withdraw("IT", "after"))).await;
     eventually("A sees IT", || has(&a, "IT")).await;
     eventually("A reconnected", || a.is_connected()).await;
+    stop.store(true, Ordering::Relaxed);
+    let decisions = reader.join().expect("no decision failed");
+    assert!(decisions > 0);
     for s in [&a, &b] {
         assert!(has(s, "FR"), "nothing lost");
         assert!(!has(s, "DE"), "the refused write did not happen");
