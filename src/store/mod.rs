@@ -22,8 +22,8 @@ use crate::location::Jurisdiction;
 use crate::overrides::{Override, OverrideSet};
 use crate::rules::Status;
 
-pub use self::embedded::EmbeddedStore;
-pub use self::redis::RedisStore;
+use self::embedded::EmbeddedStore;
+use self::redis::RedisStore;
 
 /// Errors of the override stores.
 #[derive(Debug, thiserror::Error)]
