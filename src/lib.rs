@@ -15,4 +15,5 @@ pub mod location;
 pub mod overrides;
 pub mod rules;
 pub mod shadow;
+pub mod store;
 pub mod timeline;

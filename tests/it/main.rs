@@ -2,7 +2,9 @@
 
 mod diff;
 mod geoip;
+mod redis_server;
 mod rules;
+mod store;
 mod support;
 mod timeline;
 mod timing;
