@@ -174,7 +174,7 @@ fn origin(f: &Parsed, path: &str) -> Origin {
 }
 
 /// ` (did you mean `x`?)` when a candidate is close to `name`.
-pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()

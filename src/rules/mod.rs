@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::location::{CountryCode, Jurisdiction, SubdivisionCode};
 
-pub use compile::{compile, load_dir, SourceFile, MAX_FILES, MAX_FILE_BYTES};
+pub use compile::{compile, load_dir, suggest, SourceFile, MAX_FILES, MAX_FILE_BYTES};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 
 /// Market status, in severity order: `Served < Limited < Withdrawn`.
