@@ -1,5 +1,6 @@
 //! The command line: argument types and dispatch to the library. No business logic here.
 
+mod override_cmd;
 mod rollout;
 mod rules;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the JSON Schema of a rules file (for editors).
     Schema,
+    /// Set, list or clear operator overrides through the admin API.
+    Override(override_cmd::OverrideArgs),
     /// Look addresses up in the GeoIP database and print one JSON line per address.
     Lookup(crate::geoip::cli::LookupArgs),
     /// Compare two rule sets: which markets change, what is responsible, and when.
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => rules::explain(args),
         Command::Schema => rules::schema(),
         Command::Lookup(args) => crate::geoip::cli::run(args),
+        Command::Override(args) => override_cmd::run(args),
         Command::Diff(args) => rollout::diff(args),
         Command::Timeline(args) => rollout::timeline(args),
     }
