@@ -592,3 +592,6 @@ impl DecisionView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

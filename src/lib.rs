@@ -5,13 +5,18 @@
 pub mod cli;
 pub mod client_addr;
 pub mod config;
+pub mod diff;
 pub mod engine;
 pub mod explain;
 pub mod geoip;
+pub mod git;
 pub mod iso;
 mod iso_data;
 pub mod location;
 pub mod overrides;
 pub mod rules;
 pub mod server;
+pub mod shadow;
+pub mod store;
 pub mod telemetry;
+pub mod timeline;

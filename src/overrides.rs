@@ -73,3 +73,362 @@ impl OverrideSet {
         self.by_jurisdiction.values()
     }
 }
+
+/// The body of `PUT /admin/v1/overrides/{jurisdiction}`, as operators write it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    #[serde(default)]
+    pub status: Option<Status>,
+    #[serde(default)]
+    pub features: BTreeMap<String, bool>,
+    /// Why; required.
+    #[serde(default)]
+    pub reason: String,
+    /// A duration such as `90s`, `10m`, `2h`, `1d`; or use `expires_at`.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Who; defaults to the token's name when the API knows it.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// Why an override request cannot be accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("`reason` is required: say why the override is needed")]
+    MissingReason,
+    #[error("an override needs `status` and/or `features`")]
+    Empty,
+    #[error("give either `ttl` or `expires_at`, not both")]
+    BothExpiries,
+    #[error("`ttl` {0:?} is not a duration such as `90s`, `10m`, `2h` or `1d`")]
+    BadTtl(String),
+    #[error("`expires_at`: {0}")]
+    BadExpiry(String),
+    #[error("`expires_at` {0} is not in the future")]
+    Expired(Timestamp),
+    #[error("unknown feature `{name}`{suggestion}")]
+    UnknownFeature { name: String, suggestion: String },
+    #[error(
+        "unknown jurisdiction `{0}`: not `*`, `unknown`, an ISO 3166 code or a declared group"
+    )]
+    UnknownJurisdiction(String),
+    #[error("`{field}` is longer than {max} characters")]
+    TooLong { field: &'static str, max: usize },
+}
+
+/// Longest reason and actor accepted.
+pub const MAX_TEXT: usize = 1000;
+
+/// Parses `90s`, `10m`, `2h`, `1d` (one number and one unit) into seconds.
+pub fn parse_ttl(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let unit = s.chars().last()?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].parse().ok()?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    (n > 0).then_some(n)?.checked_mul(mult)
+}
+
+impl OverrideRequest {
+    /// Checks the request against the rules and makes the override, at `now`.
+    pub fn into_override(
+        self,
+        code: &str,
+        rules: &crate::rules::RuleSet,
+        now: Timestamp,
+        default_actor: &str,
+    ) -> Result<Override, RequestError> {
+        let jurisdiction = Jurisdiction::parse(code)
+            .filter(|j| rules.knows(j))
+            .ok_or_else(|| RequestError::UnknownJurisdiction(code.to_string()))?;
+        if self.reason.trim().is_empty() {
+            return Err(RequestError::MissingReason);
+        }
+        if self.reason.len() > MAX_TEXT {
+            return Err(RequestError::TooLong {
+                field: "reason",
+                max: MAX_TEXT,
+            });
+        }
+        if self.actor.as_ref().is_some_and(|a| a.len() > MAX_TEXT) {
+            return Err(RequestError::TooLong {
+                field: "actor",
+                max: MAX_TEXT,
+            });
+        }
+        if self.status.is_none() && self.features.is_empty() {
+            return Err(RequestError::Empty);
+        }
+        for name in self.features.keys() {
+            if rules.feature_id(name).is_none() {
+                return Err(RequestError::UnknownFeature {
+                    name: name.clone(),
+                    suggestion: crate::rules::suggest(
+                        name,
+                        rules.features().iter().map(|f| &*f.name),
+                    ),
+                });
+            }
+        }
+        let expires_at = match (&self.ttl, &self.expires_at) {
+            (Some(_), Some(_)) => return Err(RequestError::BothExpiries),
+            (Some(ttl), None) => {
+                let secs = parse_ttl(ttl).ok_or_else(|| RequestError::BadTtl(ttl.clone()))?;
+                Some(now + jiff::SignedDuration::from_secs(secs))
+            }
+            (None, Some(at)) => {
+                let t = crate::rules::raw::parse_rfc3339(at).map_err(RequestError::BadExpiry)?;
+                if t <= now {
+                    return Err(RequestError::Expired(t));
+                }
+                Some(t)
+            }
+            (None, None) => None,
+        };
+        let actor = self
+            .actor
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| default_actor.to_string());
+        Ok(Override {
+            jurisdiction,
+            status: self.status,
+            features: self.features,
+            reason: self.reason,
+            actor,
+            created_at: now,
+            expires_at,
+        })
+    }
+}
+
+/// A demand in force that forbids an override.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub demand: String,
+    pub kind: String,
+    pub jurisdiction: String,
+    pub red_line: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub law: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub message: String,
+}
+
+/// Whether an override would cross a demand in force at `now` on the jurisdiction's
+/// chain: serving or limiting (or switching features on) under a red line, or switching
+/// on a feature a `disable` demand turns off. Such overrides are refused (409): the
+/// engine would ignore them anyway, and an operator must not believe otherwise.
+pub fn conflict(rules: &crate::rules::RuleSet, o: &Override, now: Timestamp) -> Option<Conflict> {
+    use crate::rules::Response;
+    let chain: Vec<Jurisdiction> = match &o.jurisdiction {
+        Jurisdiction::Subdivision(c, s) => {
+            let mut v = vec![o.jurisdiction.clone()];
+            v.extend(
+                rules
+                    .country_chain(*c)
+                    .map(|ch| ch.jurisdictions.clone())
+                    .unwrap_or_default(),
+            );
+            let _ = s;
+            v
+        }
+        Jurisdiction::Country(c) => rules
+            .country_chain(*c)
+            .map(|ch| ch.jurisdictions.clone())
+            .unwrap_or_default(),
+        Jurisdiction::Unknown => rules.unknown_chain().jurisdictions.clone(),
+        Jurisdiction::Group(_) => vec![o.jurisdiction.clone(), Jurisdiction::Global],
+        Jurisdiction::Global => vec![Jurisdiction::Global],
+    };
+    let serves = o.status.is_some_and(|s| s != Status::Withdrawn);
+    let turns_on: Vec<&str> = o
+        .features
+        .iter()
+        .filter(|(_, on)| **on)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    for j in &chain {
+        let Some(level) = rules.level_of(j) else {
+            continue;
+        };
+        for d in level.demands.iter().filter(|d| d.in_force(now)) {
+            let found = match &d.response {
+                Response::Withdraw if serves || !turns_on.is_empty() => Some(format!(
+                    "red line `{}` ({}) on `{j}` is in force since {}: `{}` stays withdrawn and no override can serve it",
+                    d.id, d.kind, d.effective, o.jurisdiction
+                )),
+                Response::Disable(set) => turns_on
+                    .iter()
+                    .find(|n| rules.feature_id(n).is_some_and(|id| set.contains(id)))
+                    .map(|n| format!(
+                        "demand `{}` ({}) on `{j}` is in force since {} and switches `{n}` off; no override can switch it on",
+                        d.id, d.kind, d.effective
+                    )),
+                _ => None,
+            };
+            if let Some(message) = found {
+                return Some(Conflict {
+                    demand: d.id.to_string(),
+                    kind: d.kind.to_string(),
+                    jurisdiction: j.to_string(),
+                    red_line: d.is_red_line(),
+                    law: d.law.as_deref().map(str::to_string),
+                    reference: d.reference.as_deref().map(str::to_string),
+                    message,
+                });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::tests::{build, GLOBAL};
+
+    fn now() -> Timestamp {
+        "2026-06-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn ttls_are_one_number_and_a_unit() {
+        assert_eq!(parse_ttl("90s"), Some(90));
+        assert_eq!(parse_ttl("10m"), Some(600));
+        assert_eq!(parse_ttl("2h"), Some(7200));
+        assert_eq!(parse_ttl("1d"), Some(86_400));
+        for bad in [
+            "",
+            "s",
+            "10",
+            "0s",
+            "-5m",
+            "1.5h",
+            "10x",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_ttl(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_are_checked_against_the_rules() {
+        let (rules, _) = build(&[("_global.yaml", GLOBAL)]).unwrap();
+        let req = |body: &str| serde_json::from_str::<OverrideRequest>(body).unwrap();
+        let ok = req(r#"{"status":"withdrawn","reason":"incident 42","ttl":"2h"}"#)
+            .into_override("FR", &rules, now(), "token:ops")
+            .unwrap();
+        assert_eq!(ok.actor, "token:ops");
+        assert_eq!(ok.expires_at, Some("2026-06-01T02:00:00Z".parse().unwrap()));
+        let err = |body: &str, code: &str| {
+            req(body)
+                .into_override(code, &rules, now(), "a")
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(r#"{"status":"withdrawn"}"#, "FR"),
+            "`reason` is required: say why the override is needed"
+        );
+        assert_eq!(
+            err(r#"{"reason":"x"}"#, "FR"),
+            "an override needs `status` and/or `features`"
+        );
+        assert_eq!(
+            err(r#"{"reason":"x","features":{"paymnts":false}}"#, "FR"),
+            "unknown feature `paymnts` (did you mean `payments`?)"
+        );
+        assert_eq!(
+            err(r#"{"reason":"x","status":"served","ttl":"soon"}"#, "FR"),
+            "`ttl` \"soon\" is not a duration such as `90s`, `10m`, `2h` or `1d`"
+        );
+        assert!(err(
+            r#"{"reason":"x","status":"served","expires_at":"2020-01-01T00:00:00Z"}"#,
+            "FR"
+        )
+        .contains("not in the future"));
+        assert!(err(
+            r#"{"reason":"x","status":"served","expires_at":"2030-01-01T00:00:00"}"#,
+            "FR"
+        )
+        .contains("naive timestamp"));
+        assert!(err(r#"{"reason":"x","status":"served"}"#, "NOPE")
+            .starts_with("unknown jurisdiction `NOPE`"));
+        assert!(
+            serde_json::from_str::<OverrideRequest>(r#"{"reason":"x","stauts":"served"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn overrides_that_cross_a_demand_in_force_conflict() {
+        let de = "jurisdiction: DE\ndemands:\n  - { id: de-keys, kind: encryption_backdoor, state: enacted, effective: \"2026-01-01T00:00:00Z\" }\n";
+        let fr = "jurisdiction: FR\ndemands:\n  - { id: fr-local, kind: data_localization, state: enacted, effective: \"2026-01-01T00:00:00Z\" }\n";
+        let eu = "jurisdiction: EU\ndemands:\n  - { id: eu-later, kind: encryption_backdoor, state: enacted, effective: \"2027-01-01T00:00:00Z\" }\n";
+        let (rules, _) = build(&[
+            ("_global.yaml", GLOBAL),
+            ("de.yaml", de),
+            ("fr.yaml", fr),
+            ("eu.yaml", eu),
+        ])
+        .unwrap();
+        let mk = |j: &str, body: &str| {
+            serde_json::from_str::<OverrideRequest>(body)
+                .unwrap()
+                .into_override(j, &rules, now(), "a")
+                .unwrap()
+        };
+        let c = conflict(
+            &rules,
+            &mk("DE", r#"{"status":"served","reason":"x"}"#),
+            now(),
+        )
+        .unwrap();
+        assert_eq!((c.demand.as_str(), c.red_line), ("de-keys", true));
+        assert!(conflict(
+            &rules,
+            &mk("DE", r#"{"features":{"payments":true},"reason":"x"}"#),
+            now()
+        )
+        .is_some());
+        assert!(conflict(
+            &rules,
+            &mk("DE", r#"{"status":"withdrawn","reason":"x"}"#),
+            now()
+        )
+        .is_none());
+        assert!(conflict(
+            &rules,
+            &mk("DE", r#"{"features":{"payments":false},"reason":"x"}"#),
+            now()
+        )
+        .is_none());
+        let c = conflict(
+            &rules,
+            &mk("FR", r#"{"features":{"payments":true},"reason":"x"}"#),
+            now(),
+        )
+        .unwrap();
+        assert_eq!((c.demand.as_str(), c.red_line), ("fr-local", false));
+        assert!(conflict(
+            &rules,
+            &mk("FR", r#"{"status":"served","reason":"x"}"#),
+            now()
+        )
+        .is_none());
+        // A red line that is not in force yet does not block; the engine floors it later.
+        let fr = mk("FR", r#"{"status":"served","reason":"x"}"#);
+        assert!(conflict(&rules, &fr, now()).is_none());
+        let later = "2027-02-01T00:00:00Z".parse().unwrap();
+        assert_eq!(conflict(&rules, &fr, later).unwrap().demand, "eu-later");
+    }
+}

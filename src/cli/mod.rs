@@ -1,5 +1,7 @@
 //! The command line: argument types and dispatch to the library. No business logic here.
 
+mod override_cmd;
+mod rollout;
 mod rules;
 mod serve;
 
@@ -7,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use rollout::{DiffArgs, DiffFormat, TimelineArgs};
 pub use rules::{ExplainArgs, OutputFormat, ValidateArgs};
 pub use serve::ServeArgs;
 
@@ -31,8 +34,15 @@ pub enum Command {
     Schema,
     /// Run the decision service (HTTP: decisions, gate, OFREP, metrics).
     Serve(Box<ServeArgs>),
+    /// Set, list or clear operator overrides through the admin API.
+    Override(override_cmd::OverrideArgs),
     /// Look addresses up in the GeoIP database and print one JSON line per address.
     Lookup(crate::geoip::cli::LookupArgs),
+    /// Compare two rule sets: which markets change, what is responsible, and when.
+    /// Exit 0, 1 when `--fail-on` matches, 2 when the rules cannot be read or compiled.
+    Diff(DiffArgs),
+    /// List scheduled changes and demand effective dates with the decisions around them.
+    Timeline(TimelineArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -42,6 +52,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema => rules::schema(),
         Command::Serve(args) => serve::run(*args),
         Command::Lookup(args) => crate::geoip::cli::run(args),
+        Command::Override(args) => override_cmd::run(args),
+        Command::Diff(args) => rollout::diff(args),
+        Command::Timeline(args) => rollout::timeline(args),
     }
 }
 

@@ -10,6 +10,17 @@ use anyhow::Context;
 
 use super::{GeoDb, LookupOptions};
 
+/// One output line; fields in this order.
+#[derive(serde::Serialize)]
+struct LookupLine<'a> {
+    ip: IpAddr,
+    country: Option<String>,
+    subdivision: Option<String>,
+    jurisdiction: String,
+    layout: &'static str,
+    build_time: &'a str,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct LookupArgs {
     /// MaxMind DB file (GeoIP2/GeoLite2, DB-IP, ip-location-db); default: the bundled
@@ -59,14 +70,15 @@ pub fn run(args: LookupArgs) -> anyhow::Result<ExitCode> {
     let mut out = stdout.lock();
     for ip in ips {
         let location = db.lookup(ip);
-        let line = serde_json::json!({
-            "ip": ip.to_string(),
-            "country": location.country.map(|c| c.to_string()),
-            "subdivision": location.subdivision.filter(|_| location.country.is_some()).map(|s| s.to_string()),
-            "jurisdiction": location.to_string(),
-            "layout": db.layout().name(),
-            "build_time": build_time,
-        });
+        let line = LookupLine {
+            ip,
+            country: location.country.map(|c| c.to_string()),
+            subdivision: location.subdivision.map(|s| s.to_string()),
+            jurisdiction: location.to_string(),
+            layout: db.layout().name(),
+            build_time: &build_time,
+        };
+        let line = serde_json::to_string(&line).context("cannot encode a lookup result")?;
         writeln!(out, "{line}").context("cannot write to stdout")?;
     }
     out.flush().context("cannot write to stdout")?;

@@ -174,7 +174,7 @@ fn origin(f: &Parsed, path: &str) -> Origin {
 }
 
 /// ` (did you mean `x`?)` when a candidate is close to `name`.
-pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -199,17 +199,38 @@ fn parse_file(f: &SourceFile, diags: &mut Diagnostics) -> Option<Parsed> {
         diags.push(whole_file(&f.name, "rules file is empty".into()));
         return None;
     }
+    let pos = match Positions::scan(&f.text) {
+        Ok(pos) => pos,
+        Err(refused) => {
+            diags.push(Diagnostic {
+                file: f.name.clone(),
+                line: refused.line,
+                column: refused.column,
+                severity: Severity::Error,
+                message: refused.message,
+            });
+            return None;
+        }
+    };
     match serde_yaml::from_str::<RawFile>(&f.text) {
         Ok(raw) => Some(Parsed {
             name: f.name.as_str().into(),
             raw,
-            pos: Positions::index(&f.text),
+            pos,
         }),
         Err(e) => {
-            let (line, column) = e
+            let mut at = e
                 .location()
                 .map(|l| (l.line() as u32, l.column() as u32))
                 .unwrap_or((0, 0));
+            // serde_yaml points a duplicate at the mapping; point at the second key.
+            let msg = e.to_string();
+            if let Some((path, rest)) = msg.split_once(": duplicate key `") {
+                if let Some(key) = rest.split('`').next() {
+                    at = pos.key(&format!("{path}.{key}"));
+                }
+            }
+            let (line, column) = at;
             diags.push(Diagnostic {
                 file: f.name.clone(),
                 line,
@@ -553,15 +574,18 @@ pub fn compile(
             }
         };
         let here = origin(p, "jurisdiction");
-        if let Some(prev) = defined_at.get(&j) {
-            cx.error(
+        let duplicate = defined_at.get(&j).cloned();
+        match &duplicate {
+            Some(prev) => cx.error(
                 p,
                 "jurisdiction",
                 format!("jurisdiction `{j}` is defined twice; first defined at {prev}"),
-            );
-            continue;
+            ),
+            None => {
+                defined_at.insert(j.clone(), here);
+            }
         }
-        defined_at.insert(j.clone(), here);
+        // A duplicate is still checked, so that all of its problems show at once.
         let mut level = empty_level(j.clone(), p.name.clone());
         level.name = p.raw.name.clone();
         fill_level(
@@ -575,8 +599,10 @@ pub fn compile(
             &mut demand_ids,
             &mut change_ids,
         );
-        by_jurisdiction.insert(j, levels.len() as LevelId);
-        levels.push(level);
+        if duplicate.is_none() {
+            by_jurisdiction.insert(j, levels.len() as LevelId);
+            levels.push(level);
+        }
     }
 
     check_red_lines(&mut cx, &parsed, &levels, &groups, now);
@@ -640,10 +666,15 @@ pub fn compile(
     if cx.diags.has_errors() {
         return Err(cx.diags);
     }
+    let mut all = FeatureSet::EMPTY;
+    for i in 0..features.len() {
+        all.insert(i as FeatureId);
+    }
     let rules = RuleSet {
         version,
         features,
         defaults,
+        all,
         responses,
         groups,
         levels,
@@ -774,6 +805,13 @@ fn compile_demand(
     let path = format!("demands[{i}]");
     let id_ok = check_id(cx, p, &format!("{path}.id"), &d.id, "demand", seen);
     check_reference(cx, p, &format!("{path}.reference"), &d.reference);
+    let effective = match super::raw::parse_rfc3339(&d.effective) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            cx.error(p, &format!("{path}.effective"), e);
+            None
+        }
+    };
     let Some((kind, response)) = responses.iter().find(|(k, _)| **k == *d.kind) else {
         cx.error(
             p,
@@ -786,11 +824,12 @@ fn compile_demand(
         );
         return None;
     };
+    let effective = effective?;
     id_ok.then(|| Demand {
         id: d.id.as_str().into(),
         kind: kind.clone(),
         state: d.state,
-        effective: d.effective.0,
+        effective,
         reference: d.reference.as_deref().map(Into::into),
         law: d.law.as_deref().map(Into::into),
         response: response.clone(),
@@ -817,9 +856,30 @@ fn compile_change(
             format!("change `{}` needs a reason", c.id),
         );
     }
+    let mut ok = id_ok;
+    let at = match super::raw::parse_rfc3339(&c.at) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.error(p, &format!("{path}.at"), e);
+            ok = false;
+            Timestamp::UNIX_EPOCH
+        }
+    };
+    let rollout_bp = match c
+        .rollout
+        .as_ref()
+        .map(|r| super::raw::percent_to_bp(r.percent))
+    {
+        Some(Err(e)) => {
+            cx.error(p, &format!("{path}.rollout.percent"), e);
+            ok = false;
+            None
+        }
+        Some(Ok(bp)) => Some(bp),
+        None => None,
+    };
     let mut on = FeatureSet::EMPTY;
     let mut off = FeatureSet::EMPTY;
-    let mut ok = id_ok;
     for (name, v) in &c.features.0 {
         match feature_id(name) {
             Some(id) if v.0 => on.insert(id),
@@ -846,13 +906,13 @@ fn compile_change(
     }
     ok.then(|| Change {
         id: c.id.as_str().into(),
-        at: c.at.0,
+        at,
         status: c.status,
         features_on: on,
         features_off: off,
         reason: c.reason.as_str().into(),
         reference: c.reference.as_deref().map(Into::into),
-        rollout_bp: c.rollout.as_ref().map(|r| r.percent.0),
+        rollout_bp,
         mode: c.mode,
         origin: origin(p, &format!("{path}.id")),
     })

@@ -8,6 +8,8 @@ mod diagnostic;
 mod positions;
 pub mod raw;
 pub mod schema;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::location::{CountryCode, Jurisdiction, SubdivisionCode};
 
-pub use compile::{compile, load_dir, SourceFile, MAX_FILES, MAX_FILE_BYTES};
+pub use compile::{compile, load_dir, suggest, SourceFile, MAX_FILES, MAX_FILE_BYTES};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 
 /// Market status, in severity order: `Served < Limited < Withdrawn`.
@@ -279,6 +281,7 @@ pub struct RuleSet {
     pub(crate) version: String,
     pub(crate) features: Vec<Feature>,
     pub(crate) defaults: FeatureSet,
+    pub(crate) all: FeatureSet,
     pub(crate) responses: Vec<(Arc<str>, Response)>,
     pub(crate) groups: Vec<Group>,
     pub(crate) levels: Vec<Level>,
@@ -321,12 +324,9 @@ impl RuleSet {
     pub fn defaults(&self) -> FeatureSet {
         self.defaults
     }
+    /// Every declared feature.
     pub fn all_features(&self) -> FeatureSet {
-        let mut s = FeatureSet::EMPTY;
-        for i in 0..self.features.len() {
-            s.insert(i as FeatureId);
-        }
-        s
+        self.all
     }
     pub fn responses(&self) -> &[(Arc<str>, Response)] {
         &self.responses

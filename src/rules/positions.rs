@@ -1,10 +1,12 @@
 //! Where each node of a YAML file stands, by path (`changes[2].at`, `groups.EU[3]`), so
-//! that checks which span files can still name a line and column. Reads events only:
-//! never expands aliases, never builds a tree.
+//! that checks which span files can still name a line and column. Also the first line of
+//! defence against hostile YAML: it reads events only (never expands aliases, never
+//! builds a tree) and stops at the first node nested too deep, before serde_yaml (whose
+//! loader is slow on deep nesting) sees the file.
 
 use std::collections::HashMap;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// Line and column (1-based) of every key and value, by path.
@@ -12,15 +14,60 @@ use yaml_rust2::scanner::Marker;
 pub struct Positions {
     values: HashMap<String, (u32, u32)>,
     keys: HashMap<String, (u32, u32)>,
+    maps_with_keys: std::collections::HashSet<String>,
 }
 
 impl Positions {
-    /// Indexes a document that serde_yaml has already accepted. A parse failure here
-    /// leaves the index partial; lookups then fall back to the nearest parent.
-    pub fn index(text: &str) -> Positions {
+    /// Indexes a document, refusing invalid YAML, nesting deeper than [`MAX_DEPTH`]
+    /// and more than [`MAX_ALIASES`] aliases.
+    pub fn scan(text: &str) -> Result<Positions, Refused> {
         let mut b = Builder::default();
-        let _ = Parser::new_from_str(text).load(&mut b, false);
-        b.out
+        let mut parser = Parser::new_from_str(text);
+        let mut aliases = 0usize;
+        loop {
+            let (ev, mark) = match parser.next_token() {
+                Ok(x) => x,
+                Err(e) => {
+                    let (line, column) = pos(e.marker());
+                    return Err(Refused {
+                        line,
+                        column,
+                        message: if e.info().contains("recursion limit") {
+                            format!("nesting too deep: {}", e.info())
+                        } else {
+                            format!("invalid YAML: {}", e.info())
+                        },
+                    });
+                }
+            };
+            match ev {
+                Event::StreamEnd => break,
+                Event::MappingStart(..) | Event::SequenceStart(..)
+                    if b.stack.len() >= MAX_DEPTH =>
+                {
+                    let (line, column) = pos(&mark);
+                    return Err(Refused {
+                        line,
+                        column,
+                        message: format!("nesting too deep: more than {MAX_DEPTH} levels"),
+                    });
+                }
+                Event::Alias(_) => {
+                    aliases += 1;
+                    if aliases > MAX_ALIASES {
+                        let (line, column) = pos(&mark);
+                        return Err(Refused {
+                            line,
+                            column,
+                            message: format!("more than {MAX_ALIASES} aliases (a YAML bomb?)"),
+                        });
+                    }
+                }
+                _ => {}
+            }
+            b.on_event(ev, mark);
+        }
+        Ok(b.out)
     }
 
     /// Position of the value at `path`, or of the nearest parent that has one.
@@ -47,6 +94,19 @@ impl Positions {
     }
 }
 
+/// Deepest nesting of mappings and sequences accepted in a rules file.
+pub const MAX_DEPTH: usize = 32;
+/// Most aliases accepted in a rules file.
+pub const MAX_ALIASES: usize = 256;
+
+/// Why a file was refused before parsing.
+#[derive(Debug)]
+pub struct Refused {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
 fn parent(path: &str) -> Option<&str> {
     let cut = path.rfind(['.', '['])?;
     Some(&path[..cut])
@@ -61,7 +121,6 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     out: Positions,
-    depth_exceeded: bool,
 }
 
 fn pos(m: &Marker) -> (u32, u32) {
@@ -81,6 +140,11 @@ impl Builder {
                     };
                     let full = join(path, &k);
                     self.out.keys.insert(full, pos(mark));
+                    // A block mapping's own mark is where its first `:` is; its first
+                    // key is where a reader looks.
+                    if !self.out.first_key_seen(path) {
+                        self.out.values.insert(path.clone(), pos(mark));
+                    }
                     *key = Some(k);
                     None
                 }
@@ -103,11 +167,14 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-impl MarkedEventReceiver for Builder {
+impl Positions {
+    fn first_key_seen(&mut self, map_path: &str) -> bool {
+        !self.maps_with_keys.insert(map_path.to_string())
+    }
+}
+
+impl Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        if self.depth_exceeded {
-            return;
-        }
         match ev {
             Event::Scalar(..) | Event::Alias(_) => {
                 if let Some(p) = self.node_path(&ev, &mark) {
@@ -117,10 +184,6 @@ impl MarkedEventReceiver for Builder {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let p = self.node_path(&ev, &mark).unwrap_or_default();
                 self.out.values.insert(p.clone(), pos(&mark));
-                if self.stack.len() > 64 {
-                    self.depth_exceeded = true;
-                    return;
-                }
                 self.stack.push(if matches!(ev, Event::MappingStart(..)) {
                     Frame::Map { path: p, key: None }
                 } else {
@@ -142,7 +205,7 @@ mod tests {
     #[test]
     fn finds_keys_and_values_by_path() {
         let text = "jurisdiction: FR\nfeatures:\n  payments: off\nchanges:\n  - id: a\n    at: x\n  - id: b\n";
-        let p = Positions::index(text);
+        let p = Positions::scan(text).unwrap();
         assert_eq!(p.value("jurisdiction"), (1, 15));
         assert_eq!(p.key("features.payments"), (3, 3));
         assert_eq!(p.value("features.payments"), (3, 13));
@@ -150,5 +213,27 @@ mod tests {
         assert_eq!(p.value("changes[0].at"), (6, 9));
         // Unknown paths fall back to the nearest parent.
         assert_eq!(p.value("changes[1].nope"), (7, 5));
+        assert_eq!(p.value(""), (1, 1));
+    }
+
+    #[test]
+    fn refuses_deep_nesting_and_alias_floods() {
+        let deep = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = Positions::scan(&deep).unwrap_err();
+        assert!(
+            e.line == 1 && e.message.starts_with("nesting too deep"),
+            "{e:?}"
+        );
+        let block: String = (0..40)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        let e = Positions::scan(&block).unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (33, "nesting too deep: more than 32 levels")
+        );
+        let flood = format!("a: &a x\nb: [{}]\n", vec!["*a"; 300].join(","));
+        let e = Positions::scan(&flood).unwrap_err();
+        assert!(e.message.contains("aliases"), "{e:?}");
     }
 }

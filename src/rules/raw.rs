@@ -169,7 +169,8 @@ pub struct RawDemand {
     pub id: String,
     pub kind: String,
     pub state: DemandState,
-    pub effective: Rfc3339,
+    /// RFC 3339 with an offset; checked by `compile` so the error points at the value.
+    pub effective: String,
     pub reference: Option<String>,
     /// The law or instrument, in words.
     pub law: Option<String>,
@@ -180,7 +181,8 @@ pub struct RawDemand {
 #[serde(deny_unknown_fields)]
 pub struct RawChange {
     pub id: String,
-    pub at: Rfc3339,
+    /// RFC 3339 with an offset; checked by `compile`.
+    pub at: String,
     pub status: Option<Status>,
     #[serde(default)]
     pub features: OrderedMap<OnOff>,
@@ -194,34 +196,22 @@ pub struct RawChange {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollout {
-    pub percent: Percent,
+    /// 0..=100 with at most two decimals; checked by `compile`.
+    pub percent: f64,
 }
 
-/// A percentage in `0..=100` with at most two decimals, kept in basis points.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Percent(pub u32);
-
-impl<'de> Deserialize<'de> for Percent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if !(0.0..=100.0).contains(&v) {
-            return Err(de::Error::custom(format_args!(
-                "percent {v} is outside 0..=100"
-            )));
-        }
-        let bp = (v * 100.0).round();
-        if (bp - v * 100.0).abs() > 1e-6 {
-            return Err(de::Error::custom(format_args!(
-                "percent {v} has more than two decimals"
-            )));
-        }
-        Ok(Percent(bp as u32))
+/// Checks a rollout percentage (`0..=100`, at most two decimals) and returns it in
+/// basis points.
+pub fn percent_to_bp(v: f64) -> Result<u32, String> {
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("percent {v} is outside 0..=100"));
     }
+    let bp = (v * 100.0).round();
+    if (bp - v * 100.0).abs() > 1e-6 {
+        return Err(format!("percent {v} has more than two decimals"));
+    }
+    Ok(bp as u32)
 }
-
-/// An RFC 3339 instant with an explicit offset; naive date-times are refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rfc3339(pub Timestamp);
 
 /// Parses an RFC 3339 timestamp, refusing naive ones with a message that says so.
 pub fn parse_rfc3339(v: &str) -> Result<Timestamp, String> {
@@ -234,13 +224,6 @@ pub fn parse_rfc3339(v: &str) -> Result<Timestamp, String> {
             ))
         }
         Err(e) => Err(format!("`{v}` is not an RFC 3339 timestamp: {e}")),
-    }
-}
-
-impl<'de> Deserialize<'de> for Rfc3339 {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = String::deserialize(d)?;
-        parse_rfc3339(&v).map(Rfc3339).map_err(de::Error::custom)
     }
 }
 

@@ -286,8 +286,12 @@ fn lookup_command_prints_json_lines_in_order() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with(r#"{"ip":"2001:db8:1::42","country":"US","subdivision":"CA","jurisdiction":"US-CA","layout":"geoip2","build_time":"#),
+        "fields in the documented order: {stdout}"
+    );
+    let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -329,4 +333,68 @@ fn lookup_command_uses_the_bundled_database_by_default() {
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["country"], "US");
     assert_eq!(line["layout"], "flat");
+}
+
+/// A `tracing` writer into a shared buffer, to read what was logged.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[test]
+fn logs_say_what_happened_and_never_name_an_address() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let dir = tempfile::tempdir().unwrap();
+    let path = mmdb::replace_by_rename(dir.path(), "geo.mmdb", &mmdb::city());
+    let canaries = [
+        "81.2.69.77",
+        "2001:db8:1::7e57",
+        "::ffff:81.2.69.78",
+        "198.51.100.99",
+    ];
+    tracing::subscriber::with_default(subscriber, || {
+        let geoip = GeoIp::load(&file_config(&path)).unwrap();
+        for ip in canaries {
+            geoip.lookup(ip.parse().unwrap());
+        }
+        std::fs::write(&path, b"broken").unwrap();
+        assert!(geoip.reload().is_err());
+        for ip in canaries {
+            geoip.lookup(ip.parse().unwrap());
+        }
+    });
+    let text = logs.text();
+    assert!(text.contains("geoip database loaded"), "{text}");
+    assert!(text.contains("database_type=\"GeoIP2-City\""), "{text}");
+    assert!(
+        text.contains("geoip database refused, keeping the one in service"),
+        "{text}"
+    );
+    assert!(text.contains("not a readable maxmind db file"), "{text}");
+    for canary in canaries {
+        assert!(
+            !text.contains(canary),
+            "{canary} leaked into the logs: {text}"
+        );
+    }
 }

@@ -1,6 +1,12 @@
 //! The one integration test binary: real files, real servers on port 0.
 
+mod diff;
 mod geoip;
+mod redis_server;
+mod rules;
 mod serve_binary;
 mod server;
+mod store;
 mod support;
+mod timeline;
+mod timing;

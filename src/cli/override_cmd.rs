@@ -1,0 +1,310 @@
+//! `marketgate override set|list|clear`: a client of the admin API for operators. Owns
+//! the readable output and the exit codes; never prints the token.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use crate::rules::Status;
+
+#[derive(Debug, clap::Args)]
+pub struct OverrideArgs {
+    #[command(subcommand)]
+    pub action: OverrideAction,
+    /// Base URL of the admin listener.
+    #[arg(
+        long,
+        global = true,
+        env = "MARKETGATE_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub admin_url: String,
+    /// A file holding the bearer token (else `MARKETGATE_ADMIN_TOKEN`).
+    #[arg(long, global = true, env = "MARKETGATE_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OverrideAction {
+    /// Set (or replace) the override of one jurisdiction.
+    Set {
+        /// `*`, a group, a country (`FR`) or a subdivision (`US-CA`).
+        jurisdiction: String,
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// `name=on` or `name=off`; repeatable.
+        #[arg(long = "feature", value_parser = parse_switch)]
+        features: Vec<(String, bool)>,
+        /// Why; required.
+        #[arg(long)]
+        reason: String,
+        /// How long, e.g. `90s`, `10m`, `2h`, `1d`.
+        #[arg(long, conflicts_with = "expires_at")]
+        ttl: Option<String>,
+        /// Until when (RFC 3339 with offset).
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Who (default: `$USER`).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// List active overrides with their time left.
+    List,
+    /// Remove the override of one jurisdiction.
+    Clear {
+        jurisdiction: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Show the audit log, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StatusArg {
+    Served,
+    Limited,
+    Withdrawn,
+}
+
+impl From<StatusArg> for Status {
+    fn from(s: StatusArg) -> Status {
+        match s {
+            StatusArg::Served => Status::Served,
+            StatusArg::Limited => Status::Limited,
+            StatusArg::Withdrawn => Status::Withdrawn,
+        }
+    }
+}
+
+fn parse_switch(s: &str) -> Result<(String, bool), String> {
+    let (name, v) = s
+        .split_once('=')
+        .ok_or("expected `name=on` or `name=off`")?;
+    let on = match v {
+        "on" | "true" => true,
+        "off" | "false" => false,
+        _ => return Err(format!("expected `on` or `off` after `{name}=`")),
+    };
+    Ok((name.to_string(), on))
+}
+
+fn token(args: &OverrideArgs) -> anyhow::Result<String> {
+    let raw = match &args.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read token file {}", f.display()))?,
+        None => std::env::var("MARKETGATE_ADMIN_TOKEN")
+            .context("no admin token: set MARKETGATE_ADMIN_TOKEN or pass --token-file")?,
+    };
+    let t = raw.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(!t.is_empty(), "the admin token is empty");
+    Ok(t)
+}
+
+fn default_actor() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "cli".into())
+}
+
+/// One admin API call: (status code, JSON body).
+fn call(
+    args: &OverrideArgs,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("{}{path}", args.admin_url.trim_end_matches('/'));
+    let auth = format!("Bearer {}", token(args)?);
+    let resp = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+        ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+        ("DELETE", Some(b)) => agent
+            .delete(&url)
+            .header("Authorization", &auth)
+            .force_send_body()
+            .send_json(b),
+        _ => anyhow::bail!("unsupported call {method} {path}"),
+    };
+    let mut resp =
+        resp.with_context(|| format!("cannot reach the admin API at {}", args.admin_url))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+    Ok((status, json))
+}
+
+fn encode(j: &str) -> String {
+    j.replace('*', "%2A")
+}
+
+/// Prints an error body and picks the exit code: 1 for a refusal.
+fn refused(status: u16, body: &Value) -> ExitCode {
+    let msg = body["error"]["message"]
+        .as_str()
+        .unwrap_or("request refused");
+    let code = body["error"]["code"].as_str().unwrap_or("error");
+    eprintln!("refused ({status} {code}): {msg}");
+    if status == 401 {
+        eprintln!("check the token (MARKETGATE_ADMIN_TOKEN or --token-file)");
+    }
+    ExitCode::from(1)
+}
+
+fn time_left(o: &Value) -> String {
+    match o["remaining_seconds"].as_i64() {
+        None => "no expiry".into(),
+        Some(s) if s >= 3600 => format!("{}h{:02}m left", s / 3600, (s % 3600) / 60),
+        Some(s) if s >= 60 => format!("{}m{:02}s left", s / 60, s % 60),
+        Some(s) => format!("{s}s left"),
+    }
+}
+
+fn describe(o: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = o["status"].as_str() {
+        parts.push(format!("status {s}"));
+    }
+    if let Some(f) = o["features"].as_object() {
+        for (k, v) in f {
+            parts.push(format!(
+                "{k} {}",
+                if v.as_bool() == Some(true) {
+                    "on"
+                } else {
+                    "off"
+                }
+            ));
+        }
+    }
+    format!(
+        "{:<8} {:<40} {:<18} by {} — {}",
+        o["jurisdiction"].as_str().unwrap_or("?"),
+        parts.join(", "),
+        time_left(o),
+        o["actor"].as_str().unwrap_or("?"),
+        o["reason"].as_str().unwrap_or("")
+    )
+}
+
+pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
+    let (status, body) = match &args.action {
+        OverrideAction::Set {
+            jurisdiction,
+            status,
+            features,
+            reason,
+            ttl,
+            expires_at,
+            actor,
+        } => {
+            let features: BTreeMap<&str, bool> =
+                features.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let mut b =
+                json!({ "reason": reason, "actor": actor.clone().unwrap_or_else(default_actor) });
+            if let Some(s) = status {
+                b["status"] = json!(Status::from(*s));
+            }
+            if !features.is_empty() {
+                b["features"] = json!(features);
+            }
+            if let Some(t) = ttl {
+                b["ttl"] = json!(t);
+            }
+            if let Some(t) = expires_at {
+                b["expires_at"] = json!(t);
+            }
+            call(
+                &args,
+                "PUT",
+                &format!("/admin/v1/overrides/{}", encode(jurisdiction)),
+                Some(b),
+            )?
+        }
+        OverrideAction::List => call(&args, "GET", "/admin/v1/overrides", None)?,
+        OverrideAction::Clear {
+            jurisdiction,
+            reason,
+            actor,
+        } => {
+            let b =
+                json!({ "reason": reason, "actor": actor.clone().unwrap_or_else(default_actor) });
+            call(
+                &args,
+                "DELETE",
+                &format!("/admin/v1/overrides/{}", encode(jurisdiction)),
+                Some(b),
+            )?
+        }
+        OverrideAction::Audit { limit } => call(
+            &args,
+            "GET",
+            &format!("/admin/v1/audit?limit={limit}"),
+            None,
+        )?,
+    };
+    if !(200..300).contains(&status) {
+        return Ok(refused(status, &body));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &args.action {
+        OverrideAction::Set { .. } => {
+            println!(
+                "set (version {}): {}",
+                body["version"],
+                describe(&body["override"])
+            );
+            if let Some(d) = body["decision"].as_object() {
+                println!(
+                    "now {}: {}",
+                    d.get("jurisdiction").and_then(Value::as_str).unwrap_or("?"),
+                    d.get("status").and_then(Value::as_str).unwrap_or("?")
+                );
+            }
+        }
+        OverrideAction::List => {
+            let list = body["overrides"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no active overrides (version {})", body["version"]);
+            }
+            for o in &list {
+                println!("{}", describe(o));
+            }
+        }
+        OverrideAction::Clear { jurisdiction, .. } => {
+            println!("cleared {jurisdiction} (version {})", body["version"]);
+        }
+        OverrideAction::Audit { .. } => {
+            for e in body["entries"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{} v{} {:<6} {:<8} by {} — {}",
+                    e["at"].as_str().unwrap_or("?"),
+                    e["version"],
+                    e["action"].as_str().unwrap_or("?"),
+                    e["jurisdiction"].as_str().unwrap_or("?"),
+                    e["actor"].as_str().unwrap_or("?"),
+                    e["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

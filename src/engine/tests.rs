@@ -1,0 +1,553 @@
+//! Data-driven cases for each rule feature, and the design's invariants as properties.
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::{decide, Decision, Part, Request, Source};
+use crate::location::{Jurisdiction, Location};
+use crate::overrides::{Override, OverrideSet};
+use crate::rules::tests::{build, GLOBAL};
+use crate::rules::{RuleSet, Status};
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn rules(files: &[(&str, &str)]) -> RuleSet {
+    let mut all = vec![("_global.yaml", GLOBAL)];
+    all.extend_from_slice(files);
+    match build(&all) {
+        Ok((r, _)) => r,
+        Err(d) => panic!("rules do not compile:\n{d}"),
+    }
+}
+
+fn ov(
+    j: &str,
+    status: Option<Status>,
+    features: &[(&str, bool)],
+    expires: Option<&str>,
+) -> Override {
+    Override {
+        jurisdiction: Jurisdiction::parse(j).unwrap(),
+        status,
+        features: features.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        reason: format!("test override on {j}"),
+        actor: "tester".into(),
+        created_at: t("2026-01-01T00:00:00Z"),
+        expires_at: expires.map(t),
+    }
+}
+
+fn at(r: &RuleSet, o: &OverrideSet, loc: &str, key: Option<&str>, when: &str) -> Decision {
+    let location = if loc == "unknown" {
+        Location::UNKNOWN
+    } else {
+        Location::parse(loc).unwrap()
+    };
+    decide(
+        r,
+        o,
+        &Request {
+            location,
+            key,
+            at: t(when),
+        },
+    )
+}
+
+/// `status [off-features]`, e.g. `limited [payments]`.
+fn summary(r: &RuleSet, d: &Decision) -> String {
+    let off: Vec<&str> = d.disabled(r).collect();
+    format!("{} [{}]", d.status, off.join(","))
+}
+
+/// Decides for `loc` at `when` (no key, no overrides) and compares the summary.
+fn check(r: &RuleSet, loc: &str, when: &str, expected: &str) {
+    let d = at(r, &OverrideSet::default(), loc, None, when);
+    assert_eq!(summary(r, &d), expected, "{loc} at {when}");
+}
+
+const NOW: &str = "2026-06-01T00:00:00Z";
+
+#[test]
+fn defaults_serve_everything() {
+    let r = rules(&[]);
+    check(&r, "DE", NOW, "served []");
+    check(&r, "US-CA", NOW, "served []");
+    check(&r, "unknown", NOW, "served []");
+    // A code ISO has not assigned still gets the global rules.
+    check(&r, "XK", NOW, "served []");
+}
+
+#[test]
+fn levels_apply_from_general_to_specific() {
+    let r = rules(&[
+        ("eu.yaml", "jurisdiction: EU\nfeatures: { channels: off }\n"),
+        (
+            "fr.yaml",
+            "jurisdiction: FR\nfeatures: { channels: on, payments: off }\n",
+        ),
+        ("us.yaml", "jurisdiction: US\nstatus: limited\n"),
+        ("us-ca.yaml", "jurisdiction: US-CA\nstatus: served\n"),
+        ("star.yaml", "jurisdiction: IT\nstatus: withdrawn\n"),
+    ]);
+    check(&r, "DE", NOW, "limited [channels]");
+    check(&r, "FR", NOW, "limited [payments]");
+    check(&r, "US", NOW, "limited []");
+    check(&r, "US-NY", NOW, "limited []");
+    check(&r, "US-CA", NOW, "served []");
+    check(&r, "IT", NOW, "withdrawn [secret_chats,payments,channels]");
+}
+
+#[test]
+fn changes_apply_from_their_instant_exactly() {
+    let r = rules(&[(
+        "fr.yaml",
+        "jurisdiction: FR\nchanges:\n  - id: fr-exit\n    at: 2027-01-01T00:00:00+01:00\n    status: withdrawn\n    reason: law\n",
+    )]);
+    check(&r, "FR", "2026-12-31T22:59:59.999999999Z", "served []");
+    check(
+        &r,
+        "FR",
+        "2026-12-31T23:00:00Z",
+        "withdrawn [secret_chats,payments,channels]",
+    );
+    assert_eq!(r.next_boundary(t(NOW)), Some(t("2026-12-31T23:00:00Z")));
+    assert_eq!(r.next_boundary(t("2026-12-31T23:00:00Z")), None);
+}
+
+#[test]
+fn rollouts_need_a_key_inside_the_percentage() {
+    let r = rules(&[(
+        "fr.yaml",
+        "jurisdiction: FR\nchanges:\n  - id: fr-pay\n    at: 2026-01-01T00:00:00Z\n    features: { payments: off }\n    reason: r\n    rollout: { percent: 50 }\n",
+    )]);
+    let none = OverrideSet::default();
+    assert_eq!(
+        at(&r, &none, "FR", None, NOW).status,
+        Status::Served,
+        "no key, no partial rollout"
+    );
+    let keys: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
+    let limited = keys
+        .iter()
+        .filter(|k| at(&r, &none, "FR", Some(k), NOW).status == Status::Limited)
+        .count();
+    // About half; the bucket is a stable hash, so this count is fixed for these keys.
+    assert!((900..=1100).contains(&limited), "{limited} of 2000");
+    for k in &keys {
+        let inside = crate::rules::rollout_bucket("fr-pay", k) < 5000;
+        assert_eq!(
+            at(&r, &none, "FR", Some(k), NOW).status == Status::Limited,
+            inside,
+            "{k}"
+        );
+    }
+}
+
+#[test]
+fn rollout_bucket_is_the_documented_hash() {
+    // xxh3_64("fr-pay" ‖ 0x1f ‖ key) mod 10000, pinned so a dependency update cannot
+    // silently reshuffle who is in a rollout.
+    let h = |id: &str, key: &str| {
+        let mut b = id.as_bytes().to_vec();
+        b.push(0x1f);
+        b.extend_from_slice(key.as_bytes());
+        (xxhash_rust::xxh3::xxh3_64(&b) % 10_000) as u32
+    };
+    for k in ["alice", "bob", "", "ü"] {
+        assert_eq!(crate::rules::rollout_bucket("fr-pay", k), h("fr-pay", k));
+    }
+    assert_eq!(
+        ["alice", "bob", "carol"].map(|k| crate::rules::rollout_bucket("br-payments-launch", k)),
+        PINNED_BUCKETS
+    );
+}
+
+const PINNED_BUCKETS: [u32; 3] = [6073, 7592, 2872];
+
+#[test]
+fn shadow_changes_are_measured_not_applied() {
+    let r = rules(&[(
+        "fr.yaml",
+        "jurisdiction: FR\nchanges:\n  - id: fr-shadow\n    at: 2026-01-01T00:00:00Z\n    status: withdrawn\n    reason: r\n    mode: shadow\n",
+    )]);
+    let d = at(&r, &OverrideSet::default(), "FR", None, NOW);
+    assert_eq!(d.status, Status::Served);
+    assert_eq!(d.shadow.len(), 1);
+    assert_eq!(
+        (d.shadow[0].from, d.shadow[0].to),
+        (Status::Served, Status::Withdrawn)
+    );
+    let before = at(
+        &r,
+        &OverrideSet::default(),
+        "FR",
+        None,
+        "2025-01-01T00:00:00Z",
+    );
+    assert!(before.shadow.is_empty());
+}
+
+#[test]
+fn demands_are_floors() {
+    let r = rules(&[
+        (
+            "eu.yaml",
+            "jurisdiction: EU\ndemands:\n  - id: eu-keys\n    kind: encryption_backdoor\n    state: enacted\n    effective: 2027-01-01T00:00:00Z\n",
+        ),
+        // Only a warning at validation time (the red line is in the future then).
+        ("fr.yaml", "jurisdiction: FR\nstatus: served\nfeatures: { payments: on }\n"),
+        (
+            "de.yaml",
+            "jurisdiction: DE\nfeatures: { payments: on }\ndemands:\n  - id: de-local\n    kind: data_localization\n    state: enacted\n    effective: 2026-01-01T00:00:00Z\n  - id: de-court\n    kind: court_order\n    state: enacted\n    effective: 2026-01-01T00:00:00Z\n  - id: de-proposed\n    kind: encryption_backdoor\n    state: proposed\n    effective: 2026-01-01T00:00:00Z\n",
+        ),
+    ]);
+    check(&r, "FR", NOW, "served []");
+    check(
+        &r,
+        "FR",
+        "2027-01-01T00:00:00Z",
+        "withdrawn [secret_chats,payments,channels]",
+    );
+    check(&r, "DE", NOW, "limited [payments]");
+    let d = at(
+        &r,
+        &OverrideSet::default(),
+        "FR",
+        None,
+        "2027-06-01T00:00:00Z",
+    );
+    match &d.reason_for(Part::Status).unwrap().source {
+        Source::Demand(l, i) => assert_eq!(&*r.level(*l).demands[*i as usize].id, "eu-keys"),
+        other => panic!("status set by {other:?}"),
+    }
+}
+
+#[test]
+fn overrides_apply_last_most_specific_winning() {
+    let r = rules(&[("fr.yaml", "jurisdiction: FR\nstatus: withdrawn\n")]);
+    let o = OverrideSet::new([
+        ov("*", None, &[("channels", false)], None),
+        ov("FR", Some(Status::Served), &[], None),
+        ov(
+            "DE",
+            Some(Status::Withdrawn),
+            &[],
+            Some("2026-07-01T00:00:00Z"),
+        ),
+        ov("US", Some(Status::Withdrawn), &[], None),
+        ov("US-CA", Some(Status::Served), &[("channels", true)], None),
+    ]);
+    let s = |loc, when| summary(&r, &at(&r, &o, loc, None, when));
+    assert_eq!(
+        s("FR", NOW),
+        "limited [channels]",
+        "restore from a rules withdrawal, global switch kept"
+    );
+    assert_eq!(s("DE", NOW), "withdrawn [secret_chats,payments,channels]");
+    assert_eq!(
+        s("DE", "2026-07-01T00:00:00Z"),
+        "limited [channels]",
+        "expired at its instant"
+    );
+    assert_eq!(s("US-CA", NOW), "served []");
+    assert_eq!(
+        s("US-NY", NOW),
+        "withdrawn [secret_chats,payments,channels]"
+    );
+}
+
+#[test]
+fn no_override_crosses_a_red_line_or_lifts_a_disable() {
+    let r = rules(&[(
+        "de.yaml",
+        "jurisdiction: DE\ndemands:\n  - id: de-keys\n    kind: encryption_backdoor\n    state: enacted\n    effective: 2026-01-01T00:00:00Z\n",
+    ), (
+        "fr.yaml",
+        "jurisdiction: FR\ndemands:\n  - id: fr-local\n    kind: data_localization\n    state: enacted\n    effective: 2026-01-01T00:00:00Z\n",
+    )]);
+    let o = OverrideSet::new([
+        ov("DE", Some(Status::Served), &[("payments", true)], None),
+        ov("FR", Some(Status::Served), &[("payments", true)], None),
+    ]);
+    assert_eq!(at(&r, &o, "DE", None, NOW).status, Status::Withdrawn);
+    assert_eq!(
+        summary(&r, &at(&r, &o, "FR", None, NOW)),
+        "limited [payments]"
+    );
+}
+
+#[test]
+fn unknown_locations_follow_the_unknown_policy() {
+    let global = GLOBAL.replace(
+        "unknown: { status: served }",
+        "unknown: { status: limited, features: { payments: off } }",
+    );
+    let (r, _) = build(&[("_global.yaml", &global)]).unwrap();
+    check(&r, "unknown", NOW, "limited [payments]");
+    check(&r, "FR", NOW, "served []");
+    let o = OverrideSet::new([ov("unknown", Some(Status::Withdrawn), &[], None)]);
+    assert_eq!(at(&r, &o, "unknown", None, NOW).status, Status::Withdrawn);
+}
+
+#[test]
+fn blocked_paths_follow_disabled_features() {
+    let r = rules(&[("fr.yaml", "jurisdiction: FR\nfeatures: { payments: off }\n")]);
+    let d = at(&r, &OverrideSet::default(), "FR", None, NOW);
+    assert_eq!(
+        d.blocked_path(&r, "/api/payments/v1/send")
+            .map(|f| &*r.feature(f).name),
+        Some("payments")
+    );
+    assert_eq!(d.blocked_path(&r, "/api/secret/x"), None);
+    assert_eq!(d.blocked_path(&r, "/api/paymentsX"), None);
+}
+
+// ---------------------------------------------------------------------------------
+// Properties.
+
+const POOL: [&str; 6] = ["*", "EU", "FR", "DE", "US", "US-CA"];
+const LOCATIONS: [&str; 6] = ["FR", "DE", "US", "US-CA", "IT", "unknown"];
+const FEATURES: [&str; 3] = ["secret_chats", "payments", "channels"];
+const KINDS: [&str; 3] = ["encryption_backdoor", "data_localization", "court_order"];
+const STATES: [&str; 4] = ["proposed", "enacted", "rejected", "repealed"];
+const STATUSES: [&str; 3] = ["served", "limited", "withdrawn"];
+
+/// (features switched, withdraw?, offset days, percent)
+type ChangeSpec = (Vec<(usize, bool)>, bool, i64, Option<u8>);
+
+#[derive(Clone, Debug)]
+struct LevelSpec {
+    status: Option<usize>,
+    features: Vec<(usize, bool)>,
+    demands: Vec<(usize, usize, i64)>,
+    changes: Vec<ChangeSpec>,
+}
+
+fn level_spec() -> impl Strategy<Value = LevelSpec> {
+    (
+        proptest::option::of(0..3usize),
+        proptest::collection::vec((0..3usize, any::<bool>()), 0..3),
+        proptest::collection::vec((0..3usize, 0..4usize, 0..3650i64), 0..3),
+        proptest::collection::vec(
+            (
+                proptest::collection::vec((0..3usize, any::<bool>()), 0..2),
+                any::<bool>(),
+                0..3650i64,
+                proptest::option::of(0..=100u8),
+            ),
+            0..3,
+        ),
+    )
+        .prop_map(|(status, features, demands, changes)| LevelSpec {
+            status,
+            features,
+            demands,
+            changes,
+        })
+}
+
+fn day(offset: i64) -> String {
+    let base: Timestamp = "2021-01-01T00:00:00Z".parse().unwrap();
+    (base + jiff::SignedDuration::from_hours(24 * offset)).to_string()
+}
+
+fn render(j: &str, l: &LevelSpec, tag: usize) -> String {
+    let mut y = String::new();
+    if j != "*" {
+        y.push_str(&format!("jurisdiction: \"{j}\"\n"));
+    }
+    if let Some(s) = l.status {
+        y.push_str(&format!("status: {}\n", STATUSES[s]));
+    }
+    // The global file's `features` are declarations, not switches.
+    if !l.features.is_empty() && j != "*" {
+        y.push_str("features:\n");
+        let mut seen = std::collections::HashSet::new();
+        for (f, on) in &l.features {
+            if seen.insert(f) {
+                y.push_str(&format!(
+                    "  {}: {}\n",
+                    FEATURES[*f],
+                    if *on { "on" } else { "off" }
+                ));
+            }
+        }
+    }
+    if !l.demands.is_empty() {
+        y.push_str("demands:\n");
+        for (i, (k, s, d)) in l.demands.iter().enumerate() {
+            y.push_str(&format!(
+                "  - {{ id: d{tag}-{i}, kind: {}, state: {}, effective: \"{}\" }}\n",
+                KINDS[*k],
+                STATES[*s],
+                day(*d)
+            ));
+        }
+    }
+    if !l.changes.is_empty() {
+        y.push_str("changes:\n");
+        for (i, (fs, withdraw, d, pct)) in l.changes.iter().enumerate() {
+            y.push_str(&format!(
+                "  - id: c{tag}-{i}\n    at: \"{}\"\n    reason: r\n",
+                day(*d)
+            ));
+            if *withdraw {
+                y.push_str("    status: withdrawn\n");
+            }
+            let mut seen = std::collections::HashSet::new();
+            let fs: Vec<String> = fs
+                .iter()
+                .filter(|(f, _)| seen.insert(*f))
+                .map(|(f, on)| format!("{}: {}", FEATURES[*f], if *on { "on" } else { "off" }))
+                .collect();
+            y.push_str(&format!("    features: {{ {} }}\n", fs.join(", ")));
+            if let Some(p) = pct {
+                y.push_str(&format!("    rollout: {{ percent: {p} }}\n"));
+            }
+        }
+    }
+    y
+}
+
+/// Global declarations plus one file per level; `*`'s spec goes into the global file.
+fn compile_specs(specs: &[LevelSpec]) -> RuleSet {
+    let mut files = Vec::new();
+    for (i, j) in POOL.iter().enumerate() {
+        let body = render(j, &specs[i], i);
+        if *j == "*" {
+            files.push(("_global.yaml".to_string(), format!("{GLOBAL}{body}")));
+        } else {
+            files.push((format!("{i}.yaml"), body));
+        }
+    }
+    let files: Vec<crate::rules::SourceFile> = files
+        .into_iter()
+        .map(|(name, text)| crate::rules::SourceFile { name, text })
+        .collect();
+    // Validated before any generated instant, so no red line is "in force now".
+    match crate::rules::compile(&files, "2000-01-01T00:00:00Z".parse().unwrap()) {
+        Ok((r, _)) => r,
+        Err(d) => panic!("generated rules do not compile:\n{d}\n{files:#?}"),
+    }
+}
+
+fn overrides() -> impl Strategy<Value = Vec<Override>> {
+    proptest::collection::vec(
+        (
+            0..POOL.len(),
+            proptest::option::of(0..3usize),
+            proptest::collection::vec((0..3usize, any::<bool>()), 0..2),
+            proptest::option::of(0..4000i64),
+        ),
+        0..4,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(j, s, fs, exp)| Override {
+                jurisdiction: Jurisdiction::parse(POOL[j]).unwrap(),
+                status: s.map(|s| [Status::Served, Status::Limited, Status::Withdrawn][s]),
+                features: fs
+                    .into_iter()
+                    .map(|(f, on)| (FEATURES[f].to_string(), on))
+                    .collect(),
+                reason: "r".into(),
+                actor: "a".into(),
+                created_at: "2021-01-01T00:00:00Z".parse().unwrap(),
+                expires_at: exp.map(|d| day(d).parse().unwrap()),
+            })
+            .collect()
+    })
+}
+
+fn scenario() -> impl Strategy<Value = (Vec<LevelSpec>, Vec<Override>, usize, Option<String>, i64)>
+{
+    (
+        proptest::collection::vec(level_spec(), POOL.len()),
+        overrides(),
+        0..LOCATIONS.len(),
+        proptest::option::of("[a-z0-9]{1,8}"),
+        -100..4000i64,
+    )
+}
+
+fn decide_in(r: &RuleSet, o: &[Override], loc: usize, key: &Option<String>, when: i64) -> Decision {
+    let o = OverrideSet::new(o.iter().cloned());
+    at(r, &o, LOCATIONS[loc], key.as_deref(), &day(when))
+}
+
+fn chain_of(loc: &str) -> Vec<&'static str> {
+    match loc {
+        "FR" => vec!["FR", "EU", "*"],
+        "DE" => vec!["DE", "EU", "*"],
+        "US" => vec!["US", "*"],
+        "US-CA" => vec!["US-CA", "US", "*"],
+        _ => vec!["*"],
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Red lines hold against any rules below them and any override.
+    #[test]
+    fn red_lines_hold((specs, o, loc, key, when) in scenario()) {
+        let r = compile_specs(&specs);
+        let d = decide_in(&r, &o, loc, &key, when);
+        let t: Timestamp = day(when).parse().unwrap();
+        let red = chain_of(LOCATIONS[loc]).iter().any(|j| {
+            r.level_of(&Jurisdiction::parse(j).unwrap())
+                .is_some_and(|l| l.demands.iter().any(|dm| dm.is_red_line() && dm.in_force(t)))
+        });
+        if red {
+            prop_assert_eq!(d.status, Status::Withdrawn);
+            prop_assert!(d.features.is_empty());
+        }
+    }
+
+    /// Adding an in-force demand on the chain never lowers severity nor turns a feature on.
+    #[test]
+    fn demands_are_monotone((mut specs, o, loc, key, when) in scenario(), kind in 0..3usize, lvl in 0..3usize) {
+        let r = compile_specs(&specs);
+        let before = decide_in(&r, &o, loc, &key, when);
+        let chain = chain_of(LOCATIONS[loc]);
+        let j = chain[lvl % chain.len()];
+        let idx = POOL.iter().position(|p| *p == j).unwrap();
+        specs[idx].demands.push((kind, 1, when.clamp(0, 3649) - 1));
+        let r2 = compile_specs(&specs);
+        let after = decide_in(&r2, &o, loc, &key, when.max(0));
+        let before = if when < 0 { decide_in(&r, &o, loc, &key, 0) } else { before };
+        prop_assert!(after.status >= before.status, "{:?} -> {:?}", before.status, after.status);
+        prop_assert!(after.features.difference(before.features).is_empty());
+    }
+
+    /// The same inputs give the same decision, also from a fresh compile.
+    #[test]
+    fn decisions_are_deterministic((specs, o, loc, key, when) in scenario()) {
+        let r = compile_specs(&specs);
+        let a = decide_in(&r, &o, loc, &key, when);
+        let b = decide_in(&r, &o, loc, &key, when);
+        let c = decide_in(&compile_specs(&specs), &o, loc, &key, when);
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!((a.status, a.features, a.steps.len()), (c.status, c.features, c.steps.len()));
+    }
+
+    /// Every location, assigned or not, with any subdivision, gets one decision.
+    #[test]
+    fn decisions_are_total(specs in proptest::collection::vec(level_spec(), POOL.len()), cc in "[A-Z]{2}", sub in proptest::option::of("[A-Z0-9]{1,3}"), when in -100..4000i64) {
+        let r = compile_specs(&specs);
+        let location = match sub {
+            Some(s) => Location::parse(&format!("{cc}-{s}")).unwrap(),
+            None => Location::parse(&cc).unwrap(),
+        };
+        let d = decide(&r, &OverrideSet::default(), &Request { location, key: None, at: day(when).parse().unwrap() });
+        prop_assert_eq!(d.location, location);
+        if d.status == Status::Withdrawn {
+            prop_assert!(d.features.is_empty());
+        } else if d.disabled(&r).next().is_some() {
+            prop_assert!(d.status >= Status::Limited);
+        }
+    }
+}

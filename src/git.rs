@@ -1,0 +1,248 @@
+//! Reading a rules directory as it was at a git revision, through the `git` command line
+//! (`rev-parse`, `ls-tree`, `cat-file`), into in-memory [`SourceFile`]s for
+//! [`crate::rules::compile`]. Never writes to the repository and never checks out.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::rules::{SourceFile, MAX_FILES, MAX_FILE_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run git: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("`git {args}` failed: {stderr}")]
+    Failed { args: String, stderr: String },
+    #[error("`{rev}` is not a revision of the repository at {repo}")]
+    BadRevision { rev: String, repo: PathBuf },
+    #[error("`{path}` is not a directory at revision `{rev}`")]
+    NotADirectory { rev: String, path: String },
+    #[error("`{path}` at revision `{rev}` holds no `*.yaml` or `*.yml` file")]
+    NoRulesFiles { rev: String, path: String },
+    #[error("{name}: file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes")]
+    TooBig { name: String, size: u64 },
+    #[error("`{path}` at `{rev}` holds {count} rules files, over the limit of {MAX_FILES}")]
+    TooManyFiles {
+        rev: String,
+        path: String,
+        count: usize,
+    },
+    #[error("{name}: file is not valid UTF-8")]
+    NotUtf8 { name: String },
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .map_err(GitError::Spawn)?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(GitError::Failed {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// The top directory of the work tree that contains `dir`.
+pub fn toplevel(dir: &Path) -> Result<PathBuf, GitError> {
+    let out = git(dir, &["rev-parse", "--show-toplevel"])?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
+}
+
+/// Reads the `*.yaml`/`*.yml` files (not hidden ones) directly in `path` (relative to
+/// the repository's top directory) at revision `rev`. Files are named `REV:PATH/NAME`,
+/// git's own notation, so diagnostics and reasons point at the revision.
+pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile>, GitError> {
+    if rev.starts_with('-') {
+        return Err(GitError::BadRevision {
+            rev: rev.into(),
+            repo: repo.into(),
+        });
+    }
+    let commit = git(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+    )
+    .map_err(|_| GitError::BadRevision {
+        rev: rev.into(),
+        repo: repo.into(),
+    })?;
+    let commit = String::from_utf8_lossy(&commit).trim().to_string();
+    let path = path.trim_matches('/');
+    let tree = if path.is_empty() || path == "." {
+        format!("{commit}^{{tree}}")
+    } else {
+        format!("{commit}:{path}")
+    };
+    // `--full-tree`: without it, git filters the listing by the current directory.
+    let listing = git(repo, &["ls-tree", "--full-tree", "-l", "-z", &tree]).map_err(|_| {
+        GitError::NotADirectory {
+            rev: rev.into(),
+            path: path.into(),
+        }
+    })?;
+    // Entries: `<mode> SP <type> SP <object> SP+ <size> TAB <name> NUL`.
+    let mut entries: Vec<(String, String, u64)> = Vec::new();
+    for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        let entry = String::from_utf8_lossy(entry);
+        let Some((meta, name)) = entry.split_once('\t') else {
+            continue;
+        };
+        let fields: Vec<&str> = meta.split_whitespace().collect();
+        let [_, kind, object, size] = fields.as_slice() else {
+            continue;
+        };
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        if *kind != "blob" || name.starts_with('.') || !yaml {
+            continue;
+        }
+        entries.push((
+            name.to_string(),
+            object.to_string(),
+            size.parse().unwrap_or(u64::MAX),
+        ));
+    }
+    if entries.is_empty() {
+        return Err(GitError::NoRulesFiles {
+            rev: rev.into(),
+            path: path.into(),
+        });
+    }
+    if entries.len() > MAX_FILES {
+        return Err(GitError::TooManyFiles {
+            rev: rev.into(),
+            path: path.into(),
+            count: entries.len(),
+        });
+    }
+    entries.sort();
+    let shown = |name: &str| {
+        if path.is_empty() || path == "." {
+            format!("{rev}:{name}")
+        } else {
+            format!("{rev}:{path}/{name}")
+        }
+    };
+    let mut files = Vec::with_capacity(entries.len());
+    for (name, object, size) in entries {
+        let name = shown(&name);
+        if size > MAX_FILE_BYTES as u64 {
+            return Err(GitError::TooBig { name, size });
+        }
+        let bytes = git(repo, &["cat-file", "blob", &object])?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| GitError::NotUtf8 { name: name.clone() })?;
+        files.push(SourceFile { name, text });
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(ok.status.success(), "git {args:?}: {ok:?}");
+    }
+
+    #[test]
+    fn reads_files_at_a_revision_and_refuses_bad_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        run(d, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir(d.join("regions")).unwrap();
+        std::fs::write(d.join("regions/a.yaml"), "first: 1\n").unwrap();
+        std::fs::write(d.join("regions/notes.txt"), "x").unwrap();
+        std::fs::write(d.join("regions/.hidden.yaml"), "x").unwrap();
+        run(d, &["add", "."]);
+        run(
+            d,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "one",
+            ],
+        );
+        std::fs::write(d.join("regions/a.yaml"), "second: 2\n").unwrap();
+        std::fs::write(d.join("regions/b.yml"), "b: 1\n").unwrap();
+        run(d, &["add", "."]);
+        run(
+            d,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "two",
+            ],
+        );
+
+        let files = read_rules_at(d, "HEAD~1", "regions").unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["HEAD~1:regions/a.yaml"]);
+        assert_eq!(files[0].text, "first: 1\n");
+        let files = read_rules_at(d, "main", "regions/").unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[1].name, "main:regions/b.yml");
+
+        assert!(matches!(
+            read_rules_at(d, "no-such-rev", "regions"),
+            Err(GitError::BadRevision { .. })
+        ));
+        assert!(matches!(
+            read_rules_at(d, "--output=x", "regions"),
+            Err(GitError::BadRevision { .. })
+        ));
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let from_sub = read_rules_at(&d.join("sub"), "HEAD", "regions").unwrap();
+        assert_eq!(from_sub.len(), 2, "paths are relative to the top directory");
+        std::fs::write(d.join("sub/x.txt"), "x").unwrap();
+        run(d, &["add", "."]);
+        run(
+            d,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "three",
+            ],
+        );
+        assert!(matches!(
+            read_rules_at(d, "HEAD", "sub"),
+            Err(GitError::NoRulesFiles { .. })
+        ));
+        assert!(matches!(
+            read_rules_at(d, "HEAD", "nowhere"),
+            Err(GitError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            read_rules_at(d, "HEAD", "regions/a.yaml"),
+            Err(GitError::NotADirectory { .. })
+        ));
+    }
+}

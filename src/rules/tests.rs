@@ -1,0 +1,302 @@
+//! Data-driven checks of loading, compiling and diagnostics: each kind of broken file
+//! and where its error is reported.
+
+use jiff::Timestamp;
+
+use super::{compile, Diagnostics, RuleSet, SourceFile};
+
+pub(crate) const GLOBAL: &str = "\
+features:
+  secret_chats: { default: on, paths: [\"/api/secret/\"] }
+  payments: { default: on, paths: [\"/api/payments/\"] }
+  channels: on
+responses:
+  encryption_backdoor: withdraw
+  data_localization: { disable: [payments] }
+  court_order: comply
+groups:
+  EU: [FR, DE]
+unknown: { status: served }
+";
+
+pub(crate) fn now() -> Timestamp {
+    "2026-06-01T00:00:00Z".parse().unwrap()
+}
+
+pub(crate) fn build(files: &[(&str, &str)]) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+    let files: Vec<SourceFile> = files
+        .iter()
+        .map(|(n, t)| SourceFile {
+            name: format!("regions/{n}"),
+            text: t.to_string(),
+        })
+        .collect();
+    compile(&files, now())
+}
+
+fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
+    match build(files) {
+        Ok((_, w)) => w.0.iter().map(|d| d.to_string()).collect(),
+        Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+/// Compiles the global file plus one file `x.yaml` and expects exactly `expected`
+/// diagnostics (full `file:line:column: message` text, in order).
+fn check(file: &str, expected: &[&str]) {
+    let got = diagnostics(&[("_global.yaml", GLOBAL), ("x.yaml", file)]);
+    assert_eq!(got, expected, "\nfile:\n{file}");
+}
+
+#[test]
+fn clean_set_compiles() {
+    check(
+        "jurisdiction: FR\nstatus: served\nfeatures: { payments: off }\n",
+        &[],
+    );
+}
+
+#[test]
+fn unknown_fields_are_errors_with_locations() {
+    check(
+        "jurisdiction: FR\nstatuss: served\n",
+        &["regions/x.yaml:2:1: unknown field `statuss`, expected one of `jurisdiction`, `name`, `description`, `status`, `features`, `responses`, `groups`, `unknown`, `demands`, `changes`"],
+    );
+    check(
+        "jurisdiction: FR\nchanges:\n  - id: a\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    statu: withdrawn\n",
+        &["regions/x.yaml:6:5: changes[0]: unknown field `statu`, expected one of `id`, `at`, `status`, `features`, `reason`, `reference`, `rollout`, `mode`"],
+    );
+}
+
+#[test]
+fn bad_values_are_errors_where_they_stand() {
+    check(
+        "jurisdiction: FR\nstatus: open\n",
+        &["regions/x.yaml:2:9: status: unknown variant `open`, expected one of `served`, `limited`, `withdrawn`"],
+    );
+    check(
+        "jurisdiction: FR\nfeatures: { payments: maybe }\n",
+        &["regions/x.yaml:2:23: features.payments: expected `on` or `off`, found `maybe`"],
+    );
+}
+
+#[test]
+fn unknown_codes_features_and_kinds_suggest_near_misses() {
+    check(
+        "jurisdiction: FRA\n",
+        &["regions/x.yaml:1:15: unknown jurisdiction `FRA`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group (did you mean `FR`?)"],
+    );
+    check(
+        "jurisdiction: US-XX\n",
+        &["regions/x.yaml:1:15: unknown jurisdiction `US-XX`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group (did you mean `US-TX`?)"],
+    );
+    check(
+        "jurisdiction: FR\nfeatures:\n  paymnts: off\n",
+        &["regions/x.yaml:3:3: unknown feature `paymnts` (did you mean `payments`?)"],
+    );
+    check(
+        "jurisdiction: FR\ndemands:\n  - id: d\n    kind: encryption_backdor\n    state: enacted\n    effective: 2020-01-01T00:00:00Z\n",
+        &["regions/x.yaml:4:11: unknown demand kind `encryption_backdor`: add it to `responses` in the global file (did you mean `encryption_backdoor`?)"],
+    );
+}
+
+#[test]
+fn group_members_must_be_countries() {
+    let global = GLOBAL.replace("EU: [FR, DE]", "EU: [FR, DD, DE]");
+    let got = diagnostics(&[("_global.yaml", &global)]);
+    assert_eq!(
+        got,
+        ["regions/_global.yaml:10:12: unknown country `DD` in group `EU`: not an ISO 3166-1 alpha-2 code (did you mean `AD`?)"]
+    );
+}
+
+#[test]
+fn naive_timestamps_and_bad_percents_are_errors() {
+    check(
+        "jurisdiction: FR\nchanges:\n  - id: a\n    at: 2027-01-01T00:00:00\n    reason: r\n    status: limited\n",
+        &["regions/x.yaml:4:9: naive timestamp `2027-01-01T00:00:00`: write it with an explicit UTC offset, such as `2027-01-01T00:00:00Z` or `2027-01-01T00:00:00+02:00`"],
+    );
+    check(
+        "jurisdiction: FR\nchanges:\n  - id: a\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n    rollout: { percent: 150 }\n",
+        &["regions/x.yaml:7:25: percent 150 is outside 0..=100"],
+    );
+}
+
+#[test]
+fn duplicates_are_errors_naming_the_first() {
+    let a = "jurisdiction: FR\nchanges:\n  - id: same\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n";
+    let b = "jurisdiction: DE\nchanges:\n  - id: same\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n";
+    let got = diagnostics(&[("_global.yaml", GLOBAL), ("a.yaml", a), ("b.yaml", b)]);
+    assert_eq!(
+        got,
+        ["regions/b.yaml:3:9: duplicate change id `same`; first used at regions/a.yaml:3:9"]
+    );
+
+    let got = diagnostics(&[
+        ("_global.yaml", GLOBAL),
+        ("a.yaml", "jurisdiction: FR\n"),
+        ("b.yaml", "jurisdiction: FR\n"),
+    ]);
+    assert_eq!(got, ["regions/b.yaml:1:15: jurisdiction `FR` is defined twice; first defined at regions/a.yaml:1:15"]);
+
+    check(
+        "jurisdiction: FR\nfeatures:\n  payments: off\n  payments: on\n",
+        &["regions/x.yaml:4:3: features: duplicate key `payments`"],
+    );
+}
+
+#[test]
+fn serving_under_a_red_line_is_an_error() {
+    let file = "jurisdiction: FR\nstatus: served\ndemands:\n  - id: fr-keys\n    kind: encryption_backdoor\n    state: enacted\n    effective: 2020-01-01T00:00:00Z\n";
+    check(
+        file,
+        &["regions/x.yaml:2:9: `status: served` for `FR` contradicts the red line `fr-keys` (encryption_backdoor) on `FR`, in force from 2020-01-01T00:00:00Z: the market is withdrawn"],
+    );
+    // A red line on a group reaches its members' files; a future one only warns.
+    let eu = "jurisdiction: EU\ndemands:\n  - id: eu-scan\n    kind: encryption_backdoor\n    state: enacted\n    effective: 2027-01-01T00:00:00Z\n";
+    let fr = "jurisdiction: FR\nstatus: limited\nchanges:\n  - id: back\n    at: 2027-02-01T00:00:00Z\n    status: served\n    reason: r\n";
+    let got = diagnostics(&[("_global.yaml", GLOBAL), ("eu.yaml", eu), ("fr.yaml", fr)]);
+    assert_eq!(
+        got,
+        [
+            "regions/fr.yaml:2:9: warning: `status: limited` for `FR` stops applying when the red line `eu-scan` (encryption_backdoor) on `EU`, in force from 2027-01-01T00:00:00Z takes effect",
+            "regions/fr.yaml:4:9: change `back` sets `status: served` for `FR` at 2027-02-01T00:00:00Z, where the red line `eu-scan` (encryption_backdoor) on `EU`, in force from 2027-01-01T00:00:00Z",
+        ]
+    );
+    // A proposed red line constrains nothing yet.
+    check(&file.replace("enacted", "proposed"), &[]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let a = "jurisdiction: FR\nfeatures: { paymnts: off }\n";
+    let b = "jurisdiction: XX\n";
+    let c = "jurisdiction: DE\nstatus: nope\n";
+    let got = diagnostics(&[
+        ("_global.yaml", GLOBAL),
+        ("a.yaml", a),
+        ("b.yaml", b),
+        ("c.yaml", c),
+    ]);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(
+        got[0].starts_with("regions/a.yaml:2:13: unknown feature `paymnts`"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].starts_with("regions/b.yaml:1:15: unknown jurisdiction `XX`"),
+        "{got:#?}"
+    );
+    assert!(
+        got[2].starts_with("regions/c.yaml:2:9: status: unknown variant `nope`"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn hostile_yaml_is_refused_quickly() {
+    // A billion laughs: aliases that expand exponentially.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (i, name) in "bcdefghi".chars().enumerate() {
+        let prev = (b'a' + i as u8) as char;
+        bomb.push_str(&format!("{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+    }
+    let got = diagnostics(&[("_global.yaml", GLOBAL), ("bomb.yaml", &bomb)]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].starts_with("regions/bomb.yaml:"), "{got:#?}");
+
+    let deep = format!(
+        "jurisdiction: FR\nname: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let got = diagnostics(&[("_global.yaml", GLOBAL), ("deep.yaml", &deep)]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("regions/deep.yaml:2:") && got[0].contains("nesting too deep"),
+        "{got:#?}"
+    );
+
+    let big = format!(
+        "jurisdiction: FR\ndescription: \"{}\"\n",
+        "x".repeat(super::MAX_FILE_BYTES)
+    );
+    let got = diagnostics(&[("_global.yaml", GLOBAL), ("big.yaml", &big)]);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("regions/big.yaml:0:0: file is"),
+        "{got:#?}"
+    );
+
+    let got = diagnostics(&[("_global.yaml", GLOBAL), ("empty.yaml", "  \n")]);
+    assert_eq!(got, ["regions/empty.yaml:0:0: rules file is empty"]);
+}
+
+#[test]
+fn the_global_file_is_required_and_unique() {
+    let got = diagnostics(&[("fr.yaml", "jurisdiction: FR\n")]);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("no global file"), "{got:#?}");
+    let got = diagnostics(&[("a.yaml", GLOBAL), ("b.yaml", GLOBAL)]);
+    assert!(
+        got[0].starts_with("regions/b.yaml:1:1: a second global file"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn global_only_keys_belong_in_the_global_file() {
+    check(
+        "jurisdiction: FR\ngroups:\n  X: [FR]\n",
+        &["regions/x.yaml:2:1: `groups` belongs in the global file, not in the rules of `FR`"],
+    );
+    check(
+        "jurisdiction: FR\nfeatures:\n  payments: { default: off }\n",
+        &["regions/x.yaml:3:15: features are declared in the global file; here write `payments: on` or `payments: off`"],
+    );
+}
+
+#[test]
+fn version_is_a_content_hash_of_names_and_contents() {
+    let (a, _) = build(&[("_global.yaml", GLOBAL), ("fr.yaml", "jurisdiction: FR\n")]).unwrap();
+    let (b, _) = build(&[("fr.yaml", "jurisdiction: FR\n"), ("_global.yaml", GLOBAL)]).unwrap();
+    let (c, _) = build(&[
+        ("_global.yaml", GLOBAL),
+        ("fr.yaml", "jurisdiction: FR\nstatus: served\n"),
+    ])
+    .unwrap();
+    assert_eq!(a.version(), b.version());
+    assert_ne!(a.version(), c.version());
+    assert!(a.version().starts_with("sha256:") && a.version().len() == 7 + 64);
+}
+
+#[test]
+fn the_shipped_regions_load_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regions");
+    let (rules, warnings) = RuleSet::load(&dir, now()).expect("regions/ must load");
+    assert!(warnings.is_empty(), "{warnings}");
+    // The example policy covers what the issue asks of it.
+    assert_eq!(
+        rules
+            .groups()
+            .iter()
+            .find(|g| &*g.name == "EU")
+            .unwrap()
+            .members
+            .len(),
+        27
+    );
+    let all_demands = || rules.levels().iter().flat_map(|l| l.demands.iter());
+    assert!(all_demands().any(|d| d.is_red_line() && d.state == super::DemandState::Enacted));
+    assert!(all_demands().any(|d| d.state == super::DemandState::Proposed));
+    assert!(all_demands().any(|d| matches!(d.response, super::Response::Disable(_))));
+    let all_changes = || rules.levels().iter().flat_map(|l| l.changes.iter());
+    assert!(all_changes().any(|c| c.rollout_bp.is_some()));
+    assert!(all_changes().any(|c| c.mode == super::Mode::Shadow));
+    assert!(rules.levels().iter().any(|l| matches!(
+        l.jurisdiction,
+        crate::location::Jurisdiction::Subdivision(..)
+    )));
+}

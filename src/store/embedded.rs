@@ -1,0 +1,200 @@
+//! The embedded override store for a single instance: overrides in memory, persisted to
+//! `overrides.json` in the state directory before a write is acknowledged, audit
+//! appended to `audit.jsonl`. Never shares state with other processes (one state
+//! directory per instance) and never blocks an async worker on disk I/O.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::Mutex;
+
+use super::file::{self, SnapshotFile, EMBEDDED_AUDIT, EMBEDDED_SNAPSHOT};
+use super::{AbortOnDrop, AuditEntry, Cleared, Shared, StoreError};
+use crate::location::Jurisdiction;
+use crate::overrides::Override;
+
+/// Overrides in memory and in the state directory.
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+    _sweeper: AbortOnDrop,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    snapshot_path: PathBuf,
+    audit_path: PathBuf,
+    /// Serializes writers; holds the authoritative state.
+    state: Mutex<State>,
+}
+
+#[derive(Clone)]
+struct State {
+    version: u64,
+    overrides: BTreeMap<Jurisdiction, Override>,
+}
+
+impl EmbeddedStore {
+    /// Loads `overrides.json` from `dir` (creating `dir`), and starts pruning expired
+    /// overrides every `sweep`. A corrupt file is an error: starting without the kill
+    /// switches it holds would silently serve withdrawn markets.
+    pub async fn open(dir: &Path, sweep: Duration) -> Result<EmbeddedStore, StoreError> {
+        let dir = dir.to_path_buf();
+        let snapshot_path = dir.join(EMBEDDED_SNAPSHOT);
+        let loaded = {
+            let path = snapshot_path.clone();
+            tokio::task::spawn_blocking(move || {
+                file::create_dir(&dir)?;
+                file::read_snapshot(&path)
+            })
+            .await
+            .map_err(|source| StoreError::Task { source })??
+        };
+        let state = match loaded {
+            Some(f) => State {
+                version: f.version,
+                overrides: f
+                    .overrides
+                    .into_iter()
+                    .map(|o| (o.jurisdiction.clone(), o))
+                    .collect(),
+            },
+            None => State {
+                version: 0,
+                overrides: BTreeMap::new(),
+            },
+        };
+        tracing::info!(
+            path = %snapshot_path.display(),
+            version = state.version,
+            overrides = state.overrides.len(),
+            "embedded override store opened"
+        );
+        let shared = Shared::new(state.version, state.overrides.values().cloned());
+        shared.synced();
+        let inner = Arc::new(Inner {
+            shared,
+            audit_path: snapshot_path.with_file_name(EMBEDDED_AUDIT),
+            snapshot_path,
+            state: Mutex::new(state),
+        });
+        let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&inner), sweep));
+        Ok(EmbeddedStore {
+            inner,
+            _sweeper: AbortOnDrop(sweeper.abort_handle()),
+        })
+    }
+
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        self.inner.shared.clone()
+    }
+
+    pub async fn put(&self, o: Override) -> Result<u64, StoreError> {
+        let mut state = self.inner.state.lock().await;
+        let mut next = state.clone();
+        next.version += 1;
+        let entry = AuditEntry::set(next.version, Timestamp::now(), &o);
+        next.overrides.insert(o.jurisdiction.clone(), o);
+        self.inner.commit(&mut state, next, vec![entry]).await
+    }
+
+    pub async fn clear(
+        &self,
+        j: &Jurisdiction,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Cleared, StoreError> {
+        let mut state = self.inner.state.lock().await;
+        if !state.overrides.contains_key(j) {
+            return Ok(Cleared::NotFound);
+        }
+        let mut next = state.clone();
+        next.version += 1;
+        next.overrides.remove(j);
+        let entry = AuditEntry::clear(next.version, Timestamp::now(), j, actor, reason);
+        let version = self.inner.commit(&mut state, next, vec![entry]).await?;
+        Ok(Cleared::Removed { version })
+    }
+
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let path = self.inner.audit_path.clone();
+        tokio::task::spawn_blocking(move || file::tail_audit(&path, limit))
+            .await
+            .map_err(|source| StoreError::Task { source })?
+    }
+}
+
+impl Inner {
+    /// Persists `next` (snapshot first, then the audit lines), then makes it current.
+    /// On a snapshot write failure nothing changes. On an audit failure the change is
+    /// already durable, so it is applied and the error returned, for the operator to see.
+    async fn commit(
+        &self,
+        state: &mut State,
+        next: State,
+        entries: Vec<AuditEntry>,
+    ) -> Result<u64, StoreError> {
+        let file = SnapshotFile {
+            version: next.version,
+            epoch: None,
+            prefix: None,
+            overrides: next.overrides.values().cloned().collect(),
+        };
+        let (snapshot_path, audit_path) = (self.snapshot_path.clone(), self.audit_path.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            file::write_snapshot(&snapshot_path, &file)?;
+            Ok::<_, StoreError>(file::append_audit(&audit_path, &entries))
+        })
+        .await
+        .map_err(|source| StoreError::Task { source })??;
+        *state = next;
+        self.shared
+            .install(state.version, state.overrides.values().cloned());
+        self.shared.persisted(state.version);
+        if let Err(e) = &written {
+            tracing::error!(error = %super::error_chain(e), version = state.version, "override applied but its audit entry was not written");
+        }
+        written.map(|()| state.version)
+    }
+
+    /// Removes the overrides expired at `now`, one version and one `expire` entry each.
+    async fn sweep(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut state = self.state.lock().await;
+        let expired: Vec<Override> = state
+            .overrides
+            .values()
+            .filter(|o| !o.active_at(now))
+            .cloned()
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut next = state.clone();
+        let mut entries = Vec::new();
+        for o in &expired {
+            next.version += 1;
+            next.overrides.remove(&o.jurisdiction);
+            entries.push(AuditEntry::expire(next.version, now, o));
+        }
+        self.commit(&mut state, next, entries).await?;
+        for o in &expired {
+            tracing::info!(jurisdiction = %o.jurisdiction, expires_at = ?o.expires_at, "override expired");
+        }
+        Ok(expired.len())
+    }
+}
+
+async fn sweep_loop(inner: std::sync::Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.sweep(Timestamp::now()).await {
+            tracing::error!(error = %super::error_chain(&e), "cannot prune expired overrides");
+            inner.shared.health().last_error = Some(super::error_chain(&e));
+        }
+    }
+}

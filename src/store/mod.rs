@@ -1,0 +1,612 @@
+//! Where operator overrides live between requests: an embedded store (memory plus a state
+//! directory) or a Redis store shared by many instances, chosen once at startup behind
+//! [`OverrideStore`]. Owns the overrides snapshot the engine reads, the audit log and the
+//! store's health. Never makes a decision wait on disk or network, and never holds
+//! anything about clients: only jurisdictions and the operator's actor and reason.
+
+mod embedded;
+mod file;
+mod redis;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::location::Jurisdiction;
+use crate::overrides::{Override, OverrideSet};
+use crate::rules::Status;
+
+use self::embedded::EmbeddedStore;
+use self::redis::RedisStore;
+
+/// Errors of the override stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid override snapshot")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode an override or audit entry as JSON")]
+    Encode {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("redis holds an unreadable {what}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("redis holds a version counter that is not a number: `{value}`")]
+    BadVersion { value: String },
+    #[error("redis closed the subscription connection")]
+    Disconnected,
+    #[error("invalid redis url")]
+    RedisUrl {
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("redis is unavailable")]
+    Redis {
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("redis did not answer within {}ms", .timeout.as_millis())]
+    Timeout { timeout: Duration },
+    #[error("store background task failed")]
+    Task {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl StoreError {
+    /// The shared store cannot be reached right now (maps to 503): the write was not made
+    /// and may be retried. Decisions are unaffected.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Redis { .. } | StoreError::Timeout { .. } | StoreError::Disconnected
+        )
+    }
+}
+
+/// What happened in one audit entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditAction {
+    /// An operator set (or replaced) an override.
+    Set,
+    /// An operator cleared an override.
+    Clear,
+    /// An override reached its expiry and was removed by the store.
+    Expire,
+}
+
+/// One line of the audit log: who changed what, when and why. For `set` the status,
+/// features and expiry are what was set; for `expire` those of the override that
+/// expired; `clear` carries only who and why (the matching `set` entry says what).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The store version this change produced (every change bumps it by one).
+    pub version: u64,
+    /// When the writing instance made the change (its clock).
+    pub at: Timestamp,
+    pub action: AuditAction,
+    pub jurisdiction: Jurisdiction,
+    pub actor: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The actor named in `expire` audit entries.
+pub const EXPIRY_ACTOR: &str = "marketgate";
+
+impl AuditEntry {
+    fn set(version: u64, at: Timestamp, o: &Override) -> AuditEntry {
+        AuditEntry {
+            version,
+            at,
+            action: AuditAction::Set,
+            jurisdiction: o.jurisdiction.clone(),
+            actor: o.actor.clone(),
+            reason: o.reason.clone(),
+            status: o.status,
+            features: o.features.clone(),
+            expires_at: o.expires_at,
+        }
+    }
+
+    fn clear(version: u64, at: Timestamp, j: &Jurisdiction, actor: &str, reason: &str) -> Self {
+        AuditEntry {
+            version,
+            at,
+            action: AuditAction::Clear,
+            jurisdiction: j.clone(),
+            actor: actor.to_string(),
+            reason: reason.to_string(),
+            status: None,
+            features: BTreeMap::new(),
+            expires_at: None,
+        }
+    }
+
+    fn expire(version: u64, at: Timestamp, o: &Override) -> AuditEntry {
+        AuditEntry {
+            action: AuditAction::Expire,
+            actor: EXPIRY_ACTOR.to_string(),
+            reason: format!("expired (was: {})", o.reason),
+            ..AuditEntry::set(version, at, o)
+        }
+    }
+}
+
+/// The outcome of [`OverrideStore::clear`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cleared {
+    /// The override was removed; the change has this version.
+    Removed { version: u64 },
+    /// There was no override for the jurisdiction: nothing changed, nothing audited.
+    NotFound,
+}
+
+/// The store's state, for readiness and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// `embedded` or `redis`.
+    pub backend: &'static str,
+    /// Embedded: always. Redis: subscribed and synced with the server.
+    pub connected: bool,
+    /// The version of the snapshot in use.
+    pub version: u64,
+    /// The latest version written to the state directory.
+    pub persisted_version: u64,
+    /// Overrides in the snapshot (expired ones included until pruned).
+    pub overrides: usize,
+    /// Time since the snapshot was last confirmed current (`None`: never, e.g. a cold
+    /// start from the state directory while Redis is down). Embedded: always zero.
+    pub snapshot_age: Option<Duration>,
+    /// The last error of the background sync, with its causes, if any since it last
+    /// succeeded.
+    pub last_error: Option<String>,
+}
+
+/// Store configuration. Durations are strings such as `2s` or `500ms`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Where the embedded store keeps `overrides.json` and `audit.jsonl`, and where the
+    /// Redis store keeps its last snapshot (`redis-snapshot.json`). Relative paths are
+    /// relative to the working directory. One directory per instance.
+    pub state_dir: PathBuf,
+    /// How often expired overrides are pruned (and audited as `expire`).
+    #[serde(with = "duration_str")]
+    pub expiry_sweep_interval: Duration,
+    /// Redis settings; `None` selects the embedded store.
+    pub redis: Option<RedisConfig>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            state_dir: PathBuf::from("state"),
+            expiry_sweep_interval: Duration::from_secs(1),
+            redis: None,
+        }
+    }
+}
+
+/// Redis store settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` or `redis+unix:///path`. Never printed.
+    pub url: RedisUrl,
+    /// Prefix of every key and of the channel. For Redis Cluster, use a hash tag such as
+    /// `{marketgate}` so that all keys share one slot (the write script needs that).
+    #[serde(default = "RedisConfig::default_prefix")]
+    pub prefix: String,
+    /// Time allowed to open a connection.
+    #[serde(
+        default = "RedisConfig::default_connect_timeout",
+        with = "duration_str"
+    )]
+    pub connect_timeout: Duration,
+    /// Time allowed for one command's answer.
+    #[serde(
+        default = "RedisConfig::default_response_timeout",
+        with = "duration_str"
+    )]
+    pub response_timeout: Duration,
+    /// How often the full snapshot is reloaded even when no change was announced.
+    #[serde(
+        default = "RedisConfig::default_reconcile_interval",
+        with = "duration_str"
+    )]
+    pub reconcile_interval: Duration,
+    /// Longest wait between two reconnection attempts (starts at 100ms, doubles).
+    #[serde(default = "RedisConfig::default_reconnect_max", with = "duration_str")]
+    pub reconnect_backoff_max: Duration,
+    /// Approximate number of audit entries kept in the stream (`XADD MAXLEN ~`).
+    #[serde(default = "RedisConfig::default_audit_max_len")]
+    pub audit_max_len: u64,
+}
+
+impl RedisConfig {
+    /// Defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: RedisUrl(url.into()),
+            prefix: Self::default_prefix(),
+            connect_timeout: Self::default_connect_timeout(),
+            response_timeout: Self::default_response_timeout(),
+            reconcile_interval: Self::default_reconcile_interval(),
+            reconnect_backoff_max: Self::default_reconnect_max(),
+            audit_max_len: Self::default_audit_max_len(),
+        }
+    }
+    fn default_prefix() -> String {
+        "marketgate".to_string()
+    }
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_response_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_reconcile_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_reconnect_max() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_audit_max_len() -> u64 {
+        10_000
+    }
+}
+
+/// A Redis URL. It may carry a password, so `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisUrl(url.into())
+    }
+    /// The URL itself, to connect with. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisUrl([redacted])")
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The scheme is harmless and helps tell TCP from unix sockets apart.
+        let scheme = self.0.split_once("://").map_or("redis", |(s, _)| s);
+        write!(f, "{scheme}://[redacted]")
+    }
+}
+
+/// The override store the service runs with, chosen once at startup.
+pub struct OverrideStore {
+    shared: Arc<Shared>,
+    backend: Backend,
+}
+
+enum Backend {
+    Embedded(EmbeddedStore),
+    Redis(RedisStore),
+}
+
+impl OverrideStore {
+    /// Opens the store `config` selects: Redis when `config.redis` is set, else the
+    /// embedded one. The Redis store starts from its persisted snapshot, waits at most
+    /// its connect timeout for a first sync and keeps trying in the background.
+    pub async fn open(config: &StoreConfig) -> Result<OverrideStore, StoreError> {
+        match &config.redis {
+            None => {
+                let s =
+                    EmbeddedStore::open(&config.state_dir, config.expiry_sweep_interval).await?;
+                Ok(OverrideStore {
+                    shared: s.shared(),
+                    backend: Backend::Embedded(s),
+                })
+            }
+            Some(redis) => {
+                let s = RedisStore::open(
+                    redis.clone(),
+                    &config.state_dir,
+                    config.expiry_sweep_interval,
+                )
+                .await?;
+                Ok(OverrideStore {
+                    shared: s.shared(),
+                    backend: Backend::Redis(s),
+                })
+            }
+        }
+    }
+
+    /// The overrides snapshot for the engine: lock-free, never waits on I/O. Expired
+    /// overrides may still be in it until pruned; the engine ignores them at `at`.
+    #[inline]
+    pub fn snapshot(&self) -> Guard<Arc<OverrideSet>> {
+        self.shared.snapshot.load()
+    }
+
+    /// Sets (or replaces) the override for `o.jurisdiction`; returns the new version.
+    /// Redis: fails fast with an unavailable error when Redis is down.
+    pub async fn put(&self, o: Override) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.put(o).await,
+            Backend::Redis(s) => s.put(o).await,
+        }
+    }
+
+    /// Clears the override for `j`. Clearing a missing one changes nothing.
+    pub async fn clear(
+        &self,
+        j: &Jurisdiction,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Cleared, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.clear(j, actor, reason).await,
+            Backend::Redis(s) => s.clear(j, actor, reason).await,
+        }
+    }
+
+    /// The overrides active now, in jurisdiction order.
+    pub fn list(&self) -> Vec<Arc<Override>> {
+        self.list_at(Timestamp::now())
+    }
+
+    /// The overrides active at `t`, in jurisdiction order.
+    pub fn list_at(&self, t: Timestamp) -> Vec<Arc<Override>> {
+        self.snapshot().active_at(t).into_iter().cloned().collect()
+    }
+
+    /// The latest `limit` audit entries, newest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.audit(limit).await,
+            Backend::Redis(s) => s.audit(limit).await,
+        }
+    }
+
+    /// `embedded` or `redis`.
+    pub fn backend(&self) -> &'static str {
+        match &self.backend {
+            Backend::Embedded(_) => "embedded",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.shared.health().connected
+    }
+
+    pub fn version(&self) -> u64 {
+        self.shared.health().version
+    }
+
+    pub fn snapshot_age(&self) -> Option<Duration> {
+        self.status().snapshot_age
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.health().last_error.clone()
+    }
+
+    /// Everything readiness and metrics need, read at once.
+    pub fn status(&self) -> StoreStatus {
+        let h = self.shared.health();
+        let embedded = matches!(self.backend, Backend::Embedded(_));
+        StoreStatus {
+            backend: self.backend(),
+            connected: h.connected,
+            version: h.version,
+            persisted_version: h.persisted_version,
+            overrides: self.snapshot().len(),
+            snapshot_age: if embedded {
+                Some(Duration::ZERO)
+            } else {
+                h.synced_at.map(|t| t.elapsed())
+            },
+            last_error: h.last_error.clone(),
+        }
+    }
+}
+
+/// The part every backend shares: the snapshot the engine reads and the health figures.
+struct Shared {
+    snapshot: ArcSwap<OverrideSet>,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    connected: bool,
+    version: u64,
+    persisted_version: u64,
+    synced_at: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Shared {
+    fn new(version: u64, overrides: impl IntoIterator<Item = Override>) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(OverrideSet::new(overrides)),
+            health: Mutex::new(Health {
+                version,
+                persisted_version: version,
+                ..Health::default()
+            }),
+        })
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        // A panic while holding this lock leaves plain numbers behind; keep going.
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Swaps in a new snapshot at `version`.
+    fn install(&self, version: u64, overrides: impl IntoIterator<Item = Override>) {
+        self.snapshot.store(Arc::new(OverrideSet::new(overrides)));
+        self.health().version = version;
+    }
+
+    fn synced(&self) {
+        let mut h = self.health();
+        h.connected = true;
+        h.synced_at = Some(Instant::now());
+        h.last_error = None;
+    }
+
+    fn failed(&self, e: &StoreError) {
+        let mut h = self.health();
+        h.connected = false;
+        h.last_error = Some(error_chain(e));
+    }
+
+    fn persisted(&self, version: u64) {
+        self.health().persisted_version = version;
+    }
+}
+
+/// An error and its causes on one line, for logs and readiness.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Aborts a background task when the store is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serde for durations as strings (`500ms`, `2s`, `1m`, or ISO 8601 `PT2S`).
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        let sd: jiff::SignedDuration = s
+            .parse()
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration: {e}")))?;
+        Duration::try_from(sd).map_err(|_| serde::de::Error::custom(format!("`{s}` is negative")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_defaults_and_parses_durations() {
+        let c: StoreConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("state"));
+        assert!(c.redis.is_none());
+        let c: StoreConfig = serde_json::from_str(
+            r#"{"state_dir": "/var/lib/marketgate", "expiry_sweep_interval": "250ms",
+                "redis": {"url": "redis://:hunter2@db:6379/0", "reconcile_interval": "1m"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.expiry_sweep_interval, Duration::from_millis(250));
+        let r = c.redis.unwrap();
+        assert_eq!(r.prefix, "marketgate");
+        assert_eq!(r.reconcile_interval, Duration::from_secs(60));
+        let r: RedisConfig =
+            serde_json::from_str(r#"{"url": "redis://x", "reconnect_backoff_max": "1h 30m"}"#)
+                .unwrap();
+        assert_eq!(r.reconnect_backoff_max, Duration::from_secs(5400));
+        assert_eq!(r.connect_timeout, Duration::from_secs(2));
+        assert_eq!(r.audit_max_len, 10_000);
+        assert!(
+            serde_json::from_str::<StoreConfig>(r#"{"expiry_sweep_interval": "-1s"}"#).is_err()
+        );
+        assert!(serde_json::from_str::<StoreConfig>(r#"{"stat_dir": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn redis_url_is_never_printed() {
+        let r = RedisConfig::new("redis://:hunter2@db:6379/0");
+        let shown = format!("{r:?} {}", r.url);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("db:6379"), "{shown}");
+        assert_eq!(r.url.to_string(), "redis://[redacted]");
+    }
+
+    #[test]
+    fn audit_entries_serialize_with_version_first() {
+        let o = Override {
+            jurisdiction: Jurisdiction::parse("FR").unwrap(),
+            status: Some(Status::Withdrawn),
+            features: BTreeMap::new(),
+            reason: "law 123".into(),
+            actor: "alice".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at: None,
+        };
+        let e = AuditEntry::set(0, Timestamp::UNIX_EPOCH, &o);
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            r#"{"version":0,"at":"1970-01-01T00:00:00Z","action":"set","jurisdiction":"FR","actor":"alice","reason":"law 123","status":"withdrawn"}"#
+        );
+        let e = AuditEntry::expire(7, Timestamp::UNIX_EPOCH, &o);
+        assert_eq!(e.action, AuditAction::Expire);
+        assert_eq!(e.actor, EXPIRY_ACTOR);
+        assert_eq!(e.status, Some(Status::Withdrawn));
+    }
+}

@@ -1,0 +1,163 @@
+//! `validate`, `explain` and `schema` through the real binary, with snapshots.
+
+use crate::support::{fixture, marketgate, repo, stderr, stdout};
+
+/// The rules version changes with every edit of `regions/`; snapshots leave it out.
+fn without_version(s: &str) -> String {
+    match s.find("sha256:") {
+        Some(i) => format!("{}sha256:[version]{}", &s[..i], &s[(i + 71).min(s.len())..]),
+        None => s.to_string(),
+    }
+}
+
+#[test]
+fn validate_accepts_the_shipped_regions() {
+    let o = marketgate(&["validate", "regions", "--deny-warnings"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("regions: ok: 7 files"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_location() {
+    let dir = fixture("broken");
+    let o = marketgate(&[
+        "validate",
+        dir.to_str().unwrap(),
+        "--at",
+        "2026-06-01T00:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = stderr(&o).replace(&format!("{}/", repo().display()), "");
+    insta::assert_snapshot!("validate_broken_text", text);
+
+    let o = marketgate(&[
+        "validate",
+        "tests/fixtures/broken",
+        "--format",
+        "json",
+        "--at",
+        "2026-06-01T00:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["ok"], false);
+    let diags = v["diagnostics"].as_array().unwrap();
+    assert!(
+        diags
+            .iter()
+            .all(|d| d["line"].as_u64().unwrap() > 0
+                && d["file"].as_str().unwrap().ends_with(".yaml"))
+    );
+    insta::assert_json_snapshot!("validate_broken_json", v["diagnostics"]);
+}
+
+#[test]
+fn validate_fails_on_a_missing_directory_with_a_message() {
+    let o = marketgate(&["validate", "no/such/dir"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("no/such/dir:0:0: cannot read rules directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn explain_prints_the_trail() {
+    let at = "2026-12-02T00:00:00Z";
+    for (name, args) in [
+        ("explain_ru", vec!["--country", "RU"]),
+        (
+            "explain_us_ut",
+            vec![
+                "--country",
+                "US",
+                "--subdivision",
+                "UT",
+                "--feature",
+                "channels",
+            ],
+        ),
+        (
+            "explain_br_key_in",
+            vec!["--country", "BR", "--key", "user-2"],
+        ),
+        (
+            "explain_br_key_out",
+            vec!["--country", "BR", "--key", "carol"],
+        ),
+        ("explain_gb_shadow", vec!["--country", "GB"]),
+        ("explain_fr", vec!["--country", "FR"]),
+        ("explain_unknown", vec!["--country", "unknown"]),
+    ] {
+        let mut all = vec!["explain", "--at", at];
+        all.extend(args);
+        let o = marketgate(&all);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let text = without_version(&stdout(&o));
+        insta::assert_snapshot!(name, text);
+    }
+}
+
+#[test]
+fn explain_json_is_the_decision_body() {
+    let o = marketgate(&[
+        "explain",
+        "--country",
+        "IN",
+        "--at",
+        "2026-12-02T00:00:00Z",
+        "--format",
+        "json",
+        "--feature",
+        "payments",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["status"], "limited");
+    assert_eq!(v["features"]["payments"], false);
+    assert_eq!(v["feature"]["on"], false);
+    assert_eq!(v["jurisdiction"]["chain"], serde_json::json!(["IN", "*"]));
+    assert_eq!(v["reasons"][0]["part"], "feature:payments");
+    assert_eq!(v["reasons"][0]["id"], "in-payment-data-localization");
+    assert_eq!(v["reasons"][0]["at"], "regions/in.yaml:7:9");
+}
+
+#[test]
+fn explain_refuses_bad_input_clearly() {
+    let o = marketgate(&["explain", "--country", "France"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`France` is not a two-letter country code"),
+        "{}",
+        stderr(&o)
+    );
+    let o = marketgate(&["explain", "--country", "FR", "--feature", "paymnts"]);
+    assert!(
+        stderr(&o).contains("unknown feature `paymnts`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = marketgate(&["explain", "--country", "FR", "--at", "2027-01-01T00:00:00"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("naive timestamp"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_committed_json_schema_is_current_and_accepts_the_regions() {
+    let o = marketgate(&["schema"]);
+    assert!(o.status.success());
+    let committed =
+        std::fs::read_to_string(repo().join("deploy/schema/rules-file.schema.json")).unwrap();
+    assert_eq!(
+        stdout(&o),
+        committed,
+        "run `marketgate schema > deploy/schema/rules-file.schema.json`"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    assert_eq!(schema["additionalProperties"], false);
+}

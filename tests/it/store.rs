@@ -1,0 +1,563 @@
+//! The override stores against real files and a real `redis-server` the tests start:
+//! persistence, propagation between instances, outages, cold starts, expiry, audit and
+//! what the store may hold. Waits are bounded polls, never timed assertions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use marketgate::engine::{decide, Request};
+use marketgate::location::{Jurisdiction, Location};
+use marketgate::overrides::{Override, OverrideSet};
+use marketgate::rules::{RuleSet, Status};
+use marketgate::store::{
+    AuditAction, Cleared, OverrideStore, RedisConfig, StoreConfig, EXPIRY_ACTOR,
+};
+
+use crate::redis_server::{Proxy, RedisServer};
+use crate::support::repo;
+
+fn j(code: &str) -> Jurisdiction {
+    Jurisdiction::parse(code).unwrap()
+}
+
+fn withdraw(code: &str, reason: &str) -> Override {
+    Override {
+        jurisdiction: j(code),
+        status: Some(Status::Withdrawn),
+        features: BTreeMap::new(),
+        reason: reason.to_string(),
+        actor: "alice".to_string(),
+        created_at: Timestamp::now(),
+        expires_at: None,
+    }
+}
+
+fn embedded(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        state_dir: dir.to_path_buf(),
+        expiry_sweep_interval: Duration::from_millis(20),
+        redis: None,
+    }
+}
+
+fn on_redis(url: &str, dir: &Path) -> StoreConfig {
+    StoreConfig {
+        state_dir: dir.to_path_buf(),
+        expiry_sweep_interval: Duration::from_millis(20),
+        redis: Some(RedisConfig {
+            connect_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(500),
+            reconcile_interval: Duration::from_secs(2),
+            reconnect_backoff_max: Duration::from_millis(200),
+            ..RedisConfig::new(url)
+        }),
+    }
+}
+
+/// Polls `cond` until it holds, for at most 10 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Retries `op` until it succeeds, for at most 10 s (a write right after Redis comes
+/// back may meet a connection that has not noticed yet).
+async fn retrying<T, F: Future<Output = Result<T, marketgate::store::StoreError>>>(
+    mut op: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e:?}");
+                assert!(Instant::now() < deadline, "store write kept failing: {e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+fn has(store: &OverrideStore, code: &str) -> bool {
+    store.snapshot().get(&j(code)).is_some()
+}
+
+fn rules() -> RuleSet {
+    RuleSet::load(&repo().join("regions"), Timestamp::now())
+        .expect("shipped regions load")
+        .0
+}
+
+fn status_at(rules: &RuleSet, overrides: &OverrideSet, country: &str, at: Timestamp) -> Status {
+    let location = Location::parse(country).unwrap();
+    decide(
+        rules,
+        overrides,
+        &Request {
+            location,
+            key: None,
+            at,
+        },
+    )
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_survives_a_restart_and_audits_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = OverrideStore::open(&embedded(dir.path())).await.unwrap();
+        assert_eq!(s.backend(), "embedded");
+        assert_eq!(s.put(withdraw("FR", "law 123")).await.unwrap(), 1);
+        let mut de = withdraw("DE", "payments outage");
+        de.status = None;
+        de.features.insert("payments".into(), false);
+        assert_eq!(s.put(de).await.unwrap(), 2);
+        assert_eq!(s.put(withdraw("RU", "x")).await.unwrap(), 3);
+        let cleared = s.clear(&j("RU"), "bob", "restored").await.unwrap();
+        assert_eq!(cleared, Cleared::Removed { version: 4 });
+        assert_eq!(
+            s.clear(&j("RU"), "bob", "again").await.unwrap(),
+            Cleared::NotFound
+        );
+        assert_eq!(s.version(), 4);
+        let st = s.status();
+        assert!(st.connected);
+        assert_eq!(st.persisted_version, 4);
+        assert_eq!(st.snapshot_age, Some(Duration::ZERO));
+    }
+    let s = OverrideStore::open(&embedded(dir.path())).await.unwrap();
+    assert_eq!(s.version(), 4);
+    let listed: Vec<String> = s
+        .list()
+        .iter()
+        .map(|o| o.jurisdiction.to_string())
+        .collect();
+    assert_eq!(listed, ["DE", "FR"]);
+    assert_eq!(
+        s.snapshot().get(&j("DE")).unwrap().features.get("payments"),
+        Some(&false)
+    );
+    assert_eq!(s.put(withdraw("IT", "y")).await.unwrap(), 5);
+
+    let audit = s.audit(10).await.unwrap();
+    let got: Vec<(u64, AuditAction, String, String)> = audit
+        .iter()
+        .map(|e| {
+            (
+                e.version,
+                e.action,
+                e.jurisdiction.to_string(),
+                e.actor.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (5, AuditAction::Set, "IT".into(), "alice".into()),
+            (4, AuditAction::Clear, "RU".into(), "bob".into()),
+            (3, AuditAction::Set, "RU".into(), "alice".into()),
+            (2, AuditAction::Set, "DE".into(), "alice".into()),
+            (1, AuditAction::Set, "FR".into(), "alice".into()),
+        ]
+    );
+    assert_eq!(audit[1].reason, "restored");
+    assert_eq!(audit[4].status, Some(Status::Withdrawn));
+    assert_eq!(s.audit(2).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_refuses_a_corrupt_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("overrides.json"),
+        "{\"version\": 1, \"overr",
+    )
+    .unwrap();
+    let e = OverrideStore::open(&embedded(dir.path()))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("overrides.json"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_prunes_expired_overrides_and_audits_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = OverrideStore::open(&embedded(dir.path())).await.unwrap();
+    let mut fr = withdraw("FR", "short");
+    fr.expires_at = Some(Timestamp::now() + SignedDuration::from_millis(200));
+    s.put(fr).await.unwrap();
+    s.put(withdraw("DE", "long")).await.unwrap();
+    eventually("FR pruned", || !has(&s, "FR")).await;
+    assert!(has(&s, "DE"));
+    let audit = s.audit(10).await.unwrap();
+    assert_eq!(audit[0].action, AuditAction::Expire);
+    assert_eq!(audit[0].jurisdiction, j("FR"));
+    assert_eq!(audit[0].actor, EXPIRY_ACTOR);
+    assert_eq!(audit[0].version, 3);
+    drop(s);
+    let s = OverrideStore::open(&embedded(dir.path())).await.unwrap();
+    assert_eq!(s.version(), 3);
+    assert!(!has(&s, "FR"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_instances_see_each_others_overrides() {
+    let redis = RedisServer::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = OverrideStore::open(&on_redis(&redis.url(), da.path()))
+        .await
+        .unwrap();
+    let b = OverrideStore::open(&on_redis(&redis.url(), db.path()))
+        .await
+        .unwrap();
+    assert_eq!(a.backend(), "redis");
+    assert!(a.is_connected() && b.is_connected());
+
+    let v = a.put(withdraw("FR", "law 123")).await.unwrap();
+    assert!(has(&a, "FR"), "a writer reads its own write");
+    eventually("B sees FR", || has(&b, "FR")).await;
+    assert_eq!(b.version(), v);
+
+    let mut us_ca = withdraw("US-CA", "state law");
+    us_ca.status = None;
+    us_ca.features.insert("secret_chats".into(), false);
+    b.put(us_ca).await.unwrap();
+    eventually("A sees US-CA", || has(&a, "US-CA")).await;
+    assert_eq!(
+        a.snapshot()
+            .get(&j("US-CA"))
+            .unwrap()
+            .features
+            .get("secret_chats"),
+        Some(&false)
+    );
+
+    let cleared = a
+        .clear(&j("FR"), "bob", "court stayed the law")
+        .await
+        .unwrap();
+    assert!(matches!(cleared, Cleared::Removed { .. }));
+    eventually("B loses FR", || !has(&b, "FR")).await;
+    assert_eq!(
+        b.clear(&j("FR"), "bob", "twice").await.unwrap(),
+        Cleared::NotFound
+    );
+    assert_eq!(a.version(), 3);
+    eventually("B at version 3", || b.version() == 3).await;
+
+    let audit = b.audit(10).await.unwrap();
+    let got: Vec<(u64, AuditAction, String)> = audit
+        .iter()
+        .map(|e| (e.version, e.action, e.jurisdiction.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (3, AuditAction::Clear, "FR".into()),
+            (2, AuditAction::Set, "US-CA".into()),
+            (1, AuditAction::Set, "FR".into()),
+        ]
+    );
+    assert_eq!(audit[0].actor, "bob");
+    assert_eq!(audit[0].reason, "court stayed the law");
+    assert_eq!(a.audit(10).await.unwrap(), audit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_loses_nothing_and_reads_never_fail() {
+    let rules = Arc::new(rules());
+    let mut redis = RedisServer::start_durable();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Arc::new(
+        OverrideStore::open(&on_redis(&redis.url(), da.path()))
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(
+        OverrideStore::open(&on_redis(&redis.url(), db.path()))
+            .await
+            .unwrap(),
+    );
+    a.put(withdraw("FR", "before")).await.unwrap();
+    eventually("B sees FR", || has(&b, "FR")).await;
+
+    // Decisions on both instances, all along: FR stays withdrawn through the outage.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let (rules, a, b, stop) = (rules.clone(), a.clone(), b.clone(), stop.clone());
+        move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for s in [&a, &b] {
+                    let got = status_at(&rules, &s.snapshot(), "FR", Timestamp::now());
+                    assert_eq!(got, Status::Withdrawn, "decision {n}");
+                    n += 1;
+                }
+            }
+            n
+        }
+    });
+
+    redis.kill();
+    eventually("both notice", || !a.is_connected() && !b.is_connected()).await;
+    let e = a.put(withdraw("DE", "during")).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    assert!(b.last_error().is_some());
+
+    redis.restart();
+    let v = retrying(|| b.put(withdraw("IT", "after"))).await;
+    eventually("A sees IT", || has(&a, "IT")).await;
+    eventually("A reconnected", || a.is_connected()).await;
+    stop.store(true, Ordering::Relaxed);
+    let decisions = reader.join().expect("no decision failed");
+    assert!(decisions > 0);
+    for s in [&a, &b] {
+        assert!(has(s, "FR"), "nothing lost");
+        assert!(!has(s, "DE"), "the refused write did not happen");
+        assert_eq!(s.version(), v);
+        assert_eq!(v, 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_instance_catches_up_with_changes_it_missed() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port()).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = OverrideStore::open(&on_redis(&proxy.url(), da.path()))
+        .await
+        .unwrap();
+    let b = OverrideStore::open(&on_redis(&redis.url(), db.path()))
+        .await
+        .unwrap();
+    b.put(withdraw("FR", "one")).await.unwrap();
+    eventually("A sees FR", || has(&a, "FR")).await;
+
+    proxy.cut();
+    eventually("A notices", || !a.is_connected()).await;
+    b.put(withdraw("DE", "two")).await.unwrap();
+    b.put(withdraw("IT", "three")).await.unwrap();
+    b.clear(&j("FR"), "bob", "four").await.unwrap();
+    // A serves its last snapshot meanwhile.
+    assert!(has(&a, "FR") && !has(&a, "DE"));
+
+    proxy.heal();
+    eventually("A catches up on reconnect", || a.version() == 4).await;
+    assert!(has(&a, "DE") && has(&a, "IT") && !has(&a, "FR"));
+    assert!(a.is_connected());
+    assert!(a.snapshot_age().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_notice_makes_an_instance_reload() {
+    let redis = RedisServer::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // No periodic reconcile to hide a missed gap.
+    let mut cfg = on_redis(&redis.url(), db.path());
+    cfg.redis.as_mut().unwrap().reconcile_interval = Duration::from_secs(3600);
+    let a = OverrideStore::open(&on_redis(&redis.url(), da.path()))
+        .await
+        .unwrap();
+    let b = OverrideStore::open(&cfg).await.unwrap();
+    a.put(withdraw("FR", "one")).await.unwrap();
+    eventually("B sees FR", || has(&b, "FR")).await;
+
+    // A change that bypasses the script: written and versioned, never announced.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let de = serde_json::to_string(&withdraw("DE", "silent")).unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .hset("marketgate:overrides", "DE", de)
+        .ignore()
+        .incr("marketgate:version", 1)
+        .ignore()
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let v = a.put(withdraw("IT", "three")).await.unwrap();
+    assert_eq!(v, 3);
+    eventually("B reloads on the gap", || b.version() == 3).await;
+    assert!(has(&b, "DE") && has(&b, "IT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_with_redis_down_applies_the_persisted_snapshot_and_its_expiry() {
+    let rules = rules();
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let expires = Timestamp::now() + SignedDuration::from_hours(1);
+    {
+        let a = OverrideStore::open(&on_redis(&redis.url(), dir.path()))
+            .await
+            .unwrap();
+        let mut fr = withdraw("FR", "law 123");
+        fr.expires_at = Some(expires);
+        let v = a.put(fr).await.unwrap();
+        eventually("snapshot persisted", || a.status().persisted_version == v).await;
+    }
+    redis.kill();
+
+    let a = OverrideStore::open(&on_redis(&redis.url(), dir.path()))
+        .await
+        .unwrap();
+    let st = a.status();
+    assert!(!st.connected);
+    assert_eq!(st.snapshot_age, None, "never synced since start");
+    assert_eq!(st.version, 1);
+    assert!(st.last_error.is_some());
+    let snap = a.snapshot();
+    let before = expires - SignedDuration::from_secs(1);
+    assert_eq!(status_at(&rules, &snap, "FR", before), Status::Withdrawn);
+    // At its expiry the override stops applying, with Redis still down.
+    let without = status_at(&rules, &OverrideSet::default(), "FR", expires);
+    assert_ne!(
+        without,
+        Status::Withdrawn,
+        "FR is served by the shipped rules"
+    );
+    assert_eq!(status_at(&rules, &snap, "FR", expires), without);
+    assert!(a.list_at(before).len() == 1 && a.list_at(expires).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_is_audited_once_however_many_instances_sweep() {
+    let redis = RedisServer::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut stores = Vec::new();
+    for d in &dirs {
+        stores.push(
+            OverrideStore::open(&on_redis(&redis.url(), d.path()))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut fr = withdraw("FR", "short");
+    fr.expires_at = Some(Timestamp::now() + SignedDuration::from_millis(300));
+    stores[0].put(fr).await.unwrap();
+    stores[1].put(withdraw("DE", "long")).await.unwrap();
+    for s in &stores {
+        eventually("FR expired everywhere", || !has(s, "FR") && has(s, "DE")).await;
+    }
+    let audit = stores[2].audit(10).await.unwrap();
+    let expired: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == AuditAction::Expire)
+        .collect();
+    assert_eq!(expired.len(), 1, "{audit:?}");
+    assert_eq!(expired[0].jurisdiction, j("FR"));
+    assert_eq!(expired[0].version, 3);
+    for s in &stores {
+        eventually("same version everywhere", || s.version() == 3).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_and_state_dir_hold_only_the_documented_keys_and_fields() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = OverrideStore::open(&on_redis(&redis.url(), dir.path()))
+        .await
+        .unwrap();
+    let mut fr = withdraw("FR", "law 123");
+    fr.expires_at = Some(Timestamp::now() + SignedDuration::from_millis(100));
+    a.put(fr).await.unwrap();
+    a.put(withdraw("DE", "x")).await.unwrap();
+    a.clear(&j("DE"), "bob", "y").await.unwrap();
+    a.put(withdraw("IT", "z")).await.unwrap();
+    eventually("FR expired", || !has(&a, "FR")).await;
+    eventually("persisted", || a.status().persisted_version == a.version()).await;
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: BTreeSet<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let want: BTreeSet<String> = ["audit", "epoch", "overrides", "version"]
+        .iter()
+        .map(|k| format!("marketgate:{k}"))
+        .collect();
+    assert_eq!(keys, want);
+
+    let rows: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg("marketgate:audit")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    let allowed: BTreeSet<&str> = [
+        "version",
+        "at",
+        "action",
+        "jurisdiction",
+        "actor",
+        "reason",
+        "status",
+        "features",
+        "expires_at",
+    ]
+    .into();
+    for (_, fields) in &rows {
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields[0], "entry");
+        let v: serde_json::Value = serde_json::from_str(&fields[1]).unwrap();
+        for k in v.as_object().unwrap().keys() {
+            assert!(allowed.contains(k.as_str()), "unexpected audit field {k}");
+        }
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["redis-snapshot.json"]);
+}
+
+/// Propagation from a write on A to B's snapshot, over 200 changes. A figure, not an
+/// assertion: `cargo test --release --test it store::propagation -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn propagation() {
+    let redis = RedisServer::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = OverrideStore::open(&on_redis(&redis.url(), da.path()))
+        .await
+        .unwrap();
+    let b = OverrideStore::open(&on_redis(&redis.url(), db.path()))
+        .await
+        .unwrap();
+    let mut samples = Vec::new();
+    for i in 0..250 {
+        let code = ["FR", "DE", "IT", "ES"][i % 4];
+        let start = Instant::now();
+        let v = a.put(withdraw(code, &format!("change {i}"))).await.unwrap();
+        while b.version() < v {
+            tokio::task::yield_now().await;
+        }
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "propagation over {} changes: p50 {:?}, p99 {:?}, max {:?}",
+        samples.len(),
+        pct(0.50),
+        pct(0.99),
+        samples[samples.len() - 1]
+    );
+}
