@@ -46,6 +46,10 @@ fn request_id(req: &ServiceRequest) -> HeaderValue {
             return v.clone();
         }
     }
+    new_id()
+}
+
+fn new_id() -> HeaderValue {
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     // 8 hex digits of process prefix, 16 of counter; formatted by hand (hot path).
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -75,9 +79,20 @@ pub async fn request_log(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let id = request_id(&req);
-    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"),);
-    let res = next.call(req).instrument(span.clone()).await;
+    let log_on = enabled();
+    // An id nobody records is not made: without the request log, a gateway's own
+    // `X-Request-Id` is still passed back, and a 5xx still gets one.
+    let incoming = req.headers().contains_key(X_REQUEST_ID);
+    let id = (log_on || incoming).then(|| request_id(&req));
+    let span = match &id {
+        Some(id) => tracing::info_span!("request", request_id = id.to_str().unwrap_or("-")),
+        None => tracing::Span::none(),
+    };
+    let res = if span.is_none() {
+        next.call(req).await
+    } else {
+        next.call(req).instrument(span.clone()).await
+    };
     let mut res = match res {
         Ok(res) => res,
         Err(e) => {
@@ -88,19 +103,24 @@ pub async fn request_log(
         }
     };
     let status = res.status();
-    if tracing::enabled!(target: "marketgate::access", tracing::Level::INFO)
-        || status.is_server_error()
-    {
+    let id = if status.is_server_error() {
+        id.or_else(|| Some(request_id_for(res.request())))
+    } else {
+        id
+    };
+    if log_on || status.is_server_error() {
         let req = res.request();
         let route = req.match_pattern();
         let outcome = req.extensions().get::<Outcome>().copied();
         let jurisdiction = outcome.map(|o| o.location);
         let latency_us = start.elapsed().as_micros() as u64;
+        let request_id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         macro_rules! line {
             ($lvl:ident) => {
                 tracing::$lvl!(
                     target: "marketgate::access",
                     parent: &span,
+                    request_id,
                     method = %req.method(),
                     route = route.as_deref().unwrap_or("-"),
                     status = status.as_u16(),
@@ -117,6 +137,13 @@ pub async fn request_log(
             line!(info);
         }
     }
-    res.headers_mut().insert(X_REQUEST_ID, id);
+    if let Some(id) = id {
+        res.headers_mut().insert(X_REQUEST_ID, id);
+    }
     Ok(res)
+}
+
+/// A fresh id, for a 5xx answered while the log was off.
+fn request_id_for(_req: &actix_web::HttpRequest) -> HeaderValue {
+    new_id()
 }
