@@ -63,6 +63,8 @@ pub struct Config {
     pub country_header: Option<String>,
     /// Redis URL for shared overrides (may carry a password: a secret).
     pub redis: Option<Secret>,
+    /// Where overrides (and, without Redis, the audit log) are kept on disk.
+    pub state_dir: PathBuf,
     /// Worker threads of the public listener.
     pub workers: usize,
     /// The request header that carries the rollout key.
@@ -95,6 +97,7 @@ impl Default for Config {
             client_address_header: None,
             country_header: None,
             redis: None,
+            state_dir: PathBuf::from("state"),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             key_header: "x-user-id".into(),
             log_format: LogFormat::Text,
@@ -160,6 +163,8 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub admin_tokens: Option<Vec<String>>,
+    /// A file with one admin token per line (`#` comments); adds to `admin_tokens`.
+    pub admin_tokens_file: Option<String>,
     pub regions: Option<String>,
     pub geoip: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
@@ -167,6 +172,7 @@ pub struct RawConfig {
     pub client_address_header: Option<String>,
     pub country_header: Option<String>,
     pub redis: Option<String>,
+    pub state_dir: Option<String>,
     pub workers: Option<Scalar>,
     pub key_header: Option<String>,
     pub log_format: Option<String>,
@@ -200,6 +206,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("listen", "MARKETGATE_LISTEN"),
     ("admin_listen", "MARKETGATE_ADMIN_LISTEN"),
     ("admin_tokens", "MARKETGATE_ADMIN_TOKENS"),
+    ("admin_tokens_file", "MARKETGATE_ADMIN_TOKENS_FILE"),
     ("regions", "MARKETGATE_REGIONS"),
     ("geoip", "MARKETGATE_GEOIP"),
     ("trusted_proxies", "MARKETGATE_TRUSTED_PROXIES"),
@@ -207,6 +214,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("client_address_header", "MARKETGATE_CLIENT_ADDRESS_HEADER"),
     ("country_header", "MARKETGATE_COUNTRY_HEADER"),
     ("redis", "MARKETGATE_REDIS"),
+    ("state_dir", "MARKETGATE_STATE_DIR"),
     ("workers", "MARKETGATE_WORKERS"),
     ("key_header", "MARKETGATE_KEY_HEADER"),
     ("log_format", "MARKETGATE_LOG_FORMAT"),
@@ -256,6 +264,7 @@ impl RawConfig {
             listen: get("listen"),
             admin_listen: get("admin_listen"),
             admin_tokens: list("admin_tokens"),
+            admin_tokens_file: get("admin_tokens_file"),
             regions: get("regions"),
             geoip: get("geoip"),
             trusted_proxies: list("trusted_proxies"),
@@ -263,6 +272,7 @@ impl RawConfig {
             client_address_header: get("client_address_header"),
             country_header: get("country_header"),
             redis: get("redis"),
+            state_dir: get("state_dir"),
             workers: get("workers").map(Scalar::Str),
             key_header: get("key_header"),
             log_format: get("log_format"),
@@ -357,7 +367,14 @@ impl Config {
                 })
                 .collect::<Result<Vec<_>, _>>()
         });
+        if let Some(path) = &raw.admin_tokens_file {
+            match read_tokens_file(Path::new(path)) {
+                Ok(tokens) => self.admin_tokens.extend(tokens),
+                Err(problem) => bad("admin_tokens_file", problem),
+            }
+        }
         set!(regions, |v: &String| non_empty(v).map(PathBuf::from));
+        set!(state_dir, |v: &String| non_empty(v).map(PathBuf::from));
         set!(geoip, |v: &String| {
             Ok::<_, String>(match v.as_str() {
                 "" | "bundled" => None,
@@ -438,6 +455,43 @@ impl Config {
     }
 }
 
+/// Reads one token per line (blank lines and `#` comments skipped), each at least 16
+/// characters. Never echoes a token in a problem.
+fn read_tokens_file(path: &Path) -> Result<Vec<Secret>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut tokens = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if t.len() < 16 {
+            return Err(format!(
+                "{}:{}: a token must have at least 16 characters",
+                path.display(),
+                i + 1
+            ));
+        }
+        tokens.push(Secret::new(t));
+    }
+    Ok(tokens)
+}
+
+impl Config {
+    /// The override store's configuration: Redis when a URL is set, else embedded.
+    pub fn store(&self) -> crate::store::StoreConfig {
+        let mut c = crate::store::StoreConfig {
+            state_dir: self.state_dir.clone(),
+            ..crate::store::StoreConfig::default()
+        };
+        if let Some(url) = &self.redis {
+            c.redis = Some(crate::store::RedisConfig::new(url.expose()));
+        }
+        c
+    }
+}
+
 fn optional_header(v: &str) -> Result<Option<String>, String> {
     if v.is_empty() {
         Ok(None)
@@ -457,6 +511,8 @@ pub fn flag_name(key: &str) -> &str {
         "listen" => "listen",
         "admin_listen" => "admin-listen",
         "admin_tokens" => "admin-token",
+        "admin_tokens_file" => "admin-tokens-file",
+        "state_dir" => "state-dir",
         "trusted_proxies" => "trusted-proxy",
         "forwarded_header" => "forwarded-header",
         "client_address_header" => "client-address-header",

@@ -75,7 +75,7 @@ impl OverrideSet {
 }
 
 /// The body of `PUT /admin/v1/overrides/{jurisdiction}`, as operators write it.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
     #[serde(default)]

@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// Admin bearer token, repeatable, at least 16 characters [env MARKETGATE_ADMIN_TOKENS, comma-separated; key admin_tokens].
     #[arg(long = "admin-token", value_name = "TOKEN")]
     pub admin_tokens: Vec<String>,
+    /// File with one admin token per line [env MARKETGATE_ADMIN_TOKENS_FILE; key admin_tokens_file].
+    #[arg(long, value_name = "FILE")]
+    pub admin_tokens_file: Option<String>,
     /// Rules directory [default regions; env MARKETGATE_REGIONS; key regions].
     #[arg(long, value_name = "DIR")]
     pub regions: Option<String>,
@@ -42,6 +45,9 @@ pub struct ServeArgs {
     /// Redis URL for shared overrides [env MARKETGATE_REDIS; key redis].
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Directory for persisted overrides and audit [default state; env MARKETGATE_STATE_DIR; key state_dir].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
     /// Worker threads [default: CPUs; env MARKETGATE_WORKERS; key workers].
     #[arg(long, value_name = "N")]
     pub workers: Option<String>,
@@ -80,6 +86,7 @@ impl ServeArgs {
                 listen: self.listen,
                 admin_listen: self.admin_listen,
                 admin_tokens: list(self.admin_tokens),
+                admin_tokens_file: self.admin_tokens_file,
                 regions: self.regions,
                 geoip: self.geoip,
                 trusted_proxies: list(self.trusted_proxies),
@@ -87,6 +94,7 @@ impl ServeArgs {
                 client_address_header: self.client_address_header,
                 country_header: self.country_header,
                 redis: self.redis,
+                state_dir: self.state_dir,
                 workers: self.workers.map(Scalar::Str),
                 key_header: self.key_header,
                 log_format: self.log_format,

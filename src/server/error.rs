@@ -36,6 +36,17 @@ pub enum ApiError {
     Draining,
     #[error("{0}")]
     ReloadFailed(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    InvalidOverride(crate::overrides::RequestError),
+    /// An override that would cross a demand in force (409), with the demand.
+    #[error("{}", .0.message)]
+    Conflict(Box<crate::overrides::Conflict>),
+    #[error("no override is set for `{0}`")]
+    OverrideNotFound(String),
+    #[error("the shared override store is unreachable; decisions continue from the last snapshot, try the change again")]
+    StoreUnavailable,
     /// Something went wrong inside; the detail is logged, not answered.
     #[error("internal error")]
     Internal,
@@ -57,6 +68,12 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Draining => "draining",
             ApiError::ReloadFailed(_) => "reload_failed",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidOverride(_) => "invalid_override",
+            ApiError::Conflict(c) if c.red_line => "red_line",
+            ApiError::Conflict(_) => "demand_in_force",
+            ApiError::OverrideNotFound(_) => "override_not_found",
+            ApiError::StoreUnavailable => "store_unavailable",
             ApiError::Internal => "internal",
         }
     }
@@ -84,6 +101,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Draining => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::OverrideNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -94,13 +114,19 @@ impl ResponseError for ApiError {
         if let ApiError::Unauthorized = self {
             res.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        res.insert_header(("Cache-Control", "no-store"))
-            .json(ErrorBody {
-                error: ErrorDetail {
-                    code: self.code().into(),
-                    message: self.to_string(),
-                },
-            })
+        res.insert_header(("Cache-Control", "no-store"));
+        if let ApiError::Conflict(c) = self {
+            // The refusal names the demand that forbids the override.
+            return res.json(serde_json::json!({
+                "error": { "code": self.code(), "message": self.to_string(), "demand": c },
+            }));
+        }
+        res.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+            },
+        })
     }
 }
 

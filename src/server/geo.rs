@@ -84,6 +84,11 @@ impl Geo {
         }
     }
 
+    /// The database in service, for state reports.
+    pub fn geoip(&self) -> &GeoIp {
+        &self.geoip
+    }
+
     /// Rereads the database file (SIGHUP); the old one stays on failure.
     pub fn reload(&self) {
         let _ = self.geoip.reload();

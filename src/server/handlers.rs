@@ -513,9 +513,19 @@ pub async fn healthz() -> HttpResponse {
 ), tag = "operations")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.is_ready() {
-        Ok(HttpResponse::Ok()
-            .content_type("text/plain")
-            .body("ready\n"))
+        // Ready even when Redis is away: decisions go on from the last snapshot. The
+        // body says so for operators.
+        let store = state.store().status();
+        Ok(HttpResponse::Ok().content_type("text/plain").body(format!(
+            "ready\noverrides: {} {} version {}\n",
+            store.backend,
+            if store.connected {
+                "in sync"
+            } else {
+                "DISCONNECTED, serving the last snapshot"
+            },
+            store.version
+        )))
     } else {
         Err(ApiError::Draining)
     }
@@ -528,6 +538,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.geo().export(m);
     m.active_overrides
         .set(state.overrides().active_at(state.now()).len() as i64);
+    let store = state.store().status();
+    m.store_connected.set(store.connected as i64);
+    m.store_snapshot_age
+        .set(store.snapshot_age.map_or(-1.0, |a| a.as_secs_f64()));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(m.render())

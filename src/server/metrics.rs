@@ -27,6 +27,10 @@ pub struct Metrics {
     rules_info: IntGaugeVec,
     pub rules_loaded_at: IntGauge,
     pub active_overrides: IntGauge,
+    /// 1 when the override store is in sync (embedded: always), else 0.
+    pub store_connected: IntGauge,
+    /// Seconds since the overrides snapshot was last confirmed current (-1: never).
+    pub store_snapshot_age: prometheus::Gauge,
     pub shadow_divergence: IntCounterVec,
     pub geoip_build_time: IntGauge,
     pub geoip_reloads: IntCounterVec,
@@ -82,6 +86,16 @@ impl Metrics {
         let active_overrides =
             IntGauge::new("marketgate_active_overrides", "Operator overrides in force")
                 .expect("static metric definition");
+        let store_connected = IntGauge::new(
+            "marketgate_override_store_connected",
+            "1 when the override store is in sync with its backend (Redis), else 0",
+        )
+        .expect("static metric definition");
+        let store_snapshot_age = prometheus::Gauge::new(
+            "marketgate_override_snapshot_age_seconds",
+            "Seconds since the overrides snapshot was last confirmed current (-1: never since start)",
+        )
+        .expect("static metric definition");
         let shadow_divergence = IntCounterVec::new(
             Opts::new(
                 "marketgate_shadow_divergence_total",
@@ -111,6 +125,8 @@ impl Metrics {
             Box::new(rules_info.clone()),
             Box::new(rules_loaded_at.clone()),
             Box::new(active_overrides.clone()),
+            Box::new(store_connected.clone()),
+            Box::new(store_snapshot_age.clone()),
             Box::new(shadow_divergence.clone()),
             Box::new(geoip_build_time.clone()),
             Box::new(geoip_reloads.clone()),
@@ -133,6 +149,8 @@ impl Metrics {
             rules_info,
             rules_loaded_at,
             active_overrides,
+            store_connected,
+            store_snapshot_age,
             shadow_divergence,
             geoip_build_time,
             geoip_reloads,
@@ -160,6 +178,29 @@ impl Metrics {
             };
             self.decisions.with_label_values(&[status.as_str(), &label])
         })
+    }
+
+    /// The shadow divergence counts so far: `[{change, from, to, count}]`.
+    pub fn shadow_counts(&self) -> Vec<serde_json::Value> {
+        use prometheus::core::Collector;
+        let mut out = Vec::new();
+        for family in self.shadow_divergence.collect() {
+            for m in family.get_metric() {
+                let label = |n: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_string())
+                };
+                out.push(serde_json::json!({
+                    "change": label("change"),
+                    "from": label("from"),
+                    "to": label("to"),
+                    "count": m.get_counter().get_value() as u64,
+                }));
+            }
+        }
+        out
     }
 
     /// Marks `version` as the rules in force.

@@ -29,6 +29,8 @@ pub use state::{AppState, Clock};
 pub enum ServeError {
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error("override store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -80,6 +82,27 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
         web::resource("/admin/v1/reload")
             .route(web::post().to(admin::reload))
             .default_service(web::to(handlers::method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/overrides")
+            .route(web::get().to(admin::list_overrides))
+            .default_service(web::to(handlers::method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/overrides/{jurisdiction}")
+            .route(web::put().to(admin::put_override))
+            .route(web::delete().to(admin::delete_override))
+            .default_service(web::to(handlers::method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/audit")
+            .route(web::get().to(admin::audit))
+            .default_service(web::to(handlers::method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/rules")
+            .route(web::get().to(admin::rules_table))
+            .default_service(web::to(handlers::method_not_allowed)),
     );
 }
 
@@ -130,7 +153,9 @@ impl Application {
         let addr = server.addrs().first().copied().unwrap_or(config.listen);
         let server = server.run();
         let (admin, admin_addr) = if config.admin_tokens.is_empty() {
-            tracing::info!("admin listener disabled: no admin token configured");
+            tracing::info!(
+                "admin listener disabled: no admin token configured; set MARKETGATE_ADMIN_TOKENS, --admin-token or --admin-tokens-file to turn it on"
+            );
             (None, None)
         } else {
             let d = data.clone();
@@ -245,10 +270,8 @@ where
 /// `marketgate serve`: load, bind, watch, serve until a signal.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     actix_web::rt::System::new().block_on(async move {
-        if config.redis.is_some() {
-            tracing::warn!("redis overrides are not available yet; using in-memory overrides");
-        }
-        let state = AppState::load(&config, Clock::System)?;
+        let store = crate::store::OverrideStore::open(&config.store()).await?;
+        let state = AppState::load(&config, Clock::System, store)?;
         let app = Application::build(&config, state)?;
         tracing::info!(
             listen = %app.addr(),

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use crate::config::Config;
 use crate::overrides::OverrideSet;
 use crate::rules::{Diagnostics, RuleSet};
+use crate::store::OverrideStore;
 
 use super::geo::Geo;
 use super::metrics::Metrics;
@@ -41,7 +42,8 @@ pub struct AppState {
 
 struct Inner {
     rules: ArcSwap<RuleSet>,
-    overrides: ArcSwap<OverrideSet>,
+    /// Operator overrides: the embedded or Redis store, read through its snapshot.
+    store: OverrideStore,
     geo: Geo,
     clock: Clock,
     regions: PathBuf,
@@ -93,7 +95,11 @@ pub enum StateError {
 impl AppState {
     /// Loads the rules and the GeoIP database named by the configuration. Refuses to
     /// build on rules errors; logs every warning.
-    pub fn load(config: &Config, clock: Clock) -> Result<AppState, StateError> {
+    pub fn load(
+        config: &Config,
+        clock: Clock,
+        store: OverrideStore,
+    ) -> Result<AppState, StateError> {
         let now = clock.now();
         let (rules, warnings) =
             RuleSet::load(&config.regions, now).map_err(|diagnostics| StateError::Rules {
@@ -104,7 +110,7 @@ impl AppState {
             tracing::warn!(at = %format_args!("{}:{}:{}", w.file, w.line, w.column), "{}", w.message);
         }
         let geo = Geo::load(config)?;
-        Self::new(config, rules, geo, clock)
+        Self::new(config, rules, geo, clock, store)
     }
 
     /// Builds a state from parts (tests inject rules and a clock).
@@ -113,6 +119,7 @@ impl AppState {
         rules: RuleSet,
         geo: Geo,
         clock: Clock,
+        store: OverrideStore,
     ) -> Result<AppState, StateError> {
         let key_header =
             actix_web::http::header::HeaderName::from_bytes(config.key_header.as_bytes())
@@ -124,7 +131,7 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 rules: ArcSwap::from_pointee(rules),
-                overrides: ArcSwap::from_pointee(OverrideSet::default()),
+                store,
                 geo,
                 clock,
                 regions: config.regions.clone(),
@@ -143,12 +150,12 @@ impl AppState {
     pub fn rules(&self) -> arc_swap::Guard<Arc<RuleSet>> {
         self.inner.rules.load()
     }
+    /// The overrides in force: the store's snapshot, never a network call.
     pub fn overrides(&self) -> arc_swap::Guard<Arc<OverrideSet>> {
-        self.inner.overrides.load()
+        self.inner.store.snapshot()
     }
-    /// Replaces the overrides snapshot (the override stores call this).
-    pub fn set_overrides(&self, overrides: OverrideSet) {
-        self.inner.overrides.store(Arc::new(overrides));
+    pub fn store(&self) -> &OverrideStore {
+        &self.inner.store
     }
     pub fn geo(&self) -> &Geo {
         &self.inner.geo

@@ -1,5 +1,6 @@
 //! The one integration test binary: real files, real servers on port 0.
 
+mod admin;
 mod diff;
 mod geoip;
 mod redis_server;

@@ -8,15 +8,12 @@ use std::sync::mpsc;
 
 use actix_web::dev::ServerHandle;
 use marketgate::config::{Config, Secret};
-use marketgate::location::Jurisdiction;
-use marketgate::overrides::{Override, OverrideSet};
-use marketgate::rules::Status;
 use marketgate::server::{AppState, Application, Clock};
 use serde_json::{json, Value};
 
 /// An address in the bundled database that resolves to RU.
 const RU_IP: &str = "194.67.1.1";
-const TOKEN: &str = "test-admin-token-0123456789";
+pub const TOKEN: &str = "test-admin-token-0123456789";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,6 +24,8 @@ pub fn at() -> jiff::Timestamp {
 }
 
 pub struct TestServer {
+    /// Keeps the state directory (persisted overrides, audit) alive.
+    pub _state_dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub state: AppState,
@@ -42,13 +41,20 @@ impl TestServer {
             regions: repo().join("regions"),
             workers: 1,
             trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+            admin_tokens: vec![Secret::new(TOKEN)],
             ..Config::default()
         };
+        let state_dir = tempfile::tempdir().unwrap();
+        config.state_dir = state_dir.path().to_path_buf();
         tweak(&mut config);
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let state = AppState::load(&config, Clock::Fixed(at())).expect("state loads");
+                let store = marketgate::store::OverrideStore::open(&config.store())
+                    .await
+                    .expect("store opens");
+                let state =
+                    AppState::load(&config, Clock::Fixed(at()), store).expect("state loads");
                 let app = Application::build(&config, state.clone()).expect("binds");
                 tx.send((app.addr(), app.admin_addr(), state, app.handles()))
                     .unwrap();
@@ -57,6 +63,7 @@ impl TestServer {
         });
         let (addr, admin, state, handles) = rx.recv().expect("server started");
         TestServer {
+            _state_dir: state_dir,
             addr,
             admin,
             state,
@@ -67,6 +74,30 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("admin listener"))
+    }
+
+    /// An admin API call with the test token.
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let url = self.admin_url(path);
+        let auth = format!("Bearer {TOKEN}");
+        let a = agent();
+        answer(match (method, body) {
+            ("GET", _) => a.get(&url).header("Authorization", &auth).call(),
+            ("POST", _) => a.post(&url).header("Authorization", &auth).send_empty(),
+            ("PUT", Some(b)) => a.put(&url).header("Authorization", &auth).send_json(b),
+            ("PUT", None) => a.put(&url).header("Authorization", &auth).send_empty(),
+            ("DELETE", Some(b)) => a
+                .delete(&url)
+                .header("Authorization", &auth)
+                .force_send_body()
+                .send_json(b),
+            ("DELETE", None) => a.delete(&url).header("Authorization", &auth).call(),
+            _ => panic!("unsupported {method}"),
+        })
     }
 }
 
@@ -273,15 +304,12 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
     assert_eq!(a.header("x-marketgate-deny"), Some("451"));
 
     // A path under a disabled feature: an override switches secret_chats off for US.
-    s.state.set_overrides(OverrideSet::new([Override {
-        jurisdiction: Jurisdiction::parse("US").unwrap(),
-        status: None,
-        features: [("secret_chats".to_string(), false)].into(),
-        reason: "incident 42".into(),
-        actor: "ops".into(),
-        created_at: at(),
-        expires_at: None,
-    }]));
+    let set = s.admin(
+        "PUT",
+        "/admin/v1/overrides/US",
+        Some(json!({"features": {"secret_chats": false}, "reason": "incident 42", "actor": "ops"})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
     let ok = get(
         &s.url("/v1/gate"),
         &[
@@ -311,15 +339,12 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
         assert_eq!(b["blocked_by"]["text"], "incident 42");
     }
     // An override that withdraws: 451 without a Link (no reference), body names it.
-    s.state.set_overrides(OverrideSet::new([Override {
-        jurisdiction: Jurisdiction::parse("US").unwrap(),
-        status: Some(Status::Withdrawn),
-        features: Default::default(),
-        reason: "emergency exit".into(),
-        actor: "ops".into(),
-        created_at: at(),
-        expires_at: None,
-    }]));
+    let set = s.admin(
+        "PUT",
+        "/admin/v1/overrides/US",
+        Some(json!({"status": "withdrawn", "reason": "emergency exit", "actor": "ops"})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
     let a = get(&s.url("/v1/gate"), &[("X-Forwarded-For", "8.8.8.8")]);
     assert_eq!(a.status, 451);
     assert_eq!(a.json()["blocked_by"]["text"], "emergency exit");

@@ -1,0 +1,288 @@
+//! The admin API over real HTTP: tokens, overrides with their 409 refusals, audit, the
+//! rules table, persistence across a restart, and two instances sharing a real Redis.
+
+use std::time::{Duration, Instant};
+
+use marketgate::config::Secret;
+use serde_json::{json, Value};
+
+use crate::redis_server::RedisServer;
+use crate::server::{agent, get, TestServer};
+
+fn decision(s: &TestServer, country: &str) -> Value {
+    let a = get(&s.url(&format!("/v1/decision?country={country}")), &[]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.json()
+}
+
+#[test]
+fn missing_and_wrong_tokens_get_the_same_401() {
+    let s = TestServer::start(|_| {});
+    let url = s.admin_url("/admin/v1/overrides");
+    let none = agent().get(&url).call().unwrap();
+    let mut wrong = agent()
+        .get(&url)
+        .header("Authorization", "Bearer not-the-token-but-long-enough")
+        .call()
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(wrong.status(), 401);
+    let mut none = none;
+    let a = none.body_mut().read_to_string().unwrap();
+    let b = wrong.body_mut().read_to_string().unwrap();
+    assert_eq!(a, b);
+    assert!(a.contains("\"unauthorized\""), "{a}");
+    // The public listener has no admin routes.
+    assert_eq!(get(&s.url("/admin/v1/overrides"), &[]).status, 404);
+}
+
+#[test]
+fn an_operator_withdraws_a_market_and_restores_it() {
+    let s = TestServer::start(|_| {});
+    assert_eq!(decision(&s, "FR")["status"], "served");
+
+    let set = s.admin(
+        "PUT",
+        "/admin/v1/overrides/FR",
+        Some(json!({"status": "withdrawn", "reason": "incident 7: emergency exit", "ttl": "2h", "actor": "alice"})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    let v = set.json();
+    assert_eq!(v["override"]["jurisdiction"], "FR");
+    assert_eq!(v["override"]["remaining_seconds"], 7200);
+    assert_eq!(v["decision"]["status"], "withdrawn");
+
+    let d = decision(&s, "FR");
+    assert_eq!(d["status"], "withdrawn");
+    assert_eq!(d["reasons"][0]["kind"], "override");
+    assert_eq!(d["reasons"][0]["text"], "incident 7: emergency exit");
+    assert_eq!(d["reasons"][0]["actor"], "alice");
+    // Other markets are untouched.
+    assert_eq!(decision(&s, "DE")["status"], "served");
+
+    let list = s.admin("GET", "/admin/v1/overrides", None).json();
+    assert_eq!(list["backend"], "embedded");
+    assert_eq!(list["overrides"].as_array().unwrap().len(), 1);
+
+    let cleared = s.admin(
+        "DELETE",
+        "/admin/v1/overrides/FR",
+        Some(json!({"reason": "resolved", "actor": "bob"})),
+    );
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
+    assert_eq!(decision(&s, "FR")["status"], "served");
+    let again = s.admin("DELETE", "/admin/v1/overrides/FR", None);
+    assert_eq!(again.status, 404);
+    assert_eq!(again.json()["error"]["code"], "override_not_found");
+
+    let audit = s.admin("GET", "/admin/v1/audit?limit=10", None).json();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert_eq!(
+        (entries[0]["action"].as_str(), entries[0]["actor"].as_str()),
+        (Some("clear"), Some("bob"))
+    );
+    assert_eq!(
+        (entries[1]["action"].as_str(), entries[1]["reason"].as_str()),
+        (Some("set"), Some("incident 7: emergency exit"))
+    );
+}
+
+#[test]
+fn overrides_that_cross_a_demand_in_force_are_refused_with_409() {
+    let s = TestServer::start(|_| {});
+    let a = s.admin(
+        "PUT",
+        "/admin/v1/overrides/RU",
+        Some(json!({"status": "served", "reason": "reopen"})),
+    );
+    assert_eq!(a.status, 409, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["error"]["code"], "red_line");
+    assert_eq!(v["error"]["demand"]["demand"], "ru-decryption-keys");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no override can serve it"));
+    assert_eq!(decision(&s, "RU")["status"], "withdrawn");
+
+    let a = s.admin(
+        "PUT",
+        "/admin/v1/overrides/IN",
+        Some(json!({"features": {"payments": true}, "reason": "x"})),
+    );
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "demand_in_force");
+    // Withdrawing a red-line market further, or switching features off, is fine.
+    let a = s.admin(
+        "PUT",
+        "/admin/v1/overrides/IN",
+        Some(json!({"features": {"channels": false}, "reason": "x"})),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Nothing refused reached the audit log.
+    let audit = s.admin("GET", "/admin/v1/audit", None).json();
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_override_requests_are_400_with_the_error_shape() {
+    let s = TestServer::start(|c| c.max_body_bytes = 1024);
+    for (path, body, code) in [
+        (
+            "/admin/v1/overrides/FR",
+            json!({"status": "withdrawn"}),
+            "invalid_override",
+        ),
+        (
+            "/admin/v1/overrides/FR",
+            json!({"reason": "x"}),
+            "invalid_override",
+        ),
+        (
+            "/admin/v1/overrides/FR",
+            json!({"reason": "x", "features": {"paymnts": false}}),
+            "invalid_override",
+        ),
+        (
+            "/admin/v1/overrides/FR",
+            json!({"reason": "x", "status": "closed"}),
+            "invalid_body",
+        ),
+        (
+            "/admin/v1/overrides/FR",
+            json!({"reason": "x", "stauts": "served"}),
+            "invalid_body",
+        ),
+        (
+            "/admin/v1/overrides/FR",
+            json!({"reason": "x", "status": "withdrawn", "ttl": "forever"}),
+            "invalid_override",
+        ),
+        (
+            "/admin/v1/overrides/FR",
+            json!({"reason": "x", "status": "withdrawn", "expires_at": "2020-01-01T00:00:00Z"}),
+            "invalid_override",
+        ),
+        (
+            "/admin/v1/overrides/NOPE",
+            json!({"reason": "x", "status": "withdrawn"}),
+            "invalid_override",
+        ),
+    ] {
+        let a = s.admin("PUT", path, Some(body.clone()));
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert_eq!(a.json()["error"]["code"], code, "{body}: {}", a.body);
+    }
+    let big = json!({"reason": "x".repeat(2000), "status": "withdrawn"});
+    assert_eq!(
+        s.admin("PUT", "/admin/v1/overrides/FR", Some(big)).status,
+        413
+    );
+    let a = agent()
+        .put(&s.admin_url("/admin/v1/overrides/FR"))
+        .header("Authorization", &format!("Bearer {}", crate::server::TOKEN))
+        .content_type("application/json")
+        .send("{not json")
+        .unwrap();
+    assert_eq!(a.status(), 400);
+    assert_eq!(s.admin("GET", "/admin/v1/audit?limit=0", None).status, 400);
+    assert_eq!(
+        s.admin("GET", "/admin/v1/overrides", None).json()["overrides"],
+        json!([])
+    );
+}
+
+#[test]
+fn the_rules_table_shows_every_market_and_the_state() {
+    let s = TestServer::start(|_| {});
+    let t = s.admin("GET", "/admin/v1/rules", None);
+    assert_eq!(t.status, 200, "{}", t.body);
+    let v = t.json();
+    assert!(v["version"].as_str().unwrap().starts_with("sha256:"));
+    let row = |code: &str| {
+        v["jurisdictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["jurisdiction"] == code)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {code}"))
+    };
+    assert_eq!(row("RU")["status"], "withdrawn");
+    assert_eq!(row("RU")["demands_in_force"], json!(["ru-decryption-keys"]));
+    assert_eq!(row("IN")["disabled"], json!(["payments"]));
+    assert_eq!(row("US-UT")["status"], "limited");
+    assert_eq!(row("EU")["has_rules"], true);
+    assert_eq!(v["store"]["backend"], "embedded");
+    assert!(v["geoip"]["build_epoch"].as_u64().unwrap() > 0);
+    // A shadow change's divergence is counted and reported.
+    get(&s.url("/v1/decision?country=GB"), &[]);
+    let v = s.admin("GET", "/admin/v1/rules", None).json();
+    let shadow = v["shadow"].as_array().unwrap();
+    assert!(
+        shadow
+            .iter()
+            .any(|c| c["change"] == "gb-scanning-notice-exit"
+                && c["to"] == "withdrawn"
+                && c["count"].as_u64() >= Some(1)),
+        "{shadow:?}"
+    );
+}
+
+#[test]
+fn overrides_survive_a_restart_in_the_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    {
+        let p = path.clone();
+        let s = TestServer::start(move |c| c.state_dir = p);
+        let a = s.admin(
+            "PUT",
+            "/admin/v1/overrides/DE",
+            Some(json!({"status": "withdrawn", "reason": "kill switch"})),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let s = TestServer::start(move |c| c.state_dir = path);
+    assert_eq!(decision(&s, "DE")["status"], "withdrawn");
+    assert!(dir.path().join("audit.jsonl").exists());
+}
+
+#[test]
+fn two_instances_on_one_redis_see_each_others_overrides() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (u1, u2) = (url.clone(), url.clone());
+    let a = TestServer::start(move |c| c.redis = Some(Secret::new(u1)));
+    let b = TestServer::start(move |c| c.redis = Some(Secret::new(u2)));
+    let set = a.admin(
+        "PUT",
+        "/admin/v1/overrides/FR",
+        Some(json!({"status": "withdrawn", "reason": "shared"})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(
+        b.admin("GET", "/admin/v1/overrides", None).json()["backend"],
+        "redis"
+    );
+    // B learns through the pub/sub notice; poll with a bound, not a timed assertion.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while decision(&b, "FR")["status"] != "withdrawn" {
+        assert!(
+            Instant::now() < deadline,
+            "instance B never saw the override"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cleared = b.admin("DELETE", "/admin/v1/overrides/FR", None);
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while decision(&a, "FR")["status"] != "served" {
+        assert!(Instant::now() < deadline, "instance A never saw the clear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The audit log is shared too.
+    let audit = a.admin("GET", "/admin/v1/audit", None).json();
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
+}
