@@ -18,11 +18,13 @@ use crate::store::OverrideStore;
 use super::geo::Geo;
 use super::metrics::Metrics;
 
-/// Where "now" comes from: the system clock, or a fixed instant for tests.
-#[derive(Clone, Copy, Debug)]
+/// Where "now" comes from: the system clock, a fixed instant, or an instant a test
+/// moves (to show decisions switching at a change's instant without a reload).
+#[derive(Clone, Debug)]
 pub enum Clock {
     System,
     Fixed(Timestamp),
+    Manual(Arc<std::sync::Mutex<Timestamp>>),
 }
 
 impl Clock {
@@ -30,6 +32,19 @@ impl Clock {
         match self {
             Clock::System => Timestamp::now(),
             Clock::Fixed(t) => *t,
+            Clock::Manual(t) => *t.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// A clock at `t` that [`Clock::set`] moves.
+    pub fn manual(t: Timestamp) -> Clock {
+        Clock::Manual(Arc::new(std::sync::Mutex::new(t)))
+    }
+
+    /// Moves a manual clock; other clocks ignore it.
+    pub fn set(&self, t: Timestamp) {
+        if let Clock::Manual(m) = self {
+            *m.lock().unwrap_or_else(|e| e.into_inner()) = t;
         }
     }
 }

@@ -286,3 +286,65 @@ fn two_instances_on_one_redis_see_each_others_overrides() {
     let audit = a.admin("GET", "/admin/v1/audit", None).json();
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
 }
+
+#[test]
+fn the_override_command_drives_the_admin_api() {
+    let s = TestServer::start(|_| {});
+    let admin = format!("http://{}", s.admin.unwrap());
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_marketgate"))
+            .arg("override")
+            .args(args)
+            .args(["--admin-url", &admin])
+            .env("MARKETGATE_ADMIN_TOKEN", crate::server::TOKEN)
+            .env("USER", "carol")
+            .output()
+            .unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+
+    let o = run(&[
+        "set",
+        "FR",
+        "--status",
+        "withdrawn",
+        "--reason",
+        "drill",
+        "--ttl",
+        "10m",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("now FR: withdrawn"), "{}", text(&o));
+    let o = run(&["list"]);
+    assert!(
+        text(&o).contains("FR")
+            && text(&o).contains("by carol — drill")
+            && text(&o).contains("10m00s left"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["set", "RU", "--status", "served", "--reason", "reopen"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("refused (409 red_line)"), "{}", text(&o));
+    let o = run(&["set", "US", "--feature", "paymnts=off", "--reason", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("did you mean `payments`"), "{}", text(&o));
+    let o = run(&["clear", "FR", "--reason", "drill over"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["audit"]);
+    assert!(
+        text(&o).contains("clear  FR") && text(&o).contains("set    FR"),
+        "{}",
+        text(&o)
+    );
+    // A wrong token is a refusal too, and the token is never printed.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_marketgate"))
+        .args(["override", "list", "--admin-url", &admin])
+        .env("MARKETGATE_ADMIN_TOKEN", "wrong-token-but-long-enough")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!text(&o).contains("wrong-token"), "{}", text(&o));
+}

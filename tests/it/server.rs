@@ -35,6 +35,10 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with_clock(Clock::Fixed(at()), tweak)
+    }
+
+    pub fn start_with_clock(clock: Clock, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
@@ -53,8 +57,7 @@ impl TestServer {
                 let store = marketgate::store::OverrideStore::open(&config.store())
                     .await
                     .expect("store opens");
-                let state =
-                    AppState::load(&config, Clock::Fixed(at()), store).expect("state loads");
+                let state = AppState::load(&config, clock, store).expect("state loads");
                 let app = Application::build(&config, state.clone()).expect("binds");
                 tx.send((app.addr(), app.admin_addr(), state, app.handles()))
                     .unwrap();

@@ -157,3 +157,47 @@ fn rollout_buckets_are_pinned() {
 }
 
 const PINNED: [u32; 4] = [5607, 6543, 6708, 5111];
+
+/// The running service switches at a change's instant, without a reload: the compiled
+/// rules are evaluated at the clock's instant on every request.
+#[test]
+fn the_running_service_switches_at_the_instant_without_a_reload() {
+    use crate::server::{get, TestServer};
+    use marketgate::server::Clock;
+
+    let launch: jiff::Timestamp = "2026-12-01T12:00:00Z".parse().unwrap(); // br-payments-launch
+    let clock = Clock::manual(launch - jiff::SignedDuration::from_nanos(1));
+    let s = TestServer::start_with_clock(clock.clone(), |_| {});
+    // `user-2` is inside the launch's 25% rollout.
+    let ask = || {
+        let a = get(&s.url("/v1/decision?country=BR&key=user-2"), &[]);
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.json()
+    };
+    let before = ask();
+    assert_eq!(before["features"]["payments"], false);
+    clock.set(launch);
+    let after = ask();
+    assert_eq!(after["features"]["payments"], true);
+    assert_eq!(after["status"], "served");
+    assert_eq!(
+        before["rules_version"], after["rules_version"],
+        "no reload happened"
+    );
+    // The gate follows the same clock: the payments path opens for this user at the
+    // instant (200.160.2.3 is in BR in the bundled database).
+    let gate = || {
+        get(
+            &s.url("/v1/gate"),
+            &[
+                ("X-Forwarded-Uri", "/api/payments/x"),
+                ("X-User-Id", "user-2"),
+                ("X-Forwarded-For", "200.160.2.3"),
+            ],
+        )
+        .status
+    };
+    assert_eq!(gate(), 200);
+    clock.set(launch - jiff::SignedDuration::from_nanos(1));
+    assert_eq!(gate(), 451);
+}
