@@ -16,7 +16,6 @@ pub mod location;
 pub mod overrides;
 pub mod rules;
 pub mod server;
-pub mod shadow;
 pub mod store;
 pub mod telemetry;
 pub mod timeline;
