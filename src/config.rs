@@ -53,6 +53,12 @@ pub struct Config {
     pub regions: PathBuf,
     /// A MaxMind DB file; `None` means the bundled database.
     pub geoip: Option<PathBuf>,
+    /// Which fields of the GeoIP records hold the country and subdivision.
+    pub geoip_layout: crate::geoip::LayoutChoice,
+    /// Use `registered_country` for records without a country.
+    pub geoip_fallback_registered_country: bool,
+    /// Warn when the GeoIP database is older than this many days (0: never).
+    pub geoip_max_age_days: u32,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Which forwarding header trusted proxies write: `x-forwarded-for` or `forwarded`.
@@ -92,6 +98,9 @@ impl Default for Config {
             admin_tokens: Vec::new(),
             regions: PathBuf::from("regions"),
             geoip: None,
+            geoip_layout: crate::geoip::LayoutChoice::Auto,
+            geoip_fallback_registered_country: false,
+            geoip_max_age_days: 30,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             client_address_header: None,
@@ -167,6 +176,10 @@ pub struct RawConfig {
     pub admin_tokens_file: Option<String>,
     pub regions: Option<String>,
     pub geoip: Option<String>,
+    /// `auto`, `geoip2`, `flat` or `country=PATH[,subdivision=PATH][,registered_country=PATH]`.
+    pub geoip_layout: Option<String>,
+    pub geoip_fallback_registered_country: Option<Scalar>,
+    pub geoip_max_age_days: Option<Scalar>,
     pub trusted_proxies: Option<Vec<String>>,
     pub forwarded_header: Option<String>,
     pub client_address_header: Option<String>,
@@ -188,6 +201,7 @@ pub struct RawConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Scalar {
+    Bool(bool),
     Int(u64),
     Str(String),
 }
@@ -195,6 +209,7 @@ pub enum Scalar {
 impl Scalar {
     fn text(&self) -> String {
         match self {
+            Scalar::Bool(b) => b.to_string(),
             Scalar::Int(n) => n.to_string(),
             Scalar::Str(s) => s.clone(),
         }
@@ -209,6 +224,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("admin_tokens_file", "MARKETGATE_ADMIN_TOKENS_FILE"),
     ("regions", "MARKETGATE_REGIONS"),
     ("geoip", "MARKETGATE_GEOIP"),
+    ("geoip_layout", "MARKETGATE_GEOIP_LAYOUT"),
+    (
+        "geoip_fallback_registered_country",
+        "MARKETGATE_GEOIP_FALLBACK_REGISTERED_COUNTRY",
+    ),
+    ("geoip_max_age_days", "MARKETGATE_GEOIP_MAX_AGE_DAYS"),
     ("trusted_proxies", "MARKETGATE_TRUSTED_PROXIES"),
     ("forwarded_header", "MARKETGATE_FORWARDED_HEADER"),
     ("client_address_header", "MARKETGATE_CLIENT_ADDRESS_HEADER"),
@@ -267,6 +288,10 @@ impl RawConfig {
             admin_tokens_file: get("admin_tokens_file"),
             regions: get("regions"),
             geoip: get("geoip"),
+            geoip_layout: get("geoip_layout"),
+            geoip_fallback_registered_country: get("geoip_fallback_registered_country")
+                .map(Scalar::Str),
+            geoip_max_age_days: get("geoip_max_age_days").map(Scalar::Str),
             trusted_proxies: list("trusted_proxies"),
             forwarded_header: get("forwarded_header"),
             client_address_header: get("client_address_header"),
@@ -381,6 +406,22 @@ impl Config {
                 p => Some(PathBuf::from(p)),
             })
         });
+        set!(geoip_layout, |v: &String| parse_layout(v));
+        set!(
+            geoip_fallback_registered_country,
+            |v: &Scalar| match v.text().as_str() {
+                "true" | "yes" | "on" => Ok(true),
+                "false" | "no" | "off" => Ok(false),
+                t => Err(format!("`{t}` is not true or false")),
+            }
+        );
+        set!(geoip_max_age_days, |v: &Scalar| v
+            .text()
+            .parse::<u32>()
+            .map_err(|_| format!(
+                "`{}` is not a number of days",
+                v.text()
+            )));
         set!(trusted_proxies, |v: &Vec<String>| {
             v.iter()
                 .map(|s| parse_cidr(s))
@@ -455,6 +496,43 @@ impl Config {
     }
 }
 
+/// `auto`, `geoip2`, `flat`, or `country=PATH[,subdivision=PATH][,registered_country=PATH]`
+/// (dot paths into the records, digits index arrays).
+fn parse_layout(v: &str) -> Result<crate::geoip::LayoutChoice, String> {
+    use crate::geoip::LayoutChoice;
+    match v {
+        "auto" => return Ok(LayoutChoice::Auto),
+        "geoip2" => return Ok(LayoutChoice::Geoip2),
+        "flat" => return Ok(LayoutChoice::Flat),
+        _ => {}
+    }
+    let (mut country, mut subdivision, mut registered_country) = (None, None, None);
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, path) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}` is not FIELD=PATH"))?;
+        let slot = match k {
+            "country" => &mut country,
+            "subdivision" => &mut subdivision,
+            "registered_country" => &mut registered_country,
+            _ => {
+                return Err(format!(
+                    "unknown layout field `{k}` (country, subdivision, registered_country)"
+                ))
+            }
+        };
+        *slot = Some(path.to_string());
+    }
+    let country = country.ok_or_else(|| {
+        "expected auto, geoip2, flat, or country=PATH[,subdivision=PATH][,registered_country=PATH]".to_string()
+    })?;
+    Ok(LayoutChoice::Fields {
+        country,
+        subdivision,
+        registered_country,
+    })
+}
+
 /// Reads one token per line (blank lines and `#` comments skipped), each at least 16
 /// characters. Never echoes a token in a problem.
 fn read_tokens_file(path: &Path) -> Result<Vec<Secret>, String> {
@@ -512,6 +590,9 @@ pub fn flag_name(key: &str) -> &str {
         "admin_listen" => "admin-listen",
         "admin_tokens" => "admin-token",
         "admin_tokens_file" => "admin-tokens-file",
+        "geoip_layout" => "geoip-layout",
+        "geoip_fallback_registered_country" => "geoip-fallback-registered-country",
+        "geoip_max_age_days" => "geoip-max-age-days",
         "state_dir" => "state-dir",
         "trusted_proxies" => "trusted-proxy",
         "forwarded_header" => "forwarded-header",
@@ -640,6 +721,49 @@ mod tests {
         );
         assert!(err.contains("config key `redis`"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn geoip_keys_and_the_state_and_token_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "# ops\nop-token-0123456789abcdef\n\n").unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "geoip_layout: country=geo.cc,subdivision=geo.region\ngeoip_fallback_registered_country: true\ngeoip_max_age_days: 7\nstate_dir: /var/lib/mg\nadmin_tokens_file: {}\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &env(&[]), RawConfig::default()).unwrap();
+        assert_eq!(
+            c.geoip_layout,
+            crate::geoip::LayoutChoice::Fields {
+                country: "geo.cc".into(),
+                subdivision: Some("geo.region".into()),
+                registered_country: None
+            }
+        );
+        assert!(c.geoip_fallback_registered_country);
+        assert_eq!(c.geoip_max_age_days, 7);
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/mg"));
+        assert_eq!(c.admin_tokens.len(), 1);
+        let err = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_GEOIP_LAYOUT", "cc=geo.cc"),
+                ("MARKETGATE_GEOIP_FALLBACK_REGISTERED_COUNTRY", "maybe"),
+                ("MARKETGATE_ADMIN_TOKENS_FILE", "/no/such/tokens"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("config key `geoip_layout` (from environment variable MARKETGATE_GEOIP_LAYOUT): unknown layout field `cc`"), "{err}");
+        assert!(err.contains("`geoip_fallback_registered_country`"), "{err}");
+        assert!(err.contains("config key `admin_tokens_file`"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,15 @@ pub struct ServeArgs {
     /// MaxMind DB file [default: the bundled database; env MARKETGATE_GEOIP; key geoip].
     #[arg(long, value_name = "FILE")]
     pub geoip: Option<String>,
+    /// GeoIP record layout: auto, geoip2, flat, or country=PATH[,subdivision=PATH] [default auto; env MARKETGATE_GEOIP_LAYOUT; key geoip_layout].
+    #[arg(long, value_name = "LAYOUT")]
+    pub geoip_layout: Option<String>,
+    /// Use registered_country for records without a country: true or false [default false; env MARKETGATE_GEOIP_FALLBACK_REGISTERED_COUNTRY; key geoip_fallback_registered_country].
+    #[arg(long, value_name = "BOOL")]
+    pub geoip_fallback_registered_country: Option<String>,
+    /// Warn when the GeoIP database is older than this many days, 0 never [default 30; env MARKETGATE_GEOIP_MAX_AGE_DAYS; key geoip_max_age_days].
+    #[arg(long, value_name = "DAYS")]
+    pub geoip_max_age_days: Option<String>,
     /// Trusted proxy CIDR, repeatable [env MARKETGATE_TRUSTED_PROXIES, comma-separated; key trusted_proxies].
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<String>,
@@ -89,6 +98,11 @@ impl ServeArgs {
                 admin_tokens_file: self.admin_tokens_file,
                 regions: self.regions,
                 geoip: self.geoip,
+                geoip_layout: self.geoip_layout,
+                geoip_fallback_registered_country: self
+                    .geoip_fallback_registered_country
+                    .map(Scalar::Str),
+                geoip_max_age_days: self.geoip_max_age_days.map(Scalar::Str),
                 trusted_proxies: list(self.trusted_proxies),
                 forwarded_header: self.forwarded_header,
                 client_address_header: self.client_address_header,

@@ -38,6 +38,9 @@ impl Geo {
     pub fn load(config: &Config) -> Result<Geo, GeoError> {
         let gc = GeoIpConfig {
             path: config.geoip.clone(),
+            layout: config.geoip_layout.clone(),
+            fallback_registered_country: config.geoip_fallback_registered_country,
+            max_age_days: config.geoip_max_age_days,
             ..GeoIpConfig::default()
         };
         let geoip = GeoIp::load(&gc).map_err(|error| GeoError::Load {
