@@ -136,6 +136,25 @@ struct Parsed {
 
 struct Ctx {
     diags: Diagnostics,
+    /// Demand and change ids seen so far, across files, with where.
+    demand_ids: HashMap<String, Origin>,
+    change_ids: HashMap<String, Origin>,
+}
+
+/// What the global file declares, which every level's rules are checked against.
+struct Declared<'a> {
+    feature_names: &'a [&'a str],
+    kinds: &'a [&'a str],
+    responses: &'a [(Arc<str>, Response)],
+}
+
+impl Declared<'_> {
+    fn feature_id(&self, name: &str) -> Option<FeatureId> {
+        self.feature_names
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| i as FeatureId)
+    }
 }
 
 impl Ctx {
@@ -280,6 +299,8 @@ pub fn compile(
 ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
     let mut cx = Ctx {
         diags: Diagnostics::default(),
+        demand_ids: HashMap::new(),
+        change_ids: HashMap::new(),
     };
     let version = version_of(files);
     let mut sorted: Vec<&SourceFile> = files.iter().collect();
@@ -462,8 +483,11 @@ pub fn compile(
     let mut levels: Vec<Level> = Vec::new();
     let mut by_jurisdiction: HashMap<Jurisdiction, LevelId> = HashMap::new();
     let mut defined_at: HashMap<Jurisdiction, Origin> = HashMap::new();
-    let mut demand_ids: HashMap<String, Origin> = HashMap::new();
-    let mut change_ids: HashMap<String, Origin> = HashMap::new();
+    let declared = Declared {
+        feature_names: &feature_names,
+        kinds: &kinds,
+        responses: &responses,
+    };
 
     let global_file: Arc<str> = global
         .map(|g| g.name.clone())
@@ -471,17 +495,7 @@ pub fn compile(
     let mut global_level = empty_level(Jurisdiction::Global, global_file.clone());
     let mut unknown_level = empty_level(Jurisdiction::Unknown, global_file.clone());
     if let Some(g) = global {
-        fill_level(
-            &mut cx,
-            g,
-            &mut global_level,
-            &feature_id,
-            &feature_names,
-            &kinds,
-            &responses,
-            &mut demand_ids,
-            &mut change_ids,
-        );
+        fill_level(&mut cx, g, &mut global_level, &declared);
         if let Some(u) = &g.raw.unknown {
             unknown_level.status = u.status.map(|s| (s, origin(g, "unknown.status")));
             for (name, on) in &u.features.0 {
@@ -588,17 +602,7 @@ pub fn compile(
         // A duplicate is still checked, so that all of its problems show at once.
         let mut level = empty_level(j.clone(), p.name.clone());
         level.name = p.raw.name.clone();
-        fill_level(
-            &mut cx,
-            p,
-            &mut level,
-            &feature_id,
-            &feature_names,
-            &kinds,
-            &responses,
-            &mut demand_ids,
-            &mut change_ids,
-        );
+        fill_level(&mut cx, p, &mut level, &declared);
         if duplicate.is_none() {
             by_jurisdiction.insert(j, levels.len() as LevelId);
             levels.push(level);
@@ -710,23 +714,12 @@ fn empty_level(jurisdiction: Jurisdiction, file: Arc<str>) -> Level {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fill_level(
-    cx: &mut Ctx,
-    p: &Parsed,
-    level: &mut Level,
-    feature_id: &dyn Fn(&str) -> Option<FeatureId>,
-    feature_names: &[&str],
-    kinds: &[&str],
-    responses: &[(Arc<str>, Response)],
-    demand_ids: &mut HashMap<String, Origin>,
-    change_ids: &mut HashMap<String, Origin>,
-) {
+fn fill_level(cx: &mut Ctx, p: &Parsed, level: &mut Level, declared: &Declared<'_>) {
     level.status = p.raw.status.map(|s| (s, origin(p, "status")));
     if level.jurisdiction != Jurisdiction::Global {
         for (name, entry) in &p.raw.features.0 {
             let path = format!("features.{name}");
-            match (entry, feature_id(name)) {
+            match (entry, declared.feature_id(name)) {
                 (RawFeature::Declaration(_), _) => cx.error(
                     p,
                     &path,
@@ -735,7 +728,7 @@ fn fill_level(
                 (RawFeature::Switch(_), None) => cx.error_key(
                     p,
                     &path,
-                    format!("unknown feature `{name}`{}", suggest(name, feature_names.iter().copied())),
+                    format!("unknown feature `{name}`{}", suggest(name, declared.feature_names.iter().copied())),
                 ),
                 (RawFeature::Switch(on), Some(id)) => {
                     level.features_origin.get_or_insert_with(|| origin(p, &path));
@@ -749,39 +742,40 @@ fn fill_level(
         }
     }
     for (i, d) in p.raw.demands.iter().enumerate() {
-        if let Some(demand) = compile_demand(cx, p, i, d, kinds, responses, demand_ids) {
+        if let Some(demand) = compile_demand(cx, p, i, d, declared) {
             level.demands.push(demand);
         }
     }
     for (i, c) in p.raw.changes.iter().enumerate() {
-        if let Some(change) = compile_change(cx, p, i, c, feature_id, feature_names, change_ids) {
+        if let Some(change) = compile_change(cx, p, i, c, declared) {
             level.changes.push(change);
         }
     }
     level.changes.sort_by_key(|c| c.at);
 }
 
-fn check_id(
-    cx: &mut Ctx,
-    p: &Parsed,
-    path: &str,
-    id: &str,
-    what: &str,
-    seen: &mut HashMap<String, Origin>,
-) -> bool {
+/// Checks that a demand or change id is set and unique across the rule set.
+fn check_id(cx: &mut Ctx, p: &Parsed, path: &str, id: &str, what: &str) -> bool {
     if id.trim().is_empty() {
         cx.error(p, path, format!("{what} id must not be empty"));
         return false;
     }
+    let seen = if what == "demand" {
+        &cx.demand_ids
+    } else {
+        &cx.change_ids
+    };
     if let Some(prev) = seen.get(id) {
-        cx.error(
-            p,
-            path,
-            format!("duplicate {what} id `{id}`; first used at {prev}"),
-        );
+        let msg = format!("duplicate {what} id `{id}`; first used at {prev}");
+        cx.error(p, path, msg);
         return false;
     }
-    seen.insert(id.to_string(), origin(p, path));
+    let here = origin(p, path);
+    if what == "demand" {
+        cx.demand_ids.insert(id.to_string(), here);
+    } else {
+        cx.change_ids.insert(id.to_string(), here);
+    }
     true
 }
 
@@ -798,12 +792,11 @@ fn compile_demand(
     p: &Parsed,
     i: usize,
     d: &RawDemand,
-    kinds: &[&str],
-    responses: &[(Arc<str>, Response)],
-    seen: &mut HashMap<String, Origin>,
+    declared: &Declared<'_>,
 ) -> Option<Demand> {
+    let (kinds, responses) = (declared.kinds, declared.responses);
     let path = format!("demands[{i}]");
-    let id_ok = check_id(cx, p, &format!("{path}.id"), &d.id, "demand", seen);
+    let id_ok = check_id(cx, p, &format!("{path}.id"), &d.id, "demand");
     check_reference(cx, p, &format!("{path}.reference"), &d.reference);
     let effective = match super::raw::parse_rfc3339(&d.effective) {
         Ok(t) => Some(t),
@@ -842,12 +835,11 @@ fn compile_change(
     p: &Parsed,
     i: usize,
     c: &RawChange,
-    feature_id: &dyn Fn(&str) -> Option<FeatureId>,
-    feature_names: &[&str],
-    seen: &mut HashMap<String, Origin>,
+    declared: &Declared<'_>,
 ) -> Option<Change> {
+    let feature_names = declared.feature_names;
     let path = format!("changes[{i}]");
-    let id_ok = check_id(cx, p, &format!("{path}.id"), &c.id, "change", seen);
+    let id_ok = check_id(cx, p, &format!("{path}.id"), &c.id, "change");
     check_reference(cx, p, &format!("{path}.reference"), &c.reference);
     if c.reason.trim().is_empty() {
         cx.error(
@@ -881,7 +873,7 @@ fn compile_change(
     let mut on = FeatureSet::EMPTY;
     let mut off = FeatureSet::EMPTY;
     for (name, v) in &c.features.0 {
-        match feature_id(name) {
+        match declared.feature_id(name) {
             Some(id) if v.0 => on.insert(id),
             Some(id) => off.insert(id),
             None => {
