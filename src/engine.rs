@@ -52,6 +52,10 @@ pub struct ShadowDivergence {
     pub to: Status,
 }
 
+/// The trail of a decision: inline up to two steps, so a typical decision allocates
+/// nothing.
+pub type Steps = smallvec::SmallVec<[Step; 2]>;
+
 /// The answer for one request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
@@ -61,7 +65,7 @@ pub struct Decision {
     pub features: FeatureSet,
     /// In application order: rules and changes from `*` to the most specific level,
     /// then overrides, then demands (floors nothing can lift).
-    pub steps: Vec<Step>,
+    pub steps: Steps,
     pub shadow: Vec<ShadowDivergence>,
 }
 
@@ -140,7 +144,7 @@ impl<'r> Plan<'r> {
 struct Outcome {
     status: Status,
     features: FeatureSet,
-    steps: Vec<Step>,
+    steps: Steps,
 }
 
 fn evaluate(
@@ -153,8 +157,8 @@ fn evaluate(
     let t = req.at;
     let mut status = Status::Served;
     let mut features = rules.defaults();
-    let mut steps = Vec::new();
-    let mut apply = |steps: &mut Vec<Step>, step: Step| {
+    let mut steps = Steps::new();
+    let mut apply = |steps: &mut Steps, step: Step| {
         if let Some(s) = step.status {
             status = s;
         }

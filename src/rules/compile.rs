@@ -644,13 +644,14 @@ pub fn compile(
         levels: vec![global_id, unknown_id],
         has_keyed_changes: keyed(&levels[0]) || keyed(&levels[1]),
     };
-    let subdivisions = by_jurisdiction
+    let mut subdivisions: Vec<_> = by_jurisdiction
         .iter()
         .filter_map(|(j, id)| match j {
             Jurisdiction::Subdivision(c, s) => Some(((*c, *s), *id)),
             _ => None,
         })
         .collect();
+    subdivisions.sort();
 
     let mut boundaries: Vec<Timestamp> = levels
         .iter()

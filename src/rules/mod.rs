@@ -290,7 +290,8 @@ pub struct RuleSet {
     /// By [`CountryCode::index`]; `None` for codes that are not assigned.
     pub(crate) country_chains: Vec<Option<Chain>>,
     pub(crate) unknown_chain: Chain,
-    pub(crate) subdivisions: HashMap<(CountryCode, SubdivisionCode), LevelId>,
+    /// Subdivisions with rules, sorted for binary search (few, and no hashing per request).
+    pub(crate) subdivisions: Vec<((CountryCode, SubdivisionCode), LevelId)>,
     pub(crate) by_jurisdiction: HashMap<Jurisdiction, LevelId>,
     /// Every instant at which a decision may change, sorted and deduplicated.
     pub(crate) boundaries: Vec<Timestamp>,
@@ -371,10 +372,10 @@ impl RuleSet {
         &self.unknown_chain
     }
     pub fn subdivision_level(&self, c: CountryCode, s: SubdivisionCode) -> Option<LevelId> {
-        if self.subdivisions.is_empty() {
-            return None;
-        }
-        self.subdivisions.get(&(c, s)).copied()
+        self.subdivisions
+            .binary_search_by(|(k, _)| k.cmp(&(c, s)))
+            .ok()
+            .map(|i| self.subdivisions[i].1)
     }
     pub fn global_level(&self) -> LevelId {
         self.global
