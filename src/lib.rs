@@ -13,6 +13,7 @@ pub mod git;
 pub mod iso;
 mod iso_data;
 pub mod location;
+pub mod middleware;
 pub mod overrides;
 pub mod rules;
 pub mod server;

@@ -243,7 +243,7 @@ pub async fn decision(
         .json(body))
 }
 
-const X_STATUS: HeaderName = HeaderName::from_static("x-marketgate-status");
+pub(crate) const X_STATUS: HeaderName = HeaderName::from_static("x-marketgate-status");
 const X_JURISDICTION: HeaderName = HeaderName::from_static("x-marketgate-jurisdiction");
 const X_DISABLED: HeaderName = HeaderName::from_static("x-marketgate-disabled");
 const X_DENY: HeaderName = HeaderName::from_static("x-marketgate-deny");
@@ -254,7 +254,7 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("private, no-store");
 /// How `/v1/gate` denies: `451` (default), or `403` with `X-Marketgate-Deny: 451` for
 /// nginx `auth_request`, which turns any other status into a 500.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DenyMode {
+pub(crate) enum DenyMode {
     Status451,
     Status403,
 }
@@ -452,6 +452,20 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         Status::Withdrawn => None,
         _ => forwarded_path(&req).and_then(|p| d.blocked_path(&rules, &p)),
     };
+    if d.status != Status::Withdrawn && blocked_feature.is_none() {
+        let mut res = HttpResponse::Ok();
+        for h in market_headers(&rules, &d) {
+            res.insert_header(h);
+        }
+        res.insert_header((CACHE_CONTROL, NO_STORE));
+        return Ok(res.finish());
+    }
+    Ok(blocked_response(&rules, &d, blocked_feature, deny))
+}
+
+/// `X-Marketgate-Status`, `X-Marketgate-Jurisdiction` and `X-Marketgate-Disabled` of a
+/// decision.
+pub(crate) fn market_headers(rules: &RuleSet, d: &Decision) -> [(HeaderName, HeaderValue); 3] {
     let jurisdiction = match (d.location.country, d.location.subdivision) {
         (Some(c), None) => HeaderValue::from_str(c.as_str()),
         _ => HeaderValue::from_str(&d.jurisdiction().to_string()),
@@ -461,7 +475,7 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         HeaderValue::from_static("")
     } else {
         let mut s = String::new();
-        for f in d.disabled(&rules) {
+        for f in d.disabled(rules) {
             if !s.is_empty() {
                 s.push(',');
             }
@@ -469,24 +483,32 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         }
         HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""))
     };
-    let status = HeaderValue::from_static(d.status.as_str());
-    if d.status != Status::Withdrawn && blocked_feature.is_none() {
-        let mut res = HttpResponse::Ok();
-        res.insert_header((X_STATUS, status))
-            .insert_header((X_JURISDICTION, jurisdiction))
-            .insert_header((X_DISABLED, disabled))
-            .insert_header((CACHE_CONTROL, NO_STORE));
-        return Ok(res.finish());
-    }
-    let body = blocked_body(&rules, &d, blocked_feature);
+    [
+        (X_STATUS, HeaderValue::from_static(d.status.as_str())),
+        (X_JURISDICTION, jurisdiction),
+        (X_DISABLED, disabled),
+    ]
+}
+
+/// The deny answer of a withdrawn market (`feature` `None`) or of a path under a
+/// disabled feature: the status headers, `Cache-Control: private, no-store`, `Link:
+/// <reference>; rel="blocked-by"` when the ground has a reference, and [`BlockedBody`].
+/// Shared by `/v1/gate` and [`crate::middleware`].
+pub(crate) fn blocked_response(
+    rules: &RuleSet,
+    d: &Decision,
+    feature: Option<FeatureId>,
+    deny: DenyMode,
+) -> HttpResponse {
+    let body = blocked_body(rules, d, feature);
     let mut res = HttpResponse::build(match deny {
         DenyMode::Status451 => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
         DenyMode::Status403 => StatusCode::FORBIDDEN,
     });
-    res.insert_header((X_STATUS, status))
-        .insert_header((X_JURISDICTION, jurisdiction))
-        .insert_header((X_DISABLED, disabled))
-        .insert_header((CACHE_CONTROL, NO_STORE));
+    for h in market_headers(rules, d) {
+        res.insert_header(h);
+    }
+    res.insert_header((CACHE_CONTROL, NO_STORE));
     if deny == DenyMode::Status403 {
         res.insert_header((X_DENY, HeaderValue::from_static("451")));
     }
@@ -497,7 +519,7 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     {
         res.insert_header((actix_web::http::header::LINK, r));
     }
-    Ok(res.json(body))
+    res.json(body)
 }
 
 /// Alive: the process answers.

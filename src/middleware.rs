@@ -1,0 +1,183 @@
+//! The embedded gate: an actix-web middleware that decides in-process, with the same
+//! [`AppState`] and engine as `/v1/gate` and no network hop, answers `451` for withdrawn
+//! markets and for paths under a disabled feature, and hands the decision to handlers as
+//! a request extension ([`MarketDecision`]). Owns only that wiring; never decides itself
+//! (that is [`crate::engine`]), never trusts a client's own address headers (that is
+//! [`crate::server::geo`]) and never logs a client address.
+//!
+//! ```no_run
+//! # async fn run(state: marketgate::server::AppState) -> std::io::Result<()> {
+//! use actix_web::{web, App, HttpResponse, HttpServer};
+//! use marketgate::middleware::{MarketDecision, MarketGate};
+//!
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .wrap(MarketGate::new(state.clone()))
+//!         .route("/", web::get().to(|m: MarketDecision| async move {
+//!             HttpResponse::Ok().body(format!("{} in {}", m.status.as_str(), m.jurisdiction))
+//!         }))
+//! })
+//! .bind("127.0.0.1:8081")?
+//! .run()
+//! .await
+//! # }
+//! ```
+
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::HeaderValue;
+use actix_web::{Error, FromRequest, HttpMessage, HttpRequest};
+
+use crate::location::Jurisdiction;
+use crate::rules::Status;
+use crate::server::handlers::{self, DenyMode};
+use crate::server::AppState;
+
+/// What a handler behind [`MarketGate`] learns about its request's market. Read it with
+/// `req.extensions().get::<MarketDecision>()` or take it as an extractor argument.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MarketDecision {
+    /// `served` or `limited` (a withdrawn market never reaches a handler).
+    pub status: Status,
+    /// The most specific jurisdiction of the client (`US-CA`, `FR`, `unknown`).
+    pub jurisdiction: Jurisdiction,
+    /// Names of the declared features that are off here.
+    pub disabled: Vec<String>,
+    /// The rules version the decision was made with.
+    pub rules_version: String,
+}
+
+impl MarketDecision {
+    /// Whether the feature named `feature` is on here. An undeclared name is on: only
+    /// the rules switch features off.
+    pub fn feature_on(&self, feature: &str) -> bool {
+        !self.disabled.iter().any(|f| f == feature)
+    }
+}
+
+impl std::fmt::Debug for MarketDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarketDecision")
+            .field("status", &self.status)
+            .field("jurisdiction", &self.jurisdiction.to_string())
+            .field("disabled", &self.disabled)
+            .field("rules_version", &self.rules_version)
+            .finish()
+    }
+}
+
+/// Extracting fails (500) only when the handler is not behind [`MarketGate`].
+impl FromRequest for MarketDecision {
+    type Error = Error;
+    type Future = Ready<Result<MarketDecision, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.extensions()
+                .get::<MarketDecision>()
+                .cloned()
+                .ok_or_else(|| {
+                    actix_web::error::ErrorInternalServerError(
+                        "MarketDecision needs the MarketGate middleware",
+                    )
+                }),
+        )
+    }
+}
+
+/// The middleware: `App::new().wrap(MarketGate::new(state))`.
+#[derive(Clone)]
+pub struct MarketGate {
+    state: AppState,
+}
+
+impl MarketGate {
+    pub fn new(state: AppState) -> MarketGate {
+        MarketGate { state }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for MarketGate
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = MarketGateService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(MarketGateService {
+            service,
+            state: self.state.clone(),
+        }))
+    }
+}
+
+/// The service [`MarketGate`] wraps around an app.
+pub struct MarketGateService<S> {
+    service: S,
+    state: AppState,
+}
+
+type Answer<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, Error>>>>;
+
+impl<S, B> Service<ServiceRequest> for MarketGateService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = Answer<B>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let state = &self.state;
+        let rules = state.rules();
+        let http = req.request();
+        let key = http
+            .headers()
+            .get(state.key_header())
+            .and_then(|v| v.to_str().ok());
+        let geo = state.geo();
+        let d = handlers::decide(
+            state,
+            http,
+            &rules,
+            || geo.client_location(http, state.metrics()),
+            key,
+            state.now(),
+        );
+        let blocked_feature = match d.status {
+            Status::Withdrawn => None,
+            _ => d.blocked_path(&rules, &handlers::normalize_path(http.path())),
+        };
+        if d.status == Status::Withdrawn || blocked_feature.is_some() {
+            let res = handlers::blocked_response(&rules, &d, blocked_feature, DenyMode::Status451);
+            return Box::pin(ready(Ok(req.into_response(res).map_into_right_body())));
+        }
+        let status = HeaderValue::from_static(d.status.as_str());
+        req.extensions_mut().insert(MarketDecision {
+            status: d.status,
+            jurisdiction: d.jurisdiction(),
+            disabled: d.disabled(&rules).map(str::to_string).collect(),
+            rules_version: rules.version().to_string(),
+        });
+        drop(rules);
+        let inner = self.service.call(req);
+        Box::pin(async move {
+            let mut res = inner.await?;
+            res.headers_mut().insert(handlers::X_STATUS, status);
+            Ok(res.map_into_left_body())
+        })
+    }
+}
