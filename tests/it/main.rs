@@ -3,6 +3,7 @@
 mod admin;
 mod diff;
 mod geoip;
+mod nginx;
 mod redis_server;
 mod rules;
 mod serve_binary;
