@@ -42,7 +42,9 @@ fn nginx_binary() -> Option<PathBuf> {
         std::env::var_os("CI").is_none(),
         "{missing}: CI must run the nginx test (.ci/run installs the `nginx` package)"
     );
-    eprintln!("\n!!!!!! SKIPPED the nginx gateway test: {missing} (apt-get install nginx) !!!!!!\n");
+    eprintln!(
+        "\n!!!!!! SKIPPED the nginx gateway test: {missing} (apt-get install nginx) !!!!!!\n"
+    );
     None
 }
 
@@ -86,10 +88,11 @@ fn echo(mut stream: TcpStream) -> std::io::Result<()> {
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
             break;
         }
-        let lower = line.to_ascii_lowercase();
-        if lower.starts_with("x-marketgate-") || lower.starts_with("x-forwarded-for:") {
-            seen.push_str(lower.trim_end());
-            seen.push('\n');
+        if let Some((name, value)) = line.trim_end().split_once(": ") {
+            let name = name.to_ascii_lowercase();
+            if name.starts_with("x-marketgate-") || name == "x-forwarded-for" {
+                seen.push_str(&format!("{name}: {value}\n"));
+            }
         }
     }
     write!(
@@ -262,18 +265,32 @@ fn nginx_auth_request_serves_limits_and_withdraws_and_fails_closed() {
     );
     assert_eq!(a.status, 200, "{}\n{}", a.body, nginx.log());
     let seen = seen_by_app(&a);
-    assert_eq!(seen.get("x-marketgate-status").map(String::as_str), Some("served"));
-    assert_eq!(seen.get("x-marketgate-jurisdiction").map(String::as_str), Some("US"));
+    assert_eq!(
+        seen.get("x-marketgate-status").map(String::as_str),
+        Some("served")
+    );
+    assert_eq!(
+        seen.get("x-marketgate-jurisdiction").map(String::as_str),
+        Some("US")
+    );
     assert_eq!(seen.get("x-marketgate-disabled"), None, "{seen:?}");
 
     // Limited: the app is reached and told which features are off.
     let a = nginx.get("/home", &[xff(IN_IP)]);
     assert_eq!(a.status, 200, "{}", a.body);
     let seen = seen_by_app(&a);
-    assert_eq!(seen.get("x-marketgate-status").map(String::as_str), Some("limited"));
-    assert_eq!(seen.get("x-marketgate-jurisdiction").map(String::as_str), Some("IN"));
+    assert_eq!(
+        seen.get("x-marketgate-status").map(String::as_str),
+        Some("limited")
+    );
+    assert_eq!(
+        seen.get("x-marketgate-jurisdiction").map(String::as_str),
+        Some("IN")
+    );
     assert!(
-        seen["x-marketgate-disabled"].split(',').any(|f| f == "payments"),
+        seen["x-marketgate-disabled"]
+            .split(',')
+            .any(|f| f == "payments"),
         "{seen:?}"
     );
 
@@ -306,14 +323,20 @@ fn nginx_auth_request_serves_limits_and_withdraws_and_fails_closed() {
     assert_451(&a, "RU");
     let a = nginx.get(
         "/api/x",
-        &[xff(RU_IP), ("Forwarded", "for=8.8.8.8"), ("X-Real-IP", US_IP)],
+        &[
+            xff(RU_IP),
+            ("Forwarded", "for=8.8.8.8"),
+            ("X-Real-IP", US_IP),
+        ],
     );
     assert_451(&a, "RU");
     // The other way round it is a US client with a forged RU entry: served.
     let a = nginx.get("/api/x", &[xff("194.67.1.1, 8.8.8.8")]);
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(
-        seen_by_app(&a).get("x-marketgate-jurisdiction").map(String::as_str),
+        seen_by_app(&a)
+            .get("x-marketgate-jurisdiction")
+            .map(String::as_str),
         Some("US")
     );
 
