@@ -4,6 +4,7 @@ mod admin;
 mod diff;
 mod geoip;
 mod middleware;
+mod nginx;
 mod redis_server;
 mod rules;
 mod serve_binary;
