@@ -1,7 +1,8 @@
 //! Where a request comes from: the socket peer, or what trusted proxies say about the
 //! client. Owns `Forwarded`/`X-Forwarded-For` parsing and the trust rules; a pure
 //! function with no I/O and no logging, that never believes a header an untrusted
-//! client could have written (actix-web's `realip_remote_addr` does, so it is not used).
+//! client could have written (actix-web's own real-IP helper believes the first hop, so it
+//! is not used).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
