@@ -43,15 +43,7 @@ impl EmbeddedStore {
     pub async fn open(dir: &Path, sweep: Duration) -> Result<EmbeddedStore, StoreError> {
         let dir = dir.to_path_buf();
         let snapshot_path = dir.join(EMBEDDED_SNAPSHOT);
-        let loaded = {
-            let path = snapshot_path.clone();
-            tokio::task::spawn_blocking(move || {
-                file::create_dir(&dir)?;
-                file::read_snapshot(&path)
-            })
-            .await
-            .map_err(|source| StoreError::Task { source })??
-        };
+        let loaded = file::load_snapshot(&dir, &snapshot_path).await?;
         let state = match loaded {
             Some(f) => State {
                 version: f.version,

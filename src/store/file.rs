@@ -60,6 +60,17 @@ pub fn read_snapshot(path: &Path) -> Result<Option<SnapshotFile>, StoreError> {
 
 /// Replaces `path` with `snapshot` atomically: readers and a crash see the old file or
 /// the new one, never a mix.
+/// Creates the state directory and reads a snapshot from it, off the async workers.
+pub async fn load_snapshot(dir: &Path, path: &Path) -> Result<Option<SnapshotFile>, StoreError> {
+    let (dir, path) = (dir.to_path_buf(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        create_dir(&dir)?;
+        read_snapshot(&path)
+    })
+    .await
+    .map_err(|source| StoreError::Task { source })?
+}
+
 pub fn write_snapshot(path: &Path, snapshot: &SnapshotFile) -> Result<(), StoreError> {
     let bytes =
         serde_json::to_vec_pretty(snapshot).map_err(|source| StoreError::Encode { source })?;

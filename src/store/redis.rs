@@ -180,15 +180,7 @@ impl RedisStore {
             .map_err(|source| StoreError::Redis { source })?;
 
         let cache_path = state_dir.join(REDIS_SNAPSHOT);
-        let cached = {
-            let (dir, path) = (state_dir.to_path_buf(), cache_path.clone());
-            tokio::task::spawn_blocking(move || {
-                file::create_dir(&dir)?;
-                file::read_snapshot(&path)
-            })
-            .await
-            .map_err(|source| StoreError::Task { source })??
-        };
+        let cached = file::load_snapshot(state_dir, &cache_path).await?;
         let local = match cached {
             Some(f) if f.prefix.as_deref() == Some(cfg.prefix.as_str()) => {
                 tracing::info!(
