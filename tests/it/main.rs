@@ -2,6 +2,7 @@
 
 mod admin;
 mod caddy;
+mod deploy;
 mod diff;
 mod envoy;
 mod geoip;
