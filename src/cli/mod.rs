@@ -1,5 +1,6 @@
 //! The command line: argument types and dispatch to the library. No business logic here.
 
+mod healthcheck;
 mod override_cmd;
 mod rollout;
 mod rules;
@@ -43,6 +44,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// List scheduled changes and demand effective dates with the decisions around them.
     Timeline(TimelineArgs),
+    /// Exit 0 when the local `serve` answers `/readyz` with 200, else 1 (for container
+    /// health checks without curl).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Override(args) => override_cmd::run(args),
         Command::Diff(args) => rollout::diff(args),
         Command::Timeline(args) => rollout::timeline(args),
+        Command::Healthcheck(args) => healthcheck::run(args),
     }
 }
 

@@ -31,8 +31,8 @@ pub struct SourceFile {
     pub text: String,
 }
 
-/// Reads every `*.yaml`/`*.yml` file of `dir` (not hidden ones) in name order and
-/// compiles them. Red lines are checked at `now`.
+/// Reads every `*.yaml`/`*.yml` file of `dir` (not hidden ones, symlinks followed) in
+/// name order and compiles them. Red lines are checked at `now`.
 pub fn load_dir(dir: &Path, now: Timestamp) -> Result<(RuleSet, Diagnostics), Diagnostics> {
     let mut diags = Diagnostics::default();
     let shown = dir.display().to_string();
@@ -48,7 +48,8 @@ pub fn load_dir(dir: &Path, now: Timestamp) -> Result<(RuleSet, Diagnostics), Di
     };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        // Symlinks followed: a Kubernetes ConfigMap volume holds `name -> ..data/name`.
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| !n.starts_with('.') && (n.ends_with(".yaml") || n.ends_with(".yml")))
         .collect();

@@ -419,7 +419,7 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
     path = "/v1/gate/{tail}",
     params(
         ("tail" = String, Path, description = "Any path (Envoy ext_authz appends the original path); also served at `/v1/gate` and for every method"),
-        ("deny" = Option<String>, Query, description = "`403` for nginx auth_request (with `X-Marketgate-Deny: 451`); default `451`"),
+        ("deny" = Option<String>, Query, description = "`403` for nginx auth_request (with `X-Marketgate-Deny: 451`); default `451`. Read only at `/v1/gate` itself: under a tail the query is the forwarded request's"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original URI (nginx, Traefik, Caddy)"),
         ("X-Original-URI" = Option<String>, Header, description = "The original URI (nginx)"),
     ),
@@ -432,7 +432,14 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
     tag = "gateways"
 )]
 pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let deny = deny_mode(req.query_string())?;
+    // The gate's own query (`deny`) is read only at `/v1/gate` itself. Under a tail the
+    // query is the client's: Envoy `ext_authz` appends the original path and query, so
+    // a client's `?deny=x` must neither turn its 200 into a 400 nor pick the deny mode.
+    let own_query = match req.path() {
+        "/v1/gate" => req.query_string(),
+        _ => "",
+    };
+    let deny = deny_mode(own_query)?;
     let rules = state.rules();
     let key = req
         .headers()

@@ -1,7 +1,10 @@
 //! The one integration test binary: real files, real servers on port 0.
 
 mod admin;
+mod caddy;
+mod deploy;
 mod diff;
+mod envoy;
 mod geoip;
 mod middleware;
 mod nginx;
@@ -13,3 +16,4 @@ mod store;
 mod support;
 mod timeline;
 mod timing;
+mod traefik;

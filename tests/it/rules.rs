@@ -21,6 +21,38 @@ fn validate_accepts_the_shipped_regions() {
     );
 }
 
+/// A Kubernetes ConfigMap volume: each file is a symlink `name -> ..data/name`, and
+/// `..data` a symlink to a hidden timestamped directory, swapped on every update.
+#[cfg(unix)]
+#[test]
+fn validate_reads_a_configmap_volume_through_its_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let payload = d.join("..2026_11_29_12_00_00.000000001");
+    std::fs::create_dir(&payload).unwrap();
+    std::os::unix::fs::symlink(payload.file_name().unwrap(), d.join("..data")).unwrap();
+    for entry in std::fs::read_dir(repo().join("regions")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        std::fs::copy(entry.path(), payload.join(&name)).unwrap();
+        std::os::unix::fs::symlink(std::path::Path::new("..data").join(&name), d.join(&name))
+            .unwrap();
+    }
+    let o = marketgate(&["validate", d.to_str().unwrap(), "--deny-warnings"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = marketgate(&["validate", "regions", "--format", "json"]);
+    let mounted = marketgate(&["validate", d.to_str().unwrap(), "--format", "json"]);
+    let version = |o: &std::process::Output| {
+        serde_json::from_str::<serde_json::Value>(&stdout(o)).unwrap()["version"].clone()
+    };
+    assert_eq!(version(&mounted), version(&plain), "{}", stdout(&mounted));
+    assert!(
+        stdout(&o).contains("ok: 7 files"),
+        "the hidden directories are not read twice: {}",
+        stdout(&o)
+    );
+}
+
 #[test]
 fn validate_reports_every_problem_with_its_location() {
     let dir = fixture("broken");

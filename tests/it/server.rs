@@ -137,7 +137,7 @@ impl Answer {
     }
 }
 
-fn answer(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+pub fn answer(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
     let mut res = res.expect("request");
     let headers = res
         .headers()
@@ -305,6 +305,15 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
     let a = get(&s.url("/v1/gate?deny=403"), &[("X-Forwarded-For", &xff)]);
     assert_eq!(a.status, 403);
     assert_eq!(a.header("x-marketgate-deny"), Some("451"));
+    // Under a tail the query is the forwarded request's (Envoy appends it): a client's
+    // `deny` neither picks the deny mode nor turns a pass into a 400.
+    let a = get(
+        &s.url("/v1/gate/api/x?deny=403"),
+        &[("X-Forwarded-For", &xff)],
+    );
+    assert_eq!(a.status, 451, "{}", a.body);
+    let a = get(&s.url("/v1/gate/api/x?deny=bogus"), &us);
+    assert_eq!(a.status, 200, "{}", a.body);
 
     // A path under a disabled feature: an override switches secret_chats off for US.
     let set = s.admin(

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: the real binary, paths, test databases.
 
+pub mod gateway;
 pub mod mmdb;
 
 use std::path::PathBuf;
