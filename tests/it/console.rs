@@ -280,6 +280,16 @@ fn a_jurisdiction_is_explained_with_the_cli_trail_demands_and_upcoming_changes()
         .unwrap()
         .contains("override on EU by alice: incident 12"));
 
+    // Both endpoints are documented with their `at` parameter.
+    let doc = get(&s.url("/openapi.json"), &[]).json();
+    for path in ["/admin/v1/rules", "/admin/v1/jurisdictions/{jurisdiction}"] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        assert!(
+            params.iter().any(|p| p["name"] == "at"),
+            "{path}: {params:?}"
+        );
+    }
+
     for bad in ["XX", "US-ZZ", "not a code", "NOPE"] {
         let a = s.admin(
             "GET",
@@ -501,6 +511,12 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         json!([1, 0, ""])
     );
 
+    // Every request the page made went to marketgate itself.
+    assert_eq!(
+        eval("var r = performance.getEntriesByType('resource'); return [r.length >= 5, r.filter(function (e) { return e.name.indexOf(location.origin + '/admin/') !== 0; }).map(function (e) { return e.name; })]").await,
+        json!([true, []])
+    );
+
     // 2. A withdrawn country is drawn as withdrawn; an untouched one as served.
     let ru = c
         .find(css("#countries path[data-code='RU']"))
@@ -547,6 +563,31 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         "{tip}"
     );
     until("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('(IN)')").await;
+
+    // The keyboard: the map is one tab stop; arrows move between countries, Enter opens.
+    eval("document.querySelector('#countries path[tabindex=\"0\"]').focus(); return true").await;
+    let first = eval("return document.activeElement.getAttribute('data-code')").await;
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E014}")
+        .await
+        .unwrap();
+    let second = eval("return document.activeElement.getAttribute('data-code')").await;
+    assert!(second.is_string() && second != first, "{first} → {second}");
+    assert_eq!(
+        eval("return document.querySelectorAll('#countries [tabindex=\"0\"]').length").await,
+        1
+    );
+    let tip = c.find(css("#tooltip")).await.unwrap().text().await.unwrap();
+    assert!(tip.contains(second.as_str().unwrap()), "{tip}");
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    until("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('(' + document.activeElement.getAttribute('data-code') + ')')").await;
 
     // 3. The explanation of RU: the trail, the red line in force.
     c.find(css("#find"))
@@ -689,7 +730,8 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         "{panel}"
     );
     until("return document.getElementById('audit-table') !== null && document.getElementById('audit-table').textContent.includes('court order 2026-114')").await;
-    eval("window.scrollTo(0, 0); document.getElementById('detail').scrollTop = 0; return true").await;
+    eval("window.scrollTo(0, 0); document.getElementById('detail').scrollTop = 0; return true")
+        .await;
     let png = c.screenshot().await.unwrap();
     std::fs::write(shot, png).unwrap();
 
