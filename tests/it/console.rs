@@ -440,7 +440,7 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1440,1000",
+                "--disable-sync", "--disable-dev-shm-usage", "--window-size=1440,1000",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),
@@ -451,7 +451,8 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         .connect(driver)
         .await
         .expect("a chromium session");
-    let wait = Duration::from_secs(15);
+    // Generous: the whole suite runs in parallel on small CI machines.
+    let wait = Duration::from_secs(30);
     let css = Locator::Css;
     let eval = |script: &'static str| {
         let c = c.clone();
