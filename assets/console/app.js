@@ -615,12 +615,23 @@
   }
 
   function renderShadow(t) {
-    var rows = t.shadow.map(function (s) {
-      return el('tr', null, el('td', { 'class': 'mono' }, s.change), el('td', null, badge(s.from)), el('td', null, badge(s.to)), el('td', null, String(s.count)));
+    // Every shadow change in the rules, with the decisions it would have changed
+    // (counted on live traffic by this instance, by transition).
+    var counts = {};
+    t.shadow.forEach(function (s) { (counts[s.change] = counts[s.change] || []).push(s); });
+    var rows = t.shadow_changes.map(function (c) {
+      var seen = counts[c.id] || [];
+      var total = seen.reduce(function (n, s) { return n + s.count; }, 0);
+      return el('tr', { 'data-change': c.id },
+        el('td', { 'class': 'mono' }, c.id),
+        el('td', null, c.jurisdiction),
+        el('td', null, c.effect + (c.in_force ? '' : ' (from ' + when(c.at) + ')')),
+        el('td', { 'class': 'count' }, String(total)),
+        el('td', null, seen.map(function (s) { return s.from + ' → ' + s.to + ': ' + s.count; }).join(', ')));
     });
     var box = clear($('shadow'));
-    box.appendChild(el('p', { 'class': 'muted' }, 'Decisions a shadow change would have changed, counted on live traffic since this instance started.'));
-    box.appendChild(table(['change', 'from', 'to', 'decisions'], rows, 'shadow-table'));
+    box.appendChild(el('p', { 'class': 'muted' }, 'Changes in shadow mode are evaluated beside the real decision and only counted: the decisions each would have changed on live traffic since this instance started.'));
+    box.appendChild(table(['change', 'on', 'would', 'decisions', 'by transition'], rows, 'shadow-table'));
   }
 
   function renderService(t) {

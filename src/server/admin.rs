@@ -338,6 +338,10 @@ pub struct RulesTable {
     pub jurisdictions: Vec<serde_json::Value>,
     #[schema(value_type = Vec<Object>)]
     pub shadow: Vec<serde_json::Value>,
+    /// Every `mode: shadow` change in the rules (counted or not yet):
+    /// `{id, jurisdiction, at, effect, in_force, origin}`.
+    #[schema(value_type = Vec<Object>)]
+    pub shadow_changes: Vec<serde_json::Value>,
     /// The last rules load or reload: `{at, trigger, result, version, errors?}`.
     #[schema(value_type = Object)]
     pub reload: super::state::RulesReload,
@@ -457,6 +461,22 @@ pub async fn rules_table(
             .collect(),
         jurisdictions: rows,
         shadow: state.metrics().shadow_counts(),
+        shadow_changes: rules
+            .levels()
+            .iter()
+            .flat_map(|l| l.changes.iter().map(move |c| (l, c)))
+            .filter(|(_, c)| c.mode == crate::rules::Mode::Shadow)
+            .map(|(l, c)| {
+                serde_json::json!({
+                    "id": &*c.id,
+                    "jurisdiction": l.jurisdiction.to_string(),
+                    "at": c.at.to_string(),
+                    "effect": crate::diff::change_effect(&rules, c),
+                    "in_force": c.at <= at,
+                    "origin": c.origin.to_string(),
+                })
+            })
+            .collect(),
         reload: state.last_rules_reload(),
         store: serde_json::json!({
             "backend": st.backend,

@@ -124,6 +124,12 @@ fn the_map_state_is_computed_at_any_instant() {
     assert_eq!(now["reload"]["result"], "loaded");
     assert!(now["geoip"]["age_days"].as_i64().unwrap() >= 0);
     assert_eq!(now["geoip"]["last_reload"]["result"], "loaded");
+    // Every shadow change is listed, counted or not.
+    assert_eq!(
+        now["shadow_changes"],
+        json!([{"id": "gb-scanning-notice-exit", "jurisdiction": "GB", "at": "2026-01-01T00:00:00Z",
+                "effect": "status withdrawn; shadow (measured, not applied)", "in_force": true, "origin": now["shadow_changes"][0]["origin"]}])
+    );
 
     let later = s
         .admin("GET", "/admin/v1/rules?at=2027-04-01T00:00:00Z", None)
@@ -396,6 +402,9 @@ fn a_browser_logs_in_reads_the_map_sets_an_override_meets_a_red_line_and_logs_ou
     let console = s.admin_url("/admin/");
     let shot = artifact_dir().join("console-e2e.png");
 
+    // One GB decision: its shadow change would have withdrawn it, and is counted.
+    assert_eq!(get(&s.url("/v1/decision?country=GB"), &[]).status, 200);
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -564,6 +573,23 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         "{tip}"
     );
     until("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('(IN)')").await;
+
+    // The shadow panel lists the GB change; its count is the service's counter.
+    let gb = c
+        .find(css(
+            "#shadow-table tr[data-change='gb-scanning-notice-exit']",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        gb.contains("GB")
+            && gb.contains("status withdrawn")
+            && gb.contains("served → withdrawn: 1"),
+        "{gb}"
+    );
 
     // The keyboard: the map is one tab stop; arrows move between countries, Enter opens.
     eval("document.querySelector('#countries path[tabindex=\"0\"]').focus(); return true").await;
