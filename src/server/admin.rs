@@ -507,7 +507,8 @@ pub struct DemandView {
     pub jurisdiction: String,
     pub kind: String,
     /// `proposed`, `enacted`, `rejected` or `repealed`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: crate::rules::DemandState,
     #[schema(value_type = String, format = DateTime)]
     pub effective: Timestamp,
     /// How the company answers it: `red line: withdraw`, `disable payments`, `comply`.
@@ -604,10 +605,7 @@ pub async fn jurisdiction(
                 id: d.id.to_string(),
                 jurisdiction: cj.to_string(),
                 kind: d.kind.to_string(),
-                state: serde_json::to_value(d.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                state: d.state,
                 effective: d.effective,
                 response: crate::diff::response_text(rules, &d.response),
                 red_line: d.is_red_line(),
