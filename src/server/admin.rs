@@ -326,7 +326,10 @@ pub async fn audit(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RulesTable {
     pub version: String,
+    /// The instant the table is for (`?at=`, default now).
     pub at: String,
+    /// The service's clock when it answered.
+    pub now: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_boundary: Option<String>,
     pub files: Vec<String>,
@@ -335,24 +338,50 @@ pub struct RulesTable {
     pub jurisdictions: Vec<serde_json::Value>,
     #[schema(value_type = Vec<Object>)]
     pub shadow: Vec<serde_json::Value>,
+    /// Every `mode: shadow` change in the rules (counted or not yet):
+    /// `{id, jurisdiction, at, effect, in_force, origin}`.
+    #[schema(value_type = Vec<Object>)]
+    pub shadow_changes: Vec<serde_json::Value>,
+    /// The last rules load or reload: `{at, trigger, result, version, errors?}`.
+    #[schema(value_type = Object)]
+    pub reload: super::state::RulesReload,
     #[schema(value_type = Object)]
     pub store: serde_json::Value,
     #[schema(value_type = Object)]
     pub geoip: serde_json::Value,
 }
 
-/// The rules in force: version, a row per jurisdiction (status, disabled features,
-/// override, demands in force), shadow divergence counts, store and GeoIP state.
-#[utoipa::path(get, path = "/admin/v1/rules", responses(
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct AtQuery {
+    /// The instant (RFC 3339 with an offset, or `now`); default now. Scheduled changes
+    /// and demands in force then apply, and overrides that have not expired by then.
+    pub at: Option<String>,
+}
+
+/// The jurisdiction of the most specific override in a decision's trail, if any.
+fn overridden_by(d: &engine::Decision) -> Option<String> {
+    d.steps.iter().rev().find_map(|s| match &s.source {
+        engine::Source::Override(o) => Some(o.jurisdiction.to_string()),
+        _ => None,
+    })
+}
+
+/// The rules at an instant: version, a row per jurisdiction (status, disabled features,
+/// the override that shaped it, demands in force), shadow divergence counts, the last
+/// reload, store and GeoIP state. The console's map is drawn from it.
+#[utoipa::path(get, path = "/admin/v1/rules", params(AtQuery), responses(
     (status = 200, description = "The rules table", body = RulesTable),
+    (status = 400, description = "Bad `at`", body = super::error::ErrorBody),
     (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
 ), security(("bearer" = [])), tag = "admin")]
 pub async fn rules_table(
     state: web::Data<AppState>,
     req: HttpRequest,
+    query: web::Query<AtQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     let now = state.now();
+    let at = super::handlers::parse_at(&state, query.at.as_deref())?;
     let rules = state.rules();
     let overrides = state.overrides();
     let mut rows = Vec::new();
@@ -362,7 +391,7 @@ pub async fn rules_table(
             .map(|l| {
                 l.demands
                     .iter()
-                    .filter(|d| d.in_force(now))
+                    .filter(|d| d.in_force(at))
                     .map(|d| &*d.id)
                     .collect()
             })
@@ -373,12 +402,23 @@ pub async fn rules_table(
             "has_rules": level.is_some(),
             "demands_in_force": in_force,
         });
-        if let Some(l) = location {
-            let s = summary(&rules, &overrides, l, now);
-            r["status"] = serde_json::json!(s.status);
-            r["disabled"] = serde_json::json!(s.disabled);
+        if let Some(location) = location {
+            let d = engine::decide(
+                &rules,
+                &overrides,
+                &Request {
+                    location,
+                    key: None,
+                    at,
+                },
+            );
+            r["status"] = serde_json::json!(d.status);
+            r["disabled"] = serde_json::json!(d.disabled(&rules).collect::<Vec<_>>());
+            if let Some(by) = overridden_by(&d) {
+                r["overridden_by"] = by.into();
+            }
         }
-        if let Some(o) = overrides.get(&j).filter(|o| o.active_at(now)) {
+        if let Some(o) = overrides.get(&j).filter(|o| o.active_at(at)) {
             r["override"] = serde_json::to_value(view(o, now)).unwrap_or_default();
         }
         rows.push(r);
@@ -406,10 +446,13 @@ pub async fn rules_table(
     row(Jurisdiction::Unknown, None, Some(Location::UNKNOWN));
     let st = state.store().status();
     let geo = state.geo().geoip();
+    let geo_reload = geo.last_reload();
+    let build = geo.build_epoch();
     Ok(HttpResponse::Ok().json(RulesTable {
         version: rules.version().to_string(),
-        at: now.to_string(),
-        next_boundary: rules.next_boundary(now).map(|t| t.to_string()),
+        at: at.to_string(),
+        now: now.to_string(),
+        next_boundary: rules.next_boundary(at).map(|t| t.to_string()),
         files: rules.files().iter().map(|f| f.to_string()).collect(),
         features: rules
             .features()
@@ -418,6 +461,23 @@ pub async fn rules_table(
             .collect(),
         jurisdictions: rows,
         shadow: state.metrics().shadow_counts(),
+        shadow_changes: rules
+            .levels()
+            .iter()
+            .flat_map(|l| l.changes.iter().map(move |c| (l, c)))
+            .filter(|(_, c)| c.mode == crate::rules::Mode::Shadow)
+            .map(|(l, c)| {
+                serde_json::json!({
+                    "id": &*c.id,
+                    "jurisdiction": l.jurisdiction.to_string(),
+                    "at": c.at.to_string(),
+                    "effect": crate::diff::change_effect(&rules, c),
+                    "in_force": c.at <= at,
+                    "origin": c.origin.to_string(),
+                })
+            })
+            .collect(),
+        reload: state.last_rules_reload(),
         store: serde_json::json!({
             "backend": st.backend,
             "connected": st.connected,
@@ -427,10 +487,174 @@ pub async fn rules_table(
         }),
         geoip: serde_json::json!({
             "database_type": geo.database_type(),
-            "build_epoch": geo.build_epoch(),
+            "build_epoch": build,
+            "age_days": (Timestamp::now().as_second() - build as i64).max(0) / 86_400,
             "source": geo.source(),
             "stale": geo.is_stale(),
+            "last_reload": {
+                "at": geo_reload.at.to_string(),
+                "result": geo_reload.result.as_str(),
+                "error": geo_reload.error,
+            },
         }),
+    }))
+}
+
+/// A demand on a jurisdiction's chain, for the console.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DemandView {
+    pub id: String,
+    pub jurisdiction: String,
+    pub kind: String,
+    /// `proposed`, `enacted`, `rejected` or `repealed`.
+    #[schema(value_type = String)]
+    pub state: crate::rules::DemandState,
+    #[schema(value_type = String, format = DateTime)]
+    pub effective: Timestamp,
+    /// How the company answers it: `red line: withdraw`, `disable payments`, `comply`.
+    pub response: String,
+    pub red_line: bool,
+    pub in_force: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub law: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// `file:line:column`.
+    pub origin: String,
+}
+
+/// One jurisdiction explained at an instant.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JurisdictionDetail {
+    pub jurisdiction: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub at: String,
+    pub rules_version: String,
+    /// The chain, most specific first (`US-UT`, `US`, `*`).
+    pub chain: Vec<String>,
+    /// The decision without a rollout key (countries, subdivisions and `unknown`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<engine::DecisionView>,
+    /// The trail as `marketgate explain` prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    /// Every demand on the chain (in force or not), most general level first.
+    pub demands: Vec<DemandView>,
+    /// Timeline events on the chain after `at`; `transitions` only this jurisdiction's.
+    #[schema(value_type = Vec<Object>)]
+    pub upcoming: Vec<crate::timeline::Event>,
+    /// The override of this jurisdiction active at `at`.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    pub over: Option<OverrideView>,
+    /// Active overrides on the rest of the chain (a group's, `*`'s).
+    pub chain_overrides: Vec<OverrideView>,
+}
+
+/// One jurisdiction at an instant: its decision and the trail `marketgate explain`
+/// prints, the demands on its chain, upcoming changes and demands, its override.
+#[utoipa::path(get, path = "/admin/v1/jurisdictions/{jurisdiction}",
+    params(("jurisdiction" = String, Path, description = "`*`, a group, `FR`, `US-CA` or `unknown`"), AtQuery),
+    responses(
+        (status = 200, description = "The jurisdiction explained", body = JurisdictionDetail),
+        (status = 400, description = "Unknown jurisdiction or bad `at`", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
+    ), security(("bearer" = [])), tag = "admin")]
+pub async fn jurisdiction(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<AtQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let now = state.now();
+    let at = super::handlers::parse_at(&state, query.at.as_deref())?;
+    let guard = state.rules();
+    let rules: &RuleSet = &guard;
+    let overrides = state.overrides();
+    let j = Jurisdiction::parse(&path)
+        .filter(|j| rules.knows(j))
+        .ok_or_else(|| {
+            ApiError::InvalidOverride(RequestError::UnknownJurisdiction(path.to_string()))
+        })?;
+    let location = match &j {
+        Jurisdiction::Country(c) => Some(Location::country(*c)),
+        Jurisdiction::Subdivision(c, s) => Some(Location::subdivision(*c, *s)),
+        Jurisdiction::Unknown => Some(Location::UNKNOWN),
+        _ => None,
+    };
+    let decided = location.map(|location| {
+        let r = Request {
+            location,
+            key: None,
+            at,
+        };
+        (engine::decide(rules, &overrides, &r), r)
+    });
+    let chain: Vec<Jurisdiction> = match &decided {
+        Some((d, _)) => d.chain(rules),
+        None if j == Jurisdiction::Global => vec![j.clone()],
+        None => vec![j.clone(), Jurisdiction::Global],
+    };
+    let demands = chain
+        .iter()
+        .rev()
+        .filter_map(|cj| rules.level_of(cj).map(|l| (cj, l)))
+        .flat_map(|(cj, l)| {
+            l.demands.iter().map(move |d| DemandView {
+                id: d.id.to_string(),
+                jurisdiction: cj.to_string(),
+                kind: d.kind.to_string(),
+                state: d.state,
+                effective: d.effective,
+                response: crate::diff::response_text(rules, &d.response),
+                red_line: d.is_red_line(),
+                in_force: d.in_force(at),
+                law: d.law.as_deref().map(str::to_string),
+                reference: d.reference.as_deref().map(str::to_string),
+                origin: d.origin.to_string(),
+            })
+        })
+        .collect();
+    let on_chain: Vec<String> = chain.iter().map(|c| c.to_string()).collect();
+    let code = j.to_string();
+    let upcoming = crate::timeline::timeline(rules, Some(at), None)
+        .events
+        .into_iter()
+        .filter(|e| e.at > at && on_chain.contains(&e.jurisdiction))
+        .map(|mut e| {
+            e.transitions.retain(|t| t.jurisdiction == code);
+            e.shadow.retain(|t| t.jurisdiction == code);
+            e
+        })
+        .collect();
+    let active = |cj: &Jurisdiction| overrides.get(cj).filter(|o| o.active_at(at));
+    Ok(HttpResponse::Ok().json(JurisdictionDetail {
+        name: match &j {
+            Jurisdiction::Country(c) => crate::iso::country_name(*c).map(str::to_string),
+            Jurisdiction::Subdivision(c, s) => {
+                crate::iso::subdivision_name(*c, *s).map(str::to_string)
+            }
+            _ => rules.level_of(&j).and_then(|l| l.name.clone()),
+        },
+        at: at.to_string(),
+        rules_version: rules.version().to_string(),
+        chain: on_chain,
+        decision: decided
+            .as_ref()
+            .map(|(d, _)| engine::DecisionView::new(rules, d, at)),
+        explanation: decided
+            .as_ref()
+            .map(|(d, r)| crate::explain::render(rules, d, r, None)),
+        demands,
+        upcoming,
+        over: active(&j).map(|o| view(o, now)),
+        chain_overrides: chain
+            .iter()
+            .filter(|cj| **cj != j)
+            .filter_map(|cj| active(cj).map(|o| view(o, now)))
+            .collect(),
+        jurisdiction: code,
     }))
 }
 

@@ -4,6 +4,7 @@
 //! does) and never records a client address.
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod geo;
 pub mod handlers;
@@ -103,7 +104,25 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
         web::resource("/admin/v1/rules")
             .route(web::get().to(admin::rules_table))
             .default_service(web::to(handlers::method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/jurisdictions/{jurisdiction}")
+            .route(web::get().to(admin::jurisdiction))
+            .default_service(web::to(handlers::method_not_allowed)),
     );
+    // The ops console: the login page is public, the rest needs the token.
+    for (path, get) in [
+        ("/admin", web::get().to(console::to_index)),
+        ("/admin/", web::get().to(console::index)),
+        ("/admin/console/app.js", web::get().to(console::app)),
+        ("/admin/console/world.json", web::get().to(console::world)),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(get)
+                .default_service(web::to(handlers::method_not_allowed)),
+        );
+    }
 }
 
 /// The app factory: the same App for `serve` and the tests.

@@ -29,6 +29,7 @@ use super::{admin, error, handlers, ofrep};
         admin::delete_override,
         admin::audit,
         admin::rules_table,
+        admin::jurisdiction,
     ),
     components(schemas(
         error::ErrorBody,
@@ -48,6 +49,8 @@ use super::{admin, error, handlers, ofrep};
         admin::ClearResult,
         admin::AuditList,
         admin::RulesTable,
+        admin::DemandView,
+        admin::JurisdictionDetail,
         crate::overrides::OverrideRequest,
     )),
     tags(

@@ -71,6 +71,24 @@ struct Inner {
     metrics: Metrics,
     /// Serializes reloads so that two triggers never race to swap.
     reload: tokio::sync::Mutex<()>,
+    /// The last load or reload of the rules and its result, for the ops console.
+    last_reload: std::sync::Mutex<RulesReload>,
+}
+
+/// The outcome of the last rules load or reload.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RulesReload {
+    /// Wall-clock time of the attempt.
+    pub at: Timestamp,
+    /// `startup`, `watch`, `sighup` or `admin`.
+    pub trigger: &'static str,
+    /// `loaded` (at start), `reloaded`, `unchanged` or `failed`.
+    pub result: &'static str,
+    /// The version in service after the attempt.
+    pub version: String,
+    /// For a failure: every diagnostic, `file:line:column: message`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// Why a rules reload did not swap.
@@ -145,7 +163,6 @@ impl AppState {
         tracing::info!(version = %rules.version(), files = rules.files().len(), "rules loaded");
         Ok(AppState {
             inner: Arc::new(Inner {
-                rules: ArcSwap::from_pointee(rules),
                 store,
                 geo,
                 clock,
@@ -155,6 +172,14 @@ impl AppState {
                 admin_tokens: config.admin_tokens.clone(),
                 ready: AtomicBool::new(true),
                 draining: AtomicBool::new(false),
+                last_reload: std::sync::Mutex::new(RulesReload {
+                    at: Timestamp::now(),
+                    trigger: "startup",
+                    result: "loaded",
+                    version: rules.version().to_string(),
+                    errors: Vec::new(),
+                }),
+                rules: ArcSwap::from_pointee(rules),
                 metrics,
                 reload: tokio::sync::Mutex::new(()),
             }),
@@ -219,17 +244,28 @@ impl AppState {
                 let to = rules.version().to_string();
                 if to == current {
                     m.rules_reloads.with_label_values(&["unchanged"]).inc();
+                    self.record_reload(trigger, "unchanged", Vec::new());
                     tracing::info!(version = %to, trigger, "rules unchanged");
                     return Ok(Reloaded::Unchanged { version: to });
                 }
                 self.inner.rules.store(Arc::new(rules));
                 m.set_rules(&to, Timestamp::now());
                 m.rules_reloads.with_label_values(&["success"]).inc();
+                self.record_reload(trigger, "reloaded", Vec::new());
                 tracing::info!(from = %current, to = %to, trigger, "rules reloaded");
                 Ok(Reloaded::Swapped { from: current, to })
             }
             Err(diagnostics) => {
                 m.rules_reloads.with_label_values(&["failure"]).inc();
+                self.record_reload(
+                    trigger,
+                    "failed",
+                    diagnostics
+                        .0
+                        .iter()
+                        .map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message))
+                        .collect(),
+                );
                 for d in &diagnostics.0 {
                     tracing::error!(at = %format_args!("{}:{}:{}", d.file, d.line, d.column), severity = ?d.severity, "{}", d.message);
                 }
@@ -242,6 +278,29 @@ impl AppState {
                 Err(err)
             }
         }
+    }
+
+    /// The last rules load or reload and its result.
+    pub fn last_rules_reload(&self) -> RulesReload {
+        self.inner
+            .last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn record_reload(&self, trigger: &'static str, result: &'static str, errors: Vec<String>) {
+        *self
+            .inner
+            .last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = RulesReload {
+            at: Timestamp::now(),
+            trigger,
+            result,
+            version: self.rules().version().to_string(),
+            errors,
+        };
     }
 
     pub fn regions_dir(&self) -> &std::path::Path {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod caddy;
+mod console;
 mod deploy;
 mod diff;
 mod envoy;
