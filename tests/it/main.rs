@@ -3,6 +3,7 @@
 mod admin;
 mod diff;
 mod geoip;
+mod limits;
 mod middleware;
 mod nginx;
 mod redis_server;
