@@ -839,6 +839,37 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_keys_with_bounds() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_KEEP_ALIVE", "0"),
+                ("MARKETGATE_MAX_CONNECTIONS", "500"),
+                ("MARKETGATE_MAX_HEADER_BYTES", "8192"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.keep_alive, Duration::ZERO);
+        assert_eq!(c.max_connections, 500);
+        assert_eq!(c.max_header_bytes, 8192);
+        let err = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_MAX_HEADER_BYTES", "131072"),
+                ("MARKETGATE_MAX_CONNECTIONS", "0"),
+                ("MARKETGATE_REQUEST_TIMEOUT", "0s"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        for key in ["max_header_bytes", "max_connections", "request_timeout"] {
+            assert!(err.contains(&format!("config key `{key}`")), "{err}");
+        }
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));

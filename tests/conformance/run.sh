@@ -60,7 +60,8 @@ trap cleanup EXIT
     --trusted-proxy 127.0.0.1/32 --log-level warn 2>"$tmp/serve.log" &
 pid=$!
 for _ in $(seq 200); do
-    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+        "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || { cat "$tmp/serve.log" >&2; exit 1; }
     sleep 0.1
 done
