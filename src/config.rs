@@ -80,8 +80,14 @@ pub struct Config {
     pub log_level: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// Time a client has to send a request's head.
+    /// Largest accepted request head fields (names and values of every header line).
+    pub max_header_bytes: usize,
+    /// Time a client has to send a request's head, and then its body.
     pub request_timeout: Duration,
+    /// How long an idle keep-alive connection stays open; zero turns keep-alive off.
+    pub keep_alive: Duration,
+    /// Most open connections on the public listener (idle keep-alive ones included).
+    pub max_connections: usize,
     /// On SIGTERM: time `/readyz` answers 503 before the listener stops accepting.
     pub drain_delay: Duration,
     /// Time in-flight requests get to finish after the listener stops.
@@ -112,13 +118,21 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             max_body_bytes: 16 * 1024,
+            max_header_bytes: 32 * 1024,
             request_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(75),
+            max_connections: 10_000,
             drain_delay: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
             reload_debounce: Duration::from_millis(250),
         }
     }
 }
+
+/// The largest `max_header_bytes`: half of the 128 KiB beyond which actix-http's parser
+/// itself refuses a request head (431 with an empty body), so that our limit, with its
+/// JSON answer, is always the one a client meets first.
+pub const MAX_HEAD_CEILING: usize = 64 * 1024;
 
 /// Where a value came from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,7 +205,10 @@ pub struct RawConfig {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub max_body_bytes: Option<Scalar>,
+    pub max_header_bytes: Option<Scalar>,
     pub request_timeout: Option<String>,
+    pub keep_alive: Option<String>,
+    pub max_connections: Option<Scalar>,
     pub drain_delay: Option<String>,
     pub shutdown_timeout: Option<String>,
     pub reload_debounce: Option<String>,
@@ -241,7 +258,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log_format", "MARKETGATE_LOG_FORMAT"),
     ("log_level", "MARKETGATE_LOG_LEVEL"),
     ("max_body_bytes", "MARKETGATE_MAX_BODY_BYTES"),
+    ("max_header_bytes", "MARKETGATE_MAX_HEADER_BYTES"),
     ("request_timeout", "MARKETGATE_REQUEST_TIMEOUT"),
+    ("keep_alive", "MARKETGATE_KEEP_ALIVE"),
+    ("max_connections", "MARKETGATE_MAX_CONNECTIONS"),
     ("drain_delay", "MARKETGATE_DRAIN_DELAY"),
     ("shutdown_timeout", "MARKETGATE_SHUTDOWN_TIMEOUT"),
     ("reload_debounce", "MARKETGATE_RELOAD_DEBOUNCE"),
@@ -303,7 +323,10 @@ impl RawConfig {
             log_format: get("log_format"),
             log_level: get("log_level"),
             max_body_bytes: get("max_body_bytes").map(Scalar::Str),
+            max_header_bytes: get("max_header_bytes").map(Scalar::Str),
             request_timeout: get("request_timeout"),
+            keep_alive: get("keep_alive"),
+            max_connections: get("max_connections").map(Scalar::Str),
             drain_delay: get("drain_delay"),
             shutdown_timeout: get("shutdown_timeout"),
             reload_debounce: get("reload_debounce"),
@@ -473,7 +496,31 @@ impl Config {
                 )),
             }
         );
-        set!(request_timeout, |v: &String| parse_duration(v));
+        set!(
+            max_header_bytes,
+            |v: &Scalar| match v.text().parse::<usize>() {
+                Ok(n) if (1024..=MAX_HEAD_CEILING).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "`{}` is not a header size in bytes (1024..={MAX_HEAD_CEILING})",
+                    v.text()
+                )),
+            }
+        );
+        set!(request_timeout, |v: &String| match parse_duration(v) {
+            Ok(d) if d.is_zero() => Err("must be more than zero".to_string()),
+            r => r,
+        });
+        set!(keep_alive, |v: &String| parse_duration(v));
+        set!(
+            max_connections,
+            |v: &Scalar| match v.text().parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "`{}` is not a number of connections (1..=1000000)",
+                    v.text()
+                )),
+            }
+        );
         set!(drain_delay, |v: &String| parse_duration(v));
         set!(shutdown_timeout, |v: &String| parse_duration(v));
         set!(reload_debounce, |v: &String| parse_duration(v));
@@ -602,7 +649,10 @@ pub fn flag_name(key: &str) -> &str {
         "log_format" => "log-format",
         "log_level" => "log-level",
         "max_body_bytes" => "max-body-bytes",
+        "max_header_bytes" => "max-header-bytes",
         "request_timeout" => "request-timeout",
+        "keep_alive" => "keep-alive",
+        "max_connections" => "max-connections",
         "drain_delay" => "drain-delay",
         "shutdown_timeout" => "shutdown-timeout",
         "reload_debounce" => "reload-debounce",
@@ -786,6 +836,37 @@ mod tests {
         };
         let s = format!("{c:?}");
         assert!(!s.contains("XYZ") && !s.contains("pw@"), "{s}");
+    }
+
+    #[test]
+    fn limits_are_keys_with_bounds() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_KEEP_ALIVE", "0"),
+                ("MARKETGATE_MAX_CONNECTIONS", "500"),
+                ("MARKETGATE_MAX_HEADER_BYTES", "8192"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.keep_alive, Duration::ZERO);
+        assert_eq!(c.max_connections, 500);
+        assert_eq!(c.max_header_bytes, 8192);
+        let err = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_MAX_HEADER_BYTES", "131072"),
+                ("MARKETGATE_MAX_CONNECTIONS", "0"),
+                ("MARKETGATE_REQUEST_TIMEOUT", "0s"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        for key in ["max_header_bytes", "max_connections", "request_timeout"] {
+            assert!(err.contains(&format!("config key `{key}`")), "{err}");
+        }
     }
 
     #[test]

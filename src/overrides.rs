@@ -84,14 +84,19 @@ pub struct OverrideRequest {
     pub features: BTreeMap<String, bool>,
     /// Why; required.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1000, example = "court order 2026-114")]
     pub reason: String,
     /// A duration such as `90s`, `10m`, `2h`, `1d`; or use `expires_at`.
     #[serde(default)]
+    #[schema(pattern = "^[1-9][0-9]{0,5}[smhd]$", example = "2h")]
     pub ttl: Option<String>,
+    /// RFC 3339 with an offset, in the future.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// Who; defaults to the token's name when the API knows it.
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub actor: Option<String>,
 }
 

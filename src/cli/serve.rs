@@ -72,9 +72,18 @@ pub struct ServeArgs {
     /// Largest request body [default 16384; env MARKETGATE_MAX_BODY_BYTES; key max_body_bytes].
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<String>,
-    /// Time to receive a request head [default 5s; env MARKETGATE_REQUEST_TIMEOUT; key request_timeout].
+    /// Largest request header fields, in bytes; more is a 431 [default 32768; env MARKETGATE_MAX_HEADER_BYTES; key max_header_bytes].
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<String>,
+    /// Time to receive a request head, and then its body; slower is a 408 [default 5s; env MARKETGATE_REQUEST_TIMEOUT; key request_timeout].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,
+    /// Idle time before a keep-alive connection is closed, 0 disables keep-alive [default 75s; env MARKETGATE_KEEP_ALIVE; key keep_alive].
+    #[arg(long, value_name = "DURATION")]
+    pub keep_alive: Option<String>,
+    /// Most open connections on the public listener [default 10000; env MARKETGATE_MAX_CONNECTIONS; key max_connections].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
     /// On SIGTERM, time /readyz is 503 before the listener closes [default 2s; env MARKETGATE_DRAIN_DELAY; key drain_delay].
     #[arg(long, value_name = "DURATION")]
     pub drain_delay: Option<String>,
@@ -114,7 +123,10 @@ impl ServeArgs {
                 log_format: self.log_format,
                 log_level: self.log_level,
                 max_body_bytes: self.max_body_bytes.map(Scalar::Str),
+                max_header_bytes: self.max_header_bytes.map(Scalar::Str),
                 request_timeout: self.request_timeout,
+                keep_alive: self.keep_alive,
+                max_connections: self.max_connections.map(Scalar::Str),
                 drain_delay: self.drain_delay,
                 shutdown_timeout: self.shutdown_timeout,
                 reload_debounce: self.reload_debounce,

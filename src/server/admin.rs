@@ -49,21 +49,13 @@ pub fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Reads a JSON body within the size limit; an empty body is `T::default()`.
+/// Reads a JSON body within the size and time limits; an empty body is `T::default()`.
 async fn read_json<T: serde::de::DeserializeOwned + Default>(
     state: &AppState,
+    req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T, ApiError> {
-    let limit = state.max_body_bytes();
-    let bytes = match payload.to_bytes_limited(limit).await {
-        Err(_) => return Err(ApiError::PayloadTooLarge(limit)),
-        Ok(Err(_)) => {
-            return Err(ApiError::InvalidBody(
-                "the request body could not be read".into(),
-            ))
-        }
-        Ok(Ok(b)) => b,
-    };
+    let bytes = super::limits::read_body(state, req, payload).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -167,13 +159,14 @@ fn summary(
 
 /// Sets (or replaces) the override of one jurisdiction.
 #[utoipa::path(put, path = "/admin/v1/overrides/{jurisdiction}",
-    params(("jurisdiction" = String, Path, description = "`*`, a group, `FR`, `US-CA` or `unknown`")),
+    params(("jurisdiction" = String, Path, description = "`*`, a group, `FR`, `US-CA` or `unknown`", example = "FR")),
     request_body = OverrideRequest,
     responses(
         (status = 200, description = "Set", body = PutResult),
         (status = 400, description = "Bad body or jurisdiction", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
-        (status = 409, description = "A demand in force forbids it (a red line, or a feature a demand switches off)", body = super::error::ErrorBody),
+        (status = 408, description = "The body did not arrive within `request_timeout`", body = super::error::ErrorBody),
+        (status = 409, description = "A demand in force forbids it (a red line, or a feature a demand switches off)", body = super::error::ConflictBody),
         (status = 413, description = "Body too large", body = super::error::ErrorBody),
         (status = 503, description = "The shared store is unreachable; decisions go on from the last snapshot", body = super::error::ErrorBody),
     ), security(("bearer" = [])), tag = "admin")]
@@ -184,7 +177,7 @@ pub async fn put_override(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    let body: OverrideRequest = read_json(&state, payload).await?;
+    let body: OverrideRequest = read_json(&state, &req, payload).await?;
     let now = state.now();
     let rules = state.rules();
     let o = body
@@ -235,13 +228,15 @@ pub struct ClearResult {
 
 /// Removes the override of one jurisdiction.
 #[utoipa::path(delete, path = "/admin/v1/overrides/{jurisdiction}",
-    params(("jurisdiction" = String, Path, description = "`*`, a group, `FR`, `US-CA` or `unknown`")),
-    request_body(content = ClearRequest, description = "Optional: why and who"),
+    params(("jurisdiction" = String, Path, description = "`*`, a group, `FR`, `US-CA` or `unknown`", example = "FR")),
+    request_body(content = Option<ClearRequest>, description = "Optional: why and who"),
     responses(
         (status = 200, description = "Cleared", body = ClearResult),
         (status = 400, description = "Bad body or jurisdiction", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
         (status = 404, description = "No override for this jurisdiction", body = super::error::ErrorBody),
+        (status = 408, description = "The body did not arrive within `request_timeout`", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
         (status = 503, description = "The shared store is unreachable", body = super::error::ErrorBody),
     ), security(("bearer" = [])), tag = "admin")]
 pub async fn delete_override(
@@ -251,7 +246,7 @@ pub async fn delete_override(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    let body: ClearRequest = read_json(&state, payload).await?;
+    let body: ClearRequest = read_json(&state, &req, payload).await?;
     let j = Jurisdiction::parse(&path)
         .filter(|j| state.rules().knows(j))
         .ok_or_else(|| {
@@ -289,8 +284,10 @@ pub async fn delete_override(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Most entries to return (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -665,6 +662,21 @@ pub struct ReloadBody {
     pub version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+}
+
+/// This document: the admin API in OpenAPI 3.1.
+#[utoipa::path(get, path = "/admin/v1/openapi.json", responses(
+    (status = 200, description = "The OpenAPI 3.1 document of the admin listener", content_type = "application/json", body = Object),
+    (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
+), security(("bearer" = [])), tag = "admin")]
+pub async fn openapi(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(super::openapi::admin_document()))
 }
 
 /// Reloads `regions/` now (compile, then swap; the last good rules stay on failure).

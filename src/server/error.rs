@@ -26,10 +26,15 @@ pub enum ApiError {
     ConflictingParameters(&'static str),
     #[error("no such endpoint")]
     NotFound,
+    /// A method the endpoint does not serve; the methods it does go in `Allow`.
     #[error("method not allowed on this endpoint")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("request header fields are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error("{0}")]
+    BodyTimeout(String),
     #[error("a valid bearer token is required")]
     Unauthorized,
     #[error("the service is shutting down")]
@@ -63,8 +68,10 @@ impl ApiError {
             ApiError::InvalidParameter(_) => "invalid_parameter",
             ApiError::ConflictingParameters(_) => "conflicting_parameters",
             ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
+            ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Draining => "draining",
             ApiError::ReloadFailed(_) => "reload_failed",
@@ -92,12 +99,30 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The body of a 409: the error and the demand that forbids the override.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConflictBody {
+    pub error: ConflictDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConflictDetail {
+    /// `red_line` or `demand_in_force`.
+    pub code: String,
+    pub message: String,
+    /// The demand in force: jurisdiction, id, kind, law, reference.
+    #[schema(value_type = Object)]
+    pub demand: serde_json::Value,
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Draining => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -111,15 +136,30 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::Unauthorized = self {
-            res.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                res.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                res.insert_header((actix_web::http::header::ALLOW, *allow));
+            }
+            // The rest of the body may still be on the wire: the connection cannot
+            // carry another request.
+            ApiError::PayloadTooLarge(_) | ApiError::BodyTimeout(_) => {
+                res.force_close();
+            }
+            _ => {}
         }
         res.insert_header(("Cache-Control", "no-store"));
         if let ApiError::Conflict(c) = self {
             // The refusal names the demand that forbids the override.
-            return res.json(serde_json::json!({
-                "error": { "code": self.code(), "message": self.to_string(), "demand": c },
-            }));
+            return res.json(ConflictBody {
+                error: ConflictDetail {
+                    code: self.code().into(),
+                    message: self.to_string(),
+                    demand: serde_json::to_value(c).unwrap_or_default(),
+                },
+            });
         }
         res.json(ErrorBody {
             error: ErrorDetail {

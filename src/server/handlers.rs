@@ -176,6 +176,7 @@ pub struct DecisionQuery {
     /// Rollout key (user id); default the configured key header.
     pub key: Option<String>,
     /// Decide at this instant (RFC 3339 with offset); default now.
+    #[param(format = DateTime)]
     pub at: Option<String>,
 }
 
@@ -419,14 +420,28 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
     path = "/v1/gate/{tail}",
     params(
         ("tail" = String, Path, description = "Any path (Envoy ext_authz appends the original path); also served at `/v1/gate` and for every method"),
-        ("deny" = Option<String>, Query, description = "`403` for nginx auth_request (with `X-Marketgate-Deny: 451`); default `451`. Read only at `/v1/gate` itself: under a tail the query is the forwarded request's"),
+        ("deny" = Option<String>, Query, description = "`403` for nginx auth_request (with `X-Marketgate-Deny: 451`); default `451`. Read only at `/v1/gate` itself: under a tail the query is the forwarded request's", example = "451", pattern = "^(451|403)$"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original URI (nginx, Traefik, Caddy)"),
         ("X-Original-URI" = Option<String>, Header, description = "The original URI (nginx)"),
     ),
     responses(
-        (status = 200, description = "Served or limited; headers X-Marketgate-Status, X-Marketgate-Jurisdiction, X-Marketgate-Disabled"),
-        (status = 451, description = "Withdrawn, or the path belongs to a disabled feature; `Link: <reference>; rel=\"blocked-by\"`", body = BlockedBody),
-        (status = 403, description = "As 451, in `deny=403` mode, with `X-Marketgate-Deny: 451`", body = BlockedBody),
+        (status = 200, description = "Served or limited", headers(
+            ("X-Marketgate-Status" = String, description = "`served` or `limited`"),
+            ("X-Marketgate-Jurisdiction" = String, description = "`FR`, `US-CA` or `unknown`"),
+            ("X-Marketgate-Disabled" = String, description = "Disabled features, comma-separated; empty when none"),
+            ("Cache-Control" = String, description = "`private, no-store`"),
+        )),
+        (status = 451, description = "Withdrawn, or the path belongs to a disabled feature; `Link: <reference>; rel=\"blocked-by\"` when the ground has a reference", body = BlockedBody, headers(
+            ("X-Marketgate-Status" = String, description = "`withdrawn` or `limited`"),
+            ("X-Marketgate-Jurisdiction" = String),
+            ("X-Marketgate-Disabled" = String),
+            ("Cache-Control" = String, description = "`private, no-store`"),
+        )),
+        (status = 403, description = "As 451, in `deny=403` mode", body = BlockedBody, headers(
+            ("X-Marketgate-Deny" = String, description = "`451`"),
+            ("X-Marketgate-Status" = String),
+            ("X-Marketgate-Jurisdiction" = String),
+        )),
         (status = 400, description = "Bad query", body = super::error::ErrorBody),
     ),
     tag = "gateways"
@@ -530,14 +545,14 @@ pub(crate) fn blocked_response(
 }
 
 /// Alive: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")), tag = "operations")]
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive", content_type = "text/plain", body = String)), tag = "operations")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
 /// Ready: rules and GeoIP loaded and not draining.
 #[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "Ready"),
+    (status = 200, description = "Ready; the body names the override store's state", content_type = "text/plain", body = String),
     (status = 503, description = "Not ready or draining", body = super::error::ErrorBody),
 ), tag = "operations")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -561,7 +576,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")), tag = "operations")]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)), tag = "operations")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let m = state.metrics();
     state.geo().export(m);
@@ -577,7 +592,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI 3.1 document")), tag = "operations")]
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI 3.1 document of the public listener", content_type = "application/json", body = Object)), tag = "operations")]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -588,8 +603,9 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// The default service of a resource: 405 with `Allow: allow` (the methods it serves).
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow)) })
 }
 
 #[cfg(test)]

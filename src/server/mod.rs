@@ -8,6 +8,7 @@ pub mod console;
 pub mod error;
 pub mod geo;
 pub mod handlers;
+pub mod limits;
 pub mod metrics;
 pub mod ofrep;
 pub mod openapi;
@@ -49,19 +50,19 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/decision")
             .route(web::get().to(decision))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     )
     // A scope, not a `{tail:.*}` pattern: prefix matching without a regex on the hot path.
     .service(web::scope("/v1/gate").default_service(web::to(gate)))
     .service(
         web::resource("/ofrep/v1/evaluate/flags")
             .route(web::post().to(ofrep::evaluate_all))
-            .default_service(web::to(ofrep::method_not_allowed)),
+            .default_service(ofrep::method_not_allowed()),
     )
     .service(
         web::resource("/ofrep/v1/evaluate/flags/{key}")
             .route(web::post().to(ofrep::evaluate_one))
-            .default_service(web::to(ofrep::method_not_allowed)),
+            .default_service(ofrep::method_not_allowed()),
     );
     for (path, get) in [
         ("/healthz", web::get().to(healthz)),
@@ -72,7 +73,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         cfg.service(
             web::resource(path)
                 .route(get)
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("GET")),
         );
     }
 }
@@ -82,33 +83,38 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/admin/v1/reload")
             .route(web::post().to(admin::reload))
-            .default_service(web::to(handlers::method_not_allowed)),
+            .default_service(handlers::method_not_allowed("POST")),
     )
     .service(
         web::resource("/admin/v1/overrides")
             .route(web::get().to(admin::list_overrides))
-            .default_service(web::to(handlers::method_not_allowed)),
+            .default_service(handlers::method_not_allowed("GET")),
     )
     .service(
         web::resource("/admin/v1/overrides/{jurisdiction}")
             .route(web::put().to(admin::put_override))
             .route(web::delete().to(admin::delete_override))
-            .default_service(web::to(handlers::method_not_allowed)),
+            .default_service(handlers::method_not_allowed("PUT, DELETE")),
     )
     .service(
         web::resource("/admin/v1/audit")
             .route(web::get().to(admin::audit))
-            .default_service(web::to(handlers::method_not_allowed)),
+            .default_service(handlers::method_not_allowed("GET")),
     )
     .service(
         web::resource("/admin/v1/rules")
             .route(web::get().to(admin::rules_table))
-            .default_service(web::to(handlers::method_not_allowed)),
+            .default_service(handlers::method_not_allowed("GET")),
     )
     .service(
         web::resource("/admin/v1/jurisdictions/{jurisdiction}")
             .route(web::get().to(admin::jurisdiction))
-            .default_service(web::to(handlers::method_not_allowed)),
+            .default_service(handlers::method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/admin/v1/openapi.json")
+            .route(web::get().to(admin::openapi))
+            .default_service(handlers::method_not_allowed("GET")),
     );
     // The ops console: the login page is public, the rest needs the token.
     for (path, get) in [
@@ -120,7 +126,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
         cfg.service(
             web::resource(path)
                 .route(get)
-                .default_service(web::to(handlers::method_not_allowed)),
+                .default_service(handlers::method_not_allowed("GET")),
         );
     }
 }
@@ -133,10 +139,33 @@ macro_rules! app {
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::PayloadConfig::new($data.max_body_bytes()))
+            .wrap(from_fn(limits::request_limits))
             .wrap(from_fn(request_log::request_log))
             .configure($routes)
             .default_service(web::to(handlers::not_found))
     };
+}
+
+/// Connections the admin listener holds open at most: a few operators and scripts.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Pending connections the kernel queues while every connection slot is taken.
+const LISTEN_BACKLOG: u32 = 1024;
+/// After an answer that closes the connection, how long the peer gets to read it
+/// before the socket is dropped.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// actix-web counts connections per worker thread; the configuration counts them per
+/// listener.
+fn per_worker(total: usize, workers: usize) -> usize {
+    total.div_ceil(workers.max(1)).max(1)
+}
+
+fn keep_alive(idle: Duration) -> actix_web::http::KeepAlive {
+    if idle.is_zero() {
+        actix_web::http::KeepAlive::Disabled
+    } else {
+        actix_web::http::KeepAlive::Timeout(idle)
+    }
 }
 
 /// The bound service: listeners open, not yet stopped.
@@ -160,8 +189,11 @@ impl Application {
         let d = data.clone();
         let server = HttpServer::new(move || app!(d, public_routes))
             .workers(config.workers)
+            .max_connections(per_worker(config.max_connections, config.workers))
+            .backlog(LISTEN_BACKLOG)
+            .keep_alive(keep_alive(config.keep_alive))
             .client_request_timeout(config.request_timeout)
-            .client_disconnect_timeout(Duration::from_secs(1))
+            .client_disconnect_timeout(DISCONNECT_TIMEOUT)
             .shutdown_timeout(config.shutdown_timeout.as_secs())
             .disable_signals()
             .bind(config.listen)
@@ -180,7 +212,10 @@ impl Application {
             let d = data.clone();
             let admin = HttpServer::new(move || app!(d, admin_routes))
                 .workers(1)
+                .max_connections(ADMIN_MAX_CONNECTIONS)
+                .keep_alive(keep_alive(config.keep_alive))
                 .client_request_timeout(config.request_timeout)
+                .client_disconnect_timeout(DISCONNECT_TIMEOUT)
                 .shutdown_timeout(config.shutdown_timeout.as_secs())
                 .disable_signals()
                 .bind(config.admin_listen)

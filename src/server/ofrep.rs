@@ -14,6 +14,7 @@ use crate::rules::{FeatureId, RuleSet};
 
 use super::error::ApiError;
 use super::handlers::{decide, location_of};
+use super::limits::{read_body, BodyError};
 use super::state::AppState;
 
 /// The flag that carries the market status.
@@ -36,6 +37,11 @@ pub enum OfrepError {
     FlagNotFound(String),
     #[error("request body is larger than {limit} bytes")]
     TooLarge { key: Option<String>, limit: usize },
+    #[error("{details}")]
+    Timeout {
+        key: Option<String>,
+        details: String,
+    },
     #[error("method not allowed; OFREP evaluation uses POST")]
     MethodNotAllowed,
 }
@@ -56,14 +62,15 @@ impl OfrepError {
             OfrepError::Parse { .. } | OfrepError::TooLarge { .. } => "PARSE_ERROR",
             OfrepError::InvalidContext { .. } => "INVALID_CONTEXT",
             OfrepError::FlagNotFound(_) => "FLAG_NOT_FOUND",
-            OfrepError::MethodNotAllowed => "GENERAL",
+            OfrepError::MethodNotAllowed | OfrepError::Timeout { .. } => "GENERAL",
         }
     }
     fn key(&self) -> Option<String> {
         match self {
             OfrepError::Parse { key, .. }
             | OfrepError::InvalidContext { key, .. }
-            | OfrepError::TooLarge { key, .. } => key.clone(),
+            | OfrepError::TooLarge { key, .. }
+            | OfrepError::Timeout { key, .. } => key.clone(),
             OfrepError::FlagNotFound(k) => Some(k.clone()),
             OfrepError::MethodNotAllowed => None,
         }
@@ -82,11 +89,23 @@ impl ResponseError for OfrepError {
             OfrepError::FlagNotFound(_) => StatusCode::NOT_FOUND,
             OfrepError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             OfrepError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            OfrepError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(OfrepErrorBody {
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            OfrepError::MethodNotAllowed => {
+                res.insert_header((actix_web::http::header::ALLOW, "POST"));
+            }
+            // The rest of the body may still be on the wire.
+            OfrepError::TooLarge { .. } | OfrepError::Timeout { .. } => {
+                res.force_close();
+            }
+            _ => {}
+        }
+        res.json(OfrepErrorBody {
             key: self.key(),
             error_code: self.code(),
             error_details: self.to_string(),
@@ -105,23 +124,25 @@ struct Context {
 
 async fn read_context(
     state: &AppState,
+    req: &HttpRequest,
     payload: web::Payload,
     key: Option<&str>,
 ) -> Result<Context, OfrepError> {
-    let limit = state.max_body_bytes();
-    let too_large = || OfrepError::TooLarge {
-        key: key.map(str::to_string),
-        limit,
-    };
     let parse = |details: &str| OfrepError::Parse {
         key: key.map(str::to_string),
         details: details.to_string(),
     };
-    let bytes = match payload.to_bytes_limited(limit).await {
-        Err(_) => return Err(too_large()),
-        Ok(Err(_)) => return Err(parse("the request body could not be read")),
-        Ok(Ok(b)) => b,
-    };
+    let bytes = read_body(state, req, payload).await.map_err(|e| match e {
+        BodyError::TooLarge(limit) => OfrepError::TooLarge {
+            key: key.map(str::to_string),
+            limit,
+        },
+        BodyError::Timeout(_) => OfrepError::Timeout {
+            key: key.map(str::to_string),
+            details: e.to_string(),
+        },
+        BodyError::Unreadable => parse(&e.to_string()),
+    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Context::default());
     }
@@ -163,7 +184,7 @@ async fn read_context(
 pub struct Evaluation {
     pub key: String,
     /// A string for `market`, a boolean for a feature.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = flag_value)]
     pub value: Value,
     /// `TARGETING_MATCH`, `SPLIT` or `DEFAULT`.
     pub reason: &'static str,
@@ -171,6 +192,38 @@ pub struct Evaluation {
     /// `jurisdiction` and `rulesVersion`.
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub metadata: Map<String, Value>,
+}
+
+fn flag_value() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .build(),
+    )
+}
+
+/// The body of an evaluation request, as marketgate reads it (other context fields are
+/// ignored).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EvaluationRequest {
+    pub context: Option<EvaluationContext>,
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "camelCase")]
+pub struct EvaluationContext {
+    /// Decide for this address.
+    pub ip: Option<String>,
+    /// Decide for this jurisdiction: `FR`, `US-CA`, `unknown`.
+    pub country: Option<String>,
+    /// ISO 3166-2 suffix with `country`.
+    pub subdivision: Option<String>,
+    /// The rollout key.
+    pub targeting_key: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -235,12 +288,13 @@ fn evaluate(rules: &RuleSet, d: &Decision, key: &str, flag: Flag) -> Evaluation 
 #[utoipa::path(
     post,
     path = "/ofrep/v1/evaluate/flags/{key}",
-    params(("key" = String, Path, description = "`market` or a feature name")),
-    request_body(content = Object, description = "`{\"context\": {\"ip\"?, \"country\"?, \"subdivision\"?, \"targetingKey\"?}}`"),
+    params(("key" = String, Path, description = "`market` or a feature name", example = "market")),
+    request_body(content = Option<EvaluationRequest>, description = "`{\"context\": {\"ip\"?, \"country\"?, \"subdivision\"?, \"targetingKey\"?}}`; an empty body is an empty context"),
     responses(
         (status = 200, description = "Evaluated", body = Evaluation),
         (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = OfrepErrorBody),
         (status = 404, description = "FLAG_NOT_FOUND", body = OfrepErrorBody),
+        (status = 408, description = "The body did not arrive within `request_timeout` (GENERAL)", body = OfrepErrorBody),
         (status = 413, description = "Body too large (PARSE_ERROR)", body = OfrepErrorBody),
     ),
     tag = "ofrep"
@@ -261,7 +315,7 @@ pub async fn evaluate_one(
             None => return Err(OfrepError::FlagNotFound(key)),
         }
     };
-    let ctx = read_context(&state, payload, Some(&key)).await?;
+    let ctx = read_context(&state, &req, payload, Some(&key)).await?;
     let location = location_of(
         &state,
         &req,
@@ -287,11 +341,12 @@ pub async fn evaluate_one(
     post,
     path = "/ofrep/v1/evaluate/flags",
     params(("If-None-Match" = Option<String>, Header, description = "ETag of a previous answer")),
-    request_body(content = Object, description = "`{\"context\": {...}}` as for one flag"),
+    request_body(content = Option<EvaluationRequest>, description = "`{\"context\": {...}}` as for one flag"),
     responses(
         (status = 200, description = "Every flag", body = BulkEvaluation, headers(("ETag" = String))),
-        (status = 304, description = "Not modified"),
+        (status = 304, description = "Not modified", headers(("ETag" = String))),
         (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = OfrepErrorBody),
+        (status = 408, description = "The body did not arrive within `request_timeout` (GENERAL)", body = OfrepErrorBody),
         (status = 413, description = "Body too large (PARSE_ERROR)", body = OfrepErrorBody),
     ),
     tag = "ofrep"
@@ -302,7 +357,7 @@ pub async fn evaluate_all(
     payload: web::Payload,
 ) -> Result<HttpResponse, OfrepError> {
     let rules = state.rules();
-    let ctx = read_context(&state, payload, None).await?;
+    let ctx = read_context(&state, &req, payload, None).await?;
     let location = location_of(
         &state,
         &req,
@@ -354,6 +409,7 @@ pub async fn evaluate_all(
         .body(bytes))
 }
 
-pub async fn method_not_allowed() -> Result<HttpResponse, OfrepError> {
-    Err(OfrepError::MethodNotAllowed)
+/// The default service of the OFREP resources: 405 `GENERAL` with `Allow: POST`.
+pub fn method_not_allowed() -> actix_web::Route {
+    web::to(|| async { Err::<HttpResponse, _>(OfrepError::MethodNotAllowed) })
 }

@@ -1,9 +1,10 @@
 //! The OpenAPI document, generated from the handlers' annotations (utoipa). Owns the
-//! list of documented endpoints; never describes an endpoint by hand that the code
+//! lists of documented endpoints of both listeners; never describes an endpoint by hand that the code
 //! does not serve.
 
 use std::sync::OnceLock;
 
+use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use super::{admin, error, handlers, ofrep};
@@ -12,7 +13,7 @@ use super::{admin, error, handlers, ofrep};
 #[openapi(
     info(
         title = "marketgate",
-        description = "Decides per request whether the market a request comes from is served, limited or withdrawn. The admin endpoints are on the separate admin listener.",
+        description = "Decides per request whether the market a request comes from is served, limited or withdrawn. This is the public listener; the admin API documents itself at `/admin/v1/openapi.json` on the admin listener.",
     ),
     paths(
         handlers::decision,
@@ -23,13 +24,6 @@ use super::{admin, error, handlers, ofrep};
         handlers::readyz,
         handlers::metrics,
         handlers::openapi,
-        admin::reload,
-        admin::list_overrides,
-        admin::put_override,
-        admin::delete_override,
-        admin::audit,
-        admin::rules_table,
-        admin::jurisdiction,
     ),
     components(schemas(
         error::ErrorBody,
@@ -39,7 +33,40 @@ use super::{admin, error, handlers, ofrep};
         handlers::BlockedBody,
         ofrep::Evaluation,
         ofrep::BulkEvaluation,
+        ofrep::EvaluationRequest,
+        ofrep::EvaluationContext,
         ofrep::OfrepErrorBody,
+    )),
+    tags(
+        (name = "decisions", description = "Decisions with their reasons"),
+        (name = "gateways", description = "Forward-auth for nginx, Envoy, Traefik, Caddy"),
+        (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+struct PublicApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "marketgate admin",
+        description = "The admin listener of marketgate: overrides, audit, reload, rules table. Every call needs `Authorization: Bearer TOKEN`.",
+    ),
+    paths(
+        admin::reload,
+        admin::list_overrides,
+        admin::put_override,
+        admin::delete_override,
+        admin::audit,
+        admin::rules_table,
+        admin::jurisdiction,
+        admin::openapi,
+    ),
+    components(schemas(
+        error::ErrorBody,
+        error::ErrorDetail,
+        error::ConflictBody,
+        error::ConflictDetail,
         admin::ReloadBody,
         admin::OverrideView,
         admin::OverrideList,
@@ -53,45 +80,100 @@ use super::{admin, error, handlers, ofrep};
         admin::JurisdictionDetail,
         crate::overrides::OverrideRequest,
     )),
-    tags(
-        (name = "decisions", description = "Decisions with their reasons"),
-        (name = "gateways", description = "Forward-auth for nginx, Envoy, Traefik, Caddy"),
-        (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
-        (name = "operations", description = "Health, readiness, metrics"),
-        (name = "admin", description = "Admin listener (bearer token)"),
-    )
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "admin", description = "Admin listener (bearer token)"))
 )]
-struct ApiDoc;
+struct AdminApi;
 
-/// The document as JSON. `/v1/gate` is served without a tail too, and for every method.
-pub fn document() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-        if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
-            if let Some(item) = paths.get("/v1/gate/{tail}").cloned() {
-                let mut get = item.get("get").cloned().unwrap_or_default();
-                if let Some(params) = get.get_mut("parameters").and_then(|p| p.as_array_mut()) {
-                    params.retain(|p| p.get("name").and_then(|n| n.as_str()) != Some("tail"));
-                }
-                let with_tail = item.get("get").cloned().unwrap_or_default();
-                let mut bare = serde_json::Map::new();
-                let mut tailed = serde_json::Map::new();
-                for m in ["get", "post", "put", "delete", "patch", "head", "options"] {
-                    let mut op = get.clone();
-                    let mut op_t = with_tail.clone();
-                    for (o, suffix) in [(&mut op, ""), (&mut op_t, "_tail")] {
-                        if let Some(obj) = o.as_object_mut() {
-                            obj.insert("operationId".into(), format!("gate_{m}{suffix}").into());
-                        }
-                    }
-                    bare.insert(m.into(), op);
-                    tailed.insert(m.into(), op_t);
-                }
-                paths.insert("/v1/gate".into(), bare.into());
-                paths.insert("/v1/gate/{tail}".into(), tailed.into());
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Answers the service can give to any request, documented on every operation: header
+/// fields over `max_header_bytes` (431).
+fn add_common_answers(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in item.values_mut().filter_map(Value::as_object_mut) {
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                responses.entry("431").or_insert_with(|| {
+                    json!({
+                        "description": "The request header fields are larger than `max_header_bytes`",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                    })
+                });
             }
         }
-        serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
-    })
+    }
+}
+
+/// `/v1/gate` is served without a tail too, and for every method (Envoy `ext_authz`
+/// keeps the client's).
+fn expand_gate(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Some(item) = paths.get("/v1/gate/{tail}").cloned() else {
+        return;
+    };
+    let mut get = item.get("get").cloned().unwrap_or_default();
+    if let Some(params) = get.get_mut("parameters").and_then(Value::as_array_mut) {
+        params.retain(|p| p.get("name").and_then(Value::as_str) != Some("tail"));
+    }
+    let with_tail = item.get("get").cloned().unwrap_or_default();
+    let mut bare = Map::new();
+    let mut tailed = Map::new();
+    for m in [
+        "get", "post", "put", "delete", "patch", "head", "options", "trace",
+    ] {
+        let mut op = get.clone();
+        let mut op_t = with_tail.clone();
+        for (o, suffix) in [(&mut op, ""), (&mut op_t, "_tail")] {
+            if let Some(obj) = o.as_object_mut() {
+                obj.insert("operationId".into(), format!("gate_{m}{suffix}").into());
+                if m == "head" {
+                    // A HEAD answer carries the headers of the GET answer, no body.
+                    if let Some(rs) = obj.get_mut("responses").and_then(Value::as_object_mut) {
+                        for r in rs.values_mut().filter_map(Value::as_object_mut) {
+                            r.remove("content");
+                        }
+                    }
+                }
+            }
+        }
+        bare.insert(m.into(), op);
+        tailed.insert(m.into(), op_t);
+    }
+    paths.insert("/v1/gate".into(), bare.into());
+    paths.insert("/v1/gate/{tail}".into(), tailed.into());
+}
+
+fn render(mut doc: Value) -> String {
+    expand_gate(&mut doc);
+    add_common_answers(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
+}
+
+/// The public listener's document, as JSON.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| render(serde_json::to_value(PublicApi::openapi()).unwrap_or_default()))
+}
+
+/// The admin listener's document, as JSON.
+pub fn admin_document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| render(serde_json::to_value(AdminApi::openapi()).unwrap_or_default()))
 }

@@ -49,6 +49,15 @@ impl Clock {
     }
 }
 
+/// What a request may send: enforced by [`super::limits`].
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    /// Time to receive a whole body once its head has arrived.
+    pub body_timeout: std::time::Duration,
+}
+
 /// Shared by every worker; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -64,7 +73,7 @@ struct Inner {
     regions: PathBuf,
     /// Lower-case name of the header that carries the rollout key.
     key_header: actix_web::http::header::HeaderName,
-    max_body_bytes: usize,
+    limits: Limits,
     admin_tokens: Vec<crate::config::Secret>,
     ready: AtomicBool,
     draining: AtomicBool,
@@ -168,7 +177,11 @@ impl AppState {
                 clock,
                 regions: config.regions.clone(),
                 key_header,
-                max_body_bytes: config.max_body_bytes,
+                limits: Limits {
+                    max_body_bytes: config.max_body_bytes,
+                    max_header_bytes: config.max_header_bytes,
+                    body_timeout: config.request_timeout,
+                },
                 admin_tokens: config.admin_tokens.clone(),
                 ready: AtomicBool::new(true),
                 draining: AtomicBool::new(false),
@@ -210,7 +223,10 @@ impl AppState {
         &self.inner.key_header
     }
     pub fn max_body_bytes(&self) -> usize {
-        self.inner.max_body_bytes
+        self.inner.limits.max_body_bytes
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
     }
     pub fn admin_tokens(&self) -> &[crate::config::Secret] {
         &self.inner.admin_tokens

@@ -2,11 +2,13 @@
 
 mod admin;
 mod caddy;
+mod conformance;
 mod console;
 mod deploy;
 mod diff;
 mod envoy;
 mod geoip;
+mod limits;
 mod middleware;
 mod nginx;
 mod redis_server;

@@ -256,8 +256,14 @@ fn bad_input_is_a_4xx_with_the_error_shape() {
     check("/nowhere", 404, "not_found");
     let a = post(&s.url("/v1/decision?country=FR"), &[], "{}");
     assert_error(&a, 405, "method_not_allowed");
+    assert_eq!(a.header("allow"), Some("GET"));
     let a = post(&s.url("/metrics"), &[], "");
     assert_error(&a, 405, "method_not_allowed");
+    assert_eq!(a.header("allow"), Some("GET"));
+    let a = get(&s.url("/ofrep/v1/evaluate/flags"), &[]);
+    assert_eq!((a.status, a.header("allow")), (405, Some("POST")));
+    let a = get(&s.admin_url("/admin/v1/overrides/FR"), &[]);
+    assert_eq!((a.status, a.header("allow")), (405, Some("PUT, DELETE")));
 }
 
 #[test]
@@ -496,11 +502,33 @@ fn health_metrics_and_openapi() {
         "/readyz",
         "/metrics",
         "/openapi.json",
-        "/admin/v1/reload",
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
     assert!(paths["/v1/gate"].get("delete").is_some());
+    assert!(!paths.keys().any(|p| p.starts_with("/admin/")), "{paths:?}");
+    // The admin API documents itself on the admin listener, behind the token.
+    assert_error(
+        &get(&s.admin_url("/admin/v1/openapi.json"), &[]),
+        401,
+        "unauthorized",
+    );
+    let admin = s.admin("GET", "/admin/v1/openapi.json", None).json();
+    let admin_paths = admin["paths"].as_object().unwrap();
+    for p in [
+        "/admin/v1/reload",
+        "/admin/v1/overrides",
+        "/admin/v1/overrides/{jurisdiction}",
+        "/admin/v1/audit",
+        "/admin/v1/rules",
+        "/admin/v1/openapi.json",
+    ] {
+        assert!(admin_paths.contains_key(p), "admin openapi lacks {p}");
+    }
+    assert_eq!(
+        admin["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     s.state.start_draining();
     assert_error(&get(&s.url("/readyz"), &[]), 503, "draining");
 }
