@@ -132,7 +132,15 @@ fn expand_gate(doc: &mut Value) {
     if let Some(params) = get.get_mut("parameters").and_then(Value::as_array_mut) {
         params.retain(|p| p.get("name").and_then(Value::as_str) != Some("tail"));
     }
-    let with_tail = item.get("get").cloned().unwrap_or_default();
+    // Under a tail the query is the forwarded request's, so `deny` is read at `/v1/gate`
+    // only (see `handlers::gate`).
+    let mut with_tail = item.get("get").cloned().unwrap_or_default();
+    if let Some(params) = with_tail
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    {
+        params.retain(|p| p.get("name").and_then(Value::as_str) != Some("deny"));
+    }
     let mut bare = Map::new();
     let mut tailed = Map::new();
     for m in [

@@ -287,7 +287,7 @@ fn a_jurisdiction_is_explained_with_the_cli_trail_demands_and_upcoming_changes()
         .contains("override on EU by alice: incident 12"));
 
     // Both endpoints are documented with their `at` parameter.
-    let doc = get(&s.url("/openapi.json"), &[]).json();
+    let doc = s.admin("GET", "/admin/v1/openapi.json", None).json();
     for path in ["/admin/v1/rules", "/admin/v1/jurisdictions/{jurisdiction}"] {
         let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
         assert!(
