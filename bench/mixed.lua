@@ -13,9 +13,12 @@ if #addrs == 0 then
   error("BENCH_ADDRS is empty")
 end
 
+-- Formatted in `init`, once wrk knows the host and path of the URL.
 local requests = {}
-for i, a in ipairs(addrs) do
-  requests[i] = wrk.format(nil, nil, { ["X-Forwarded-For"] = a })
+init = function(args)
+  for i, a in ipairs(addrs) do
+    requests[i] = wrk.format(nil, nil, { ["Host"] = wrk.host, ["X-Forwarded-For"] = a })
+  end
 end
 
 local next_request = 0
