@@ -1,4 +1,4 @@
-//! The baseline of `bench/load.sh`: an actix-web server that answers every request with
+//! The floor of `bench/run.sh`: an actix-web server that answers every request with
 //! an empty 200. Usage: `empty200 ADDR WORKERS`.
 
 use actix_web::{web, App, HttpResponse, HttpServer};

@@ -134,10 +134,13 @@ fn parse_country(value: &str) -> Option<Location> {
     crate::iso::is_country(code).then(|| Location::country(code))
 }
 
+/// The hops of a forwarding header, inline for the usual few: no allocation per request.
+type Hops = smallvec::SmallVec<[Option<IpAddr>; 4]>;
+
 /// Every `X-Forwarded-For` line, in order, split on commas. An entry that is not an
 /// address (with or without a port) is `None`.
-fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let mut hops = Vec::new();
+fn x_forwarded_for(headers: &HeaderMap) -> Hops {
+    let mut hops = Hops::new();
     for value in headers.get_all(actix_web::http::header::X_FORWARDED_FOR) {
         match value.to_str() {
             Ok(line) => hops.extend(line.split(',').map(|entry| parse_node(entry.trim()))),
@@ -150,8 +153,8 @@ fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 /// Every RFC 7239 `Forwarded` line, in order: one hop per element, its `for=` node.
 /// An element without `for=`, with `for=unknown` or an obfuscated identifier (`_abc`) is
 /// `None`.
-fn forwarded(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let mut hops = Vec::new();
+fn forwarded(headers: &HeaderMap) -> Hops {
+    let mut hops = Hops::new();
     for value in headers.get_all(actix_web::http::header::FORWARDED) {
         let Ok(line) = value.to_str() else {
             hops.push(None);

@@ -363,9 +363,24 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
         Some(json!({"status": "withdrawn", "reason": "emergency exit", "actor": "ops"})),
     );
     assert_eq!(set.status, 200, "{}", set.body);
-    let a = get(&s.url("/v1/gate"), &[("X-Forwarded-For", "8.8.8.8")]);
-    assert_eq!(a.status, 451);
-    assert_eq!(a.json()["blocked_by"]["text"], "emergency exit");
+    // Blocked answers are built once per worker and ground: repeated answers are the
+    // same, and the same override with another reason is a new answer, not a stale one.
+    for reason in ["emergency exit", "court order 7"] {
+        if reason != "emergency exit" {
+            let set = s.admin(
+                "PUT",
+                "/admin/v1/overrides/US",
+                Some(json!({"status": "withdrawn", "reason": reason, "actor": "ops"})),
+            );
+            assert_eq!(set.status, 200, "{}", set.body);
+        }
+        for _ in 0..3 {
+            let a = get(&s.url("/v1/gate"), &[("X-Forwarded-For", "8.8.8.8")]);
+            assert_eq!(a.status, 451);
+            assert_eq!(a.header("content-type"), Some("application/json"));
+            assert_eq!(a.json()["blocked_by"]["text"], reason);
+        }
+    }
 }
 
 #[test]
