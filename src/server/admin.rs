@@ -64,10 +64,15 @@ async fn read_json<T: serde::de::DeserializeOwned + Default>(
         }
         Ok(Ok(b)) => b,
     };
+    parse_body(&bytes)
+}
+
+/// Parses an admin request body (JSON); an empty body is `T::default()`.
+pub fn parse_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::InvalidBody(format!("the request body is not valid: {e}")))
 }
 

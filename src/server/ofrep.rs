@@ -51,7 +51,8 @@ pub struct OfrepErrorBody {
 }
 
 impl OfrepError {
-    fn code(&self) -> &'static str {
+    /// OFREP's `errorCode`.
+    pub fn code(&self) -> &'static str {
         match self {
             OfrepError::Parse { .. } | OfrepError::TooLarge { .. } => "PARSE_ERROR",
             OfrepError::InvalidContext { .. } => "INVALID_CONTEXT",
@@ -95,12 +96,12 @@ impl ResponseError for OfrepError {
 }
 
 /// The evaluation context fields marketgate reads.
-#[derive(Debug, Default)]
-struct Context {
-    ip: Option<String>,
-    country: Option<String>,
-    subdivision: Option<String>,
-    targeting_key: Option<String>,
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    pub ip: Option<String>,
+    pub country: Option<String>,
+    pub subdivision: Option<String>,
+    pub targeting_key: Option<String>,
 }
 
 async fn read_context(
@@ -109,24 +110,37 @@ async fn read_context(
     key: Option<&str>,
 ) -> Result<Context, OfrepError> {
     let limit = state.max_body_bytes();
-    let too_large = || OfrepError::TooLarge {
-        key: key.map(str::to_string),
-        limit,
+    let bytes = match payload.to_bytes_limited(limit).await {
+        Err(_) => {
+            return Err(OfrepError::TooLarge {
+                key: key.map(str::to_string),
+                limit,
+            })
+        }
+        Ok(Err(_)) => {
+            return Err(OfrepError::Parse {
+                key: key.map(str::to_string),
+                details: "the request body could not be read".into(),
+            })
+        }
+        Ok(Ok(b)) => b,
     };
+    parse_context(&bytes, key)
+}
+
+/// Parses an OFREP request body (`{"context": {...}}`) for the flag `key` (`None` for
+/// bulk evaluation). An empty body or a missing `context` is an empty context; the
+/// error names the field, never its value.
+pub fn parse_context(bytes: &[u8], key: Option<&str>) -> Result<Context, OfrepError> {
     let parse = |details: &str| OfrepError::Parse {
         key: key.map(str::to_string),
         details: details.to_string(),
-    };
-    let bytes = match payload.to_bytes_limited(limit).await {
-        Err(_) => return Err(too_large()),
-        Ok(Err(_)) => return Err(parse("the request body could not be read")),
-        Ok(Ok(b)) => b,
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Context::default());
     }
     let body: Value =
-        serde_json::from_slice(&bytes).map_err(|_| parse("the request body is not JSON"))?;
+        serde_json::from_slice(bytes).map_err(|_| parse("the request body is not JSON"))?;
     let Value::Object(mut body) = body else {
         return Err(parse("the request body must be a JSON object"));
     };
