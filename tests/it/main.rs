@@ -5,6 +5,7 @@ mod diff;
 mod geoip;
 mod middleware;
 mod nginx;
+mod privacy;
 mod redis_server;
 mod rules;
 mod serve_binary;
