@@ -18,8 +18,9 @@ use common::scratch_dir;
 
 const MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
 
-/// One service handle per layout, each watching its own file, started on the bundled
-/// database (a real, full country database).
+/// One service handle per layout, each reloading its own file, started on a small valid
+/// database (a seed: loading the bundled full database three times would outlast
+/// libFuzzer's per-input timeout under sanitizers).
 fn handles() -> &'static [(PathBuf, GeoIp); 3] {
     static HANDLES: OnceLock<[(PathBuf, GeoIp); 3]> = OnceLock::new();
     HANDLES.get_or_init(|| {
@@ -42,9 +43,11 @@ fn handles() -> &'static [(PathBuf, GeoIp); 3] {
                 watch: false,
                 ..GeoIpConfig::default()
             };
-            // The bundled database in service; flat/fields need no match to start.
-            let db = GeoDb::bundled(&GeoIpConfig::default().lookup_options())
-                .expect("the bundled database loads");
+            let db = GeoDb::from_bytes(
+                include_bytes!("../seeds/geoip/valid-geoip2-country").to_vec(),
+                &GeoIpConfig::default().lookup_options(),
+            )
+            .expect("the seed database loads");
             (path, GeoIp::from_db(db, &config))
         })
     })
