@@ -187,8 +187,12 @@ impl OverrideRequest {
         let expires_at = match (&self.ttl, &self.expires_at) {
             (Some(_), Some(_)) => return Err(RequestError::BothExpiries),
             (Some(ttl), None) => {
-                let secs = parse_ttl(ttl).ok_or_else(|| RequestError::BadTtl(ttl.clone()))?;
-                Some(now + jiff::SignedDuration::from_secs(secs))
+                // A ttl past the last representable instant is as bad as an unreadable
+                // one (and `+` would panic).
+                let t = parse_ttl(ttl)
+                    .and_then(|secs| now.checked_add(jiff::SignedDuration::from_secs(secs)).ok())
+                    .ok_or_else(|| RequestError::BadTtl(ttl.clone()))?;
+                Some(t)
             }
             (None, Some(at)) => {
                 let t = crate::rules::raw::parse_rfc3339(at).map_err(RequestError::BadExpiry)?;
@@ -324,6 +328,26 @@ mod tests {
         ] {
             assert_eq!(parse_ttl(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_ttl_past_the_last_instant_is_refused_not_a_panic() {
+        // Found by the `admin` fuzz target: `now + ttl` overflowed jiff's range.
+        let (rules, _) = build(&[("_global.yaml", GLOBAL)]).unwrap();
+        for ttl in ["99999999999d", "9223372036854775807s", "106751991167300d"] {
+            let body = format!(r#"{{"status":"withdrawn","reason":"r","ttl":"{ttl}"}}"#);
+            let req: OverrideRequest = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                req.into_override("FR", &rules, now(), "a"),
+                Err(RequestError::BadTtl(ttl.into())),
+                "{ttl}"
+            );
+        }
+        // The longest ttl that fits is still accepted.
+        let req: OverrideRequest =
+            serde_json::from_str(r#"{"status":"withdrawn","reason":"r","ttl":"2900000d"}"#)
+                .unwrap();
+        assert!(req.into_override("FR", &rules, now(), "a").is_ok());
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Positions {
             let (ev, mark) = match parser.next_token() {
                 Ok(x) => x,
                 Err(e) => {
-                    let (line, column) = pos(e.marker());
+                    let (line, column) = within(text, pos(e.marker()));
                     return Err(Refused {
                         line,
                         column,
@@ -125,6 +125,17 @@ struct Builder {
 
 fn pos(m: &Marker) -> (u32, u32) {
     (m.line() as u32, m.col() as u32 + 1)
+}
+
+/// A position inside `text`: an error at the end of input is reported by yaml-rust2 on
+/// the line after a last line without a newline; it belongs at the end of that line.
+fn within(text: &str, (line, column): (u32, u32)) -> (u32, u32) {
+    let lines = text.split('\n').count() as u32;
+    if line <= lines {
+        return (line, column);
+    }
+    let last = text.rsplit('\n').next().unwrap_or("");
+    (lines, last.chars().count() as u32 + 1)
 }
 
 impl Builder {
@@ -235,5 +246,16 @@ mod tests {
         let flood = format!("a: &a x\nb: [{}]\n", vec!["*a"; 300].join(","));
         let e = Positions::scan(&flood).unwrap_err();
         assert!(e.message.contains("aliases"), "{e:?}");
+    }
+
+    #[test]
+    fn an_error_at_the_end_of_input_stays_inside_the_file() {
+        // Found by the `rules` fuzz target: reported on line 3 of a 2-line file.
+        // yaml-rust2 puts this error at 3:1, past the end of the last line.
+        let e = Positions::scan("a: 1\nb: {c: d, e: f").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 15), "{e:?}");
+        assert!(e.message.starts_with("invalid YAML"), "{e:?}");
+        let e = Positions::scan("a: 1\nb: {c: d, e: f\n").unwrap_err();
+        assert!(e.line <= 3, "{e:?}");
     }
 }

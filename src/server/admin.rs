@@ -56,10 +56,15 @@ async fn read_json<T: serde::de::DeserializeOwned + Default>(
     payload: web::Payload,
 ) -> Result<T, ApiError> {
     let bytes = super::limits::read_body(state, req, payload).await?;
+    parse_body(&bytes)
+}
+
+/// Parses an admin request body (JSON); an empty body is `T::default()`.
+pub fn parse_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::InvalidBody(format!("the request body is not valid: {e}")))
 }
 

@@ -95,10 +95,7 @@ pub(crate) fn location_of<'a>(
 }
 
 /// `country=FR`, `country=US-CA`, `country=US&subdivision=CA`, `country=unknown`.
-pub(crate) fn parse_location(
-    country: &str,
-    subdivision: Option<&str>,
-) -> Result<Location, ApiError> {
+pub fn parse_location(country: &str, subdivision: Option<&str>) -> Result<Location, ApiError> {
     if country == "unknown" && subdivision.is_none() {
         return Ok(Location::UNKNOWN);
     }

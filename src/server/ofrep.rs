@@ -57,7 +57,8 @@ pub struct OfrepErrorBody {
 }
 
 impl OfrepError {
-    fn code(&self) -> &'static str {
+    /// OFREP's `errorCode`.
+    pub fn code(&self) -> &'static str {
         match self {
             OfrepError::Parse { .. } | OfrepError::TooLarge { .. } => "PARSE_ERROR",
             OfrepError::InvalidContext { .. } => "INVALID_CONTEXT",
@@ -114,12 +115,12 @@ impl ResponseError for OfrepError {
 }
 
 /// The evaluation context fields marketgate reads.
-#[derive(Debug, Default)]
-struct Context {
-    ip: Option<String>,
-    country: Option<String>,
-    subdivision: Option<String>,
-    targeting_key: Option<String>,
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    pub ip: Option<String>,
+    pub country: Option<String>,
+    pub subdivision: Option<String>,
+    pub targeting_key: Option<String>,
 }
 
 async fn read_context(
@@ -128,10 +129,6 @@ async fn read_context(
     payload: web::Payload,
     key: Option<&str>,
 ) -> Result<Context, OfrepError> {
-    let parse = |details: &str| OfrepError::Parse {
-        key: key.map(str::to_string),
-        details: details.to_string(),
-    };
     let bytes = read_body(state, req, payload).await.map_err(|e| match e {
         BodyError::TooLarge(limit) => OfrepError::TooLarge {
             key: key.map(str::to_string),
@@ -141,13 +138,27 @@ async fn read_context(
             key: key.map(str::to_string),
             details: e.to_string(),
         },
-        BodyError::Unreadable => parse(&e.to_string()),
+        BodyError::Unreadable => OfrepError::Parse {
+            key: key.map(str::to_string),
+            details: e.to_string(),
+        },
     })?;
+    parse_context(&bytes, key)
+}
+
+/// Parses an OFREP request body (`{"context": {...}}`) for the flag `key` (`None` for
+/// bulk evaluation). An empty body or a missing `context` is an empty context; the
+/// error names the field, never its value.
+pub fn parse_context(bytes: &[u8], key: Option<&str>) -> Result<Context, OfrepError> {
+    let parse = |details: &str| OfrepError::Parse {
+        key: key.map(str::to_string),
+        details: details.to_string(),
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Context::default());
     }
     let body: Value =
-        serde_json::from_slice(&bytes).map_err(|_| parse("the request body is not JSON"))?;
+        serde_json::from_slice(bytes).map_err(|_| parse("the request body is not JSON"))?;
     let Value::Object(mut body) = body else {
         return Err(parse("the request body must be a JSON object"));
     };

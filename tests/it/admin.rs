@@ -172,6 +172,12 @@ fn bad_override_requests_are_400_with_the_error_shape() {
             json!({"reason": "x", "status": "withdrawn", "expires_at": "2020-01-01T00:00:00Z"}),
             "invalid_override",
         ),
+        // Past the last representable instant: once a panic in the handler (fuzzing).
+        (
+            "/admin/v1/overrides/FR",
+            json!({"reason": "x", "status": "withdrawn", "ttl": "99999999999d"}),
+            "invalid_override",
+        ),
         (
             "/admin/v1/overrides/NOPE",
             json!({"reason": "x", "status": "withdrawn"}),

@@ -11,6 +11,7 @@ mod geoip;
 mod limits;
 mod middleware;
 mod nginx;
+mod privacy;
 mod redis_server;
 mod rules;
 mod serve_binary;

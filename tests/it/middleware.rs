@@ -19,10 +19,11 @@ const RU_IP: &str = "194.67.1.1";
 /// An address in the bundled database that resolves to IN (payments off there).
 const IN_IP: &str = "49.36.0.1";
 
-struct EmbeddedApp {
-    _state_dir: tempfile::TempDir,
-    addr: SocketAddr,
-    state: AppState,
+/// An app of our own behind `MarketGate`, on port 0, in a thread of the test process.
+pub struct EmbeddedApp {
+    pub state_dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub state: AppState,
     /// How many requests reached a handler.
     calls: Arc<AtomicUsize>,
     handle: ServerHandle,
@@ -50,17 +51,34 @@ async fn extracted(m: MarketDecision, calls: web::Data<AtomicUsize>) -> HttpResp
 
 impl EmbeddedApp {
     fn start(trusted_proxies: &[&str]) -> EmbeddedApp {
+        let trusted = trusted_proxies.iter().map(|p| p.parse().unwrap()).collect();
+        Self::start_with(|c| c.trusted_proxies = trusted, None)
+    }
+
+    /// With the configuration changed by `tweak`, and the app's log (its threads and
+    /// workers) going to `log` when given.
+    pub fn start_with(
+        tweak: impl FnOnce(&mut Config),
+        log: Option<tracing::Dispatch>,
+    ) -> EmbeddedApp {
         let state_dir = tempfile::tempdir().unwrap();
-        let config = Config {
+        let mut config = Config {
             regions: repo().join("regions"),
-            trusted_proxies: trusted_proxies.iter().map(|p| p.parse().unwrap()).collect(),
             state_dir: state_dir.path().to_path_buf(),
             ..Config::default()
+        };
+        tweak(&mut config);
+        // Every thread of the app logs to `log`: the guard is kept for the thread's life.
+        let log_here = move || {
+            if let Some(d) = &log {
+                std::mem::forget(tracing::dispatcher::set_default(d));
+            }
         };
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = web::Data::from(calls.clone());
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
+            log_here();
             actix_web::rt::System::new().block_on(async move {
                 let store = marketgate::store::OverrideStore::open(&config.store())
                     .await
@@ -69,6 +87,7 @@ impl EmbeddedApp {
                     AppState::load(&config, Clock::Fixed(at()), store).expect("state loads");
                 let gate = MarketGate::new(state.clone());
                 let server = HttpServer::new(move || {
+                    log_here();
                     App::new()
                         .app_data(counter.clone())
                         .wrap(gate.clone())
@@ -86,7 +105,7 @@ impl EmbeddedApp {
         });
         let (addr, state, handle) = rx.recv().expect("server started");
         EmbeddedApp {
-            _state_dir: state_dir,
+            state_dir,
             addr,
             state,
             calls,
@@ -95,7 +114,7 @@ impl EmbeddedApp {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 

@@ -35,26 +35,35 @@ fn a_config_error_names_the_key_and_exits_non_zero() {
     }
 }
 
-struct Running {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    addr: String,
+/// A `marketgate serve` child with JSON logs at `trace`; stdout and stderr are captured
+/// line by line.
+pub struct Running {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    /// The public listener, as `serve` logged it.
+    pub addr: String,
+    /// The admin listener, when a token is configured.
+    pub admin: Option<String>,
 }
 
-fn start(extra: &[&str]) -> Running {
+/// Starts `marketgate serve` with one worker and the `extra` arguments (on a free
+/// loopback port unless they give `--listen`), and waits for its "serving" line.
+pub fn start(extra: &[&str]) -> Running {
+    let listen: &[&str] = if extra.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(listen)
         .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
             "--workers",
             "1",
             "--log-format",
             "json",
             "--log-level",
             "trace",
-            "--trusted-proxy",
-            "127.0.0.0/8",
         ])
         .args(extra)
         .current_dir(repo())
@@ -74,20 +83,35 @@ fn start(extra: &[&str]) -> Running {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["message"] == "serving" {
-                        let _ = tx.send(v["listen"].as_str().unwrap_or("").to_string());
+                        let listen = v["listen"].as_str().unwrap_or("").to_string();
+                        let _ = tx.send((listen, v["admin"].as_str().map(str::to_string)));
                     }
                 }
                 lines.lock().unwrap().push(line);
             }
         });
     }
-    let addr = rx
+    let (addr, admin) = rx
         .recv_timeout(std::time::Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("server did not start: {:?}", lines.lock().unwrap()));
-    Running { child, lines, addr }
+    Running {
+        child,
+        lines,
+        addr,
+        admin,
+    }
 }
 
-fn signal(child: &Child, sig: &str) {
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -98,7 +122,7 @@ fn signal(child: &Child, sig: &str) {
 
 #[test]
 fn canary_addresses_reach_no_log_metric_or_body_and_sigterm_drains() {
-    let s = start(&["--drain-delay", "3s"]);
+    let mut s = start(&["--drain-delay", "3s", "--trusted-proxy", "127.0.0.0/8"]);
     let url = |p: &str| format!("http://{}{p}", s.addr);
     // Canaries: a resolvable address (RU), an unresolvable documentation address, an
     // IPv6 one, and a malformed one.
@@ -141,8 +165,7 @@ fn canary_addresses_reach_no_log_metric_or_body_and_sigterm_drains() {
         }
     }
     assert!(saw_503, "readiness never answered 503 while draining");
-    let mut child = s.child;
-    let status = child.wait().unwrap();
+    let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     // Readers finish at EOF.
     std::thread::sleep(std::time::Duration::from_millis(100));
