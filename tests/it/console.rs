@@ -483,6 +483,26 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         }
     };
 
+    // One element by CSS selector: click it, type into it, or choose one of its options.
+    let press = |sel: &'static str| {
+        let c = c.clone();
+        async move { c.find(css(sel)).await.expect(sel).click().await.expect(sel) }
+    };
+    let type_in = |sel: &'static str, text: &'static str| {
+        let c = c.clone();
+        async move {
+            let e = c.find(css(sel)).await.expect(sel);
+            e.send_keys(text).await.expect(sel)
+        }
+    };
+    let choose = |sel: &'static str, value: &'static str| {
+        let c = c.clone();
+        async move {
+            let e = c.find(css(sel)).await.expect(sel);
+            e.select_by_value(value).await.expect(sel)
+        }
+    };
+
     // 1. The login page; a wrong token is refused, the right one opens the console.
     c.goto(console).await.unwrap();
     let token = c
@@ -492,24 +512,14 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         .await
         .unwrap();
     token.send_keys("not-the-token-0123456789").await.unwrap();
-    c.find(css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press("#sign-in").await;
     until("return document.getElementById('login-error').textContent.includes('not accepted')")
         .await;
     assert!(c.find(css("#app[data-ready]")).await.is_err());
     let token = c.find(css("#token")).await.unwrap();
     token.clear().await.unwrap();
     token.send_keys(TOKEN).await.unwrap();
-    c.find(css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press("#sign-in").await;
     c.wait()
         .at_most(wait)
         .for_element(css("#app[data-ready]"))
@@ -561,12 +571,7 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
     );
     // Hover shows the jurisdiction, its status and disabled features; a click on the
     // map opens the jurisdiction.
-    c.find(css("#countries path[data-code='IN']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press("#countries path[data-code='IN']").await;
     let tip = c.find(css("#tooltip")).await.unwrap().text().await.unwrap();
     assert!(
         tip.contains("India (IN)") && tip.contains("limited") && tip.contains("payments"),
@@ -617,12 +622,7 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
     until("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('(' + document.activeElement.getAttribute('data-code') + ')')").await;
 
     // 3. The explanation of RU: the trail, the red line in force.
-    c.find(css("#find"))
-        .await
-        .unwrap()
-        .send_keys("RU\u{E007}")
-        .await
-        .unwrap();
+    type_in("#find", "RU\u{E007}").await;
     until("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('(RU)')").await;
     let explain = c
         .find(css("#detail-explain"))
@@ -649,24 +649,9 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
     );
 
     // 4. A red line refuses an override that would serve RU: the 409 is shown.
-    c.find(css("#of-status"))
-        .await
-        .unwrap()
-        .select_by_value("served")
-        .await
-        .unwrap();
-    c.find(css("#of-reason"))
-        .await
-        .unwrap()
-        .send_keys("try to restore")
-        .await
-        .unwrap();
-    c.find(css("#of-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    choose("#of-status", "served").await;
+    type_in("#of-reason", "try to restore").await;
+    press("#of-submit").await;
     let refusal = c
         .wait()
         .at_most(wait)
@@ -693,36 +678,11 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
     find.clear().await.unwrap();
     find.send_keys("FR\u{E007}").await.unwrap();
     until("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('(FR)')").await;
-    c.find(css("#of-status"))
-        .await
-        .unwrap()
-        .select_by_value("withdrawn")
-        .await
-        .unwrap();
-    c.find(css("#of-reason"))
-        .await
-        .unwrap()
-        .send_keys("court order 2026-114")
-        .await
-        .unwrap();
-    c.find(css("#of-expiry"))
-        .await
-        .unwrap()
-        .select_by_value("2h")
-        .await
-        .unwrap();
-    c.find(css("#of-actor"))
-        .await
-        .unwrap()
-        .send_keys("e2e")
-        .await
-        .unwrap();
-    c.find(css("#of-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    choose("#of-status", "withdrawn").await;
+    type_in("#of-reason", "court order 2026-114").await;
+    choose("#of-expiry", "2h").await;
+    type_in("#of-actor", "e2e").await;
+    press("#of-submit").await;
     c.wait()
         .at_most(wait)
         .for_element(css("#change-notice"))
@@ -773,12 +733,7 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         eval("return document.querySelector(\"#countries path[data-code='FR']\").getAttribute('data-status')").await,
         "served"
     );
-    c.find(css("#when-now"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press("#when-now").await;
     until("return !document.getElementById('map').getAttribute('data-at').startsWith('2027')")
         .await;
     assert_eq!(eval(de).await, "served");
@@ -793,7 +748,7 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         .await
         .unwrap();
     until("return document.querySelector(\"#countries path[data-code='FR']\").getAttribute('data-status') === 'served'").await;
-    c.find(css("#logout")).await.unwrap().click().await.unwrap();
+    press("#logout").await;
     until("return !document.getElementById('login-view').hidden && document.getElementById('app').hidden").await;
     assert_eq!(eval("return sessionStorage.length").await, 0);
     // A reload shows the login page, not the console.
