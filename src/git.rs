@@ -161,6 +161,21 @@ mod tests {
         assert!(ok.status.success(), "git {args:?}: {ok:?}");
     }
 
+    fn commit(dir: &Path, message: &str) {
+        run(
+            dir,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                message,
+            ],
+        );
+    }
+
     #[test]
     fn reads_files_at_a_revision_and_refuses_bad_ones() {
         let tmp = tempfile::tempdir().unwrap();
@@ -171,33 +186,11 @@ mod tests {
         std::fs::write(d.join("regions/notes.txt"), "x").unwrap();
         std::fs::write(d.join("regions/.hidden.yaml"), "x").unwrap();
         run(d, &["add", "."]);
-        run(
-            d,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                "one",
-            ],
-        );
+        commit(d, "one");
         std::fs::write(d.join("regions/a.yaml"), "second: 2\n").unwrap();
         std::fs::write(d.join("regions/b.yml"), "b: 1\n").unwrap();
         run(d, &["add", "."]);
-        run(
-            d,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                "two",
-            ],
-        );
+        commit(d, "two");
 
         let files = read_rules_at(d, "HEAD~1", "regions").unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
@@ -220,18 +213,7 @@ mod tests {
         assert_eq!(from_sub.len(), 2, "paths are relative to the top directory");
         std::fs::write(d.join("sub/x.txt"), "x").unwrap();
         run(d, &["add", "."]);
-        run(
-            d,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                "three",
-            ],
-        );
+        commit(d, "three");
         assert!(matches!(
             read_rules_at(d, "HEAD", "sub"),
             Err(GitError::NoRulesFiles { .. })

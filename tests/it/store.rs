@@ -60,6 +60,11 @@ fn on_redis(url: &str, dir: &Path) -> StoreConfig {
 }
 
 /// Polls `cond` until it holds, for at most 10 s.
+/// A store on Redis at `url`, persisting its snapshot in `dir`.
+async fn open_redis(url: &str, dir: &Path) -> OverrideStore {
+    OverrideStore::open(&on_redis(url, dir)).await.unwrap()
+}
+
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
@@ -215,12 +220,8 @@ async fn embedded_store_prunes_expired_overrides_and_audits_them() {
 async fn redis_instances_see_each_others_overrides() {
     let redis = RedisServer::start();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = OverrideStore::open(&on_redis(&redis.url(), da.path()))
-        .await
-        .unwrap();
-    let b = OverrideStore::open(&on_redis(&redis.url(), db.path()))
-        .await
-        .unwrap();
+    let a = open_redis(&redis.url(), da.path()).await;
+    let b = open_redis(&redis.url(), db.path()).await;
     assert_eq!(a.backend(), "redis");
     assert!(a.is_connected() && b.is_connected());
 
@@ -279,16 +280,8 @@ async fn redis_killed_and_restarted_loses_nothing_and_reads_never_fail() {
     let rules = Arc::new(rules());
     let mut redis = RedisServer::start_durable();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Arc::new(
-        OverrideStore::open(&on_redis(&redis.url(), da.path()))
-            .await
-            .unwrap(),
-    );
-    let b = Arc::new(
-        OverrideStore::open(&on_redis(&redis.url(), db.path()))
-            .await
-            .unwrap(),
-    );
+    let a = Arc::new(open_redis(&redis.url(), da.path()).await);
+    let b = Arc::new(open_redis(&redis.url(), db.path()).await);
     a.put(withdraw("FR", "before")).await.unwrap();
     eventually("B sees FR", || has(&b, "FR")).await;
 
@@ -335,12 +328,8 @@ async fn a_partitioned_instance_catches_up_with_changes_it_missed() {
     let redis = RedisServer::start();
     let proxy = Proxy::start(redis.port()).await;
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = OverrideStore::open(&on_redis(&proxy.url(), da.path()))
-        .await
-        .unwrap();
-    let b = OverrideStore::open(&on_redis(&redis.url(), db.path()))
-        .await
-        .unwrap();
+    let a = open_redis(&proxy.url(), da.path()).await;
+    let b = open_redis(&redis.url(), db.path()).await;
     b.put(withdraw("FR", "one")).await.unwrap();
     eventually("A sees FR", || has(&a, "FR")).await;
 
@@ -366,9 +355,7 @@ async fn a_missed_notice_makes_an_instance_reload() {
     // No periodic reconcile to hide a missed gap.
     let mut cfg = on_redis(&redis.url(), db.path());
     cfg.redis.as_mut().unwrap().reconcile_interval = Duration::from_secs(3600);
-    let a = OverrideStore::open(&on_redis(&redis.url(), da.path()))
-        .await
-        .unwrap();
+    let a = open_redis(&redis.url(), da.path()).await;
     let b = OverrideStore::open(&cfg).await.unwrap();
     a.put(withdraw("FR", "one")).await.unwrap();
     eventually("B sees FR", || has(&b, "FR")).await;
@@ -400,9 +387,7 @@ async fn a_cold_start_with_redis_down_applies_the_persisted_snapshot_and_its_exp
     let dir = tempfile::tempdir().unwrap();
     let expires = Timestamp::now() + SignedDuration::from_hours(1);
     {
-        let a = OverrideStore::open(&on_redis(&redis.url(), dir.path()))
-            .await
-            .unwrap();
+        let a = open_redis(&redis.url(), dir.path()).await;
         let mut fr = withdraw("FR", "law 123");
         fr.expires_at = Some(expires);
         let v = a.put(fr).await.unwrap();
@@ -410,9 +395,7 @@ async fn a_cold_start_with_redis_down_applies_the_persisted_snapshot_and_its_exp
     }
     redis.kill();
 
-    let a = OverrideStore::open(&on_redis(&redis.url(), dir.path()))
-        .await
-        .unwrap();
+    let a = open_redis(&redis.url(), dir.path()).await;
     let st = a.status();
     assert!(!st.connected);
     assert_eq!(st.snapshot_age, None, "never synced since start");
@@ -438,11 +421,7 @@ async fn expiry_is_audited_once_however_many_instances_sweep() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut stores = Vec::new();
     for d in &dirs {
-        stores.push(
-            OverrideStore::open(&on_redis(&redis.url(), d.path()))
-                .await
-                .unwrap(),
-        );
+        stores.push(open_redis(&redis.url(), d.path()).await);
     }
     let mut fr = withdraw("FR", "short");
     fr.expires_at = Some(Timestamp::now() + SignedDuration::from_millis(300));
@@ -468,9 +447,7 @@ async fn expiry_is_audited_once_however_many_instances_sweep() {
 async fn redis_and_state_dir_hold_only_the_documented_keys_and_fields() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let a = OverrideStore::open(&on_redis(&redis.url(), dir.path()))
-        .await
-        .unwrap();
+    let a = open_redis(&redis.url(), dir.path()).await;
     let mut fr = withdraw("FR", "law 123");
     fr.expires_at = Some(Timestamp::now() + SignedDuration::from_millis(100));
     a.put(fr).await.unwrap();
@@ -535,12 +512,8 @@ async fn redis_and_state_dir_hold_only_the_documented_keys_and_fields() {
 async fn propagation() {
     let redis = RedisServer::start();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = OverrideStore::open(&on_redis(&redis.url(), da.path()))
-        .await
-        .unwrap();
-    let b = OverrideStore::open(&on_redis(&redis.url(), db.path()))
-        .await
-        .unwrap();
+    let a = open_redis(&redis.url(), da.path()).await;
+    let b = open_redis(&redis.url(), db.path()).await;
     let mut samples = Vec::new();
     for i in 0..250 {
         let code = ["FR", "DE", "IT", "ES"][i % 4];
