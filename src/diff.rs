@@ -57,7 +57,7 @@ pub fn reaches(rules: &RuleSet, j: &Jurisdiction, loc: &Location) -> bool {
 
 /// Decides without overrides: what the rules alone say.
 pub fn decide_rules(rules: &RuleSet, loc: Location, key: Option<&str>, at: Timestamp) -> Decision {
-    engine::decide(
+    engine::decide_uncached(
         rules,
         &OverrideSet::default(),
         &Request {

@@ -2,6 +2,7 @@
 //! [`Decision`] with the trail of what produced it. Pure: no I/O, no clock reads, no
 //! async, no locks; allocation only for the trail when something applies.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -70,8 +71,36 @@ pub struct Decision {
 }
 
 /// Decides for one request. Total: every input gets exactly one decision.
-pub fn decide(rules: &RuleSet, overrides: &OverrideSet, req: &Request<'_>) -> Decision {
+///
+/// A decision that does not depend on the rollout key is the same for every instant
+/// between two boundaries of the rules and the overrides, so it is computed once per
+/// thread, location and window and shared after that (see [`memo`]); the answer is the
+/// one [`decide_uncached`] gives, which the tests check. Shared, because a decision is
+/// a value of a few hundred bytes read many times: handing out one more reference costs
+/// less than copying it.
+pub fn decide(rules: &RuleSet, overrides: &OverrideSet, req: &Request<'_>) -> Rc<Decision> {
     let plan = Plan::new(rules, req.location);
+    let keyed = plan.chain.has_keyed_changes || plan.sub.is_some_and(|l| rules.level(l).is_keyed());
+    if keyed {
+        return Rc::new(compute(rules, overrides, &plan, req));
+    }
+    memo::get_or_compute(rules, overrides, req.location, req.at, || {
+        compute(rules, overrides, &plan, req)
+    })
+}
+
+/// [`decide`] without the memo: evaluates every level for this request.
+pub fn decide_uncached(rules: &RuleSet, overrides: &OverrideSet, req: &Request<'_>) -> Decision {
+    compute(rules, overrides, &Plan::new(rules, req.location), req)
+}
+
+fn compute(
+    rules: &RuleSet,
+    overrides: &OverrideSet,
+    plan: &Plan<'_>,
+    req: &Request<'_>,
+) -> Decision {
+    let plan = *plan;
     let out = evaluate(rules, overrides, &plan, req, None);
     let shadow = if plan.chain.has_keyed_changes || plan.sub.is_some_and(|l| has_shadow(rules, l)) {
         shadow_divergences(rules, overrides, &plan, req, &out)
@@ -96,6 +125,7 @@ fn has_shadow(rules: &RuleSet, l: LevelId) -> bool {
 }
 
 /// The levels that apply to a location.
+#[derive(Clone, Copy)]
 struct Plan<'r> {
     chain: &'r Chain,
     /// The subdivision's level, when its rules exist.
@@ -304,6 +334,93 @@ fn shadow_divergences(
         }
     }
     out
+}
+
+/// The per-thread memo of key-independent decisions.
+///
+/// A decision that no rollout key changes depends only on the rules, the overrides, the
+/// location and the instant, and on the instant only through the boundaries of the rules
+/// (changes, demands taking effect) and the overrides' expiries: between two of them it
+/// is constant. Each thread keeps one entry per country slot (plus `unknown`), tagged with
+/// the ids of the rule set and the override snapshot it was computed for and the window
+/// `[from, until)` it holds in; anything else is a miss and is recomputed. Per thread, so
+/// a hit takes no lock and writes nothing shared; a reload or an override change makes
+/// new ids, so stale entries are never read and are overwritten as they are met.
+mod memo {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use jiff::Timestamp;
+
+    use super::Decision;
+    use crate::location::{CountryCode, Location};
+    use crate::overrides::OverrideSet;
+    use crate::rules::RuleSet;
+
+    /// 676 two-letter country slots and one for locations without a country.
+    const SLOTS: usize = CountryCode::COUNT + 1;
+
+    struct Entry {
+        rules: u64,
+        overrides: u64,
+        location: Location,
+        from: Option<Timestamp>,
+        until: Option<Timestamp>,
+        decision: Rc<Decision>,
+    }
+
+    impl Entry {
+        fn holds(&self, rules: u64, overrides: u64, location: Location, at: Timestamp) -> bool {
+            self.rules == rules
+                && self.overrides == overrides
+                && self.location == location
+                && self.from.is_none_or(|f| f <= at)
+                && self.until.is_none_or(|u| at < u)
+        }
+    }
+
+    thread_local! {
+        static MEMO: RefCell<Vec<Option<Entry>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn get_or_compute(
+        rules: &RuleSet,
+        overrides: &OverrideSet,
+        location: Location,
+        at: Timestamp,
+        compute: impl FnOnce() -> Decision,
+    ) -> Rc<Decision> {
+        let slot = location.country.map_or(SLOTS - 1, |c| c.index());
+        let (r, o) = (rules.id(), overrides.id());
+        let hit = MEMO.with_borrow(|m| match m.get(slot) {
+            Some(Some(e)) if e.holds(r, o, location, at) => Some(e.decision.clone()),
+            _ => None,
+        });
+        if let Some(d) = hit {
+            return d;
+        }
+        let decision = Rc::new(compute());
+        let (rf, ru) = rules.stable_window(at);
+        let (of, ou) = overrides.stable_window(at);
+        let entry = Entry {
+            rules: r,
+            overrides: o,
+            location,
+            from: rf.max(of),
+            until: match (ru, ou) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            decision: decision.clone(),
+        };
+        MEMO.with_borrow_mut(|m| {
+            if m.len() < SLOTS {
+                m.resize_with(SLOTS, || None);
+            }
+            m[slot] = Some(entry);
+        });
+        decision
+    }
 }
 
 // ---------------------------------------------------------------------------------

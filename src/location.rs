@@ -29,9 +29,17 @@ impl CountryCode {
         std::str::from_utf8(&self.0).unwrap_or("??")
     }
 
+    /// How many two-letter codes there are: [`CountryCode::index`] is below it.
+    pub const COUNT: usize = 26 * 26;
+
     /// A dense index in `0..676`, for table lookups.
     pub fn index(&self) -> usize {
         (self.0[0] - b'A') as usize * 26 + (self.0[1] - b'A') as usize
+    }
+
+    /// The code of an [`CountryCode::index`] (`None` past the last).
+    pub fn from_index(i: usize) -> Option<Self> {
+        (i < Self::COUNT).then(|| CountryCode([b'A' + (i / 26) as u8, b'A' + (i % 26) as u8]))
     }
 }
 

@@ -39,16 +39,38 @@ impl Override {
 #[derive(Clone, Debug, Default)]
 pub struct OverrideSet {
     by_jurisdiction: HashMap<Jurisdiction, Arc<Override>>,
+    /// Unique per constructed snapshot (0: the empty default), so that the engine's
+    /// decision memo can tell snapshots apart without comparing them.
+    id: u64,
 }
 
 impl OverrideSet {
     pub fn new(overrides: impl IntoIterator<Item = Override>) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         OverrideSet {
             by_jurisdiction: overrides
                 .into_iter()
                 .map(|o| (o.jurisdiction.clone(), Arc::new(o)))
                 .collect(),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+    /// Identifies this snapshot: equal ids, equal overrides.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The window `[from, until)` around `t` in which no override starts or stops
+    /// applying (`None`: unbounded on that side).
+    pub fn stable_window(&self, t: Timestamp) -> (Option<Timestamp>, Option<Timestamp>) {
+        let (mut from, mut until) = (None::<Timestamp>, None::<Timestamp>);
+        for e in self.by_jurisdiction.values().filter_map(|o| o.expires_at) {
+            if e > t {
+                until = Some(until.map_or(e, |u| u.min(e)));
+            } else {
+                from = Some(from.map_or(e, |f| f.max(e)));
+            }
+        }
+        (from, until)
     }
     pub fn is_empty(&self) -> bool {
         self.by_jurisdiction.is_empty()

@@ -45,7 +45,7 @@ fn at(r: &RuleSet, o: &OverrideSet, loc: &str, key: Option<&str>, when: &str) ->
     } else {
         Location::parse(loc).unwrap()
     };
-    decide(
+    let d = decide(
         r,
         o,
         &Request {
@@ -53,7 +53,8 @@ fn at(r: &RuleSet, o: &OverrideSet, loc: &str, key: Option<&str>, when: &str) ->
             key,
             at: t(when),
         },
-    )
+    );
+    (*d).clone()
 }
 
 /// `status [off-features]`, e.g. `limited [payments]`.
@@ -548,6 +549,92 @@ proptest! {
             prop_assert!(d.features.is_empty());
         } else if d.disabled(&r).next().is_some() {
             prop_assert!(d.status >= Status::Limited);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The decision memo.
+
+/// The memo answers what evaluating would, also after an override set expires in the
+/// middle of a window, across rule sets compiled from the same files and for instants
+/// that go backwards.
+#[test]
+fn memo_follows_expiries_reloads_and_time() {
+    use super::decide_uncached;
+    let files = [("fr.yaml", "jurisdiction: FR\nchanges:\n  - { id: fr-c, at: \"2026-06-01T00:00:00Z\", reason: r, features: { payments: off } }\n")];
+    let r1 = rules(&files);
+    let r2 = rules(&files);
+    assert_ne!(r1.id(), r2.id(), "every compile is a new rule set");
+    let o = OverrideSet::new([ov(
+        "FR",
+        Some(Status::Withdrawn),
+        &[],
+        Some("2026-03-01T00:00:00Z"),
+    )]);
+    let none = OverrideSet::default();
+    let cases = [
+        (
+            &r1,
+            &o,
+            "2026-02-28T23:59:59Z",
+            "withdrawn [secret_chats,payments,channels]",
+        ),
+        (&r1, &o, "2026-03-01T00:00:00Z", "served []"),
+        (
+            &r1,
+            &o,
+            "2026-02-01T00:00:00Z",
+            "withdrawn [secret_chats,payments,channels]",
+        ),
+        (&r1, &none, "2026-02-01T00:00:00Z", "served []"),
+        (&r1, &none, "2026-06-01T00:00:00Z", "limited [payments]"),
+        (&r2, &none, "2026-05-31T23:59:59Z", "served []"),
+        (&r2, &o, "2026-06-01T00:00:00Z", "limited [payments]"),
+        (
+            &r1,
+            &o,
+            "2026-01-01T00:00:00Z",
+            "withdrawn [secret_chats,payments,channels]",
+        ),
+    ];
+    for (r, o, when, want) in cases {
+        let d = at(r, o, "FR", None, when);
+        let req = Request {
+            location: Location::parse("FR").unwrap(),
+            key: None,
+            at: t(when),
+        };
+        assert_eq!(d, decide_uncached(r, o, &req), "FR at {when}");
+        assert_eq!(summary(r, &d), want, "FR at {when}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Any sequence of requests on one thread, over two rule sets and two override
+    /// snapshots, gets from the memoized `decide` exactly what `decide_uncached` gives.
+    #[test]
+    fn memo_is_transparent(
+        specs in proptest::collection::vec(level_spec(), POOL.len()),
+        o1 in overrides(),
+        o2 in overrides(),
+        queries in proptest::collection::vec(
+            (0..LOCATIONS.len(), proptest::option::of("[a-z0-9]{1,8}"), -100..4000i64, 0..4usize),
+            1..40,
+        ),
+    ) {
+        let r = [compile_specs(&specs), compile_specs(&specs)];
+        let o = [OverrideSet::new(o1), OverrideSet::new(o2)];
+        for (loc, key, when, which) in queries {
+            let (r, o) = (&r[which % 2], &o[which / 2]);
+            let location = match LOCATIONS[loc] {
+                "unknown" => Location::UNKNOWN,
+                l => Location::parse(l).unwrap(),
+            };
+            let req = Request { location, key: key.as_deref(), at: day(when).parse().unwrap() };
+            prop_assert_eq!(&*decide(r, o, &req), &super::decide_uncached(r, o, &req));
         }
     }
 }

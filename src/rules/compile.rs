@@ -633,7 +633,7 @@ pub fn compile(
             .collect();
         let has_keyed_changes = levels_general_first
             .iter()
-            .any(|l| keyed(&levels[*l as usize]));
+            .any(|l| levels[*l as usize].is_keyed());
         country_chains[c.index()] = Some(Chain {
             jurisdictions,
             levels: levels_general_first,
@@ -643,7 +643,7 @@ pub fn compile(
     let unknown_chain = Chain {
         jurisdictions: vec![Jurisdiction::Unknown, Jurisdiction::Global],
         levels: vec![global_id, unknown_id],
-        has_keyed_changes: keyed(&levels[0]) || keyed(&levels[1]),
+        has_keyed_changes: levels[0].is_keyed() || levels[1].is_keyed(),
     };
     let mut subdivisions: Vec<_> = by_jurisdiction
         .iter()
@@ -676,7 +676,9 @@ pub fn compile(
     for i in 0..features.len() {
         all.insert(i as FeatureId);
     }
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let rules = RuleSet {
+        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         version,
         features,
         defaults,
@@ -694,12 +696,6 @@ pub fn compile(
         files: parsed.iter().map(|p| p.name.clone()).collect(),
     };
     Ok((rules, cx.diags))
-}
-
-fn keyed(l: &Level) -> bool {
-    l.changes
-        .iter()
-        .any(|c| c.mode == Mode::Shadow || c.rollout_bp.is_some_and(|bp| bp < 10_000))
 }
 
 fn empty_level(jurisdiction: Jurisdiction, file: Arc<str>) -> Level {

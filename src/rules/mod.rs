@@ -254,6 +254,13 @@ impl Level {
     pub fn has_explicit_rules(&self) -> bool {
         self.status.is_some() || !self.features_on.is_empty() || !self.features_off.is_empty()
     }
+    /// Whether decisions under this level depend on the rollout key: a partial rollout
+    /// or a shadow change (whose divergence is counted per key).
+    pub fn is_keyed(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| c.mode == Mode::Shadow || c.rollout_bp.is_some_and(|bp| bp < 10_000))
+    }
 }
 
 /// A named group of countries.
@@ -278,6 +285,9 @@ pub struct Chain {
 /// A checked, compiled rule set. Immutable; a reload builds a new one.
 #[derive(Debug)]
 pub struct RuleSet {
+    /// Unique per compiled set in this process (the engine's decision memo tells sets
+    /// apart by it; the version would not do: a reload may compile the same files).
+    pub(crate) id: u64,
     pub(crate) version: String,
     pub(crate) features: Vec<Feature>,
     pub(crate) defaults: FeatureSet,
@@ -308,6 +318,10 @@ impl RuleSet {
     /// `sha256:` of the files' names and contents in name order.
     pub fn version(&self) -> &str {
         &self.version
+    }
+    /// Unique per compiled set in this process.
+    pub fn id(&self) -> u64 {
+        self.id
     }
     pub fn features(&self) -> &[Feature] {
         &self.features
@@ -360,6 +374,13 @@ impl RuleSet {
     pub fn next_boundary(&self, t: Timestamp) -> Option<Timestamp> {
         let i = self.boundaries.partition_point(|b| *b <= t);
         self.boundaries.get(i).copied()
+    }
+    /// The window `[from, until)` around `t` in which no decision changes by these
+    /// rules (`None`: unbounded on that side).
+    pub fn stable_window(&self, t: Timestamp) -> (Option<Timestamp>, Option<Timestamp>) {
+        let i = self.boundaries.partition_point(|b| *b <= t);
+        let from = i.checked_sub(1).map(|i| self.boundaries[i]);
+        (from, self.boundaries.get(i).copied())
     }
     pub fn boundaries(&self) -> &[Timestamp] {
         &self.boundaries

@@ -35,7 +35,7 @@ pub(crate) fn decide(
     location: impl FnOnce() -> Location,
     key: Option<&str>,
     at: Timestamp,
-) -> Decision {
+) -> std::rc::Rc<Decision> {
     let start = Instant::now();
     let location = location();
     let overrides = state.overrides();
@@ -469,6 +469,9 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     );
     let blocked_feature = match d.status {
         Status::Withdrawn => None,
+        // Only a disabled feature blocks a path: with every feature on, the forwarded
+        // path is not even read.
+        _ if d.features == rules.all_features() => None,
         _ => forwarded_path(&req).and_then(|p| d.blocked_path(&rules, &p)),
     };
     if d.status != Status::Withdrawn && blocked_feature.is_none() {
@@ -519,6 +522,34 @@ pub(crate) fn market_headers(rules: &RuleSet, d: &Decision) -> [(HeaderName, Hea
     let disabled = if d.features == rules.all_features() {
         HeaderValue::from_static("")
     } else {
+        disabled_header(rules, d)
+    };
+    [
+        (X_STATUS, HeaderValue::from_static(d.status.as_str())),
+        (X_JURISDICTION, jurisdiction),
+        (X_DISABLED, disabled),
+    ]
+}
+
+/// `X-Marketgate-Disabled` of a decision with features off, built once per worker, rules
+/// and feature set: a handful of distinct sets, each read on every request from its
+/// markets.
+fn disabled_header(rules: &RuleSet, d: &Decision) -> HeaderValue {
+    use std::cell::RefCell;
+    /// Distinct feature sets remembered per worker before starting over.
+    const MAX_SETS: usize = 64;
+    thread_local! {
+        static SETS: RefCell<(u64, Vec<(crate::rules::FeatureSet, HeaderValue)>)> =
+            const { RefCell::new((0, Vec::new())) };
+    }
+    SETS.with_borrow_mut(|(id, sets)| {
+        if *id != rules.id() {
+            sets.clear();
+            *id = rules.id();
+        }
+        if let Some((_, v)) = sets.iter().find(|(f, _)| *f == d.features) {
+            return v.clone();
+        }
         let mut s = String::new();
         for f in d.disabled(rules) {
             if !s.is_empty() {
@@ -526,13 +557,13 @@ pub(crate) fn market_headers(rules: &RuleSet, d: &Decision) -> [(HeaderName, Hea
             }
             s.push_str(f);
         }
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""))
-    };
-    [
-        (X_STATUS, HeaderValue::from_static(d.status.as_str())),
-        (X_JURISDICTION, jurisdiction),
-        (X_DISABLED, disabled),
-    ]
+        let v = HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""));
+        if sets.len() >= MAX_SETS {
+            sets.clear();
+        }
+        sets.push((d.features, v.clone()));
+        v
+    })
 }
 
 /// The deny answer of a withdrawn market (`feature` `None`) or of a path under a
@@ -617,10 +648,12 @@ mod blocked {
         answer: Answer,
     }
 
+    /// Keyed by [`RuleSet::id`]; hashed with foldhash (SipHash cost more than the rest of
+    /// a cache hit).
     #[derive(Default)]
     struct Cache {
-        version: String,
-        entries: HashMap<Key, Entry>,
+        rules: u64,
+        entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
     }
 
     thread_local! {
@@ -647,9 +680,9 @@ mod blocked {
         };
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
-            if cache.version != rules.version() {
+            if cache.rules != rules.id() {
                 cache.entries.clear();
-                cache.version = rules.version().to_string();
+                cache.rules = rules.id();
             }
             if let Some(e) = cache.entries.get(&key) {
                 if e.source.as_ref() == source {
