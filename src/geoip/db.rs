@@ -276,6 +276,7 @@ pub struct GeoDb {
     fallback_registered_country: bool,
     build_time: jiff::Timestamp,
     size: usize,
+    records: super::records::RecordLocations,
 }
 
 impl fmt::Debug for GeoDb {
@@ -352,6 +353,7 @@ impl GeoDb {
             fallback_registered_country: options.fallback_registered_country,
             build_time,
             size,
+            records: super::records::RecordLocations::new(),
         })
     }
 
@@ -360,20 +362,33 @@ impl GeoDb {
         Self::from_bytes(super::bundled::bytes()?, options)
     }
 
-    /// The hot path: an address to a location. Allocation-free: the country and
-    /// subdivision are decoded as borrowed strings straight from the buffer. IPv4-mapped
-    /// IPv6 is looked up as IPv4. No record, no country, an unassigned code or a
-    /// decoding error: [`Location::UNKNOWN`].
+    /// The hot path: an address to a location. Allocation-free: the tree walk, then the
+    /// location its record resolved to before (see [`super::records`]) or, the first
+    /// time, the country and subdivision decoded as borrowed strings straight from the
+    /// buffer. IPv4-mapped IPv6 is looked up as IPv4. No record, no country, an
+    /// unassigned code or a decoding error: [`Location::UNKNOWN`].
     #[inline]
     pub fn lookup(&self, ip: IpAddr) -> Location {
-        let ip = canonical_ip(ip);
-        let Ok(result) = self.reader.lookup(ip) else {
+        let Ok(result) = self.reader.lookup(canonical_ip(ip)) else {
             // An IPv6 address in an IPv4-only database.
             return Location::UNKNOWN;
         };
-        if !result.has_data() {
-            return Location::UNKNOWN;
+        match result.offset() {
+            None => Location::UNKNOWN,
+            Some(offset) => self.records.get_or_decode(offset, || self.decode(&result)),
         }
+    }
+
+    /// [`GeoDb::lookup`] decoding the record every time (for tests and benchmarks).
+    pub fn lookup_uncached(&self, ip: IpAddr) -> Location {
+        match self.reader.lookup(canonical_ip(ip)) {
+            Ok(result) if result.has_data() => self.decode(&result),
+            _ => Location::UNKNOWN,
+        }
+    }
+
+    /// The location a data record names, by this database's layout and options.
+    fn decode(&self, result: &maxminddb::LookupResult<'_, Vec<u8>>) -> Location {
         let country = result
             .decode_path::<&str>(&self.paths.country.elements)
             .ok()

@@ -6,6 +6,7 @@ mod bundled;
 pub mod cli;
 mod db;
 mod handle;
+mod records;
 mod verify;
 
 pub use bundled::{bytes as bundled_bytes, BUNDLED_SOURCE};

@@ -16,9 +16,17 @@ fn db(bytes: Vec<u8>, options: &LookupOptions) -> GeoDb {
     GeoDb::from_bytes(bytes, options).expect("test database loads")
 }
 
+/// Looks up twice (the first decodes the record, the second finds it remembered) and
+/// without the remembered records: all three must be `expected`.
 fn check(db: &GeoDb, ip: &str, expected: &str) {
     let ip: IpAddr = ip.parse().unwrap();
     assert_eq!(db.lookup(ip).to_string(), expected, "{ip}");
+    assert_eq!(db.lookup(ip).to_string(), expected, "{ip} (remembered)");
+    assert_eq!(
+        db.lookup_uncached(ip).to_string(),
+        expected,
+        "{ip} (decoded)"
+    );
 }
 
 #[test]
@@ -242,6 +250,39 @@ fn directory_watch_picks_up_a_rename_and_ignores_a_bad_one() {
     assert!(geoip.reload_counts().0 > before.0);
 
     drop(watch);
+}
+
+/// Over 200,000 addresses of the bundled database, in two passes (so most records are
+/// met again, and slots are shared by colliding records), the lookup that remembers
+/// records answers exactly what decoding every record answers.
+#[test]
+fn remembered_records_answer_what_decoding_answers() {
+    let db = GeoDb::bundled(&LookupOptions::default()).unwrap();
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let ips: Vec<IpAddr> = (0..100_000)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if i % 4 == 3 {
+                let hi = 0x2000_0000_0000_0000u128 | u128::from(state >> 4);
+                IpAddr::from(std::net::Ipv6Addr::from((hi << 64) | u128::from(state)))
+            } else {
+                IpAddr::from(std::net::Ipv4Addr::from((state >> 32) as u32))
+            }
+        })
+        .collect();
+    let mut countries = std::collections::HashSet::new();
+    for ip in ips.iter().chain(&ips) {
+        let l = db.lookup(*ip);
+        assert_eq!(l, db.lookup_uncached(*ip));
+        countries.insert(l);
+    }
+    assert!(
+        countries.len() > 150,
+        "only {} locations met",
+        countries.len()
+    );
 }
 
 #[test]
