@@ -8,12 +8,10 @@
 //! actix-http's own 128 KiB buffer or with more than 96 header lines is refused by its
 //! parser with a bare 431 before any of this runs.
 
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::ConnectionType;
-use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, ResponseError};
+use actix_web::{web, HttpRequest};
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -78,28 +76,30 @@ fn header_bytes(req: &ServiceRequest) -> usize {
         .sum()
 }
 
-/// Middleware: 431 in our error shape when the header fields are over
-/// `max_header_bytes`; `Connection: close` on every answer while draining, so that
-/// keep-alive clients move to another instance before the listener closes.
-pub async fn request_limits(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody, BoxBody>>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let max = state
-        .as_ref()
+/// [`ApiError::HeadersTooLarge`] (a 431 in our error shape) for header fields over
+/// `max_header_bytes`.
+pub(super) fn check_headers(req: &ServiceRequest) -> Result<(), ApiError> {
+    let max = req
+        .app_data::<web::Data<AppState>>()
         .map_or(usize::MAX, |s| s.limits().max_header_bytes);
-    let size = header_bytes(&req);
+    let size = header_bytes(req);
     if size > max {
         tracing::debug!(size, max, "request header fields too large");
-        let res = ApiError::HeadersTooLarge(max).error_response();
-        return Ok(req.into_response(res).map_into_right_body());
+        return Err(ApiError::HeadersTooLarge(max));
     }
-    let mut res = next.call(req).await?;
-    if state.is_some_and(|s| s.is_draining()) {
+    Ok(())
+}
+
+/// `Connection: close` on every answer while draining, so that keep-alive clients move
+/// to another instance before the listener closes.
+pub(super) fn close_if_draining<B>(res: &mut ServiceResponse<B>) {
+    let draining = res
+        .request()
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.is_draining());
+    if draining {
         res.response_mut()
             .head_mut()
             .set_connection_type(ConnectionType::Close);
     }
-    Ok(res.map_into_left_body())
 }

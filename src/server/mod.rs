@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod console;
 pub mod error;
+mod front;
 pub mod geo;
 pub mod handlers;
 pub mod limits;
@@ -20,7 +21,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::Config;
@@ -139,8 +139,7 @@ macro_rules! app {
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::PayloadConfig::new($data.max_body_bytes()))
-            .wrap(from_fn(limits::request_limits))
-            .wrap(from_fn(request_log::request_log))
+            .wrap(front::Front)
             .configure($routes)
             .default_service(web::to(handlers::not_found))
     };

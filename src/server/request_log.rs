@@ -6,12 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
 use actix_web::HttpMessage;
-use tracing::Instrument;
 
 use super::handlers::Outcome;
 
@@ -74,75 +71,102 @@ pub fn enabled() -> bool {
     tracing::enabled!(target: "marketgate::access", tracing::Level::INFO)
 }
 
-/// The middleware: wraps each request in a span with its id and logs one line when the
-/// answer is ready (target `marketgate::access`, level info; 5xx at error).
-pub async fn request_log(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let start = Instant::now();
-    let log_on = enabled();
-    // An id nobody records is not made: without the request log, a gateway's own
-    // `X-Request-Id` is still passed back, and a 5xx still gets one.
-    let incoming = req.headers().contains_key(X_REQUEST_ID);
-    let id = (log_on || incoming).then(|| request_id(&req));
-    let span = match &id {
-        Some(id) => tracing::info_span!("request", request_id = id.to_str().unwrap_or("-")),
-        None => tracing::Span::none(),
-    };
-    let res = if span.is_none() {
-        next.call(req).await
-    } else {
-        next.call(req).instrument(span.clone()).await
-    };
-    let mut res = match res {
-        Ok(res) => res,
-        Err(e) => {
-            // Handlers answer their own errors; this is a middleware or framework error.
-            let _g = span.enter();
-            tracing::error!(target: "marketgate::access", error = %e, "request failed");
-            return Err(e);
+/// The request log of one request, from its start to its answer (driven by
+/// [`super::front`]): a span with the request id, entered while the request is served,
+/// and one line when the answer is ready (target `marketgate::access`, level info; 5xx
+/// at error).
+pub(super) struct RequestLog {
+    start: Instant,
+    on: bool,
+    id: Option<HeaderValue>,
+    span: tracing::Span,
+}
+
+impl RequestLog {
+    pub(super) fn start(req: &ServiceRequest) -> RequestLog {
+        let start = Instant::now();
+        let on = enabled();
+        // An id nobody records is not made: without the request log, a gateway's own
+        // `X-Request-Id` is still passed back, and a 5xx still gets one.
+        let incoming = req.headers().contains_key(X_REQUEST_ID);
+        let id = (on || incoming).then(|| request_id(req));
+        let span = match &id {
+            Some(id) => tracing::info_span!("request", request_id = id.to_str().unwrap_or("-")),
+            None => tracing::Span::none(),
+        };
+        RequestLog {
+            start,
+            on,
+            id,
+            span,
         }
-    };
-    let status = res.status();
-    let id = if status.is_server_error() {
-        id.or_else(|| Some(request_id_for(res.request())))
-    } else {
-        id
-    };
-    if log_on || status.is_server_error() {
-        let req = res.request();
-        let route = req.match_pattern();
-        let outcome = req.extensions().get::<Outcome>().copied();
-        let jurisdiction = outcome.map(|o| o.location);
-        let latency_us = start.elapsed().as_micros() as u64;
-        let request_id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-        macro_rules! line {
-            ($lvl:ident) => {
-                tracing::$lvl!(
-                    target: "marketgate::access",
-                    parent: &span,
-                    request_id,
-                    method = %req.method(),
-                    route = route.as_deref().unwrap_or("-"),
-                    status = status.as_u16(),
-                    latency_us,
-                    jurisdiction = jurisdiction.as_ref().map(tracing::field::display),
-                    decision = outcome.map(|o| o.status.as_str()),
-                    "request"
-                )
-            };
-        }
-        if status.is_server_error() {
-            line!(error);
+    }
+
+    /// The span to enter while the request is served (none without a request id).
+    pub(super) fn span(&self) -> Option<&tracing::Span> {
+        (!self.span.is_none()).then_some(&self.span)
+    }
+
+    /// Logs the answer (or the error no handler answered) and passes the id back.
+    pub(super) fn finish<B>(
+        self,
+        res: Result<ServiceResponse<B>, actix_web::Error>,
+    ) -> Result<ServiceResponse<B>, actix_web::Error> {
+        let RequestLog {
+            start,
+            on,
+            id,
+            span,
+        } = self;
+        let mut res = match res {
+            Ok(res) => res,
+            Err(e) => {
+                // Handlers answer their own errors; this is a middleware or framework error.
+                let _g = span.enter();
+                tracing::error!(target: "marketgate::access", error = %e, "request failed");
+                return Err(e);
+            }
+        };
+        let status = res.status();
+        let id = if status.is_server_error() {
+            id.or_else(|| Some(request_id_for(res.request())))
         } else {
-            line!(info);
+            id
+        };
+        if on || status.is_server_error() {
+            let req = res.request();
+            let route = req.match_pattern();
+            let outcome = req.extensions().get::<Outcome>().copied();
+            let jurisdiction = outcome.map(|o| o.location);
+            let latency_us = start.elapsed().as_micros() as u64;
+            let request_id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+            macro_rules! line {
+                ($lvl:ident) => {
+                    tracing::$lvl!(
+                        target: "marketgate::access",
+                        parent: &span,
+                        request_id,
+                        method = %req.method(),
+                        route = route.as_deref().unwrap_or("-"),
+                        status = status.as_u16(),
+                        latency_us,
+                        jurisdiction = jurisdiction.as_ref().map(tracing::field::display),
+                        decision = outcome.map(|o| o.status.as_str()),
+                        "request"
+                    )
+                };
+            }
+            if status.is_server_error() {
+                line!(error);
+            } else {
+                line!(info);
+            }
         }
+        if let Some(id) = id {
+            res.headers_mut().insert(X_REQUEST_ID, id);
+        }
+        Ok(res)
     }
-    if let Some(id) = id {
-        res.headers_mut().insert(X_REQUEST_ID, id);
-    }
-    Ok(res)
 }
 
 /// A fresh id, for a 5xx answered while the log was off.
