@@ -475,12 +475,14 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         _ => forwarded_path(&req).and_then(|p| d.blocked_path(&rules, &p)),
     };
     if d.status != Status::Withdrawn && blocked_feature.is_none() {
-        let mut res = HttpResponse::Ok();
-        for h in market_headers(&rules, &d) {
-            res.insert_header(h);
+        // Headers straight into the map: the builder checks and converts each pair.
+        let mut res = HttpResponse::new(StatusCode::OK);
+        let headers = res.headers_mut();
+        for (name, value) in market_headers(&rules, &d) {
+            headers.insert(name, value);
         }
-        res.insert_header((CACHE_CONTROL, NO_STORE));
-        return Ok(res.finish());
+        headers.insert(CACHE_CONTROL, NO_STORE);
+        return Ok(res);
     }
     Ok(blocked_response(&rules, &d, blocked_feature, deny))
 }
@@ -577,25 +579,27 @@ pub(crate) fn blocked_response(
     deny: DenyMode,
 ) -> HttpResponse {
     let answer = blocked::answer(rules, d, feature);
-    let mut res = HttpResponse::build(match deny {
+    let status = match deny {
         DenyMode::Status451 => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
         DenyMode::Status403 => StatusCode::FORBIDDEN,
-    });
-    for h in market_headers(rules, d) {
-        res.insert_header(h);
+    };
+    let mut res = HttpResponse::with_body(status, answer.body).map_into_boxed_body();
+    let headers = res.headers_mut();
+    for (name, value) in market_headers(rules, d) {
+        headers.insert(name, value);
     }
-    res.insert_header((CACHE_CONTROL, NO_STORE));
+    headers.insert(CACHE_CONTROL, NO_STORE);
     if deny == DenyMode::Status403 {
-        res.insert_header((X_DENY, HeaderValue::from_static("451")));
+        headers.insert(X_DENY, HeaderValue::from_static("451"));
     }
     if let Some(link) = answer.link {
-        res.insert_header((actix_web::http::header::LINK, link));
+        headers.insert(actix_web::http::header::LINK, link);
     }
-    res.insert_header((
+    headers.insert(
         actix_web::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
-    ));
-    res.body(answer.body)
+    );
+    res
 }
 
 /// The body and `Link` header of blocked answers, built once per worker and rules
