@@ -1,5 +1,6 @@
 //! GeoIP lookup cost on the bundled database, over the same fixed addresses: the bare
-//! `maxminddb` lookup plus the country decode (the floor), `GeoDb::lookup`, and the
+//! `maxminddb` lookup plus the country decode (the floor), `GeoDb::lookup` with and
+//! without its remembered record locations, and the
 //! in-process decision as a service makes it (`GeoIp::lookup`, the swappable handle, then
 //! `decide` on the example rules). Ends with the ratios to the floor (design target:
 //! lookup + decide within 1.5x, under 1 µs). Run: `cargo bench --bench geoip`.
@@ -66,6 +67,13 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    group.bench_function("geodb_lookup_uncached", |b| {
+        b.iter(|| {
+            for &ip in &ips {
+                black_box(db.lookup_uncached(black_box(ip)));
+            }
+        })
+    });
     group.bench_function("geodb_lookup", |b| {
         b.iter(|| {
             for &ip in &ips {
@@ -109,8 +117,12 @@ fn summary() {
     let mut target = None;
     for (id, what) in [
         (
+            "geodb_lookup_uncached",
+            "`GeoDb::lookup_uncached` (canonical address, record decoded and codes checked every time)",
+        ),
+        (
             "geodb_lookup",
-            "`GeoDb::lookup` (canonical address, checked codes)",
+            "`GeoDb::lookup` (the same, each record's location remembered by its offset)",
         ),
         (
             "geoip_lookup_decide",

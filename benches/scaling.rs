@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use marketgate::engine::{decide, Request};
+use marketgate::engine::{decide, decide_uncached, Request};
 use marketgate::location::Location;
 use marketgate::overrides::OverrideSet;
 use marketgate::rules::{compile, RuleSet, SourceFile};
@@ -72,23 +72,26 @@ fn bench(c: &mut Criterion) {
     for n in SIZES {
         let (files, country, sub) = rule_set(n);
         let (rules, _) = compile(&files, at).unwrap_or_else(|d| panic!("generated rules: {d}"));
-        for (group, location) in [
-            ("scaling_decide_country", country),
-            ("scaling_decide_subdivision", sub),
+        // `decide` as the service calls it (memoized per worker between boundaries when
+        // no rollout key matters) and `decide_uncached`, the evaluation the memo saves.
+        for (group, location, memo) in [
+            ("scaling_decide_country", country, true),
+            ("scaling_decide_subdivision", sub, true),
+            ("scaling_evaluate_country", country, false),
+            ("scaling_evaluate_subdivision", sub, false),
         ] {
             let mut g = c.benchmark_group(group);
             g.bench_with_input(BenchmarkId::from_parameter(n), &location, |b, &location| {
-                b.iter(|| {
-                    decide(
-                        black_box(&rules),
-                        black_box(&none),
-                        black_box(&Request {
-                            location,
-                            key: Some("user-7"),
-                            at,
-                        }),
-                    )
-                })
+                let req = Request {
+                    location,
+                    key: Some("user-7"),
+                    at,
+                };
+                if memo {
+                    b.iter(|| decide(black_box(&rules), black_box(&none), black_box(&req)))
+                } else {
+                    b.iter(|| decide_uncached(black_box(&rules), black_box(&none), black_box(&req)))
+                }
             });
             g.finish();
         }
@@ -120,13 +123,15 @@ fn summary() {
     };
     common::summary_marker();
     println!("### Rules scaling (generated rule sets, example global file)\n");
-    println!("| jurisdiction rules | decide, country with rules | decide, subdivision with rules | compile | reload (read directory + compile) |");
-    println!("| ---: | ---: | ---: | ---: | ---: |");
+    println!("| jurisdiction rules | decide, country with rules | decide, subdivision with rules | evaluate (no memo), country | evaluate (no memo), subdivision | compile | reload (read directory + compile) |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for n in SIZES {
         println!(
-            "| {n} | {} | {} | {} | {} |",
+            "| {n} | {} | {} | {} | {} | {} | {} |",
             get("scaling_decide_country", n),
             get("scaling_decide_subdivision", n),
+            get("scaling_evaluate_country", n),
+            get("scaling_evaluate_subdivision", n),
             get("scaling_compile", n),
             get("scaling_reload", n),
         );
