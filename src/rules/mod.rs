@@ -372,8 +372,7 @@ impl RuleSet {
     }
     /// The first instant after `t` at which some decision may change.
     pub fn next_boundary(&self, t: Timestamp) -> Option<Timestamp> {
-        let i = self.boundaries.partition_point(|b| *b <= t);
-        self.boundaries.get(i).copied()
+        self.stable_window(t).1
     }
     /// The window `[from, until)` around `t` in which no decision changes by these
     /// rules (`None`: unbounded on that side).
