@@ -65,9 +65,11 @@ impl ClientAddrConfig {
 pub enum ClientOrigin {
     Address(IpAddr),
     Country(Location),
-    /// A trusted proxy said it does not know (`for=unknown`, an obfuscated identifier,
-    /// an unreadable entry). Decided by the `unknown` policy.
-    Unknown,
+    /// The client's own hop cannot be established from what a trusted proxy sent: an
+    /// unreadable entry in a proxy's position, `for=unknown` or an obfuscated
+    /// identifier, a repeated or unreadable client-address header. Gets the strictest
+    /// answer, never the `unknown` policy (which is for addresses without a country).
+    Unestablished,
 }
 
 /// The client origin of a request that arrived from `peer` with `headers`.
@@ -75,56 +77,83 @@ pub enum ClientOrigin {
 /// - An untrusted peer is the client; its headers are ignored.
 /// - From a trusted peer: a configured CDN country header, then a configured
 ///   client-address header, then the configured forwarding header read right to left,
-///   skipping trusted hops; the first untrusted hop is the client. If every hop is
-///   trusted, the leftmost is. An unreadable hop stops the walk: `Unknown`.
+///   skipping trusted hops; the first untrusted hop is the client. A hop that cannot
+///   be read stops the walk, and so does the end of the hops with every one trusted:
+///   `Unestablished`.
 ///
-/// Addresses are canonicalized (IPv4-mapped IPv6 becomes IPv4) before any check.
+/// Header values are read as bytes: an entry that is not an address (a byte outside
+/// ASCII, an unterminated quote, garbage) spoils only itself, never its neighbours on
+/// the same line nor the entries a trusted proxy appended after it. Addresses are
+/// canonicalized (IPv4-mapped IPv6 becomes IPv4) before any check.
 pub fn client_origin(peer: IpAddr, headers: &HeaderMap, config: &ClientAddrConfig) -> ClientOrigin {
     let peer = canonical_ip(peer);
     if !config.is_trusted(peer) {
         return ClientOrigin::Address(peer);
     }
     if let Some(name) = &config.country_header {
-        if let Some(location) = single_value(headers, name).and_then(parse_country) {
+        if let Some(location) = single_value(headers, name)
+            .ok()
+            .flatten()
+            .and_then(parse_country)
+        {
             return ClientOrigin::Country(location);
         }
     }
     if let Some(name) = &config.client_address_header {
-        if let Some(ip) = single_value(headers, name).and_then(parse_node) {
-            return ClientOrigin::Address(canonical_ip(ip));
+        // The gateway's own statement about the client: when it is there but cannot be
+        // read, nothing else is believed in its place.
+        match single_value(headers, name) {
+            Ok(None) => {}
+            Ok(Some(v)) => {
+                return match parse_node(v) {
+                    Some(ip) => ClientOrigin::Address(canonical_ip(ip)),
+                    None => ClientOrigin::Unestablished,
+                }
+            }
+            Err(()) => return ClientOrigin::Unestablished,
         }
     }
     let hops = match config.forwarded_header {
         ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
         ForwardedHeader::Forwarded => forwarded(headers),
     };
-    walk(peer, &hops, config)
+    walk(&hops, config)
 }
 
-/// Right to left through the hops the proxies appended, starting after the peer.
-fn walk(peer: IpAddr, hops: &[Option<IpAddr>], config: &ClientAddrConfig) -> ClientOrigin {
-    let mut leftmost = peer;
+/// Right to left through the hops the proxies appended, starting after the (trusted)
+/// peer. A trusted proxy's own address is not a client's: when every hop is trusted
+/// (or a trusted peer sent no forwarding header) the client is not established. A
+/// proxy that could not read the client's address itself (nginx's realip keeps the
+/// peer's address on a malformed entry) passes on a trusted address, so this must not
+/// be served as `unknown`.
+fn walk(hops: &[Option<IpAddr>], config: &ClientAddrConfig) -> ClientOrigin {
     for hop in hops.iter().rev() {
         let Some(ip) = hop else {
-            return ClientOrigin::Unknown;
+            return ClientOrigin::Unestablished;
         };
         let ip = canonical_ip(*ip);
         if !config.is_trusted(ip) {
             return ClientOrigin::Address(ip);
         }
-        leftmost = ip;
     }
-    ClientOrigin::Address(leftmost)
+    ClientOrigin::Unestablished
 }
 
-/// A header that must appear once; repeated or unreadable means not believed.
-fn single_value<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+/// A header that must appear at most once: `Ok(None)` when absent, `Err` when repeated
+/// or not ASCII.
+fn single_value<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, ()> {
     let mut values = headers.get_all(name);
-    let value = values.next()?;
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
-        return None;
+        return Err(());
     }
-    value.to_str().ok().map(str::trim)
+    let text = std::str::from_utf8(value.as_bytes()).map_err(|_| ())?;
+    if !text.is_ascii() {
+        return Err(());
+    }
+    Ok(Some(text.trim()))
 }
 
 /// `FR` from a CDN. Its placeholders (`XX` unknown, `T1` Tor) and anything that is not
@@ -137,50 +166,72 @@ fn parse_country(value: &str) -> Option<Location> {
 /// The hops of a forwarding header, inline for the usual few: no allocation per request.
 type Hops = smallvec::SmallVec<[Option<IpAddr>; 4]>;
 
+/// A node from bytes: `None` unless it is ASCII and an address.
+fn node_from_bytes(b: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(b).ok().filter(|t| t.is_ascii())?;
+    parse_node(text)
+}
+
 /// Every `X-Forwarded-For` line, in order, split on commas. An entry that is not an
-/// address (with or without a port) is `None`.
+/// address (with or without a port) is `None`, alone.
 fn x_forwarded_for(headers: &HeaderMap) -> Hops {
     let mut hops = Hops::new();
     for value in headers.get_all(actix_web::http::header::X_FORWARDED_FOR) {
-        match value.to_str() {
-            Ok(line) => hops.extend(line.split(',').map(|entry| parse_node(entry.trim()))),
-            Err(_) => hops.push(None),
-        }
+        hops.extend(value.as_bytes().split(|b| *b == b',').map(node_from_bytes));
     }
     hops
 }
 
 /// Every RFC 7239 `Forwarded` line, in order: one hop per element, its `for=` node.
-/// An element without `for=`, with `for=unknown` or an obfuscated identifier (`_abc`) is
-/// `None`.
+/// An element without `for=`, with two, with `for=unknown` or an obfuscated identifier
+/// (`_abc`) is `None`. A line that ends inside a quoted string is malformed (a client's
+/// unterminated quote would swallow the elements a proxy appended): it is split on
+/// every comma instead, so that each element after the client's stands on its own.
 fn forwarded(headers: &HeaderMap) -> Hops {
     let mut hops = Hops::new();
     for value in headers.get_all(actix_web::http::header::FORWARDED) {
-        let Ok(line) = value.to_str() else {
-            hops.push(None);
-            continue;
-        };
-        for element in split_outside_quotes(line, b',') {
-            if element.trim().is_empty() {
+        let line = value.as_bytes();
+        let quoted = ends_quoted(line);
+        for element in split_outside_quotes(line, b',', quoted) {
+            if element.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             let mut node = None;
-            for pair in split_outside_quotes(element, b';') {
-                if let Some((key, value)) = pair.split_once('=') {
-                    if key.trim().eq_ignore_ascii_case("for") {
-                        node = parse_node(value.trim());
-                    }
+            let mut fors = 0;
+            for pair in split_outside_quotes(element, b';', quoted) {
+                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                    continue;
+                };
+                if pair[..eq].trim_ascii().eq_ignore_ascii_case(b"for") {
+                    fors += 1;
+                    node = node_from_bytes(pair[eq + 1..].trim_ascii());
                 }
             }
-            hops.push(node);
+            hops.push(if fors == 1 { node } else { None });
         }
     }
     hops
 }
 
-/// Splits on `sep` except inside double quotes (with backslash escapes).
-fn split_outside_quotes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
-    let bytes = s.as_bytes();
+/// Whether a line ends inside a double-quoted string (with backslash escapes).
+fn ends_quoted(line: &[u8]) -> bool {
+    let mut quoted = false;
+    let mut escaped = false;
+    for &b in line {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        }
+    }
+    quoted || escaped
+}
+
+/// Splits on `sep` except inside double quotes (with backslash escapes); on every
+/// `sep` when `plain`.
+fn split_outside_quotes(s: &[u8], sep: u8, plain: bool) -> impl Iterator<Item = &[u8]> {
     let mut start = 0;
     let mut pos = 0;
     let mut quoted = false;
@@ -190,9 +241,17 @@ fn split_outside_quotes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
         if done {
             return None;
         }
-        while pos < bytes.len() {
-            let b = bytes[pos];
+        while pos < s.len() {
+            let b = s[pos];
             pos += 1;
+            if plain {
+                if b == sep {
+                    let part = &s[start..pos - 1];
+                    start = pos;
+                    return Some(part);
+                }
+                continue;
+            }
             if escaped {
                 escaped = false;
             } else if quoted && b == b'\\' {
@@ -301,11 +360,11 @@ mod tests {
             addr("203.0.113.7"),
         );
         check(
-            "trusted peer, no header: the peer",
+            "trusted peer, no header: not established",
             &c,
             "10.0.0.1",
             &[],
-            addr("10.0.0.1"),
+            ClientOrigin::Unestablished,
         );
         check(
             "one hop",
@@ -329,11 +388,11 @@ mod tests {
             addr("198.51.100.2"),
         );
         check(
-            "every hop trusted: the leftmost",
+            "every hop trusted: not established",
             &c,
             "10.0.0.1",
             &[(xff, "10.0.0.3, 10.0.0.2")],
-            addr("10.0.0.3"),
+            ClientOrigin::Unestablished,
         );
         check(
             "ports and brackets",
@@ -368,7 +427,7 @@ mod tests {
             &c,
             "10.0.0.1",
             &[(xff, "1.2.3.4, not-an-ip")],
-            ClientOrigin::Unknown,
+            ClientOrigin::Unestablished,
         );
         check(
             "garbage left of the client is never reached",
@@ -382,7 +441,7 @@ mod tests {
             &c,
             "10.0.0.1",
             &[(xff, "198.51.100.2,")],
-            ClientOrigin::Unknown,
+            ClientOrigin::Unestablished,
         );
         check(
             "trusted IPv6 proxy",
@@ -505,14 +564,14 @@ mod tests {
             &c,
             "10.0.0.1",
             &[(fwd, "for=8.8.8.8, for=unknown")],
-            ClientOrigin::Unknown,
+            ClientOrigin::Unestablished,
         );
         check(
             "obfuscated identifier",
             &c,
             "10.0.0.1",
             &[(fwd, "for=8.8.8.8, for=_hidden")],
-            ClientOrigin::Unknown,
+            ClientOrigin::Unestablished,
         );
         check(
             "obfuscated port is still an address",
@@ -526,7 +585,7 @@ mod tests {
             &c,
             "10.0.0.1",
             &[(fwd, "for=8.8.8.8, proto=https")],
-            ClientOrigin::Unknown,
+            ClientOrigin::Unestablished,
         );
         check(
             "comma inside quotes does not split",
@@ -547,7 +606,7 @@ mod tests {
             &c,
             "10.0.0.1",
             &[(fwd, r#"for="2001:db8::1:4711:1:1:1:1:1""#)],
-            ClientOrigin::Unknown,
+            ClientOrigin::Unestablished,
         );
     }
 
@@ -569,15 +628,15 @@ mod tests {
             "CDN Tor marker T1 falls through",
             &c,
             "10.0.0.1",
-            &[("cf-ipcountry", "T1")],
-            addr("10.0.0.1"),
+            &[("cf-ipcountry", "T1"), ("x-forwarded-for", "198.51.100.2")],
+            addr("198.51.100.2"),
         );
         check(
             "repeated country header not believed",
             &c,
             "10.0.0.1",
             &[("cf-ipcountry", "FR"), ("cf-ipcountry", "US")],
-            addr("10.0.0.1"),
+            ClientOrigin::Unestablished,
         );
         check(
             "gateway client address",
@@ -590,12 +649,130 @@ mod tests {
             addr("198.51.100.9"),
         );
         check(
-            "bad gateway address falls back to the forwarding header",
+            "an unreadable gateway address is not replaced by the forwarding header",
             &c,
             "10.0.0.1",
             &[("x-real-ip", "nope"), ("x-forwarded-for", "198.51.100.2")],
-            addr("198.51.100.2"),
+            ClientOrigin::Unestablished,
         );
+        check(
+            "a repeated gateway address is not believed",
+            &c,
+            "10.0.0.1",
+            &[
+                ("x-real-ip", "198.51.100.9"),
+                ("x-real-ip", "8.8.8.8"),
+                ("x-forwarded-for", "198.51.100.2"),
+            ],
+            ClientOrigin::Unestablished,
+        );
+    }
+
+    /// Bytes a client may put in a header (obs-text), as a trusted proxy passes them.
+    fn raw_headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn an_unreadable_entry_spoils_only_itself() {
+        let xff = config(PROXIES);
+        let mut fwd = config(PROXIES);
+        fwd.forwarded_header = ForwardedHeader::Forwarded;
+        let ru = addr("194.67.1.1");
+        let cases: &[(&str, &ClientAddrConfig, &[u8], ClientOrigin)] = &[
+            (
+                "xff: a client's non-ASCII entry",
+                &xff,
+                b"\xff, 194.67.1.1",
+                ru,
+            ),
+            (
+                "xff: a client's UTF-8 entry",
+                &xff,
+                "ü, 194.67.1.1".as_bytes(),
+                ru,
+            ),
+            (
+                "xff: a client's entry glued to the proxy's",
+                &xff,
+                b"\xff,194.67.1.1",
+                ru,
+            ),
+            ("xff: a client's quote", &xff, b"\"8.8.8.8, 194.67.1.1", ru),
+            (
+                "xff: non-ASCII in the proxy's position",
+                &xff,
+                b"194.67.1.1, \xff",
+                ClientOrigin::Unestablished,
+            ),
+            (
+                "fwd: an unterminated quote",
+                &fwd,
+                b"for=\"x, for=194.67.1.1",
+                ru,
+            ),
+            (
+                "fwd: an unterminated quote with an escape",
+                &fwd,
+                b"for=\"x\\, for=194.67.1.1",
+                ru,
+            ),
+            (
+                "fwd: a trailing backslash in quotes",
+                &fwd,
+                b"for=\"x\\\", for=194.67.1.1",
+                ru,
+            ),
+            (
+                "fwd: a non-ASCII entry",
+                &fwd,
+                b"for=\xff, for=194.67.1.1",
+                ru,
+            ),
+            (
+                "fwd: a non-ASCII pair in the client's element",
+                &fwd,
+                b"for=8.8.8.8;x=\xff, for=194.67.1.1",
+                ru,
+            ),
+            (
+                "fwd: a quoted proxy entry after a client's open quote",
+                &fwd,
+                b"for=\"[2001:db8::1, for=\"194.67.1.1:80\"",
+                ru,
+            ),
+            (
+                "fwd: two for= in the proxy's element",
+                &fwd,
+                b"for=194.67.1.1;for=8.8.8.8",
+                ClientOrigin::Unestablished,
+            ),
+            (
+                "fwd: non-ASCII in the proxy's element",
+                &fwd,
+                b"for=8.8.8.8, for=194.67.1.1;by=\xff",
+                ru,
+            ),
+        ];
+        for (case, config, value, want) in cases {
+            let name = match config.forwarded_header {
+                ForwardedHeader::XForwardedFor => "x-forwarded-for",
+                ForwardedHeader::Forwarded => "forwarded",
+            };
+            let got = client_origin(
+                "10.0.0.1".parse().unwrap(),
+                &raw_headers(&[(name, value)]),
+                config,
+            );
+            assert_eq!(got, *want, "{case}");
+        }
     }
 
     #[test]

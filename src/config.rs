@@ -49,6 +49,10 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Bearer tokens accepted by the admin listener.
     pub admin_tokens: Vec<Secret>,
+    /// Bearer tokens of server callers, whose `ip`, `country`, `subdivision` and `at`
+    /// (decision API) and context location (OFREP) are believed; peers in
+    /// `trusted_proxies` are believed without one.
+    pub evaluation_tokens: Vec<Secret>,
     /// The rules directory.
     pub regions: PathBuf,
     /// A MaxMind DB file; `None` means the bundled database.
@@ -75,6 +79,9 @@ pub struct Config {
     pub workers: usize,
     /// The request header that carries the rollout key.
     pub key_header: String,
+    /// Match request paths against feature prefixes with case (off: `/API/Payments` is
+    /// under `/api/payments/`, as for backends that route without case).
+    pub path_case_sensitive: bool,
     pub log_format: LogFormat,
     /// A `tracing` filter (`info`, `marketgate=debug,warn`).
     pub log_level: String,
@@ -102,6 +109,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             admin_tokens: Vec::new(),
+            evaluation_tokens: Vec::new(),
             regions: PathBuf::from("regions"),
             geoip: None,
             geoip_layout: crate::geoip::LayoutChoice::Auto,
@@ -115,6 +123,7 @@ impl Default for Config {
             state_dir: PathBuf::from("state"),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             key_header: "x-user-id".into(),
+            path_case_sensitive: false,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             max_body_bytes: 16 * 1024,
@@ -188,6 +197,7 @@ pub struct RawConfig {
     pub admin_tokens: Option<Vec<String>>,
     /// A file with one admin token per line (`#` comments); adds to `admin_tokens`.
     pub admin_tokens_file: Option<String>,
+    pub evaluation_tokens: Option<Vec<String>>,
     pub regions: Option<String>,
     pub geoip: Option<String>,
     /// `auto`, `geoip2`, `flat` or `country=PATH[,subdivision=PATH][,registered_country=PATH]`.
@@ -202,6 +212,7 @@ pub struct RawConfig {
     pub state_dir: Option<String>,
     pub workers: Option<Scalar>,
     pub key_header: Option<String>,
+    pub path_case_sensitive: Option<Scalar>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub max_body_bytes: Option<Scalar>,
@@ -239,6 +250,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("admin_listen", "MARKETGATE_ADMIN_LISTEN"),
     ("admin_tokens", "MARKETGATE_ADMIN_TOKENS"),
     ("admin_tokens_file", "MARKETGATE_ADMIN_TOKENS_FILE"),
+    ("evaluation_tokens", "MARKETGATE_EVALUATION_TOKENS"),
     ("regions", "MARKETGATE_REGIONS"),
     ("geoip", "MARKETGATE_GEOIP"),
     ("geoip_layout", "MARKETGATE_GEOIP_LAYOUT"),
@@ -255,6 +267,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("state_dir", "MARKETGATE_STATE_DIR"),
     ("workers", "MARKETGATE_WORKERS"),
     ("key_header", "MARKETGATE_KEY_HEADER"),
+    ("path_case_sensitive", "MARKETGATE_PATH_CASE_SENSITIVE"),
     ("log_format", "MARKETGATE_LOG_FORMAT"),
     ("log_level", "MARKETGATE_LOG_LEVEL"),
     ("max_body_bytes", "MARKETGATE_MAX_BODY_BYTES"),
@@ -306,6 +319,7 @@ impl RawConfig {
             admin_listen: get("admin_listen"),
             admin_tokens: list("admin_tokens"),
             admin_tokens_file: get("admin_tokens_file"),
+            evaluation_tokens: list("evaluation_tokens"),
             regions: get("regions"),
             geoip: get("geoip"),
             geoip_layout: get("geoip_layout"),
@@ -320,6 +334,7 @@ impl RawConfig {
             state_dir: get("state_dir"),
             workers: get("workers").map(Scalar::Str),
             key_header: get("key_header"),
+            path_case_sensitive: get("path_case_sensitive").map(Scalar::Str),
             log_format: get("log_format"),
             log_level: get("log_level"),
             max_body_bytes: get("max_body_bytes").map(Scalar::Str),
@@ -404,17 +419,8 @@ impl Config {
         }
         set!(listen, |v: &String| parse_addr(v));
         set!(admin_listen, |v: &String| parse_addr(v));
-        set!(admin_tokens, |v: &Vec<String>| {
-            v.iter()
-                .map(|t| {
-                    if t.len() < 16 {
-                        Err("a token must have at least 16 characters".to_string())
-                    } else {
-                        Ok(Secret::new(t.clone()))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()
-        });
+        set!(admin_tokens, |v: &Vec<String>| tokens(v));
+        set!(evaluation_tokens, |v: &Vec<String>| tokens(v));
         if let Some(path) = &raw.admin_tokens_file {
             match read_tokens_file(Path::new(path)) {
                 Ok(tokens) => self.admin_tokens.extend(tokens),
@@ -430,14 +436,8 @@ impl Config {
             })
         });
         set!(geoip_layout, |v: &String| parse_layout(v));
-        set!(
-            geoip_fallback_registered_country,
-            |v: &Scalar| match v.text().as_str() {
-                "true" | "yes" | "on" => Ok(true),
-                "false" | "no" | "off" => Ok(false),
-                t => Err(format!("`{t}` is not true or false")),
-            }
-        );
+        set!(geoip_fallback_registered_country, |v: &Scalar| boolean(v));
+        set!(path_case_sensitive, |v: &Scalar| boolean(v));
         set!(geoip_max_age_days, |v: &Scalar| v
             .text()
             .parse::<u32>()
@@ -617,6 +617,27 @@ impl Config {
     }
 }
 
+/// Bearer tokens: at least 16 characters each.
+fn tokens(v: &[String]) -> Result<Vec<Secret>, String> {
+    v.iter()
+        .map(|t| {
+            if t.len() < 16 {
+                Err("a token must have at least 16 characters".to_string())
+            } else {
+                Ok(Secret::new(t.clone()))
+            }
+        })
+        .collect()
+}
+
+fn boolean(v: &Scalar) -> Result<bool, String> {
+    match v.text().as_str() {
+        "true" | "yes" | "on" => Ok(true),
+        "false" | "no" | "off" => Ok(false),
+        t => Err(format!("`{t}` is not true or false")),
+    }
+}
+
 fn optional_header(v: &str) -> Result<Option<String>, String> {
     if v.is_empty() {
         Ok(None)
@@ -637,6 +658,7 @@ pub fn flag_name(key: &str) -> &str {
         "admin_listen" => "admin-listen",
         "admin_tokens" => "admin-token",
         "admin_tokens_file" => "admin-tokens-file",
+        "evaluation_tokens" => "evaluation-token",
         "geoip_layout" => "geoip-layout",
         "geoip_fallback_registered_country" => "geoip-fallback-registered-country",
         "geoip_max_age_days" => "geoip-max-age-days",
@@ -646,6 +668,7 @@ pub fn flag_name(key: &str) -> &str {
         "client_address_header" => "client-address-header",
         "country_header" => "country-header",
         "key_header" => "key-header",
+        "path_case_sensitive" => "path-case-sensitive",
         "log_format" => "log-format",
         "log_level" => "log-level",
         "max_body_bytes" => "max-body-bytes",

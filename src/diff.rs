@@ -45,7 +45,7 @@ pub fn reaches(rules: &RuleSet, j: &Jurisdiction, loc: &Location) -> bool {
     match (j, loc.country) {
         (Jurisdiction::Global, _) => true,
         (Jurisdiction::Unknown, None) => true,
-        (Jurisdiction::Unknown, Some(_)) | (_, None) => false,
+        (Jurisdiction::Unknown | Jurisdiction::Unestablished, _) | (_, None) => false,
         (Jurisdiction::Country(c), Some(lc)) => *c == lc,
         (Jurisdiction::Subdivision(c, s), Some(lc)) => *c == lc && loc.subdivision == Some(*s),
         (Jurisdiction::Group(g), Some(lc)) => rules
@@ -441,7 +441,8 @@ impl RulesDiff {
     }
 
     /// Items that withdraw and were added or edited in substance: they gate even when no
-    /// keyless decision shows it (a partial rollout to `withdrawn`).
+    /// keyless decision shows it (a raised rollout to `withdrawn`, which keyless
+    /// requests already had).
     fn gated_items(&self) -> bool {
         self.items
             .iter()
@@ -1415,10 +1416,12 @@ unknown: { status: served }
             "jurisdiction: DK\nchanges:\n  - id: dk-exit\n    at: 2026-01-01T00:00:00Z\n    status: withdrawn\n    reason: staged exit\n    rollout: { percent: 10 }\n",
         )]);
         let d = diff(&a, &c, t("2026-06-01T00:00:00Z"));
+        // Requests without a key get a staged restriction (fail closed), so the keyless
+        // decision shows the withdrawal at once.
         assert!(d
             .decisions
             .iter()
-            .all(|r| r.transition.jurisdiction != "DK"));
+            .any(|r| r.transition.jurisdiction == "DK" && r.transition.after == Status::Withdrawn));
         assert!(d.trips(FailOn::Withdraw), "a staged withdrawal is gated");
     }
 

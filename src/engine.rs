@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::location::{Jurisdiction, Location};
 use crate::overrides::{Override, OverrideSet};
+use crate::path::{target_under, Target};
 use crate::rules::{
-    Chain, FeatureId, FeatureSet, LevelId, Mode, Origin, Response, RuleSet, Status,
+    Applies, Chain, FeatureId, FeatureSet, LevelId, Mode, Origin, Response, RuleSet, Status,
 };
 
 /// What a decision is asked about.
@@ -33,6 +34,9 @@ pub enum Source {
     /// A demand in force: level and index in its `demands`.
     Demand(LevelId, u16),
     Override(Arc<Override>),
+    /// The client's own hop could not be established from a trusted proxy's data: the
+    /// strictest answer, whatever the rules and overrides say (see [`unestablished`]).
+    Unestablished,
 }
 
 /// One entry of the trail: a source and what it set.
@@ -87,6 +91,37 @@ pub fn decide(rules: &RuleSet, overrides: &OverrideSet, req: &Request<'_>) -> Rc
     memo::get_or_compute(rules, overrides, req.location, req.at, || {
         compute(rules, overrides, &plan, req)
     })
+}
+
+/// The decision for a request whose client cannot be established from what trusted
+/// proxies sent (an unreadable forwarding entry in a proxy's position, `for=unknown`,
+/// a repeated client-address header): withdrawn, every feature off. What cannot be
+/// read with certainty never makes an answer more permissive, so this is never the
+/// `unknown` policy, which is for addresses the GeoIP database has no country for.
+pub fn unestablished(rules: &RuleSet) -> Rc<Decision> {
+    let mut steps = Steps::new();
+    steps.push(Step {
+        source: Source::Unestablished,
+        status: Some(Status::Withdrawn),
+        on: FeatureSet::EMPTY,
+        off: rules.all_features(),
+    });
+    Rc::new(Decision {
+        status: Status::Withdrawn,
+        location: Location::UNKNOWN,
+        features: FeatureSet::EMPTY,
+        steps,
+        shadow: Vec::new(),
+    })
+}
+
+/// The status the steps so far set (the last one that sets a status wins).
+fn status_so_far(steps: &Steps) -> Status {
+    steps
+        .iter()
+        .rev()
+        .find_map(|s| s.status)
+        .unwrap_or(Status::Served)
 }
 
 /// [`decide`] without the memo: evaluates every level for this request.
@@ -215,16 +250,28 @@ fn evaluate(
                 break;
             }
             let enforced = c.mode == Mode::Enforce || shadow == Some((l, i as u16));
-            if enforced && c.includes(req.key) {
-                apply(
-                    &mut steps,
-                    Step {
-                        source: Source::Change(l, i as u16),
-                        status: c.status,
-                        on: c.features_on,
-                        off: c.features_off,
-                    },
-                );
+            if !enforced {
+                continue;
+            }
+            let step = match c.applies(req.key) {
+                Applies::Fully => Step {
+                    source: Source::Change(l, i as u16),
+                    status: c.status,
+                    on: c.features_on,
+                    off: c.features_off,
+                },
+                // No key under a partial rollout: only what narrows, so the result is
+                // at least as strict as with the change and as without it.
+                Applies::Narrowing => Step {
+                    source: Source::Change(l, i as u16),
+                    status: c.status.filter(|s| *s > status_so_far(&steps)),
+                    on: FeatureSet::EMPTY,
+                    off: c.features_off,
+                },
+                Applies::Not => continue,
+            };
+            if step.status.is_some() || !step.off.is_empty() || !step.on.is_empty() {
+                apply(&mut steps, step);
             }
         }
     }
@@ -319,7 +366,7 @@ fn shadow_divergences(
     let mut out = Vec::new();
     for l in plan.levels() {
         for (i, c) in rules.level(l).changes.iter().enumerate() {
-            if c.mode != Mode::Shadow || c.at > req.at || !c.includes(req.key) {
+            if c.mode != Mode::Shadow || c.at > req.at || c.applies(req.key) == Applies::Not {
                 continue;
             }
             let alt = evaluate(rules, overrides, plan, req, Some((l, i as u16)));
@@ -532,6 +579,12 @@ pub fn describe(rules: &RuleSet, source: &Source) -> SourceInfo {
                 ..blank("demand", level.jurisdiction.to_string())
             }
         }
+        Source::Unestablished => SourceInfo {
+            text: Some(
+                "the client's address could not be established from the trusted proxies' forwarding data, so the strictest answer applies".into(),
+            ),
+            ..blank("client", Jurisdiction::Unestablished.to_string())
+        },
         Source::Override(o) => SourceInfo {
             text: Some(o.reason.clone()),
             actor: Some(o.actor.clone()),
@@ -544,6 +597,9 @@ pub fn describe(rules: &RuleSet, source: &Source) -> SourceInfo {
 impl Decision {
     /// The most specific jurisdiction of the location (`US-CA`, `FR`, `unknown`).
     pub fn jurisdiction(&self) -> Jurisdiction {
+        if self.is_unestablished() {
+            return Jurisdiction::Unestablished;
+        }
         match self.location {
             Location {
                 country: Some(c),
@@ -556,8 +612,23 @@ impl Decision {
         }
     }
 
+    /// Whether this is the strictest answer for a client that could not be established
+    /// ([`unestablished`]).
+    pub fn is_unestablished(&self) -> bool {
+        matches!(
+            self.steps.first(),
+            Some(Step {
+                source: Source::Unestablished,
+                ..
+            })
+        )
+    }
+
     /// The chain of jurisdictions, most specific first.
     pub fn chain(&self, rules: &RuleSet) -> Vec<Jurisdiction> {
+        if self.is_unestablished() {
+            return vec![Jurisdiction::Unestablished];
+        }
         let plan = Plan::new(rules, self.location);
         plan.sub_jurisdiction()
             .into_iter()
@@ -600,12 +671,26 @@ impl Decision {
             .find(|s| s.status == Some(Status::Withdrawn))
     }
 
-    /// The disabled feature whose path prefixes contain `path`, if any.
-    pub fn blocked_path(&self, rules: &RuleSet, path: &str) -> Option<FeatureId> {
+    /// The first disabled feature whose path prefixes hold any of `targets` (the paths a
+    /// request was forwarded for), in any of their forms (see [`crate::path`]). A target
+    /// that cannot be read for certain is held by every disabled feature that declares
+    /// paths.
+    pub fn blocked_path(
+        &self,
+        rules: &RuleSet,
+        targets: &[Target<'_>],
+        case_sensitive: bool,
+    ) -> Option<FeatureId> {
+        if targets.is_empty() {
+            return None;
+        }
         rules.features().iter().enumerate().find_map(|(i, f)| {
             let id = i as FeatureId;
-            (!self.features.contains(id) && f.paths.iter().any(|p| path.starts_with(p.as_str())))
-                .then_some(id)
+            (!self.features.contains(id)
+                && targets
+                    .iter()
+                    .any(|t| target_under(t, &f.prefixes, case_sensitive)))
+            .then_some(id)
         })
     }
 }

@@ -157,6 +157,7 @@ fn source_line(rules: &RuleSet, source: &Source) -> String {
             info.jurisdiction,
             info.actor.as_deref().unwrap_or("?")
         ),
+        Source::Unestablished => "client not established".to_string(),
     };
     if let Some(t) = &info.text {
         let _ = write!(s, ": {t}");

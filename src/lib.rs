@@ -15,6 +15,7 @@ mod iso_data;
 pub mod location;
 pub mod middleware;
 pub mod overrides;
+pub mod path;
 pub mod rules;
 pub mod server;
 pub mod store;

@@ -148,6 +148,15 @@ impl Location {
     }
 }
 
+/// Where a request comes from, as far as can be told: a location (maybe `unknown`,
+/// an address without a country), or a client that could not be established from a
+/// trusted proxy's data, which gets the strictest answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    At(Location),
+    Unestablished,
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.country, self.subdivision) {
@@ -186,6 +195,10 @@ pub enum Jurisdiction {
     Country(CountryCode),
     Subdivision(CountryCode, SubdivisionCode),
     Unknown,
+    /// Not a level of the rules: the client of a request whose address could not be
+    /// established from a trusted proxy's data. Never parsed from input, so no rule
+    /// or override can name it; it labels the strictest answer.
+    Unestablished,
 }
 
 impl Jurisdiction {
@@ -228,6 +241,7 @@ impl fmt::Display for Jurisdiction {
             Jurisdiction::Country(c) => write!(f, "{c}"),
             Jurisdiction::Subdivision(c, s) => write!(f, "{c}-{s}"),
             Jurisdiction::Unknown => f.write_str("unknown"),
+            Jurisdiction::Unestablished => f.write_str("unestablished"),
         }
     }
 }
@@ -269,6 +283,7 @@ mod jurisdiction_tests {
                 Jurisdiction::Country(_) => "country",
                 Jurisdiction::Subdivision(..) => "subdivision",
                 Jurisdiction::Unknown => "unknown",
+                Jurisdiction::Unestablished => "unestablished",
             }
         }
         check("*", "*/global");

@@ -153,13 +153,19 @@ where
             state,
             http,
             &rules,
-            || geo.client_location(http, state.metrics()),
+            || geo.client_place(http, state.metrics()),
             key,
             state.now(),
         );
         let blocked_feature = match d.status {
             Status::Withdrawn => None,
-            _ => d.blocked_path(&rules, &handlers::normalize_path(http.path())),
+            // The path as received (escapes and all), matched in every form the app
+            // behind may read it (see `crate::path`), as `/v1/gate` does.
+            _ => d.blocked_path(
+                &rules,
+                &[crate::path::parse_target(http.uri().path().as_bytes())],
+                state.path_case_sensitive(),
+            ),
         };
         if d.status == Status::Withdrawn || blocked_feature.is_some() {
             let res = handlers::blocked_response(&rules, &d, blocked_feature, DenyMode::Status451);

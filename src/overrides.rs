@@ -280,6 +280,8 @@ pub fn conflict(rules: &crate::rules::RuleSet, o: &Override, now: Timestamp) -> 
         Jurisdiction::Unknown => rules.unknown_chain().jurisdictions.clone(),
         Jurisdiction::Group(_) => vec![o.jurisdiction.clone(), Jurisdiction::Global],
         Jurisdiction::Global => vec![Jurisdiction::Global],
+        // No rule or override can name it (it is never parsed from input).
+        Jurisdiction::Unestablished => Vec::new(),
     };
     let serves = o.status.is_some_and(|s| s != Status::Withdrawn);
     let turns_on: Vec<&str> = o

@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// File with one admin token per line [env MARKETGATE_ADMIN_TOKENS_FILE; key admin_tokens_file].
     #[arg(long, value_name = "FILE")]
     pub admin_tokens_file: Option<String>,
+    /// Bearer token of server callers whose location claims (`ip`, `country`, OFREP context) are believed, repeatable, at least 16 characters [env MARKETGATE_EVALUATION_TOKENS, comma-separated; key evaluation_tokens].
+    #[arg(long = "evaluation-token", value_name = "TOKEN")]
+    pub evaluation_tokens: Vec<String>,
     /// Rules directory [default regions; env MARKETGATE_REGIONS; key regions].
     #[arg(long, value_name = "DIR")]
     pub regions: Option<String>,
@@ -63,6 +66,9 @@ pub struct ServeArgs {
     /// Header with the rollout key [default X-User-Id; env MARKETGATE_KEY_HEADER; key key_header].
     #[arg(long, value_name = "NAME")]
     pub key_header: Option<String>,
+    /// Match request paths against feature prefixes with case: true or false [default false; env MARKETGATE_PATH_CASE_SENSITIVE; key path_case_sensitive].
+    #[arg(long, value_name = "BOOL")]
+    pub path_case_sensitive: Option<String>,
     /// text or json [default text; env MARKETGATE_LOG_FORMAT; key log_format].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -105,6 +111,7 @@ impl ServeArgs {
                 admin_listen: self.admin_listen,
                 admin_tokens: list(self.admin_tokens),
                 admin_tokens_file: self.admin_tokens_file,
+                evaluation_tokens: list(self.evaluation_tokens),
                 regions: self.regions,
                 geoip: self.geoip,
                 geoip_layout: self.geoip_layout,
@@ -120,6 +127,7 @@ impl ServeArgs {
                 state_dir: self.state_dir,
                 workers: self.workers.map(Scalar::Str),
                 key_header: self.key_header,
+                path_case_sensitive: self.path_case_sensitive.map(Scalar::Str),
                 log_format: self.log_format,
                 log_level: self.log_level,
                 max_body_bytes: self.max_body_bytes.map(Scalar::Str),

@@ -127,8 +127,8 @@ fn rollouts_need_a_key_inside_the_percentage() {
     let none = OverrideSet::default();
     assert_eq!(
         at(&r, &none, "FR", None, NOW).status,
-        Status::Served,
-        "no key, no partial rollout"
+        Status::Limited,
+        "no key: a staged restriction applies"
     );
     let keys: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
     let limited = keys
@@ -297,13 +297,41 @@ fn unknown_locations_follow_the_unknown_policy() {
 fn blocked_paths_follow_disabled_features() {
     let r = rules(&[("fr.yaml", "jurisdiction: FR\nfeatures: { payments: off }\n")]);
     let d = at(&r, &OverrideSet::default(), "FR", None, NOW);
+    let blocked = |t: &[u8]| {
+        d.blocked_path(&r, &[crate::path::parse_target(t)], false)
+            .map(|f| &*r.feature(f).name)
+    };
+    assert_eq!(blocked(b"/api/payments/v1/send"), Some("payments"));
+    assert_eq!(blocked(b"/api/payments"), Some("payments"));
+    assert_eq!(blocked(b"/API/Payments/x"), Some("payments"));
+    assert_eq!(blocked(b"/api/secret/x"), None);
+    assert_eq!(blocked(b"/api/paymentsX"), None);
+    // A path that cannot be read for certain is under every disabled feature's paths.
+    assert_eq!(blocked(b"/api/secret/\xff"), Some("payments"));
+    assert_eq!(d.blocked_path(&r, &[], false), None);
+    // Any of several sources blocks.
+    let two = [
+        crate::path::parse_target(b"/home"),
+        crate::path::parse_target(b"/api/payments/x"),
+    ];
+    assert!(d.blocked_path(&r, &two, false).is_some());
+    // Case-sensitive matching when configured.
     assert_eq!(
-        d.blocked_path(&r, "/api/payments/v1/send")
-            .map(|f| &*r.feature(f).name),
-        Some("payments")
+        d.blocked_path(&r, &[crate::path::parse_target(b"/API/Payments/x")], true),
+        None
     );
-    assert_eq!(d.blocked_path(&r, "/api/secret/x"), None);
-    assert_eq!(d.blocked_path(&r, "/api/paymentsX"), None);
+}
+
+#[test]
+fn an_unestablished_client_gets_the_strictest_answer() {
+    let r = rules(&[]);
+    let d = super::unestablished(&r);
+    assert_eq!(d.status, Status::Withdrawn);
+    assert!(d.features.is_empty());
+    assert_eq!(d.jurisdiction(), Jurisdiction::Unestablished);
+    assert_eq!(d.jurisdiction().to_string(), "unestablished");
+    assert!(d.withdrawn_by().is_some());
+    assert!(Jurisdiction::parse("unestablished").is_none_or(|j| j != Jurisdiction::Unestablished));
 }
 
 // ---------------------------------------------------------------------------------
@@ -522,6 +550,41 @@ proptest! {
         let before = if when < 0 { decide_in(&r, &o, loc, &key, 0) } else { before };
         prop_assert!(after.status >= before.status, "{:?} -> {:?}", before.status, after.status);
         prop_assert!(after.features.difference(before.features).is_empty());
+    }
+
+    /// Without a key, a staged change applies only as far as it narrows: the decision is
+    /// at least as strict as with every partial rollout fully in, as with none of them,
+    /// and as for any key, for every change shape (status, features on and off, both).
+    #[test]
+    fn no_key_is_at_least_as_strict_as_any_key(
+        (specs, o, loc, _key, when) in scenario(),
+        keys in proptest::collection::vec("[a-z0-9]{1,8}", 1..6),
+    ) {
+        let r = compile_specs(&specs);
+        let keyless = decide_in(&r, &o, loc, &None, when);
+        let mut all_in = specs.clone();
+        let mut none_in = specs.clone();
+        for (a, n) in all_in.iter_mut().zip(none_in.iter_mut()) {
+            for c in &mut a.changes {
+                if c.3.is_some_and(|p| p > 0) {
+                    c.3 = None;
+                }
+            }
+            n.changes.retain(|c| c.3.is_none_or(|p| p == 100));
+        }
+        let mut others: Vec<Decision> = keys
+            .iter()
+            .map(|k| decide_in(&r, &o, loc, &Some(k.clone()), when))
+            .collect();
+        others.push(decide_in(&compile_specs(&all_in), &o, loc, &None, when));
+        others.push(decide_in(&compile_specs(&none_in), &o, loc, &None, when));
+        for d in &others {
+            prop_assert!(keyless.status >= d.status, "{:?} vs {:?}", keyless.status, d.status);
+            prop_assert!(
+                keyless.features.difference(d.features).is_empty(),
+                "a feature on without a key that is off elsewhere"
+            );
+        }
     }
 
     /// The same inputs give the same decision, also from a fresh compile.

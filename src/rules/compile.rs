@@ -361,19 +361,27 @@ pub fn compile(
                 RawFeature::Switch(b) => (*b, Vec::new(), None),
                 RawFeature::Declaration(d) => (d.default.0, d.paths.clone(), d.description.clone()),
             };
+            let mut prefixes = Vec::with_capacity(paths.len());
             for (i, p) in paths.iter().enumerate() {
-                if !p.starts_with('/') {
-                    cx.error(
+                match crate::path::PathPrefix::parse(p) {
+                    Ok(prefix) => prefixes.push(prefix),
+                    Err(_) if !p.starts_with('/') => cx.error(
                         g,
                         &format!("{path}.paths[{i}]"),
                         format!("path prefix `{p}` must start with `/`"),
-                    );
+                    ),
+                    Err(why) => cx.error(
+                        g,
+                        &format!("{path}.paths[{i}]"),
+                        format!("path prefix `{}` cannot be matched for certain ({why}); write it in printable ASCII without `?`, `#` or encoded separators", p.escape_debug()),
+                    ),
                 }
             }
             features.push(Feature {
                 name: name.as_str().into(),
                 default,
                 paths,
+                prefixes,
                 description,
                 origin: origin(g, &path),
             });

@@ -148,8 +148,10 @@ impl fmt::Display for Origin {
 pub struct Feature {
     pub name: Arc<str>,
     pub default: bool,
-    /// URL path prefixes that belong to the feature, for gateways.
+    /// URL path prefixes that belong to the feature, for gateways, as written.
     pub paths: Vec<String>,
+    /// The same prefixes in canonical form, as the gate matches them.
+    pub prefixes: Vec<crate::path::PathPrefix>,
     pub description: Option<String>,
     pub origin: Origin,
 }
@@ -207,15 +209,42 @@ pub struct Change {
     pub origin: Origin,
 }
 
+/// How much of a change applies to a request (see [`Change::applies`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applies {
+    /// All of it: no rollout, a full one, or the key is in the rollout.
+    Fully,
+    /// Only what narrows the market (a stricter status, features switched off): a
+    /// partial rollout and a request without a key. Fail closed: sending no key never
+    /// escapes a staged restriction, and never enters a staged widening.
+    Narrowing,
+    /// Nothing: the key is outside the rollout, or the rollout is at 0%.
+    Not,
+}
+
 impl Change {
     /// Whether a change's rollout includes `key`: `xxh3_64(id ‖ 0x1f ‖ key) mod 10000`
     /// below the threshold. The bucket does not depend on the percent, so raising the
-    /// percent only adds keys. Without a key, a partial rollout does not apply.
+    /// percent only adds keys. Without a key, a partial rollout does not include it
+    /// (see [`Change::applies`] for what still applies then).
     pub fn includes(&self, key: Option<&str>) -> bool {
         match self.rollout_bp {
             None => true,
             Some(bp) if bp >= 10_000 => true,
             Some(bp) => key.is_some_and(|k| rollout_bucket(&self.id, k) < bp),
+        }
+    }
+
+    /// How much of the change applies to a request with `key`: all of it when the
+    /// rollout includes the key; for a request without a key, under a partial rollout
+    /// that has started (above 0%), its narrowing parts.
+    pub fn applies(&self, key: Option<&str>) -> Applies {
+        if self.includes(key) {
+            Applies::Fully
+        } else if key.is_none() && self.rollout_bp.is_some_and(|bp| bp > 0) {
+            Applies::Narrowing
+        } else {
+            Applies::Not
         }
     }
 }

@@ -3,11 +3,9 @@
 //! authentication and the 409 refusal of overrides that cross a demand in force; never
 //! answers a missing and a wrong token differently, and never logs a token.
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::state::{AppState, ReloadError, Reloaded};
@@ -17,32 +15,10 @@ use crate::overrides::{conflict, Override, OverrideRequest, OverrideSet, Request
 use crate::rules::{RuleSet, Status};
 use crate::store::{Cleared, StoreError};
 
-/// Compares two digests in time independent of where they differ.
-fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Checks `Authorization: Bearer <token>` against every configured token, comparing
-/// SHA-256 digests in constant time (so neither content nor length leaks). A missing
-/// and a wrong token get the same answer.
+/// Checks `Authorization: Bearer <token>` against every configured admin token (see
+/// [`super::bearer`]). A missing and a wrong token get the same answer.
 pub fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    let given = digest(given);
-    let mut ok = false;
-    for t in state.admin_tokens() {
-        ok |= digest_eq(&given, &digest(t.expose()));
-    }
-    if ok {
+    if super::bearer::matches(req, state.admin_tokens()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
@@ -724,16 +700,5 @@ pub async fn reload(
             tracing::error!(error = %e, "reload failed");
             Err(ApiError::Internal)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn digests_compare() {
-        let d = super::digest;
-        assert!(super::digest_eq(&d("abc"), &d("abc")));
-        assert!(!super::digest_eq(&d("abc"), &d("abd")));
-        assert!(!super::digest_eq(&d("abc"), &d("")));
     }
 }

@@ -11,7 +11,7 @@ use actix_web::HttpRequest;
 use crate::client_addr::{client_origin, peer_ip, ClientAddrConfig, ClientOrigin};
 use crate::config::Config;
 use crate::geoip::{GeoDbError, GeoIp, GeoIpConfig, GeoIpWatch};
-use crate::location::Location;
+use crate::location::{Location, Place};
 
 use super::metrics::Metrics;
 
@@ -107,15 +107,23 @@ impl Geo {
         l
     }
 
-    /// The location of the client of a request: the peer, or what trusted proxies say.
-    pub fn client_location(&self, req: &HttpRequest, m: &Metrics) -> Location {
+    /// Where the client of a request is: the peer, or what trusted proxies say. A
+    /// request without a socket peer, or whose client hop a trusted proxy's data does not
+    /// establish, is [`Place::Unestablished`].
+    pub fn client_place(&self, req: &HttpRequest, m: &Metrics) -> Place {
         let Some(peer) = req.peer_addr() else {
-            return Location::UNKNOWN;
+            return Place::Unestablished;
         };
         match client_origin(peer_ip(peer), req.headers(), &self.client) {
-            ClientOrigin::Address(ip) => self.lookup(ip, m),
-            ClientOrigin::Country(l) => l,
-            ClientOrigin::Unknown => Location::UNKNOWN,
+            ClientOrigin::Address(ip) => Place::At(self.lookup(ip, m)),
+            ClientOrigin::Country(l) => Place::At(l),
+            ClientOrigin::Unestablished => Place::Unestablished,
         }
+    }
+
+    /// Whether the socket peer of a request is one of the trusted proxies.
+    pub fn peer_is_trusted(&self, req: &HttpRequest) -> bool {
+        req.peer_addr()
+            .is_some_and(|p| self.client.is_trusted(peer_ip(p)))
     }
 }

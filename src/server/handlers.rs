@@ -3,7 +3,6 @@
 //! answers; never decides itself (that is [`crate::engine`]) and never writes a client
 //! address anywhere.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -14,7 +13,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{self, describe, Decision, DecisionView, Part, Request, Source, SourceInfo};
-use crate::location::{CountryCode, Location, SubdivisionCode};
+use crate::location::{CountryCode, Location, Place, SubdivisionCode};
+use crate::path::{parse_target, Target, Uncertain};
 use crate::rules::{FeatureId, RuleSet, Status};
 
 use super::error::{echo, ApiError};
@@ -24,74 +24,128 @@ use super::state::AppState;
 #[derive(Clone, Copy, Debug)]
 pub struct Outcome {
     pub location: Location,
+    /// The client could not be established (see [`engine::unestablished`]).
+    pub unestablished: bool,
     pub status: Status,
 }
 
-/// Decides, timing the lookup and the decision and counting the result.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unestablished {
+            f.write_str("unestablished")
+        } else {
+            self.location.fmt(f)
+        }
+    }
+}
+
+/// Decides, timing the lookup and the decision and counting the result. A client that
+/// cannot be established gets [`engine::unestablished`], the strictest answer.
 pub(crate) fn decide(
     state: &AppState,
     req: &HttpRequest,
     rules: &RuleSet,
-    location: impl FnOnce() -> Location,
+    place: impl FnOnce() -> Place,
     key: Option<&str>,
     at: Timestamp,
 ) -> std::rc::Rc<Decision> {
     let start = Instant::now();
-    let location = location();
-    let overrides = state.overrides();
-    let d = engine::decide(rules, &overrides, &Request { location, key, at });
+    let d = match place() {
+        Place::At(location) => {
+            let overrides = state.overrides();
+            engine::decide(rules, &overrides, &Request { location, key, at })
+        }
+        Place::Unestablished => engine::unestablished(rules),
+    };
     let m = state.metrics();
     m.decision_seconds.observe(start.elapsed().as_secs_f64());
     m.record(rules, &d);
     if super::request_log::enabled() {
         req.extensions_mut().insert(Outcome {
             location: d.location,
+            unestablished: d.is_unestablished(),
             status: d.status,
         });
     }
     d
 }
 
+/// What located a decision, as its answer says: the request's own connection (the
+/// peer, or what trusted proxies say about the client), or a server caller's `ip` or
+/// `country`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocatedBy {
+    Connection,
+    Address,
+    Jurisdiction,
+}
+
+impl LocatedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocatedBy::Connection => "connection",
+            LocatedBy::Address => "address",
+            LocatedBy::Jurisdiction => "jurisdiction",
+        }
+    }
+}
+
 /// Resolves where to decide for: an explicit `ip`, an explicit `country` (and
-/// `subdivision`), or else the request's client address.
+/// `subdivision`), or else the request's client address. The explicit ones are
+/// believed only from a server caller ([`AppState::is_server_caller`]); anyone else is
+/// located by its own connection, whatever it claims, and its claims are not read.
 pub(crate) fn location_of<'a>(
     state: &'a AppState,
     req: &'a HttpRequest,
     ip: Option<&str>,
     country: Option<&str>,
     subdivision: Option<&str>,
-) -> Result<impl FnOnce() -> Location + 'a, ApiError> {
+) -> Result<(impl FnOnce() -> Place + 'a, LocatedBy), ApiError> {
     enum How {
         Ip(IpAddr),
         Fixed(Location),
         Client,
     }
-    let how = match (ip, country, subdivision) {
-        (Some(_), Some(_), _) => {
-            return Err(ApiError::ConflictingParameters(
-                "give either `ip` or `country`, not both",
-            ))
+    let claims = ip.is_some() || country.is_some() || subdivision.is_some();
+    let how = if claims && !state.is_server_caller(req) {
+        How::Client
+    } else {
+        match (ip, country, subdivision) {
+            (Some(_), Some(_), _) => {
+                return Err(ApiError::ConflictingParameters(
+                    "give either `ip` or `country`, not both",
+                ))
+            }
+            (Some(_), None, Some(_)) | (None, None, Some(_)) => {
+                return Err(ApiError::ConflictingParameters(
+                    "`subdivision` needs `country`",
+                ))
+            }
+            (Some(ip), None, None) => How::Ip(
+                ip.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| ApiError::InvalidIp)?,
+            ),
+            (None, Some(c), s) => How::Fixed(parse_location(c, s)?),
+            (None, None, None) => How::Client,
         }
-        (Some(_), None, Some(_)) | (None, None, Some(_)) => {
-            return Err(ApiError::ConflictingParameters(
-                "`subdivision` needs `country`",
-            ))
-        }
-        (Some(ip), None, None) => How::Ip(
-            ip.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| ApiError::InvalidIp)?,
-        ),
-        (None, Some(c), s) => How::Fixed(parse_location(c, s)?),
-        (None, None, None) => How::Client,
+    };
+    let by = match how {
+        How::Ip(_) => LocatedBy::Address,
+        How::Fixed(_) => LocatedBy::Jurisdiction,
+        How::Client => LocatedBy::Connection,
     };
     let geo = state.geo();
     let metrics = state.metrics();
-    Ok(move || match how {
-        How::Ip(ip) => geo.lookup(ip, metrics),
-        How::Fixed(l) => l,
-        How::Client => geo.client_location(req, metrics),
-    })
+    Ok((
+        move || match how {
+            How::Ip(ip) => Place::At(geo.lookup(ip, metrics)),
+            How::Fixed(l) => Place::At(l),
+            How::Client => geo.client_place(req, metrics),
+        },
+        by,
+    ))
 }
 
 /// `country=FR`, `country=US-CA`, `country=US&subdivision=CA`, `country=unknown`.
@@ -185,6 +239,11 @@ pub struct DecisionBody {
     /// Present when `feature=` was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature: Option<FeatureAnswer>,
+    /// What located the decision: `connection` (the caller's own, as the gate does),
+    /// or a server caller's `address` (`ip=`) or `jurisdiction` (`country=`). Anyone
+    /// but a server caller (a trusted peer, or an evaluation token) is located by its
+    /// connection, whatever `ip`, `country` or `at` it sends.
+    pub located_by: LocatedBy,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -210,13 +269,17 @@ pub async fn decision(
     q: web::Query<DecisionQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let rules = state.rules();
-    let at = parse_at(&state, q.at.as_deref())?;
+    // A past or future instant is a claim like a location: only from a server caller.
+    let at = match q.at.as_deref() {
+        Some(_) if !state.is_server_caller(&req) => state.now(),
+        at => parse_at(&state, at)?,
+    };
     let feature = q
         .feature
         .as_deref()
         .map(|f| feature_of(&rules, f))
         .transpose()?;
-    let location = location_of(
+    let (place, located_by) = location_of(
         &state,
         &req,
         q.ip.as_deref(),
@@ -228,8 +291,9 @@ pub async fn decision(
         .get(state.key_header())
         .and_then(|v| v.to_str().ok());
     let key = q.key.as_deref().or(header_key);
-    let d = decide(&state, &req, &rules, location, key, at);
+    let d = decide(&state, &req, &rules, place, key, at);
     let body = DecisionBody {
+        located_by,
         feature: feature.map(|id| FeatureAnswer {
             name: rules.feature(id).name.to_string(),
             on: d.feature_on(id),
@@ -274,69 +338,37 @@ fn deny_mode(query: &str) -> Result<DenyMode, ApiError> {
     Ok(mode)
 }
 
-/// The path the gateway asks about: `X-Forwarded-Uri`, `X-Original-URI`, or the tail
-/// after `/v1/gate` (Envoy `ext_authz`). Without query; normalized when it holds
-/// percent-escapes or dot segments, so that `/api/%73ecret/` is `/api/secret/`.
-fn forwarded_path(req: &HttpRequest) -> Option<Cow<'_, str>> {
-    let h = req.headers();
-    let raw = h
-        .get(X_FORWARDED_URI)
-        .or_else(|| h.get(X_ORIGINAL_URI))
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            req.path()
-                .strip_prefix("/v1/gate")
-                .filter(|t| !t.is_empty() && *t != "/")
-        })?;
-    let raw = raw.split(['?', '#']).next().unwrap_or("");
-    // An absolute URI: keep the path.
-    let raw = match raw.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => raw,
-    };
-    Some(normalize_path(raw))
-}
+/// Most path sources a gate request can carry: `X-Forwarded-Uri`, `X-Original-URI`
+/// and the tail.
+type Targets<'a> = smallvec::SmallVec<[Target<'a>; 3]>;
 
-/// Percent-decodes and resolves `.`, `..` and empty segments.
-pub(crate) fn normalize_path(p: &str) -> Cow<'_, str> {
-    if !p.contains('%') && !p.contains("/.") && !p.contains("//") && p.starts_with('/') {
-        return Cow::Borrowed(p);
-    }
-    let mut decoded = Vec::with_capacity(p.len());
-    let b = p.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                decoded.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        decoded.push(b[i]);
-        i += 1;
-    }
-    let decoded = String::from_utf8_lossy(&decoded);
-    let mut segs: Vec<&str> = Vec::new();
-    for s in decoded.split('/') {
-        match s {
-            "" | "." => {}
-            ".." => {
-                segs.pop();
-            }
-            s => segs.push(s),
+/// The paths the gateway asks about: every one of `X-Forwarded-Uri` (Traefik, Caddy),
+/// `X-Original-URI` (nginx) and the tail after `/v1/gate/` (Envoy `ext_authz`) that is
+/// present, read as bytes (see [`crate::path`]). A header that is repeated or cannot be
+/// read is an uncertain path, not an absent one. The request is blocked when any of
+/// them is under a disabled feature: a client that adds a header of its own can only
+/// make the answer stricter.
+fn forwarded_targets(req: &HttpRequest) -> Targets<'_> {
+    let mut targets = Targets::new();
+    for name in [X_FORWARDED_URI, X_ORIGINAL_URI] {
+        let mut values = req.headers().get_all(name);
+        if let Some(v) = values.next() {
+            targets.push(if values.next().is_some() {
+                Err(Uncertain::Ambiguous)
+            } else {
+                parse_target(v.as_bytes())
+            });
         }
     }
-    let mut out = String::with_capacity(decoded.len() + 1);
-    for s in &segs {
-        out.push('/');
-        out.push_str(s);
+    if let Some(tail) = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/gate")
+        .filter(|t| !t.is_empty() && *t != "/")
+    {
+        targets.push(parse_target(tail.as_bytes()));
     }
-    if out.is_empty() || decoded.ends_with('/') {
-        out.push('/');
-    }
-    Cow::Owned(out)
+    targets
 }
 
 /// The 451 body: what blocked the request and on what legal ground.
@@ -393,6 +425,7 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
         (None, k) => format!("the {k} rules"),
     };
     let message = match feature {
+        None if d.is_unestablished() => "the client's address could not be established from the trusted proxies' forwarding data, so the request is refused".to_string(),
         None => format!("the service is withdrawn from {jurisdiction} because of {what}"),
         Some(f) => format!(
             "`{}` is unavailable in {jurisdiction} because of {what}",
@@ -463,7 +496,7 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         &state,
         &req,
         &rules,
-        || geo.client_location(&req, state.metrics()),
+        || geo.client_place(&req, state.metrics()),
         key,
         at,
     );
@@ -472,7 +505,11 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         // Only a disabled feature blocks a path: with every feature on, the forwarded
         // path is not even read.
         _ if d.features == rules.all_features() => None,
-        _ => forwarded_path(&req).and_then(|p| d.blocked_path(&rules, &p)),
+        _ => d.blocked_path(
+            &rules,
+            &forwarded_targets(&req),
+            state.path_case_sensitive(),
+        ),
     };
     if d.status != Status::Withdrawn && blocked_feature.is_none() {
         // Headers straight into the map: the builder checks and converts each pair.
@@ -517,6 +554,7 @@ fn country_header(c: CountryCode) -> HeaderValue {
 pub(crate) fn market_headers(rules: &RuleSet, d: &Decision) -> [(HeaderName, HeaderValue); 3] {
     let jurisdiction = match (d.location.country, d.location.subdivision) {
         (Some(c), None) => country_header(c),
+        (None, _) if d.is_unestablished() => HeaderValue::from_static("unestablished"),
         (None, _) => HeaderValue::from_static("unknown"),
         _ => HeaderValue::from_str(&d.jurisdiction().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
@@ -635,6 +673,7 @@ mod blocked {
         Change(LevelId, u16),
         Demand(LevelId, u16),
         Override(Jurisdiction),
+        Unestablished,
     }
 
     #[derive(Clone, PartialEq, Eq, Hash)]
@@ -680,6 +719,7 @@ mod blocked {
                 Some(Source::Change(l, i)) => Ground::Change(*l, *i),
                 Some(Source::Demand(l, i)) => Ground::Demand(*l, *i),
                 Some(Source::Override(o)) => Ground::Override(o.jurisdiction.clone()),
+                Some(Source::Unestablished) => Ground::Unestablished,
             },
         };
         CACHE.with(|cache| {
@@ -790,18 +830,6 @@ pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_are_normalized_before_matching() {
-        let check = |input: &str, want: &str| assert_eq!(normalize_path(input), want, "{input}");
-        check("/api/secret/x", "/api/secret/x");
-        check("/api/%73ecret/x", "/api/secret/x");
-        check("/api/public/../secret/", "/api/secret/");
-        check("//api//secret", "/api/secret");
-        check("/%", "/%");
-        check("/a%2", "/a%2");
-        check("relative", "/relative");
-    }
 
     #[test]
     fn deny_modes() {

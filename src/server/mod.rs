@@ -4,6 +4,7 @@
 //! does) and never records a client address.
 
 pub mod admin;
+mod bearer;
 pub mod console;
 pub mod error;
 mod front;

@@ -13,7 +13,7 @@ use crate::engine::{Decision, Part, Source};
 use crate::rules::{FeatureId, RuleSet};
 
 use super::error::ApiError;
-use super::handlers::{decide, location_of};
+use super::handlers::{decide, location_of, LocatedBy};
 use super::limits::{read_body, BodyError};
 use super::state::AppState;
 
@@ -200,7 +200,8 @@ pub struct Evaluation {
     /// `TARGETING_MATCH`, `SPLIT` or `DEFAULT`.
     pub reason: &'static str,
     pub variant: &'static str,
-    /// `jurisdiction` and `rulesVersion`.
+    /// `jurisdiction`, `rulesVersion` and `locatedBy` (`connection`, `address` or
+    /// `jurisdiction`).
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub metadata: Map<String, Value>,
 }
@@ -259,14 +260,24 @@ fn reason(rules: &RuleSet, d: &Decision, part: Part) -> &'static str {
     }
 }
 
-fn metadata(rules: &RuleSet, d: &Decision) -> Map<String, Value> {
+/// `jurisdiction`, `rulesVersion` and `locatedBy` (`connection`: the caller's own
+/// connection; `address` or `jurisdiction`: a server caller's context `ip` or
+/// `country`).
+fn metadata(rules: &RuleSet, d: &Decision, located_by: LocatedBy) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("jurisdiction".into(), d.jurisdiction().to_string().into());
     m.insert("rulesVersion".into(), rules.version().into());
+    m.insert("locatedBy".into(), located_by.as_str().into());
     m
 }
 
-fn evaluate(rules: &RuleSet, d: &Decision, key: &str, flag: Flag) -> Evaluation {
+fn evaluate(
+    rules: &RuleSet,
+    d: &Decision,
+    key: &str,
+    flag: Flag,
+    located_by: LocatedBy,
+) -> Evaluation {
     let (value, variant, reason) = match flag {
         Flag::Market => (
             Value::from(d.status.as_str()),
@@ -291,7 +302,7 @@ fn evaluate(rules: &RuleSet, d: &Decision, key: &str, flag: Flag) -> Evaluation 
         value,
         reason,
         variant,
-        metadata: metadata(rules, d),
+        metadata: metadata(rules, d, located_by),
     }
 }
 
@@ -327,7 +338,7 @@ pub async fn evaluate_one(
         }
     };
     let ctx = read_context(&state, &req, payload, Some(&key)).await?;
-    let location = location_of(
+    let (place, located_by) = location_of(
         &state,
         &req,
         ctx.ip.as_deref(),
@@ -340,11 +351,11 @@ pub async fn evaluate_one(
         &state,
         &req,
         &rules,
-        location,
+        place,
         ctx.targeting_key.as_deref(),
         at,
     );
-    Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag)))
+    Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag, located_by)))
 }
 
 /// Evaluates every flag, with an `ETag`; `If-None-Match` with it answers 304.
@@ -369,7 +380,7 @@ pub async fn evaluate_all(
 ) -> Result<HttpResponse, OfrepError> {
     let rules = state.rules();
     let ctx = read_context(&state, &req, payload, None).await?;
-    let location = location_of(
+    let (place, located_by) = location_of(
         &state,
         &req,
         ctx.ip.as_deref(),
@@ -382,17 +393,23 @@ pub async fn evaluate_all(
         &state,
         &req,
         &rules,
-        location,
+        place,
         ctx.targeting_key.as_deref(),
         at,
     );
-    let mut flags = vec![evaluate(&rules, &d, MARKET_FLAG, Flag::Market)];
+    let mut flags = vec![evaluate(&rules, &d, MARKET_FLAG, Flag::Market, located_by)];
     for (i, f) in rules.features().iter().enumerate() {
-        flags.push(evaluate(&rules, &d, &f.name, Flag::Feature(i as FeatureId)));
+        flags.push(evaluate(
+            &rules,
+            &d,
+            &f.name,
+            Flag::Feature(i as FeatureId),
+            located_by,
+        ));
     }
     let body = BulkEvaluation {
         flags,
-        metadata: metadata(&rules, &d),
+        metadata: metadata(&rules, &d, located_by),
     };
     let bytes = serde_json::to_vec(&body).map_err(|_| OfrepError::Parse {
         key: None,

@@ -75,6 +75,8 @@ struct Inner {
     key_header: actix_web::http::header::HeaderName,
     limits: Limits,
     admin_tokens: Vec<crate::config::Secret>,
+    evaluation_tokens: Vec<crate::config::Secret>,
+    path_case_sensitive: bool,
     ready: AtomicBool,
     draining: AtomicBool,
     metrics: Metrics,
@@ -183,6 +185,8 @@ impl AppState {
                     body_timeout: config.request_timeout,
                 },
                 admin_tokens: config.admin_tokens.clone(),
+                evaluation_tokens: config.evaluation_tokens.clone(),
+                path_case_sensitive: config.path_case_sensitive,
                 ready: AtomicBool::new(true),
                 draining: AtomicBool::new(false),
                 last_reload: std::sync::Mutex::new(RulesReload {
@@ -230,6 +234,20 @@ impl AppState {
     }
     pub fn admin_tokens(&self) -> &[crate::config::Secret] {
         &self.inner.admin_tokens
+    }
+
+    /// Whether request paths match feature prefixes with case.
+    pub fn path_case_sensitive(&self) -> bool {
+        self.inner.path_case_sensitive
+    }
+
+    /// Whether a request comes from a server caller, whose claims about where to decide
+    /// for (`ip`, `country`, `subdivision`, `at`) are believed: a peer in the trusted
+    /// CIDRs, or a configured evaluation token. Anyone else (a browser, an app) is
+    /// located by its own connection.
+    pub fn is_server_caller(&self, req: &actix_web::HttpRequest) -> bool {
+        self.inner.geo.peer_is_trusted(req)
+            || super::bearer::matches(req, &self.inner.evaluation_tokens)
     }
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Relaxed) && !self.is_draining()

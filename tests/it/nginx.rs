@@ -107,6 +107,7 @@ fn nginx_auth_request_serves_limits_and_withdraws_and_fails_closed() {
     let nginx = start_nginx(&bin, marketgate.addr, app);
 
     check_decisions(&nginx, DenyBody::Nginx);
+    crate::support::bypass::check_gateway("nginx", ([127, 0, 0, 1], nginx.port).into());
 
     // marketgate down: fail closed with 503, the app is not reached.
     drop(marketgate);

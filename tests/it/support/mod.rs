@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: the real binary, paths, test databases.
 
+pub mod bypass;
 pub mod gateway;
 pub mod mmdb;
 
