@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(rules client_addr geoip ofrep admin)
+[ ${#targets[@]} -gt 0 ] || targets=(rules client_addr geoip ofrep admin path)
 # Sanitizer builds never share a target dir with the service's ordinary builds.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 mkdir -p logs

@@ -105,10 +105,11 @@ pub fn client_origin(peer: IpAddr, headers: &HeaderMap, config: &ClientAddrConfi
         match single_value(headers, name) {
             Ok(None) => {}
             Ok(Some(v)) => {
-                return match parse_node(v) {
-                    Some(ip) => ClientOrigin::Address(canonical_ip(ip)),
-                    None => ClientOrigin::Unestablished,
-                }
+                return match parse_node(v).map(canonical_ip) {
+                    Some(ip) if !config.is_trusted(ip) => ClientOrigin::Address(ip),
+                    // Unreadable, or a trusted proxy's own address: not a client.
+                    _ => ClientOrigin::Unestablished,
+                };
             }
             Err(()) => return ClientOrigin::Unestablished,
         }

@@ -4,7 +4,8 @@
 //! header and a client-address header), then `Name: value` header lines.
 //! Properties: never a panic; an untrusted peer is always the client; any address
 //! returned is the peer or written in one of the headers; a country only comes from the
-//! configured CDN header; `Unknown` only behind a trusted peer.
+//! configured CDN header; `Unestablished` only behind a trusted peer; an address is
+//! never a trusted proxy's own (a trusted hop is not a client).
 #![no_main]
 
 mod common;
@@ -80,8 +81,12 @@ fuzz_target!(|data: &[u8]| {
                 .map(canonical_ip)
                 .collect();
             assert!(
-                ip == peer || written.contains(&ip),
-                "{ip} is neither the peer nor in any header"
+                written.contains(&ip),
+                "{ip} is not in any header"
+            );
+            assert!(
+                !config.is_trusted(ip),
+                "a trusted proxy's address {ip} was taken for the client"
             );
         }
         ClientOrigin::Country(location) => {
@@ -101,6 +106,6 @@ fuzz_target!(|data: &[u8]| {
             );
             assert!(location.subdivision.is_none());
         }
-        ClientOrigin::Unknown => {}
+        ClientOrigin::Unestablished => {}
     }
 });

@@ -210,8 +210,11 @@ fn decision_for_a_jurisdiction_an_address_and_the_client() {
     )
     .json();
     assert_eq!(client["jurisdiction"]["code"], "RU");
+    // A trusted proxy that names no client has not established one: the strictest
+    // answer, never the `unknown` policy.
     let direct = get(&s.url("/v1/decision"), &[]).json();
-    assert_eq!(direct["jurisdiction"]["code"], "unknown");
+    assert_eq!(direct["jurisdiction"]["code"], "unestablished");
+    assert_eq!(direct["status"], "withdrawn");
 }
 
 #[test]
