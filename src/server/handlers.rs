@@ -216,9 +216,12 @@ pub(crate) fn feature_of(rules: &RuleSet, name: &str) -> Result<FeatureId, ApiEr
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DecisionQuery {
-    /// Decide for this address (instead of the client's).
+    /// Decide for this address (instead of the client's). Believed from server callers
+    /// only (a trusted peer or an evaluation token); others are located by their
+    /// connection.
     pub ip: Option<String>,
-    /// Decide for this jurisdiction: `FR`, `US-CA`, or `unknown`.
+    /// Decide for this jurisdiction: `FR`, `US-CA`, or `unknown`. Server callers only,
+    /// as `ip`.
     pub country: Option<String>,
     /// ISO 3166-2 suffix (`CA`) with `country=US`.
     pub subdivision: Option<String>,
@@ -226,7 +229,8 @@ pub struct DecisionQuery {
     pub feature: Option<String>,
     /// Rollout key (user id); default the configured key header.
     pub key: Option<String>,
-    /// Decide at this instant (RFC 3339 with offset); default now.
+    /// Decide at this instant (RFC 3339 with offset); default now. Server callers only,
+    /// as `ip`.
     #[param(format = DateTime)]
     pub at: Option<String>,
 }

@@ -228,11 +228,12 @@ pub struct EvaluationRequest {
 #[allow(dead_code)]
 #[schema(rename_all = "camelCase")]
 pub struct EvaluationContext {
-    /// Decide for this address.
+    /// Decide for this address. Believed from server callers only (a trusted peer or an
+    /// evaluation token); others are located by their connection (`locatedBy`).
     pub ip: Option<String>,
-    /// Decide for this jurisdiction: `FR`, `US-CA`, `unknown`.
+    /// Decide for this jurisdiction: `FR`, `US-CA`, `unknown`. Server callers only.
     pub country: Option<String>,
-    /// ISO 3166-2 suffix with `country`.
+    /// ISO 3166-2 suffix with `country`. Server callers only.
     pub subdivision: Option<String>,
     /// The rollout key.
     pub targeting_key: Option<String>,
