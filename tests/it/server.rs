@@ -642,6 +642,43 @@ fn reload_swaps_good_rules_and_keeps_the_last_good_set() {
     }
 }
 
+/// A rules file that is a symlink out of the rules directory (here to a token file) is
+/// refused unread: the reload fails, and neither the 422 nor the reload record the
+/// console shows holds a byte of the target.
+#[cfg(unix)]
+#[test]
+fn reload_refuses_a_symlink_out_of_the_rules_directory_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let regions = dir.path().join("regions");
+    std::fs::create_dir(&regions).unwrap();
+    copy_dir(&repo().join("regions"), &regions);
+    let s = TestServer::start(|c| {
+        c.regions = regions.clone();
+        c.reload_debounce = std::time::Duration::from_secs(3600);
+    });
+    // Were it read, it would be echoed: "unknown jurisdiction `s3cr3t-…`".
+    std::fs::write(
+        dir.path().join("tokens"),
+        "jurisdiction: s3cr3t-admin-token-4711\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../tokens", regions.join("tokens.yaml")).unwrap();
+    let a = s.admin("POST", "/admin/v1/reload", None);
+    assert_error(&a, 422, "reload_failed");
+    assert!(
+        a.body
+            .contains("tokens.yaml:0:0: path resolves outside the rules directory"),
+        "{}",
+        a.body
+    );
+    let table = s.admin("GET", "/admin/v1/rules", None);
+    let reload = &table.json()["reload"];
+    assert_eq!(reload["result"], "failed", "{reload}");
+    for body in [&a.body, &table.body] {
+        assert!(!body.contains("s3cr3t"), "{body}");
+    }
+}
+
 /// OFREP through a real OpenFeature SDK: npm `@openfeature/server-sdk` with
 /// `@openfeature/ofrep-provider` (installed by `npm ci --prefix tests/ofrep`).
 #[test]
