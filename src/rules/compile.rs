@@ -898,11 +898,11 @@ fn check_id(cx: &mut Ctx, p: &Parsed, path: &str, id: &str, what: &str) -> bool 
     true
 }
 
+/// A reference is an error unless it is an http(s) URL that can stand in a `Link`
+/// header as it is (see [`super::raw::check_reference`]).
 fn check_reference(cx: &mut Ctx, p: &Parsed, path: &str, r: &Option<String>) {
-    if let Some(r) = r {
-        if !(r.starts_with("https://") || r.starts_with("http://")) {
-            cx.warn(p, path, format!("reference `{r}` is not an http(s) URL"));
-        }
+    if let Some(Err(e)) = r.as_deref().map(super::raw::check_reference) {
+        cx.error(p, path, e.to_string());
     }
 }
 

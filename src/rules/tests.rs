@@ -123,6 +123,34 @@ fn naive_timestamps_and_bad_percents_are_errors() {
 }
 
 #[test]
+fn references_that_are_not_http_links_are_errors_where_they_stand() {
+    let demand = |r: &str| {
+        format!("jurisdiction: FR\ndemands:\n  - id: d\n    kind: court_order\n    state: enacted\n    effective: 2020-01-01T00:00:00Z\n    reference: {r}\n")
+    };
+    let change = |r: &str| {
+        format!("jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n    reference: {r}\n")
+    };
+    check(&demand("https://example.org/law-123"), &[]);
+    check(&change("http://example.org/a?b=%20"), &[]);
+    check(
+        &demand("javascript:alert(1)"),
+        &["regions/x.yaml:7:16: reference `javascript:alert(1)` is not an http(s) URL"],
+    );
+    check(
+        &change("\"https://example.org/x>; rel=preload\""),
+        &["regions/x.yaml:7:16: reference `https://example.org/x>; rel=preload` contains `>`, not allowed in a URL: percent-encode it as `%3E`"],
+    );
+    check(
+        &change("\"https://example.org/loi n°1\""),
+        &["regions/x.yaml:7:16: reference `https://example.org/loi n°1` contains a space, not allowed in a URL: percent-encode it as `%20`"],
+    );
+    check(
+        &demand("https:///law"),
+        &["regions/x.yaml:7:16: reference `https:///law` has no host"],
+    );
+}
+
+#[test]
 fn duplicates_are_errors_naming_the_first() {
     let a = "jurisdiction: FR\nchanges:\n  - id: same\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n";
     let b = "jurisdiction: DE\nchanges:\n  - id: same\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n";
