@@ -642,6 +642,43 @@ fn reload_swaps_good_rules_and_keeps_the_last_good_set() {
     }
 }
 
+/// An `X-Request-Id` is kept only from a trusted proxy and only in a format gateways
+/// generate; anything else is replaced by our own id, which is what goes back (and
+/// into the log). A client's own id could spell its address.
+#[test]
+fn request_ids_are_kept_only_from_trusted_proxies_in_a_gateway_format() {
+    const UUID: &str = "3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e10";
+    const NGINX: &str = "8f14e45fceea167a5a36dedd4bea2543";
+    let ours = |id: &str| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let id_back = |s: &TestServer, sent: &str| -> String {
+        let a = get(&s.url("/v1/gate"), &[("X-Request-Id", sent)]);
+        a.header("x-request-id").expect("an id back").to_string()
+    };
+    let forged = [
+        RU_IP,
+        "c2430101",
+        "3259171073",
+        "194-67-1-1",
+        "0xc2430101",
+        "8F14E45FCEEA167A5A36DEDD4BEA2543",
+        "{3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e10}",
+    ];
+    // The peer, 127.0.0.1, is a trusted proxy: its ids are kept when well formed.
+    let trusted = TestServer::start(|_| {});
+    assert_eq!(id_back(&trusted, UUID), UUID);
+    assert_eq!(id_back(&trusted, NGINX), NGINX);
+    for id in forged {
+        let back = id_back(&trusted, id);
+        assert!(ours(&back) && back != id, "{id} -> {back}");
+    }
+    // No trusted proxy: the peer is a client, and none of its ids is kept.
+    let untrusted = TestServer::start(|c| c.trusted_proxies = Vec::new());
+    for id in forged.iter().chain(&[UUID, NGINX]) {
+        let back = id_back(&untrusted, id);
+        assert!(ours(&back) && back != *id, "{id} -> {back}");
+    }
+}
+
 /// A rules file that is a symlink out of the rules directory (here to a token file) is
 /// refused unread: the reload fails, and neither the 422 nor the reload record the
 /// console shows holds a byte of the target.
