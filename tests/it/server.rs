@@ -328,7 +328,7 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
     let set = s.admin(
         "PUT",
         "/admin/v1/overrides/US",
-        Some(json!({"features": {"secret_chats": false}, "reason": "incident 42", "actor": "ops"})),
+        Some(json!({"features": {"secret_chats": false}, "reason": "incident 42", "actor": "ops", "public_reason": "secret chats are paused here"})),
     );
     assert_eq!(set.status, 200, "{}", set.body);
     let ok = get(
@@ -357,7 +357,7 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
         let b = a.json();
         assert_eq!(b["feature"], "secret_chats");
         assert_eq!(b["blocked_by"]["kind"], "override");
-        assert_eq!(b["blocked_by"]["text"], "incident 42");
+        assert_eq!(b["blocked_by"]["text"], "secret chats are paused here");
     }
     // An override that withdraws: 451 without a Link (no reference), body names it.
     let set = s.admin(
@@ -367,13 +367,18 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
     );
     assert_eq!(set.status, 200, "{}", set.body);
     // Blocked answers are built once per worker and ground: repeated answers are the
-    // same, and the same override with another reason is a new answer, not a stale one.
-    for reason in ["emergency exit", "court order 7"] {
-        if reason != "emergency exit" {
+    // same, and the same override with another public reason is a new answer, not a
+    // stale one.
+    for public in [
+        "an operator override",
+        "closed for now",
+        "closed until further notice",
+    ] {
+        if public != "an operator override" {
             let set = s.admin(
                 "PUT",
                 "/admin/v1/overrides/US",
-                Some(json!({"status": "withdrawn", "reason": reason, "actor": "ops"})),
+                Some(json!({"status": "withdrawn", "reason": "emergency exit", "actor": "ops", "public_reason": public})),
             );
             assert_eq!(set.status, 200, "{}", set.body);
         }
@@ -381,7 +386,7 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
             let a = get(&s.url("/v1/gate"), &[("X-Forwarded-For", "8.8.8.8")]);
             assert_eq!(a.status, 451);
             assert_eq!(a.header("content-type"), Some("application/json"));
-            assert_eq!(a.json()["blocked_by"]["text"], reason);
+            assert_eq!(a.json()["blocked_by"]["text"], public);
         }
     }
 }
