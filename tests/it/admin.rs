@@ -450,15 +450,22 @@ fn the_override_command_drives_the_admin_api() {
         "withdrawn",
         "--reason",
         "drill",
+        "--public-reason",
+        "closed for a test",
         "--ttl",
         "10m",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("now FR: withdrawn"), "{}", text(&o));
+    let public = get(&s.url("/v1/decision?country=FR"), &[]).json();
+    assert_eq!(
+        public["reasons"][0]["text"], "closed for a test",
+        "{public}"
+    );
     let o = run(&["list"]);
     assert!(
         text(&o).contains("FR")
-            && text(&o).contains("by carol — drill")
+            && text(&o).contains("by carol — drill (public: \"closed for a test\")")
             && (text(&o).contains("10m00s left") || text(&o).contains("9m5")),
         "{}",
         text(&o)
