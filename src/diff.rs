@@ -10,7 +10,7 @@ use std::fmt::Write;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::engine::{self, describe, Decision, Part, Request, Source, SourceInfo};
+use crate::engine::{self, describe, Audience, Decision, Part, Request, Source, SourceInfo};
 use crate::location::{Jurisdiction, Location};
 use crate::overrides::OverrideSet;
 use crate::rules::{
@@ -526,10 +526,10 @@ fn decision_diff(
     for (p_old, p_new) in parts {
         let r_new = p_new
             .and_then(|p| d_new.reason_for(p))
-            .map(|s| describe(new, &s.source));
+            .map(|s| describe(new, &s.source, Audience::Operator));
         let r_old = p_old
             .and_then(|p| d_old.reason_for(p))
-            .map(|s| describe(old, &s.source));
+            .map(|s| describe(old, &s.source, Audience::Operator));
         if let Some(n) = &r_new {
             push(Responsible {
                 side: Side::New,

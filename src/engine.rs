@@ -480,6 +480,20 @@ pub enum Part {
     Feature(FeatureId),
 }
 
+/// Who a description is for. An override's `reason` and `actor` are the operators':
+/// [`Audience::Operator`] views (the admin listener, `marketgate explain`, `diff`) show
+/// them; [`Audience::Public`] views (`/v1/decision`, the 451 body of `/v1/gate` and of
+/// the middleware) show only the override's `public_reason`, or
+/// [`OVERRIDE_PUBLIC_TEXT`], and never the actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Public,
+    Operator,
+}
+
+/// What a public answer says of an override without a `public_reason`.
+pub const OVERRIDE_PUBLIC_TEXT: &str = "an operator override";
+
 /// A source, described for people and tools.
 #[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SourceInfo {
@@ -491,12 +505,14 @@ pub struct SourceInfo {
     /// `file:line:column` of the rule, change or demand.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
-    /// Human words: the change's reason, the demand's kind and law, the override's reason.
+    /// Human words: the change's reason, the demand's kind and law; for an override, its
+    /// `public_reason` (or "an operator override") in public answers, its internal
+    /// `reason` on the admin listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// Override author.
+    /// Override author: on the admin listener only, never in a public answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -511,8 +527,8 @@ pub struct SourceInfo {
     pub effective: Option<Timestamp>,
 }
 
-/// Describes a source against the rules it came from.
-pub fn describe(rules: &RuleSet, source: &Source) -> SourceInfo {
+/// Describes a source against the rules it came from, for `audience`.
+pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceInfo {
     let blank = |kind, jurisdiction: String| SourceInfo {
         kind,
         jurisdiction,
@@ -585,12 +601,23 @@ pub fn describe(rules: &RuleSet, source: &Source) -> SourceInfo {
             ),
             ..blank("client", Jurisdiction::Unestablished.to_string())
         },
-        Source::Override(o) => SourceInfo {
-            text: Some(o.reason.clone()),
-            actor: Some(o.actor.clone()),
-            expires_at: o.expires_at,
-            ..blank("override", o.jurisdiction.to_string())
-        },
+        Source::Override(o) => {
+            let (text, actor) = match audience {
+                Audience::Operator => (o.reason.clone(), Some(o.actor.clone())),
+                Audience::Public => (
+                    o.public_reason
+                        .clone()
+                        .unwrap_or_else(|| OVERRIDE_PUBLIC_TEXT.to_string()),
+                    None,
+                ),
+            };
+            SourceInfo {
+                text: Some(text),
+                actor,
+                expires_at: o.expires_at,
+                ..blank("override", o.jurisdiction.to_string())
+            }
+        }
     }
 }
 
@@ -705,7 +732,8 @@ pub struct ReasonView {
     pub source: SourceInfo,
 }
 
-/// The JSON body of a decision, as `/v1/decision` and `explain --format json` give it.
+/// The JSON body of a decision, as `/v1/decision` (for [`Audience::Public`]) and
+/// `explain --format json` and the admin API (for [`Audience::Operator`]) give it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecisionView {
     pub status: Status,
@@ -740,13 +768,13 @@ pub struct ShadowView {
 }
 
 impl DecisionView {
-    pub fn new(rules: &RuleSet, d: &Decision, at: Timestamp) -> Self {
+    pub fn new(rules: &RuleSet, d: &Decision, at: Timestamp, audience: Audience) -> Self {
         let mut reasons = Vec::new();
         if let Some(step) = d.reason_for(Part::Status) {
             reasons.push(ReasonView {
                 part: "status".into(),
                 value: d.status.to_string(),
-                source: describe(rules, &step.source),
+                source: describe(rules, &step.source, audience),
             });
         }
         for (i, f) in rules.features().iter().enumerate() {
@@ -755,13 +783,13 @@ impl DecisionView {
                 reasons.push(ReasonView {
                     part: format!("feature:{}", f.name),
                     value: if d.feature_on(id) { "on" } else { "off" }.into(),
-                    source: describe(rules, &step.source),
+                    source: describe(rules, &step.source, audience),
                 });
             }
         }
         let reference = d
             .withdrawn_by()
-            .and_then(|s| describe(rules, &s.source).reference);
+            .and_then(|s| describe(rules, &s.source, audience).reference);
         DecisionView {
             status: d.status,
             jurisdiction: JurisdictionView {

@@ -1,9 +1,11 @@
 //! The human form of a decision: the answer, then the trail of rules that produced it,
-//! then what is pending on the chain. Used by `marketgate explain`; pure text, no I/O.
+//! then what is pending on the chain. Used by `marketgate explain` and the admin
+//! listener: the operator's view, with an override's internal reason and actor, so
+//! never part of a public answer. Pure text, no I/O.
 
 use std::fmt::Write;
 
-use crate::engine::{describe, Decision, Part, Request, Source, Step};
+use crate::engine::{describe, Audience, Decision, Part, Request, Source, Step};
 use crate::location::Jurisdiction;
 use crate::rules::{DemandState, FeatureId, FeatureSet, Mode, RuleSet};
 
@@ -137,7 +139,8 @@ pub fn render(
 }
 
 fn source_line(rules: &RuleSet, source: &Source) -> String {
-    let info = describe(rules, source);
+    // The operator's view: this text is for `explain` and the admin listener only.
+    let info = describe(rules, source, Audience::Operator);
     let mut s = match source {
         Source::Rule(_) => format!("rule of {}", info.jurisdiction),
         Source::Change(..) => format!(
@@ -161,6 +164,11 @@ fn source_line(rules: &RuleSet, source: &Source) -> String {
     };
     if let Some(t) = &info.text {
         let _ = write!(s, ": {t}");
+    }
+    if let Source::Override(o) = source {
+        if let Some(p) = &o.public_reason {
+            let _ = write!(s, " (public: {p:?})");
+        }
     }
     if let Some(at) = &info.at {
         let _ = write!(s, " [{at}]");

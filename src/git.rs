@@ -29,6 +29,10 @@ pub enum GitError {
     },
     #[error("{name}: file is not valid UTF-8")]
     NotUtf8 { name: String },
+    /// A symlink (mode `120000`), a directory or a submodule named like a rules file:
+    /// refused as the directory loader refuses one, never read as rules.
+    #[error("{name}: not a regular file at this revision (git mode {mode}); rules files must be regular files")]
+    NotARegularFile { name: String, mode: String },
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
@@ -55,7 +59,8 @@ pub fn toplevel(dir: &Path) -> Result<PathBuf, GitError> {
 }
 
 /// Reads the `*.yaml`/`*.yml` files (not hidden ones) directly in `path` (relative to
-/// the repository's top directory) at revision `rev`. Files are named `REV:PATH/NAME`,
+/// the repository's top directory) at revision `rev`; an entry with such a name that is
+/// not a regular file (a symlink, a directory) is an error, as in a rules directory. Files are named `REV:PATH/NAME`,
 /// git's own notation, so diagnostics and reasons point at the revision.
 pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile>, GitError> {
     if rev.starts_with('-') {
@@ -91,6 +96,13 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
             path: path.into(),
         }
     })?;
+    let shown = |name: &str| {
+        if path.is_empty() || path == "." {
+            format!("{rev}:{name}")
+        } else {
+            format!("{rev}:{path}/{name}")
+        }
+    };
     // Entries: `<mode> SP <type> SP <object> SP+ <size> TAB <name> NUL`.
     let mut entries: Vec<(String, String, u64)> = Vec::new();
     for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
@@ -99,12 +111,19 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
             continue;
         };
         let fields: Vec<&str> = meta.split_whitespace().collect();
-        let [_, kind, object, size] = fields.as_slice() else {
+        let [mode, kind, object, size] = fields.as_slice() else {
             continue;
         };
         let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-        if *kind != "blob" || name.starts_with('.') || !yaml {
+        if name.starts_with('.') || !yaml {
             continue;
+        }
+        // A symlink is a blob holding its target's path: never read it as rules.
+        if *kind != "blob" || !matches!(*mode, "100644" | "100755") {
+            return Err(GitError::NotARegularFile {
+                name: shown(name),
+                mode: mode.to_string(),
+            });
         }
         entries.push((
             name.to_string(),
@@ -126,13 +145,6 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
         });
     }
     entries.sort();
-    let shown = |name: &str| {
-        if path.is_empty() || path == "." {
-            format!("{rev}:{name}")
-        } else {
-            format!("{rev}:{path}/{name}")
-        }
-    };
     let mut files = Vec::with_capacity(entries.len());
     for (name, object, size) in entries {
         let name = shown(&name);
@@ -225,6 +237,34 @@ mod tests {
         assert!(matches!(
             read_rules_at(d, "HEAD", "regions/a.yaml"),
             Err(GitError::NotADirectory { .. })
+        ));
+    }
+
+    /// As the directory loader: a symlink or a directory named like a rules file is
+    /// refused, never read as rules (a symlink's blob is its target's path).
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_and_directories_named_like_rules_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        run(d, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir(d.join("regions")).unwrap();
+        std::fs::write(d.join("regions/a.yaml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink("../secret.txt", d.join("regions/b.yaml")).unwrap();
+        run(d, &["add", "."]);
+        commit(d, "link");
+        assert_eq!(
+            read_rules_at(d, "HEAD", "regions").unwrap_err().to_string(),
+            "HEAD:regions/b.yaml: not a regular file at this revision (git mode 120000); rules files must be regular files"
+        );
+        run(d, &["rm", "-q", "regions/b.yaml"]);
+        std::fs::create_dir(d.join("regions/c.yaml")).unwrap();
+        std::fs::write(d.join("regions/c.yaml/x"), "x").unwrap();
+        run(d, &["add", "."]);
+        commit(d, "dir");
+        assert!(matches!(
+            read_rules_at(d, "HEAD", "regions"),
+            Err(GitError::NotARegularFile { mode, .. }) if mode == "040000"
         ));
     }
 }

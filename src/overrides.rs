@@ -1,6 +1,9 @@
 //! Operator overrides as plain values: a status and/or feature switches for one
-//! jurisdiction, with a reason, an actor and an expiry. The engine reads an
-//! [`OverrideSet`] snapshot; stores (embedded, Redis) produce them. Never does I/O here.
+//! jurisdiction, with a reason, an actor, an optional public reason and an expiry. The
+//! engine reads an [`OverrideSet`] snapshot; stores (embedded, Redis) produce them.
+//! Never does I/O here. The reason and the actor are for operators only: public answers
+//! show an override through [`crate::engine::Audience::Public`], which gives its
+//! `public_reason` and never the actor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,8 +23,16 @@ pub struct Override {
     /// Feature name → on/off.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, bool>,
+    /// Why, for operators: shown on the admin listener and by `explain`, never in a
+    /// public answer.
     pub reason: String,
+    /// Who, for operators (as `reason`).
     pub actor: String,
+    /// What the public may read about the override (the 451 body, `/v1/decision`);
+    /// without it, public answers say "an operator override". Absent in snapshots
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_reason: Option<String>,
     pub created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
@@ -104,10 +115,17 @@ pub struct OverrideRequest {
     pub status: Option<Status>,
     #[serde(default)]
     pub features: BTreeMap<String, bool>,
-    /// Why; required.
+    /// Why, for operators; required. Shown on the admin listener only, never in a public
+    /// answer.
     #[serde(default)]
     #[schema(min_length = 1, max_length = 1000, example = "court order 2026-114")]
     pub reason: String,
+    /// What public answers (the 451 body, `/v1/decision`) say about this override;
+    /// without it they say "an operator override". Written for the public: no names,
+    /// no ticket numbers.
+    #[serde(default)]
+    #[schema(max_length = 1000, example = "temporarily unavailable in this market")]
+    pub public_reason: Option<String>,
     /// A duration such as `90s`, `10m`, `2h`, `1d`; or use `expires_at`.
     #[serde(default)]
     #[schema(pattern = "^[1-9][0-9]{0,5}[smhd]$", example = "2h")]
@@ -116,7 +134,8 @@ pub struct OverrideRequest {
     #[serde(default)]
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
-    /// Who; defaults to the token's name when the API knows it.
+    /// Who; defaults to the token's name when the API knows it. Shown on the admin
+    /// listener only.
     #[serde(default)]
     #[schema(max_length = 1000)]
     pub actor: Option<String>,
@@ -147,7 +166,7 @@ pub enum RequestError {
     TooLong { field: &'static str, max: usize },
 }
 
-/// Longest reason and actor accepted.
+/// Longest reason, public reason and actor accepted.
 pub const MAX_TEXT: usize = 1000;
 
 /// Parses `90s`, `10m`, `2h`, `1d` (one number and one unit) into seconds.
@@ -186,11 +205,16 @@ impl OverrideRequest {
                 max: MAX_TEXT,
             });
         }
-        if self.actor.as_ref().is_some_and(|a| a.len() > MAX_TEXT) {
-            return Err(RequestError::TooLong {
-                field: "actor",
-                max: MAX_TEXT,
-            });
+        for (field, text) in [
+            ("public_reason", &self.public_reason),
+            ("actor", &self.actor),
+        ] {
+            if text.as_ref().is_some_and(|t| t.len() > MAX_TEXT) {
+                return Err(RequestError::TooLong {
+                    field,
+                    max: MAX_TEXT,
+                });
+            }
         }
         if self.status.is_none() && self.features.is_empty() {
             return Err(RequestError::Empty);
@@ -235,6 +259,7 @@ impl OverrideRequest {
             features: self.features,
             reason: self.reason,
             actor,
+            public_reason: self.public_reason.filter(|p| !p.trim().is_empty()),
             created_at: now,
             expires_at,
         })
@@ -420,6 +445,35 @@ mod tests {
         assert!(
             serde_json::from_str::<OverrideRequest>(r#"{"reason":"x","stauts":"served"}"#).is_err()
         );
+    }
+
+    #[test]
+    fn the_public_reason_is_optional_and_checked_like_the_reason() {
+        let (rules, _) = build(&[("_global.yaml", GLOBAL)]).unwrap();
+        let make = |body: &str| {
+            serde_json::from_str::<OverrideRequest>(body)
+                .unwrap()
+                .into_override("FR", &rules, now(), "a")
+        };
+        let o = make(r#"{"status":"withdrawn","reason":"ticket 4711","public_reason":"unavailable for now"}"#)
+            .unwrap();
+        assert_eq!(o.public_reason.as_deref(), Some("unavailable for now"));
+        let o = make(r#"{"status":"withdrawn","reason":"r","public_reason":"  "}"#).unwrap();
+        assert_eq!(o.public_reason, None);
+        let long = format!(
+            r#"{{"status":"withdrawn","reason":"r","public_reason":"{}"}}"#,
+            "x".repeat(MAX_TEXT + 1)
+        );
+        assert_eq!(
+            make(&long).unwrap_err().to_string(),
+            "`public_reason` is longer than 1000 characters"
+        );
+        // Snapshots and Redis values written before the field existed still load, and
+        // an override without one is written without it.
+        let old = r#"{"jurisdiction":"FR","status":"withdrawn","reason":"r","actor":"a","created_at":"2026-01-01T00:00:00Z"}"#;
+        let o: Override = serde_json::from_str(old).unwrap();
+        assert_eq!(o.public_reason, None);
+        assert_eq!(serde_json::to_string(&o).unwrap(), old);
     }
 
     #[test]

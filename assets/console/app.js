@@ -399,6 +399,8 @@
       box.appendChild(el('h3', null, 'Active override'));
       box.appendChild(el('p', { id: 'detail-override' }, badge('overridden'), ' ',
         describeOverride(o), ' — ', o.reason, ' (', o.actor, ', ', left(o.remaining_seconds), ')'));
+      box.appendChild(el('p', { id: 'detail-public-reason', 'class': 'muted' },
+        'Public answers say: ', o.public_reason ? '“' + o.public_reason + '”' : 'an operator override (no public reason set)'));
     }
     (j.chain_overrides || []).forEach(function (o) {
       box.appendChild(el('p', null, 'Override on ' + o.jurisdiction + ': ' + describeOverride(o) + ' — ' + o.reason));
@@ -467,6 +469,8 @@
     f.appendChild(fs);
     f.appendChild(el('label', { 'for': 'of-reason' }, 'Reason (required)'));
     f.appendChild(el('input', { id: 'of-reason', required: true, maxlength: '500', placeholder: 'court order 2026-114' }));
+    f.appendChild(el('label', { 'for': 'of-public-reason' }, 'Public reason (what users are told; the reason and who stay internal)'));
+    f.appendChild(el('input', { id: 'of-public-reason', maxlength: '500', placeholder: 'temporarily unavailable in this market' }));
     f.appendChild(el('div', { 'class': 'row' },
       el('label', { 'for': 'of-expiry' }, 'Expires'),
       el('select', { id: 'of-expiry' },
@@ -512,6 +516,8 @@
       }
       var actor = f.querySelector('#of-actor').value.trim();
       if (actor) body.actor = actor;
+      var publicReason = f.querySelector('#of-public-reason').value.trim();
+      if (publicReason) body.public_reason = publicReason;
       api('PUT', 'v1/overrides/' + encodeURIComponent(j.jurisdiction), body).then(function (res) {
         if (res.ok) {
           var dec = res.body.decision;
@@ -592,11 +598,12 @@
         el('td', null, el('button', { type: 'button', on: { click: function () { select(o.jurisdiction); } } }, o.jurisdiction)),
         el('td', null, describeOverride(o)),
         el('td', null, o.reason),
+        el('td', null, o.public_reason || '—'),
         el('td', null, o.actor),
         el('td', { 'class': 'left' }, left(rest)));
     });
     var box = clear($('overrides'));
-    box.appendChild(table(['jurisdiction', 'override', 'reason', 'by', 'time left'], rows, 'overrides-table'));
+    box.appendChild(table(['jurisdiction', 'override', 'reason', 'public reason', 'by', 'time left'], rows, 'overrides-table'));
   }
 
   function refreshAudit() {
@@ -607,6 +614,7 @@
         if (a.status) what.push('status ' + a.status);
         Object.keys(a.features || {}).forEach(function (f) { what.push(f + ' ' + (a.features[f] ? 'on' : 'off')); });
         if (a.expires_at) what.push('until ' + when(a.expires_at));
+        if (a.public_reason) what.push('public: “' + a.public_reason + '”');
         return el('tr', null, el('td', null, when(a.at)), el('td', null, a.action), el('td', null, a.jurisdiction),
           el('td', null, what.join(', ')), el('td', null, a.reason), el('td', null, a.actor));
       });

@@ -42,9 +42,13 @@ pub enum OverrideAction {
         /// `name=on` or `name=off`; repeatable.
         #[arg(long = "feature", value_parser = parse_switch)]
         features: Vec<(String, bool)>,
-        /// Why; required.
+        /// Why, for operators; required. Shown on the admin listener only.
         #[arg(long)]
         reason: String,
+        /// What public answers (the 451 body, `/v1/decision`) say about the override;
+        /// without it they say "an operator override".
+        #[arg(long)]
+        public_reason: Option<String>,
         /// How long, e.g. `90s`, `10m`, `2h`, `1d`.
         #[arg(long, conflicts_with = "expires_at")]
         ttl: Option<String>,
@@ -192,8 +196,12 @@ fn describe(o: &Value) -> String {
             ));
         }
     }
+    let public = match o["public_reason"].as_str() {
+        Some(p) => format!(" (public: {p:?})"),
+        None => String::new(),
+    };
     format!(
-        "{:<8} {:<40} {:<18} by {} — {}",
+        "{:<8} {:<40} {:<18} by {} — {}{public}",
         o["jurisdiction"].as_str().unwrap_or("?"),
         parts.join(", "),
         time_left(o),
@@ -209,6 +217,7 @@ pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
             status,
             features,
             reason,
+            public_reason,
             ttl,
             expires_at,
             actor,
@@ -222,6 +231,9 @@ pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
             }
             if !features.is_empty() {
                 b["features"] = json!(features);
+            }
+            if let Some(p) = public_reason {
+                b["public_reason"] = json!(p);
             }
             if let Some(t) = ttl {
                 b["ttl"] = json!(t);

@@ -159,7 +159,12 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match args.format {
         OutputFormat::Json => {
-            let mut view = serde_json::to_value(DecisionView::new(&rules, &decision, at))?;
+            let mut view = serde_json::to_value(DecisionView::new(
+                &rules,
+                &decision,
+                at,
+                engine::Audience::Operator,
+            ))?;
             if let (Some(id), Some(obj)) = (feature, view.as_object_mut()) {
                 let name = rules.feature(id).name.to_string();
                 obj.insert(

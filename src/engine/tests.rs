@@ -34,6 +34,7 @@ fn ov(
         features: features.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         reason: format!("test override on {j}"),
         actor: "tester".into(),
+        public_reason: None,
         created_at: t("2026-01-01T00:00:00Z"),
         expires_at: expires.map(t),
     }
@@ -484,6 +485,7 @@ fn overrides() -> impl Strategy<Value = Vec<Override>> {
                     .collect(),
                 reason: "r".into(),
                 actor: "a".into(),
+                public_reason: None,
                 created_at: "2021-01-01T00:00:00Z".parse().unwrap(),
                 expires_at: exp.map(|d| day(d).parse().unwrap()),
             })

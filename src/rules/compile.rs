@@ -1,9 +1,12 @@
 //! Loading and compiling rules: files in name order → raw serde types → one checked
 //! [`RuleSet`]. Every problem is collected with its file, line and column; nothing here
 //! panics on input, and hostile YAML (aliases, deep nesting, huge files) is refused by
-//! serde_yaml's limits and the size cap before any tree is built.
+//! serde_yaml's limits and the size cap before any tree is built. A directory entry is
+//! read only when it is a regular file whose real path lies inside the directory, so
+//! loading never blocks on a FIFO and never echoes another file's content.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,29 +34,29 @@ pub struct SourceFile {
     pub text: String,
 }
 
-/// Reads every `*.yaml`/`*.yml` file of `dir` (not hidden ones, symlinks followed) in
-/// name order and compiles them. Red lines are checked at `now`.
+/// Reads every `*.yaml`/`*.yml` entry of `dir` (not hidden ones) in name order and
+/// compiles them. Red lines are checked at `now`.
+///
+/// Symlinks are followed (a Kubernetes ConfigMap volume holds `name -> ..data/name`),
+/// but an entry whose real path lies outside `dir` is refused unread, so no other file
+/// (a token file, say) can reach a diagnostic, the reload record or an API answer. An
+/// entry that is not a regular file (a directory, a FIFO, a device), cannot be resolved
+/// or read, or is larger than [`MAX_FILE_BYTES`] is an error: never a hang, never a file
+/// silently left out.
 pub fn load_dir(dir: &Path, now: Timestamp) -> Result<(RuleSet, Diagnostics), Diagnostics> {
     let mut diags = Diagnostics::default();
     let shown = dir.display().to_string();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            diags.push(whole_file(
-                &shown,
-                format!("cannot read rules directory: {e}"),
-            ));
-            return Err(diags);
-        }
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        // Symlinks followed: a Kubernetes ConfigMap volume holds `name -> ..data/name`.
-        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.') && (n.ends_with(".yaml") || n.ends_with(".yml")))
-        .collect();
-    names.sort();
+    let (root, names) =
+        match std::fs::canonicalize(dir).and_then(|root| Ok((root, rules_entries(dir)?))) {
+            Ok(listed) => listed,
+            Err(e) => {
+                diags.push(whole_file(
+                    &shown,
+                    format!("cannot read rules directory: {e}"),
+                ));
+                return Err(diags);
+            }
+        };
     if names.len() > MAX_FILES {
         diags.push(whole_file(
             &shown,
@@ -65,23 +68,13 @@ pub fn load_dir(dir: &Path, now: Timestamp) -> Result<(RuleSet, Diagnostics), Di
     for n in names {
         let path = dir.join(&n);
         let name = path.display().to_string();
-        match std::fs::metadata(&path) {
-            Ok(m) if m.len() > MAX_FILE_BYTES as u64 => {
-                diags.push(too_big(&name, m.len() as usize));
-                continue;
-            }
-            Err(e) => {
-                diags.push(whole_file(&name, format!("cannot read file: {e}")));
-                continue;
-            }
-            Ok(_) => {}
-        }
-        match std::fs::read(&path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => files.push(SourceFile { name, text }),
-                Err(_) => diags.push(whole_file(&name, "file is not valid UTF-8".into())),
-            },
-            Err(e) => diags.push(whole_file(&name, format!("cannot read file: {e}"))),
+        let read = match n.to_str() {
+            Some(_) => read_entry(&root, &path),
+            None => Err(FileRefusal::NameNotUtf8),
+        };
+        match read {
+            Ok(text) => files.push(SourceFile { name, text }),
+            Err(refusal) => diags.push(whole_file(&name, refusal.to_string())),
         }
     }
     match compile(&files, now) {
@@ -92,6 +85,129 @@ pub fn load_dir(dir: &Path, now: Timestamp) -> Result<(RuleSet, Diagnostics), Di
             Err(diags)
         }
     }
+}
+
+/// The names in `dir` that are rules files by name (`*.yaml`, `*.yml`, not hidden), in
+/// name order. Hidden entries are left out: a ConfigMap volume's `..data` and
+/// `..2026_…` directories hold the files the visible names point at.
+fn rules_entries(dir: &Path) -> std::io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let b = name.as_encoded_bytes();
+        if !b.starts_with(b".") && (b.ends_with(b".yaml") || b.ends_with(b".yml")) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Why an entry of a rules directory is not read. Each is an error at the entry.
+#[derive(Debug, thiserror::Error)]
+enum FileRefusal {
+    #[error("file name is not valid UTF-8")]
+    NameNotUtf8,
+    #[error("cannot resolve path: {0}")]
+    Resolve(#[source] std::io::Error),
+    #[error("path resolves outside the rules directory: refused unread (a symlink must point inside the directory)")]
+    Outside,
+    #[error("path is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("file is {0} bytes, over the limit of {MAX_FILE_BYTES} bytes")]
+    TooBig(u64),
+    #[error("cannot read file: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("file was replaced while it was read")]
+    Replaced,
+    #[error("file is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// Reads one entry of the rules directory `root` (canonical), refusing what
+/// [`load_dir`] refuses. The type and size are checked from metadata before the file is
+/// opened (without waiting: a FIFO opened for reading would block until a writer came),
+/// and again on the opened file, which must be the one checked; the read stops one byte
+/// past the limit whatever the metadata said.
+fn read_entry(root: &Path, path: &Path) -> Result<String, FileRefusal> {
+    use std::io::Read;
+    let real = std::fs::canonicalize(path).map_err(FileRefusal::Resolve)?;
+    if !real.starts_with(root) {
+        return Err(FileRefusal::Outside);
+    }
+    let checked = std::fs::metadata(&real).map_err(FileRefusal::Read)?;
+    regular_within_limit(&checked)?;
+    let file = open_without_waiting(&real).map_err(FileRefusal::Read)?;
+    let opened = file.metadata().map_err(FileRefusal::Read)?;
+    if !same_file(&checked, &opened) {
+        return Err(FileRefusal::Replaced);
+    }
+    regular_within_limit(&opened)?;
+    let mut bytes = Vec::with_capacity(opened.len() as usize);
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileRefusal::Read)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(FileRefusal::TooBig(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| FileRefusal::NotUtf8)
+}
+
+fn regular_within_limit(m: &std::fs::Metadata) -> Result<(), FileRefusal> {
+    if !m.is_file() {
+        return Err(FileRefusal::NotRegular(file_kind(&m.file_type())));
+    }
+    if m.len() > MAX_FILE_BYTES as u64 {
+        return Err(FileRefusal::TooBig(m.len()));
+    }
+    Ok(())
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "an entry of an unknown kind"
+    }
+}
+
+#[cfg(unix)]
+fn open_without_waiting(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // `O_NOFOLLOW`: the path is canonical, so a symlink here was put in after the check.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_without_waiting(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
 }
 
 fn whole_file(file: &str, message: String) -> Diagnostic {
@@ -105,10 +221,7 @@ fn whole_file(file: &str, message: String) -> Diagnostic {
 }
 
 fn too_big(file: &str, len: usize) -> Diagnostic {
-    whole_file(
-        file,
-        format!("file is {len} bytes, over the limit of {MAX_FILE_BYTES} bytes"),
-    )
+    whole_file(file, FileRefusal::TooBig(len as u64).to_string())
 }
 
 /// `sha256:` over each file's base name and contents, in name order.
@@ -785,11 +898,11 @@ fn check_id(cx: &mut Ctx, p: &Parsed, path: &str, id: &str, what: &str) -> bool 
     true
 }
 
+/// A reference is an error unless it is an http(s) URL that can stand in a `Link`
+/// header as it is (see [`super::raw::check_reference`]).
 fn check_reference(cx: &mut Ctx, p: &Parsed, path: &str, r: &Option<String>) {
-    if let Some(r) = r {
-        if !(r.starts_with("https://") || r.starts_with("http://")) {
-            cx.warn(p, path, format!("reference `{r}` is not an http(s) URL"));
-        }
+    if let Some(Err(e)) = r.as_deref().map(super::raw::check_reference) {
+        cx.error(p, path, e.to_string());
     }
 }
 

@@ -227,6 +227,81 @@ pub fn parse_rfc3339(v: &str) -> Result<Timestamp, String> {
     }
 }
 
+/// Why a `reference` cannot be a link: it goes into `Link: <reference>;
+/// rel="blocked-by"` and into answers people click.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadReference {
+    #[error("reference `{0}` is not an http(s) URL")]
+    NotHttp(String),
+    #[error("reference `{reference}` contains {what}, not allowed in a URL: percent-encode it as `{encoded}`")]
+    Character {
+        reference: String,
+        what: String,
+        encoded: String,
+    },
+    #[error("reference `{0}` has no host")]
+    NoHost(String),
+}
+
+/// Checks a rules `reference`: an `http://` or `https://` URL with a host, made only of
+/// the characters RFC 3986 allows (so no whitespace, control characters, `<`, `>`,
+/// `"` or non-ASCII, which could end or forge the `Link` header built from it).
+pub fn check_reference(r: &str) -> Result<(), BadReference> {
+    let shown = || r.chars().map(visible).collect::<String>();
+    let lower = r.get(..8).unwrap_or(r).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &r[8..]
+    } else if lower.starts_with("http://") {
+        &r[7..]
+    } else {
+        return Err(BadReference::NotHttp(shown()));
+    };
+    if let Some(c) = r.chars().find(|c| !is_uri_char(*c)) {
+        let what = match c {
+            ' ' => "a space".to_string(),
+            c if c.is_ascii_control() => format!("the control character U+{:04X}", c as u32),
+            c if !c.is_ascii() => format!("the non-ASCII character `{}`", visible(c)),
+            c => format!("`{c}`"),
+        };
+        let mut utf8 = [0u8; 4];
+        let encoded = c
+            .encode_utf8(&mut utf8)
+            .bytes()
+            .map(|b| format!("%{b:02X}"))
+            .collect();
+        return Err(BadReference::Character {
+            reference: shown(),
+            what,
+            encoded,
+        });
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(literal) => literal.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    if host.is_empty() {
+        return Err(BadReference::NoHost(shown()));
+    }
+    Ok(())
+}
+
+/// A character as a message shows it: control characters and whitespace other than the
+/// space escaped (`\r`, `\u{a0}`), so that a message stays one readable line.
+fn visible(c: char) -> String {
+    if c.is_control() || (c.is_whitespace() && c != ' ') {
+        c.escape_default().collect()
+    } else {
+        c.to_string()
+    }
+}
+
+/// A character RFC 3986 allows in a URI: unreserved, reserved, or `%`.
+fn is_uri_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
+
 /// A mapping that keeps declaration order and refuses duplicate keys.
 #[derive(Debug)]
 pub struct OrderedMap<V>(pub Vec<(String, V)>);
@@ -268,6 +343,120 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_are_http_links_that_fit_a_header() {
+        let check = |r: &str, want: Result<(), &str>| {
+            assert_eq!(
+                check_reference(r).map_err(|e| e.to_string()),
+                want.map_err(str::to_string),
+                "{r}"
+            )
+        };
+        for ok in [
+            "https://example.org/law-123",
+            "http://example.org",
+            "HTTPS://Example.org/a?b=c&d=%20#x",
+            "https://[2001:db8::1]:8443/x",
+            "https://user@example.org:8080/x;y=1,z=(2)",
+            "https://example.org/it's~fine*!$+",
+        ] {
+            check(ok, Ok(()));
+        }
+        let not_http = |r: &str| format!("reference `{r}` is not an http(s) URL");
+        for r in [
+            "javascript:alert(1)",
+            "ftp://example.org/x",
+            "example.org/law",
+            "https:/example.org",
+            "//example.org/x",
+            "",
+        ] {
+            check(r, Err(&not_http(r)));
+        }
+        for r in [
+            "https://",
+            "https:///law",
+            "http://:80/x",
+            "https://user@/x",
+            "https://?q",
+        ] {
+            check(r, Err(&format!("reference `{r}` has no host")));
+        }
+        let bad = |shown: &str, what: &str, encoded: &str| {
+            format!("reference `{shown}` contains {what}, not allowed in a URL: percent-encode it as `{encoded}`")
+        };
+        for (r, shown, what, encoded) in [
+            (
+                "https://example.org/a b",
+                "https://example.org/a b",
+                "a space",
+                "%20",
+            ),
+            (
+                r#"https://example.org/>; rel="x", <https://evil.example"#,
+                r#"https://example.org/>; rel="x", <https://evil.example"#,
+                "`>`",
+                "%3E",
+            ),
+            (
+                "https://example.org/<b",
+                "https://example.org/<b",
+                "`<`",
+                "%3C",
+            ),
+            (
+                r#"https://example.org/""#,
+                r#"https://example.org/""#,
+                r#"`"`"#,
+                "%22",
+            ),
+            (
+                "https://example.org/a|b",
+                "https://example.org/a|b",
+                "`|`",
+                "%7C",
+            ),
+            (
+                "https://example.org/a\r\nSet-Cookie: x",
+                r"https://example.org/a\r\nSet-Cookie: x",
+                "the control character U+000D",
+                "%0D",
+            ),
+            (
+                "https://example.org/\tx",
+                r"https://example.org/\tx",
+                "the control character U+0009",
+                "%09",
+            ),
+            (
+                "https://example.org/\x7f",
+                r"https://example.org/\u{7f}",
+                "the control character U+007F",
+                "%7F",
+            ),
+            (
+                "https://example.org/loi-n°1",
+                "https://example.org/loi-n°1",
+                "the non-ASCII character `°`",
+                "%C2%B0",
+            ),
+            (
+                "https://exämple.org/",
+                "https://exämple.org/",
+                "the non-ASCII character `ä`",
+                "%C3%A4",
+            ),
+            (
+                "https://example.org/\u{a0}",
+                r"https://example.org/\u{a0}",
+                r"the non-ASCII character `\u{a0}`",
+                "%C2%A0",
+            ),
+        ] {
+            check(r, Err(&bad(shown, what, encoded)));
+        }
+    }
 
     #[test]
     fn timestamps_need_an_offset() {

@@ -18,7 +18,13 @@ pub fn rules_file_schema() -> Value {
         "description": "RFC 3339 instant with an explicit offset, e.g. 2027-01-01T00:00:00+03:00; naive times are errors",
         "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:\\d{2})$"
     });
-    let url = json!({"type": "string", "description": "a link to the law, proposal or decision", "pattern": "^https?://"});
+    // As `raw::check_reference`: an http(s) URL of RFC 3986 characters (the host is
+    // checked by `validate` only).
+    let url = json!({
+        "type": "string",
+        "description": "a link to the law, proposal or decision: an http(s) URL with a host; percent-encode spaces, quotes, angle brackets and non-ASCII characters",
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~:/?#\\[\\]@!$&'()*+,;=%-]+$"
+    });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://marketgate.invalid/schema/rules-file.json",

@@ -123,6 +123,34 @@ fn naive_timestamps_and_bad_percents_are_errors() {
 }
 
 #[test]
+fn references_that_are_not_http_links_are_errors_where_they_stand() {
+    let demand = |r: &str| {
+        format!("jurisdiction: FR\ndemands:\n  - id: d\n    kind: court_order\n    state: enacted\n    effective: 2020-01-01T00:00:00Z\n    reference: {r}\n")
+    };
+    let change = |r: &str| {
+        format!("jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n    reference: {r}\n")
+    };
+    check(&demand("https://example.org/law-123"), &[]);
+    check(&change("http://example.org/a?b=%20"), &[]);
+    check(
+        &demand("javascript:alert(1)"),
+        &["regions/x.yaml:7:16: reference `javascript:alert(1)` is not an http(s) URL"],
+    );
+    check(
+        &change("\"https://example.org/x>; rel=preload\""),
+        &["regions/x.yaml:7:16: reference `https://example.org/x>; rel=preload` contains `>`, not allowed in a URL: percent-encode it as `%3E`"],
+    );
+    check(
+        &change("\"https://example.org/loi n°1\""),
+        &["regions/x.yaml:7:16: reference `https://example.org/loi n°1` contains a space, not allowed in a URL: percent-encode it as `%20`"],
+    );
+    check(
+        &demand("https:///law"),
+        &["regions/x.yaml:7:16: reference `https:///law` has no host"],
+    );
+}
+
+#[test]
 fn duplicates_are_errors_naming_the_first() {
     let a = "jurisdiction: FR\nchanges:\n  - id: same\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n";
     let b = "jurisdiction: DE\nchanges:\n  - id: same\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    status: limited\n";
@@ -299,4 +327,196 @@ fn the_shipped_regions_load_cleanly() {
         l.jurisdiction,
         crate::location::Jurisdiction::Subdivision(..)
     )));
+}
+
+/// Loading a directory: what `load_dir` reads and what it refuses, on a real file
+/// system.
+#[cfg(unix)]
+mod directory {
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    use super::{now, GLOBAL};
+    use crate::rules::load_dir;
+
+    /// `load_dir` on a thread, so that a load that blocks fails the test instead of
+    /// hanging it; diagnostics with the directory written as `regions/`.
+    fn load(dir: &Path) -> Result<Vec<String>, Vec<String>> {
+        let d = dir.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(load_dir(&d, now())).unwrap());
+        let loaded = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("load_dir must not block");
+        let shown = |d: &crate::rules::Diagnostics| -> Vec<String> {
+            d.0.iter()
+                .map(|d| {
+                    d.to_string()
+                        .replace(&format!("{}/", dir.display()), "regions/")
+                })
+                .collect()
+        };
+        match loaded {
+            Ok((rules, warnings)) => {
+                assert!(warnings.is_empty(), "{warnings}");
+                Ok(rules.files().iter().map(|f| f.to_string()).collect())
+            }
+            Err(d) => Err(shown(&d)),
+        }
+    }
+
+    fn regions_with_global() -> (tempfile::TempDir, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let regions = tmp.path().join("regions");
+        std::fs::create_dir(&regions).unwrap();
+        std::fs::write(regions.join("_global.yaml"), GLOBAL).unwrap();
+        (tmp, regions)
+    }
+
+    /// A Kubernetes ConfigMap volume: `fr.yaml -> ..data/fr.yaml`, `..data ->
+    /// ..2026_12_02_10_00_00.123456789`, the files in that hidden directory. The hidden
+    /// entries are not loaded themselves, and the directory may be named through a
+    /// symlink too.
+    #[test]
+    fn a_configmap_volume_loads_through_its_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let regions = tmp.path().join("regions");
+        let payload = regions.join("..2026_12_02_10_00_00.123456789");
+        std::fs::create_dir_all(&payload).unwrap();
+        std::fs::write(payload.join("_global.yaml"), GLOBAL).unwrap();
+        std::fs::write(
+            payload.join("fr.yaml"),
+            "jurisdiction: FR\nstatus: served\n",
+        )
+        .unwrap();
+        symlink("..2026_12_02_10_00_00.123456789", regions.join("..data")).unwrap();
+        for name in ["_global.yaml", "fr.yaml"] {
+            symlink(Path::new("..data").join(name), regions.join(name)).unwrap();
+        }
+        let files = load(&regions).unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files[0].ends_with("regions/_global.yaml"), "{files:?}");
+        assert!(files[1].ends_with("regions/fr.yaml"), "{files:?}");
+
+        symlink(&regions, tmp.path().join("mounted")).unwrap();
+        assert_eq!(load(&tmp.path().join("mounted")).unwrap().len(), 2);
+    }
+
+    /// A symlink whose real path lies outside the directory (to a token file, say) is
+    /// refused without being read, so its content reaches no diagnostic.
+    #[test]
+    fn a_symlink_out_of_the_directory_is_refused_unread() {
+        let (tmp, regions) = regions_with_global();
+        // Were it read, its text would be echoed: "unknown jurisdiction `s3cr3t-…`".
+        let secret = tmp.path().join("tokens");
+        std::fs::write(&secret, "jurisdiction: s3cr3t-token-4711\n").unwrap();
+        symlink("../tokens", regions.join("relative.yaml")).unwrap();
+        symlink(&secret, regions.join("absolute.yaml")).unwrap();
+        // Through a directory inside, which itself points out.
+        std::fs::create_dir(tmp.path().join("elsewhere")).unwrap();
+        std::fs::copy(&secret, tmp.path().join("elsewhere/tokens.yaml")).unwrap();
+        symlink("../elsewhere", regions.join("..data")).unwrap();
+        symlink("..data/tokens.yaml", regions.join("via-data.yaml")).unwrap();
+        // A sibling whose name starts like the directory's is outside too.
+        std::fs::create_dir(tmp.path().join("regions2")).unwrap();
+        std::fs::copy(&secret, tmp.path().join("regions2/x.yaml")).unwrap();
+        symlink("../regions2/x.yaml", regions.join("sibling.yaml")).unwrap();
+        let outside = "path resolves outside the rules directory: refused unread (a symlink must point inside the directory)";
+        let got = load(&regions).unwrap_err();
+        assert_eq!(
+            got,
+            [
+                format!("regions/absolute.yaml:0:0: {outside}"),
+                format!("regions/relative.yaml:0:0: {outside}"),
+                format!("regions/sibling.yaml:0:0: {outside}"),
+                format!("regions/via-data.yaml:0:0: {outside}"),
+            ]
+        );
+        assert!(got.iter().all(|d| !d.contains("s3cr3t")), "{got:#?}");
+    }
+
+    /// What is not a regular file is an error at its name, never a hang and never left
+    /// out in silence: a FIFO (opening it for reading would wait for a writer), a
+    /// socket, a directory, a dangling symlink, a device (outside the directory anyway).
+    #[test]
+    fn entries_that_are_not_regular_files_are_errors() {
+        let (_tmp, regions) = regions_with_global();
+        let fifo = std::ffi::CString::new(
+            regions
+                .join("fifo.yaml")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        symlink("fifo.yaml", regions.join("fifo-link.yaml")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(regions.join("socket.yaml")).unwrap();
+        std::fs::create_dir(regions.join("dir.yaml")).unwrap();
+        symlink("nowhere.yaml", regions.join("dangling.yaml")).unwrap();
+        symlink("/dev/zero", regions.join("zero.yaml")).unwrap();
+        let got = load(&regions).unwrap_err();
+        assert_eq!(
+            got,
+            [
+                "regions/dangling.yaml:0:0: cannot resolve path: No such file or directory (os error 2)",
+                "regions/dir.yaml:0:0: path is a directory, not a regular file",
+                "regions/fifo-link.yaml:0:0: path is a FIFO, not a regular file",
+                "regions/fifo.yaml:0:0: path is a FIFO, not a regular file",
+                "regions/socket.yaml:0:0: path is a socket, not a regular file",
+                "regions/zero.yaml:0:0: path resolves outside the rules directory: refused unread (a symlink must point inside the directory)",
+            ]
+        );
+    }
+
+    /// The size limit is read from metadata: a file of 64 GiB (sparse) is refused at
+    /// once, not read into memory.
+    #[test]
+    fn oversized_files_are_refused_before_reading() {
+        let (_tmp, regions) = regions_with_global();
+        let big = std::fs::File::create(regions.join("big.yaml")).unwrap();
+        big.set_len(64 << 30).unwrap();
+        std::fs::write(
+            regions.join("limit.yaml"),
+            vec![b'#'; crate::rules::MAX_FILE_BYTES + 1],
+        )
+        .unwrap();
+        assert_eq!(
+            load(&regions).unwrap_err(),
+            [
+                "regions/big.yaml:0:0: file is 68719476736 bytes, over the limit of 1048576 bytes",
+                "regions/limit.yaml:0:0: file is 1048577 bytes, over the limit of 1048576 bytes",
+            ]
+        );
+    }
+
+    /// A file that cannot be read, or whose name is not UTF-8, is an error at its name.
+    #[test]
+    fn unreadable_files_and_names_are_errors() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        let (_tmp, regions) = regions_with_global();
+        std::fs::write(
+            regions.join(std::ffi::OsStr::from_bytes(b"caf\xe9.yaml")),
+            "jurisdiction: FR\n",
+        )
+        .unwrap();
+        let mut expected =
+            vec!["regions/caf\u{fffd}.yaml:0:0: file name is not valid UTF-8".to_string()];
+        // Root reads whatever the mode says.
+        if unsafe { libc::geteuid() } != 0 {
+            let locked = regions.join("locked.yaml");
+            std::fs::write(&locked, "jurisdiction: DE\n").unwrap();
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+            expected.push(
+                "regions/locked.yaml:0:0: cannot read file: Permission denied (os error 13)".into(),
+            );
+        }
+        std::fs::write(
+            regions.join("latin1.yaml"),
+            b"jurisdiction: FR\nname: caf\xe9\n",
+        )
+        .unwrap();
+        expected.insert(1, "regions/latin1.yaml:0:0: file is not valid UTF-8".into());
+        assert_eq!(load(&regions).unwrap_err(), expected);
+    }
 }

@@ -54,9 +54,11 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-/// An override as the admin API shows it.
+/// An override as the admin API shows it, internal `reason` and `actor` included.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OverrideView {
+    /// `jurisdiction`, `status?`, `features?`, `reason`, `actor`, `public_reason?`
+    /// (what public answers show), `created_at`, `expires_at?`.
     #[schema(value_type = Object)]
     #[serde(flatten)]
     pub over: serde_json::Value,
@@ -620,7 +622,7 @@ pub async fn jurisdiction(
         chain: on_chain,
         decision: decided
             .as_ref()
-            .map(|(d, _)| engine::DecisionView::new(rules, d, at)),
+            .map(|(d, _)| engine::DecisionView::new(rules, d, at, engine::Audience::Operator)),
         explanation: decided
             .as_ref()
             .map(|(d, r)| crate::explain::render(rules, d, r, None)),

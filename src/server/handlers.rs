@@ -1,7 +1,8 @@
 //! Handlers of the public listener: `/v1/decision`, `/v1/gate`, health, metrics and the
 //! OpenAPI document. Owns turning HTTP inputs into a [`Request`] and decisions into
-//! answers; never decides itself (that is [`crate::engine`]) and never writes a client
-//! address anywhere.
+//! answers; never decides itself (that is [`crate::engine`]), never writes a client
+//! address anywhere, and describes decisions only for [`Audience::Public`] (an override
+//! shows its public reason, never its internal reason or actor).
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -12,7 +13,9 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{self, describe, Decision, DecisionView, Part, Request, Source, SourceInfo};
+use crate::engine::{
+    self, describe, Audience, Decision, DecisionView, Part, Request, Source, SourceInfo,
+};
 use crate::location::{CountryCode, Location, Place, SubdivisionCode};
 use crate::path::{parse_target, Target, Uncertain};
 use crate::rules::{FeatureId, RuleSet, Status};
@@ -302,7 +305,7 @@ pub async fn decision(
             name: rules.feature(id).name.to_string(),
             on: d.feature_on(id),
         }),
-        decision: DecisionView::new(&rules, &d, at),
+        decision: DecisionView::new(&rules, &d, at, Audience::Public),
     };
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "private, no-store"))
@@ -384,7 +387,8 @@ pub struct BlockedBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
     pub message: String,
-    /// The demand, change, override or default that blocked it.
+    /// The demand, change, override or default that blocked it. An override shows its
+    /// public reason only (never its internal reason or actor).
     pub blocked_by: SourceInfo,
     /// The law or instrument behind a demand.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -401,7 +405,7 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
         Some(f) => d.reason_for(Part::Feature(f)),
     };
     let blocked_by = match step {
-        Some(s) => describe(rules, &s.source),
+        Some(s) => describe(rules, &s.source, Audience::Public),
         None => SourceInfo {
             kind: "default",
             jurisdiction: "*".into(),
@@ -690,7 +694,8 @@ mod blocked {
 
     struct Entry {
         /// The full source, compared on a hit: an override with the same jurisdiction
-        /// but another reason, actor or expiry is another answer.
+        /// but another public reason or expiry is another answer (so is one with another
+        /// internal reason or actor, which the answer never shows: a miss, not a leak).
         source: Option<Source>,
         answer: Answer,
     }

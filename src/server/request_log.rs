@@ -30,22 +30,41 @@ fn prefix() -> u32 {
     })
 }
 
-/// The request id: the gateway's `X-Request-Id` when it looks like one (at most 64
-/// characters of `[A-Za-z0-9_-]`), else a new one. No `.` and no `:`, so that no
-/// address, IPv4 or IPv6, can be smuggled into the log through it (a client writes this
-/// header); UUIDs and the hex ids of nginx and Envoy pass.
+/// The request id: the `X-Request-Id` a trusted proxy sent, when it has a format
+/// gateways generate ([`is_gateway_id`]); else a new one of ours. A client's own id
+/// is never kept: hex and decimal spell addresses too, so only a peer in
+/// `trusted_proxies` (the canonical peer address, as for the forwarding headers) may
+/// name the id that is logged. The header is read only when present, so the usual
+/// request pays nothing for the check, and nothing here allocates.
 fn request_id(req: &ServiceRequest) -> HeaderValue {
     if let Some(v) = req.headers().get(X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty()
-            && b.len() <= 64
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
-        {
+        if is_gateway_id(v.as_bytes()) && from_trusted_proxy(req) {
             return v.clone();
         }
     }
     new_id()
+}
+
+/// Whether the request's socket peer is a trusted proxy. Without the app's state (or
+/// a peer address) it is not.
+fn from_trusted_proxy(req: &ServiceRequest) -> bool {
+    req.app_data::<actix_web::web::Data<super::AppState>>()
+        .is_some_and(|state| state.geo().peer_is_trusted(req.request()))
+}
+
+/// An id in a format gateways generate: a UUID in the textual form of RFC 9562
+/// (`8-4-4-4-12` hex digits, either case; Envoy's `x-request-id`), exactly 32
+/// lower-case hex digits (nginx `$request_id`), or 24 lower-case hex digits (ours).
+pub(crate) fn is_gateway_id(id: &[u8]) -> bool {
+    let lower_hex = |c: &u8| matches!(c, b'0'..=b'9' | b'a'..=b'f');
+    match id.len() {
+        24 | 32 => id.iter().all(lower_hex),
+        36 => id.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        }),
+        _ => false,
+    }
 }
 
 fn new_id() -> HeaderValue {
@@ -172,4 +191,48 @@ impl RequestLog {
 /// A fresh id, for a 5xx answered while the log was off.
 fn request_id_for(_req: &actix_web::HttpRequest) -> HeaderValue {
     new_id()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_gateway_id;
+
+    #[test]
+    fn request_ids_have_a_gateway_format() {
+        let check = |id: &str, ok: bool| assert_eq!(is_gateway_id(id.as_bytes()), ok, "{id}");
+        // Envoy (RFC 9562 UUID, either case), nginx `$request_id`, ours.
+        check("3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e10", true);
+        check("3E5A4F0C-8D7B-4C2A-9F1E-6B0D2C4A8E10", true);
+        check("00000000-0000-0000-0000-000000000000", true);
+        check("8f14e45fceea167a5a36dedd4bea2543", true);
+        check("789a94c60000000000000001", true);
+        // The format cannot tell an IPv6 address in hex from an id: that is why only a
+        // trusted proxy's id is kept at all.
+        check("20010db8000000000000000000000001", true);
+        for bad in [
+            "",
+            "abc",
+            // An address, as written or encoded.
+            "192.168.1.1",
+            "2001:db8::1",
+            "c0a80101",
+            "3232235777",
+            "20010db8000000000000000000000001x",
+            // Near misses of each format.
+            "3e5a4f0c8d7b-4c2a-9f1e-6b0d2c4a8e10-",
+            "3e5a4f0c-8d7b-4c2a-9f1e_6b0d2c4a8e10",
+            "{3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e10}",
+            "3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e1g",
+            " 3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e1",
+            "8F14E45FCEEA167A5A36DEDD4BEA2543",
+            "8f14e45fceea167a5a36dedd4bea254",
+            "8f14e45fceea167a5a36dedd4bea25430",
+            "789a94c6000000000000000g",
+            "789A94C60000000000000001",
+            "request-1",
+            "0123456789",
+        ] {
+            check(bad, false);
+        }
+    }
 }

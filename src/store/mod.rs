@@ -2,7 +2,8 @@
 //! directory) or a Redis store shared by many instances, chosen once at startup behind
 //! [`OverrideStore`]. Owns the overrides snapshot the engine reads, the audit log and the
 //! store's health. Never makes a decision wait on disk or network, and never holds
-//! anything about clients: only jurisdictions and the operator's actor and reason.
+//! anything about clients: only jurisdictions, the operator's actor and reason, and the
+//! override's public reason.
 
 mod embedded;
 mod file;
@@ -122,6 +123,9 @@ pub struct AuditEntry {
     pub jurisdiction: Jurisdiction,
     pub actor: String,
     pub reason: String,
+    /// For `set` and `expire`: the override's public reason, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -142,6 +146,7 @@ impl AuditEntry {
             jurisdiction: o.jurisdiction.clone(),
             actor: o.actor.clone(),
             reason: o.reason.clone(),
+            public_reason: o.public_reason.clone(),
             status: o.status,
             features: o.features.clone(),
             expires_at: o.expires_at,
@@ -156,6 +161,7 @@ impl AuditEntry {
             jurisdiction: j.clone(),
             actor: actor.to_string(),
             reason: reason.to_string(),
+            public_reason: None,
             status: None,
             features: BTreeMap::new(),
             expires_at: None,
@@ -595,6 +601,7 @@ mod tests {
             features: BTreeMap::new(),
             reason: "law 123".into(),
             actor: "alice".into(),
+            public_reason: None,
             created_at: Timestamp::UNIX_EPOCH,
             expires_at: None,
         };

@@ -63,8 +63,9 @@ fn an_operator_withdraws_a_market_and_restores_it() {
     let d = decision(&s, "FR");
     assert_eq!(d["status"], "withdrawn");
     assert_eq!(d["reasons"][0]["kind"], "override");
-    assert_eq!(d["reasons"][0]["text"], "incident 7: emergency exit");
-    assert_eq!(d["reasons"][0]["actor"], "alice");
+    // A public answer: neither the internal reason nor the actor.
+    assert_eq!(d["reasons"][0]["text"], "an operator override");
+    assert!(d["reasons"][0].get("actor").is_none(), "{d}");
     // Other markets are untouched.
     assert_eq!(decision(&s, "DE")["status"], "served");
 
@@ -94,6 +95,129 @@ fn an_operator_withdraws_a_market_and_restores_it() {
         (entries[1]["action"].as_str(), entries[1]["reason"].as_str()),
         (Some("set"), Some("incident 7: emergency exit"))
     );
+}
+
+/// An override's internal reason and actor stay on the admin listener (and in
+/// `explain`): `/v1/decision`, the 451 of `/v1/gate` (body and headers, both deny
+/// modes), OFREP and the embedded middleware's 451 show only its public reason, or a
+/// neutral text without one.
+#[test]
+fn an_overrides_reason_and_actor_reach_no_public_answer() {
+    const REASON: &str = "internal: ticket 4711 secret";
+    const ACTOR: &str = "alice";
+    const PUBLIC: &str = "unavailable in this market for now";
+    let us = [("X-Forwarded-For", "8.8.8.8")];
+    let no_leak = |what: &str, a: &crate::server::Answer| {
+        let headers: String = a
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect();
+        for text in [&a.body, &headers] {
+            assert!(
+                !text.contains(REASON) && !text.contains("4711") && !text.contains(ACTOR),
+                "{what} shows the internal reason or actor: {text}"
+            );
+        }
+    };
+    let s = TestServer::start(|_| {});
+    let public_answers = |text: &str| {
+        for (what, a) in [
+            ("decision", get(&s.url("/v1/decision?country=US"), &[])),
+            ("decision for the client", get(&s.url("/v1/decision"), &us)),
+            ("gate", get(&s.url("/v1/gate"), &us)),
+            ("gate, deny=403", get(&s.url("/v1/gate?deny=403"), &us)),
+            (
+                "ofrep",
+                crate::server::post(
+                    &s.url("/ofrep/v1/evaluate/flags"),
+                    &[],
+                    r#"{"context":{"country":"US"}}"#,
+                ),
+            ),
+        ] {
+            no_leak(what, &a);
+            let v = a.json();
+            let source = match what {
+                "ofrep" => continue,
+                "gate" | "gate, deny=403" => v["blocked_by"].clone(),
+                _ => v["reasons"][0].clone(),
+            };
+            assert_eq!(source["kind"], "override", "{what}: {v}");
+            assert_eq!(source["text"], text, "{what}: {v}");
+            assert!(source.get("actor").is_none(), "{what}: {v}");
+        }
+    };
+
+    // Without a public reason, public answers say only that an operator decided.
+    let set = s.admin(
+        "PUT",
+        "/admin/v1/overrides/US",
+        Some(json!({"status": "withdrawn", "reason": REASON, "actor": ACTOR})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(get(&s.url("/v1/gate"), &us).status, 451);
+    public_answers("an operator override");
+
+    // With one, they show it (and the worker's cached 451 is not stale).
+    let set = s.admin(
+        "PUT",
+        "/admin/v1/overrides/US",
+        Some(json!({"status": "withdrawn", "reason": REASON, "actor": ACTOR, "public_reason": PUBLIC})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.json()["override"]["public_reason"], PUBLIC);
+    public_answers(PUBLIC);
+
+    // The admin listener shows everything.
+    let list = s.admin("GET", "/admin/v1/overrides", None).json();
+    let o = &list["overrides"][0];
+    assert_eq!(
+        (&o["reason"], &o["actor"], &o["public_reason"]),
+        (&json!(REASON), &json!(ACTOR), &json!(PUBLIC)),
+        "{list}"
+    );
+    let detail = s.admin("GET", "/admin/v1/jurisdictions/US", None).json();
+    let reason = &detail["decision"]["reasons"][0];
+    assert_eq!(
+        (&reason["text"], &reason["actor"]),
+        (&json!(REASON), &json!(ACTOR))
+    );
+    let explanation = detail["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains(&format!(
+            "override on US by {ACTOR}: {REASON} (public: \"{PUBLIC}\")"
+        )),
+        "{explanation}"
+    );
+    let audit = s.admin("GET", "/admin/v1/audit?limit=1", None).json();
+    assert_eq!(audit["entries"][0]["public_reason"], PUBLIC, "{audit}");
+
+    // The embedded middleware answers the same.
+    let app = crate::middleware::EmbeddedApp::start_with(
+        |c| c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()],
+        None,
+    );
+    for public_reason in [None, Some(PUBLIC)] {
+        let body = json!({"status": "withdrawn", "reason": REASON, "actor": ACTOR, "public_reason": public_reason});
+        let o = serde_json::from_value::<marketgate::overrides::OverrideRequest>(body)
+            .unwrap()
+            .into_override("US", &app.state.rules(), app.state.now(), "admin")
+            .unwrap();
+        actix_web::rt::System::new()
+            .block_on(app.state.store().put(o))
+            .expect("override stored");
+        let a = get(&app.url("/"), &us);
+        assert_eq!(a.status, 451, "{}", a.body);
+        no_leak("middleware", &a);
+        let b = a.json();
+        assert_eq!(
+            b["blocked_by"]["text"],
+            public_reason.unwrap_or("an operator override"),
+            "{b}"
+        );
+        assert!(b["blocked_by"].get("actor").is_none(), "{b}");
+    }
 }
 
 #[test]
@@ -326,15 +450,22 @@ fn the_override_command_drives_the_admin_api() {
         "withdrawn",
         "--reason",
         "drill",
+        "--public-reason",
+        "closed for a test",
         "--ttl",
         "10m",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("now FR: withdrawn"), "{}", text(&o));
+    let public = get(&s.url("/v1/decision?country=FR"), &[]).json();
+    assert_eq!(
+        public["reasons"][0]["text"], "closed for a test",
+        "{public}"
+    );
     let o = run(&["list"]);
     assert!(
         text(&o).contains("FR")
-            && text(&o).contains("by carol — drill")
+            && text(&o).contains("by carol — drill (public: \"closed for a test\")")
             && (text(&o).contains("10m00s left") || text(&o).contains("9m5")),
         "{}",
         text(&o)

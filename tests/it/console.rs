@@ -680,6 +680,7 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
     until("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('(FR)')").await;
     choose("#of-status", "withdrawn").await;
     type_in("#of-reason", "court order 2026-114").await;
+    type_in("#of-public-reason", "unavailable here for now").await;
     choose("#of-expiry", "2h").await;
     type_in("#of-actor", "e2e").await;
     press("#of-submit").await;
@@ -713,7 +714,10 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         .await
         .unwrap();
     assert!(
-        panel.contains("FR") && panel.contains("court order 2026-114") && panel.contains("left"),
+        panel.contains("FR")
+            && panel.contains("court order 2026-114")
+            && panel.contains("unavailable here for now")
+            && panel.contains("left"),
         "{panel}"
     );
     until("return document.getElementById('audit-table') !== null && document.getElementById('audit-table').textContent.includes('court order 2026-114')").await;

@@ -213,6 +213,7 @@ fn paths_under_a_disabled_feature_get_451() {
                 features: [("secret_chats".to_string(), false)].into(),
                 reason: "incident 42".into(),
                 actor: "ops".into(),
+                public_reason: None,
                 created_at: at(),
                 expires_at: None,
             })
@@ -226,7 +227,8 @@ fn paths_under_a_disabled_feature_get_451() {
     let b = a.json();
     assert_eq!(b["feature"], "secret_chats");
     assert_eq!(b["blocked_by"]["kind"], "override");
-    assert_eq!(b["blocked_by"]["text"], "incident 42");
+    // Public: not the internal reason, and no public reason was set.
+    assert_eq!(b["blocked_by"]["text"], "an operator override");
     let a = get(&app.url("/api/payments/1"), &us);
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.header("x-marketgate-status"), Some("limited"));

@@ -328,7 +328,7 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
     let set = s.admin(
         "PUT",
         "/admin/v1/overrides/US",
-        Some(json!({"features": {"secret_chats": false}, "reason": "incident 42", "actor": "ops"})),
+        Some(json!({"features": {"secret_chats": false}, "reason": "incident 42", "actor": "ops", "public_reason": "secret chats are paused here"})),
     );
     assert_eq!(set.status, 200, "{}", set.body);
     let ok = get(
@@ -357,7 +357,7 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
         let b = a.json();
         assert_eq!(b["feature"], "secret_chats");
         assert_eq!(b["blocked_by"]["kind"], "override");
-        assert_eq!(b["blocked_by"]["text"], "incident 42");
+        assert_eq!(b["blocked_by"]["text"], "secret chats are paused here");
     }
     // An override that withdraws: 451 without a Link (no reference), body names it.
     let set = s.admin(
@@ -367,13 +367,18 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
     );
     assert_eq!(set.status, 200, "{}", set.body);
     // Blocked answers are built once per worker and ground: repeated answers are the
-    // same, and the same override with another reason is a new answer, not a stale one.
-    for reason in ["emergency exit", "court order 7"] {
-        if reason != "emergency exit" {
+    // same, and the same override with another public reason is a new answer, not a
+    // stale one.
+    for public in [
+        "an operator override",
+        "closed for now",
+        "closed until further notice",
+    ] {
+        if public != "an operator override" {
             let set = s.admin(
                 "PUT",
                 "/admin/v1/overrides/US",
-                Some(json!({"status": "withdrawn", "reason": reason, "actor": "ops"})),
+                Some(json!({"status": "withdrawn", "reason": "emergency exit", "actor": "ops", "public_reason": public})),
             );
             assert_eq!(set.status, 200, "{}", set.body);
         }
@@ -381,7 +386,7 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
             let a = get(&s.url("/v1/gate"), &[("X-Forwarded-For", "8.8.8.8")]);
             assert_eq!(a.status, 451);
             assert_eq!(a.header("content-type"), Some("application/json"));
-            assert_eq!(a.json()["blocked_by"]["text"], reason);
+            assert_eq!(a.json()["blocked_by"]["text"], public);
         }
     }
 }
@@ -639,6 +644,80 @@ fn reload_swaps_good_rules_and_keeps_the_last_good_set() {
             "the watch never reloaded"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// An `X-Request-Id` is kept only from a trusted proxy and only in a format gateways
+/// generate; anything else is replaced by our own id, which is what goes back (and
+/// into the log). A client's own id could spell its address.
+#[test]
+fn request_ids_are_kept_only_from_trusted_proxies_in_a_gateway_format() {
+    const UUID: &str = "3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e10";
+    const NGINX: &str = "8f14e45fceea167a5a36dedd4bea2543";
+    let ours = |id: &str| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let id_back = |s: &TestServer, sent: &str| -> String {
+        let a = get(&s.url("/v1/gate"), &[("X-Request-Id", sent)]);
+        a.header("x-request-id").expect("an id back").to_string()
+    };
+    let forged = [
+        RU_IP,
+        "c2430101",
+        "3259171073",
+        "194-67-1-1",
+        "0xc2430101",
+        "8F14E45FCEEA167A5A36DEDD4BEA2543",
+        "{3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e10}",
+    ];
+    // The peer, 127.0.0.1, is a trusted proxy: its ids are kept when well formed.
+    let trusted = TestServer::start(|_| {});
+    assert_eq!(id_back(&trusted, UUID), UUID);
+    assert_eq!(id_back(&trusted, NGINX), NGINX);
+    for id in forged {
+        let back = id_back(&trusted, id);
+        assert!(ours(&back) && back != id, "{id} -> {back}");
+    }
+    // No trusted proxy: the peer is a client, and none of its ids is kept.
+    let untrusted = TestServer::start(|c| c.trusted_proxies = Vec::new());
+    for id in forged.iter().chain(&[UUID, NGINX]) {
+        let back = id_back(&untrusted, id);
+        assert!(ours(&back) && back != *id, "{id} -> {back}");
+    }
+}
+
+/// A rules file that is a symlink out of the rules directory (here to a token file) is
+/// refused unread: the reload fails, and neither the 422 nor the reload record the
+/// console shows holds a byte of the target.
+#[cfg(unix)]
+#[test]
+fn reload_refuses_a_symlink_out_of_the_rules_directory_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let regions = dir.path().join("regions");
+    std::fs::create_dir(&regions).unwrap();
+    copy_dir(&repo().join("regions"), &regions);
+    let s = TestServer::start(|c| {
+        c.regions = regions.clone();
+        c.reload_debounce = std::time::Duration::from_secs(3600);
+    });
+    // Were it read, it would be echoed: "unknown jurisdiction `s3cr3t-…`".
+    std::fs::write(
+        dir.path().join("tokens"),
+        "jurisdiction: s3cr3t-admin-token-4711\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../tokens", regions.join("tokens.yaml")).unwrap();
+    let a = s.admin("POST", "/admin/v1/reload", None);
+    assert_error(&a, 422, "reload_failed");
+    assert!(
+        a.body
+            .contains("tokens.yaml:0:0: path resolves outside the rules directory"),
+        "{}",
+        a.body
+    );
+    let table = s.admin("GET", "/admin/v1/rules", None);
+    let reload = &table.json()["reload"];
+    assert_eq!(reload["result"], "failed", "{reload}");
+    for body in [&a.body, &table.body] {
+        assert!(!body.contains("s3cr3t"), "{body}");
     }
 }
 

@@ -32,6 +32,7 @@ fn withdraw(code: &str, reason: &str) -> Override {
         features: BTreeMap::new(),
         reason: reason.to_string(),
         actor: "alice".to_string(),
+        public_reason: None,
         created_at: Timestamp::now(),
         expires_at: None,
     }
@@ -485,6 +486,7 @@ async fn redis_and_state_dir_hold_only_the_documented_keys_and_fields() {
         "jurisdiction",
         "actor",
         "reason",
+        "public_reason",
         "status",
         "features",
         "expires_at",
