@@ -13,8 +13,8 @@ use crate::engine::Decision;
 use crate::location::Location;
 use crate::rules::{RuleSet, Status};
 
-/// Country slots: 676 two-letter codes plus `unknown`.
-const SLOTS: usize = 677;
+/// Country slots: 676 two-letter codes, `unknown` and `unestablished`.
+const SLOTS: usize = 678;
 
 pub struct Metrics {
     registry: Registry,
@@ -159,7 +159,8 @@ impl Metrics {
 
     /// Counts one decision (and its shadow divergences).
     pub fn record(&self, rules: &RuleSet, d: &Decision) {
-        self.decision_counter(d.status, d.location).inc();
+        self.decision_counter(d.status, d.location, d.is_unestablished())
+            .inc();
         for s in &d.shadow {
             let id = &rules.level(s.level).changes[s.change as usize].id;
             self.shadow_divergence
@@ -168,11 +169,21 @@ impl Metrics {
         }
     }
 
-    fn decision_counter(&self, status: Status, location: Location) -> &IntCounter {
-        let slot = location.country.map_or(SLOTS - 1, |c| c.index());
+    fn decision_counter(
+        &self,
+        status: Status,
+        location: Location,
+        unestablished: bool,
+    ) -> &IntCounter {
+        let slot = match location.country {
+            _ if unestablished => SLOTS - 1,
+            Some(c) => c.index(),
+            None => SLOTS - 2,
+        };
         let i = status as usize * SLOTS + slot;
         self.decision_cells[i].get_or_init(|| {
             let label = match location.country {
+                _ if unestablished => "unestablished".to_string(),
                 Some(c) => c.to_string(),
                 None => "unknown".to_string(),
             };
