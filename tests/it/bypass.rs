@@ -241,6 +241,14 @@ fn no_forwarding_trick_serves_a_withdrawn_market() {
     assert_eq!(a.header("x-marketgate-status"), Some("withdrawn"));
     let body: Value = serde_json::from_str(&a.body).unwrap();
     assert_eq!(body["blocked_by"]["kind"], "client", "{body}");
+    // Counted under its own label: a wave of these says a proxy is misconfigured.
+    let metrics = get(&xff.url("/metrics"), &[]).body;
+    assert!(
+        metrics.contains(
+            r#"marketgate_decisions_total{jurisdiction="unestablished",status="withdrawn"}"#
+        ),
+        "{metrics}"
+    );
     // The withdrawn market the proxy did establish is RU, with its legal ground.
     let a = raw_get(xff.addr, b"/v1/gate", &[(XFF, b"\xff, 194.67.1.1")]);
     assert_eq!(a.header("x-marketgate-jurisdiction"), Some("RU"), "{a:?}");
