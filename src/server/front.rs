@@ -1,6 +1,7 @@
 //! The one middleware in front of every route of both listeners: the request log and
 //! span ([`super::request_log`]), the header-size limit and `Connection: close` while
-//! draining ([`super::limits`]), and a 500 for a handler that panics.
+//! draining ([`super::limits`]), a 500 for a handler that panics, and the end of the
+//! connection's head deadline ([`super::listener`]) when a request arrives.
 //!
 //! Written as a `Transform` with its own future rather than with `from_fn`: each
 //! `from_fn` layer boxes the inner service's future and moves the request through an
@@ -17,8 +18,8 @@ use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Tr
 use actix_web::{Error, ResponseError};
 
 use super::error::ApiError;
-use super::limits;
 use super::request_log::RequestLog;
+use super::{limits, listener};
 
 /// Wraps an app: `App::new().wrap(Front)`.
 pub struct Front;
@@ -55,6 +56,7 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        listener::HeadClock::head_received_for(&req);
         let log = RequestLog::start(&req);
         let state = match limits::check_headers(&req) {
             Ok(()) => {
