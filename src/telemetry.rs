@@ -1,7 +1,8 @@
 //! Logging setup: `tracing` to stderr, text or JSON, with a filter. Owns the subscriber;
 //! never installs a bridge for the `log` crate (records of `log`-based dependencies are
 //! dropped unread). actix's own `tracing` events are kept: the canary test runs them at
-//! `trace` and checks that none names a client address.
+//! `trace` and checks that none names a client address. Owns the panic hook too: a panic
+//! is one log line that never carries request data.
 
 use tracing::Dispatch;
 use tracing_subscriber::fmt::MakeWriter;
@@ -20,11 +21,46 @@ pub enum TelemetryError {
     AlreadySet,
 }
 
-/// Installs the global subscriber, writing to stderr.
+/// Installs the global subscriber, writing to stderr, and the panic hook.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
     // `set_global_default`, not `try_init`: the latter would also bridge `log` records.
     tracing::dispatcher::set_global_default(dispatch(format, filter, std::io::stderr)?)
-        .map_err(|_| TelemetryError::AlreadySet)
+        .map_err(|_| TelemetryError::AlreadySet)?;
+    install_panic_hook();
+    Ok(())
+}
+
+/// Makes a panic one `error` event (target `marketgate::panic`: `location`, `thread` and
+/// `panic_message`) in the log's format, instead of the standard hook's lines on stderr. The
+/// message is kept only when it is a literal (`panic!("...")`, `expect("...")`): a
+/// formatted one (`unwrap()` on an error, `panic!("{x}")`) may quote the request, so it
+/// is withheld. On a thread without a subscriber (a test, a host application that logs
+/// otherwise) the previous hook runs instead. Idempotent.
+pub fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let logged =
+                tracing::dispatcher::get_default(|d| !d.is::<tracing::subscriber::NoSubscriber>());
+            if !logged {
+                return previous(info);
+            }
+            let panic_message = info
+                .payload()
+                .downcast_ref::<&'static str>()
+                .copied()
+                .unwrap_or("(formatted message withheld: it may quote the request)");
+            let thread = std::thread::current();
+            tracing::error!(
+                target: "marketgate::panic",
+                location = info.location().map(tracing::field::display),
+                thread = thread.name().unwrap_or("unnamed"),
+                panic_message,
+                "panic"
+            );
+        }));
+    });
 }
 
 /// The subscriber [`init`] installs, writing to `writer` instead of stderr, so that

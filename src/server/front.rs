@@ -1,6 +1,7 @@
 //! The one middleware in front of every route of both listeners: the request log and
 //! span ([`super::request_log`]), the header-size limit and `Connection: close` while
-//! draining ([`super::limits`]).
+//! draining ([`super::limits`]), a 500 for a handler that panics, and the end of the
+//! connection's head deadline ([`super::listener`]) when a request arrives.
 //!
 //! Written as a `Transform` with its own future rather than with `from_fn`: each
 //! `from_fn` layer boxes the inner service's future and moves the request through an
@@ -8,6 +9,7 @@
 //! `bench/run.sh profile`). This one allocates nothing per request.
 
 use std::future::{ready, Future, Ready};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -15,8 +17,9 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{Error, ResponseError};
 
-use super::limits;
+use super::error::ApiError;
 use super::request_log::RequestLog;
+use super::{limits, listener};
 
 /// Wraps an app: `App::new().wrap(Front)`.
 pub struct Front;
@@ -53,12 +56,15 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        listener::HeadClock::head_received_for(&req);
         let log = RequestLog::start(&req);
         let state = match limits::check_headers(&req) {
             Ok(()) => {
                 let _entered = log.span().map(|s| s.enter());
-                State::Serving {
-                    fut: self.service.call(req),
+                // A panic is answered 500 and the worker lives on; see `panicked`.
+                match catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
+                    Ok(fut) => State::Serving { fut },
+                    Err(_) => State::Panicked,
                 }
             }
             Err(refusal) => State::Refused {
@@ -88,7 +94,17 @@ pin_project_lite::pin_project! {
     enum State<F, B> {
         Serving { #[pin] fut: F },
         Refused { res: Option<ServiceResponse<EitherBody<B>>> },
+        Panicked,
     }
+}
+
+/// The answer to a request whose handler panicked: a 500 in our error shape. actix
+/// does not catch panics: uncaught, one drops the connection without an answer. The
+/// panic itself is logged by the hook (`telemetry::install_panic_hook`), which never
+/// logs request data; the payload is dropped here unread. Handlers keep no state across
+/// an unwind but thread-local caches behind `RefCell`s, whose borrows the unwind releases.
+fn panicked() -> Error {
+    ApiError::Internal.into()
 }
 
 impl<F, B> Future for FrontFuture<F, B>
@@ -103,14 +119,16 @@ where
         let res = match this.state.project() {
             StateProj::Serving { fut } => {
                 let _entered = this.log.as_ref().and_then(|l| l.span()).map(|s| s.enter());
-                match fut.poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(res) => res.map(ServiceResponse::map_into_left_body),
+                match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(res)) => res.map(ServiceResponse::map_into_left_body),
+                    Err(_) => Err(panicked()),
                 }
             }
             StateProj::Refused { res } => {
                 Ok(res.take().expect("FrontFuture polled after it completed"))
             }
+            StateProj::Panicked => Err(panicked()),
         };
         let log = this
             .log
@@ -121,5 +139,161 @@ where
             limits::close_if_draining(res);
         }
         Poll::Ready(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use actix_web::{web, App, HttpRequest, HttpServer};
+
+    use super::Front;
+    use crate::config::LogFormat;
+
+    const QUERY_CANARY: &str = "q7c4n4ry";
+    const HEADER_CANARY: &str = "h3ad3rc4n4ry";
+
+    #[derive(Clone)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn formatted_panic(req: HttpRequest) -> &'static str {
+        // A message that quotes the request, as `unwrap()` on a parse error would.
+        panic!("cannot serve {} {}", req.path(), req.query_string())
+    }
+
+    async fn literal_panic() -> &'static str {
+        panic!("a literal message")
+    }
+
+    /// Starts one worker with `Front` in front of panicking routes, logging JSON into
+    /// `log`. Returns its address and a handle to stop it.
+    fn start(log: Capture) -> (SocketAddr, actix_web::dev::ServerHandle) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    // The factory runs on the worker thread: make the capture its log.
+                    let log = log.clone();
+                    let dispatch =
+                        crate::telemetry::dispatch(LogFormat::Json, "info", move || log.clone())
+                            .unwrap();
+                    std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+                    App::new()
+                        .wrap(Front)
+                        .route("/panic/formatted", web::get().to(formatted_panic))
+                        .route("/panic/literal", web::get().to(literal_panic))
+                        .route("/ok", web::get().to(|| async { "ok" }))
+                })
+                .workers(1)
+                .disable_signals()
+                .bind("127.0.0.1:0")
+                .unwrap();
+                let addr = server.addrs()[0];
+                let server = server.run();
+                tx.send((addr, server.handle())).unwrap();
+                server.await.unwrap();
+            });
+        });
+        rx.recv_timeout(Duration::from_secs(30)).unwrap()
+    }
+
+    /// Sends one request on `conn` and reads its answer (status line, headers, body by
+    /// `Content-Length`).
+    fn get(conn: &mut TcpStream, target: &str) -> (u16, String) {
+        write!(
+            conn,
+            "GET {target} HTTP/1.1\r\nHost: test\r\nX-Canary: {HEADER_CANARY}\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            assert_eq!(conn.read(&mut byte).unwrap(), 1, "connection closed");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let status = head[9..12].parse().unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body).unwrap();
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    #[test]
+    fn a_panicking_handler_answers_500_logs_one_line_and_the_worker_serves_on() {
+        crate::telemetry::install_panic_hook();
+        let captured = Capture(Arc::new(Mutex::new(Vec::new())));
+        let (addr, handle) = start(captured.clone());
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+
+        for target in [
+            format!("/panic/formatted?canary={QUERY_CANARY}"),
+            "/panic/literal".to_string(),
+        ] {
+            let (status, body) = get(&mut conn, &target);
+            assert_eq!(status, 500, "{target}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["error"]["code"], "internal", "{body}");
+            // The same connection, so the same worker, serves the next request.
+            assert_eq!(get(&mut conn, "/ok"), (200, "ok".to_string()));
+        }
+        let mut other = TcpStream::connect(addr).unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(get(&mut other, "/ok"), (200, "ok".to_string()));
+        actix_web::rt::System::new().block_on(handle.stop(false));
+
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let panics: Vec<serde_json::Value> = log
+            .lines()
+            .filter(|l| l.contains("marketgate::panic"))
+            .map(|l| serde_json::from_str(l).expect("a panic is one JSON line"))
+            .collect();
+        assert_eq!(panics.len(), 2, "{log}");
+        for (line, message) in panics.iter().zip([
+            "(formatted message withheld: it may quote the request)",
+            "a literal message",
+        ]) {
+            assert_eq!(line["target"], "marketgate::panic", "{line}");
+            assert_eq!(line["level"], "ERROR", "{line}");
+            assert_eq!(line["panic_message"], message, "{line}");
+            assert!(
+                line["location"].as_str().unwrap().contains("front.rs"),
+                "{line}"
+            );
+        }
+        for data in [
+            QUERY_CANARY,
+            HEADER_CANARY,
+            "/panic",
+            "cannot serve",
+            "127.0.0.1",
+        ] {
+            assert!(!log.contains(data), "`{data}` in the log: {log}");
+        }
     }
 }

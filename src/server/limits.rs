@@ -4,7 +4,8 @@
 //! or records a client address.
 //!
 //! The connection-level limits (time to send a head, keep-alive, connection counts)
-//! are set on the listeners in [`super::Application::build`]; a head larger than
+//! are set on the listeners in [`super::Application::build`] and
+//! [`super::listener`] (the deadline on every request head); a head larger than
 //! actix-http's own 128 KiB buffer or with more than 96 header lines is refused by its
 //! parser with a bare 431 before any of this runs.
 

@@ -11,6 +11,7 @@ mod front;
 pub mod geo;
 pub mod handlers;
 pub mod limits;
+mod listener;
 pub mod metrics;
 pub mod ofrep;
 pub mod openapi;
@@ -22,7 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 
 use crate::config::Config;
 
@@ -191,22 +192,23 @@ impl Application {
     pub fn build(config: &Config, state: AppState) -> Result<Application, ServeError> {
         let data = web::Data::new(state.clone());
         let d = data.clone();
-        let server = HttpServer::new(move || app!(d, public_routes))
-            .workers(config.workers)
-            .max_connections(per_worker(config.max_connections, config.workers))
-            .backlog(LISTEN_BACKLOG)
-            .keep_alive(keep_alive(config.keep_alive))
-            .client_request_timeout(config.request_timeout)
-            .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-            .shutdown_timeout(config.shutdown_timeout.as_secs())
-            .disable_signals()
-            .bind(config.listen)
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
+        let public = listener::Listener {
+            addr: config.listen,
+            workers: config.workers,
+            max_connections: per_worker(config.max_connections, config.workers),
+            backlog: LISTEN_BACKLOG,
+            keep_alive: keep_alive(config.keep_alive),
+            request_timeout: config.request_timeout,
+            disconnect_timeout: DISCONNECT_TIMEOUT,
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        let (server, addr) =
+            listener::serve(&public, move || app!(d, public_routes)).map_err(|source| {
+                ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                }
             })?;
-        let addr = server.addrs().first().copied().unwrap_or(config.listen);
-        let server = server.run();
         let (admin, admin_addr) = if config.admin_tokens.is_empty() {
             tracing::info!(
                 "admin listener disabled: no admin token configured; set MARKETGATE_ADMIN_TOKENS, --admin-token or --admin-tokens-file to turn it on"
@@ -214,22 +216,18 @@ impl Application {
             (None, None)
         } else {
             let d = data.clone();
-            let admin = HttpServer::new(move || app!(d, admin_routes))
-                .workers(1)
-                .max_connections(ADMIN_MAX_CONNECTIONS)
-                .keep_alive(keep_alive(config.keep_alive))
-                .client_request_timeout(config.request_timeout)
-                .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-                .shutdown_timeout(config.shutdown_timeout.as_secs())
-                .disable_signals()
-                .bind(config.admin_listen)
+            let admin = listener::Listener {
+                addr: config.admin_listen,
+                workers: 1,
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..public
+            };
+            let (admin, admin_addr) = listener::serve(&admin, move || app!(d, admin_routes))
                 .map_err(|source| ServeError::Bind {
                     addr: config.admin_listen,
                     source,
                 })?;
-            let admin_addr = admin.addrs().first().copied();
-            let admin = admin.run();
-            (Some(admin), admin_addr)
+            (Some(admin), Some(admin_addr))
         };
         let watch = match reload::watch_rules(state.clone(), config.reload_debounce) {
             Ok(w) => Some(w),

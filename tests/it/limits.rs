@@ -1,4 +1,5 @@
-//! Request limits over real sockets: slow heads and bodies get 408, oversized header
+//! Request limits over real sockets: slow heads and bodies get 408 (a slow later head on
+//! a kept-alive connection is closed), oversized header
 //! fields 431, oversized bodies 413 (JSON), idle connections beyond `max_connections`
 //! are timed out so that a new client is served, and none of it starves other clients.
 //! Timeouts are short through config; waits are bounded, nothing asserts on speed.
@@ -119,6 +120,88 @@ fn a_slowloris_head_gets_408_while_other_clients_are_served() {
     assert!(served > 0, "no normal request was answered meanwhile");
     // And the service still answers afterwards.
     assert_eq!(get(&s.url("/healthz"), &[]).status, 200);
+}
+
+/// A kept-alive connection whose first request was answered: the head of the next one
+/// trickles in a byte every 50 ms. actix-http times the first head only; the listener's
+/// own deadline (`server::listener`) cuts this one off.
+#[test]
+fn a_slowloris_second_head_on_a_kept_alive_connection_is_cut_off() {
+    let s = start(|_| {});
+    let stop = Arc::new(AtomicBool::new(false));
+    let normal = normal_client(s.addr, stop.clone());
+
+    let mut slow = connect(s.addr);
+    slow.write_all(b"GET /v1/decision?country=FR HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let first = read_response(&mut slow);
+    assert_eq!(status_of(&first), 200, "{first}");
+
+    let started = Instant::now();
+    slow.write_all(b"GET /v1/decision?country=FR HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let mut writer = slow.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < PATIENCE {
+            if writer.write_all(b"a").is_err() {
+                return true; // the server closed the connection
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    // Closed without an answer (actix-http has no request to answer), well before
+    // `PATIENCE`, and not before the deadline.
+    let answer = read_response(&mut slow);
+    let cut_after = started.elapsed();
+    assert_eq!(answer, "", "an answer to a head that never ended");
+    assert!(trickle.join().unwrap(), "the slow connection stayed open");
+    assert!(
+        cut_after >= TIMEOUT,
+        "cut off after {cut_after:?}, before the deadline"
+    );
+    assert!(cut_after < PATIENCE / 2, "cut off only after {cut_after:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    let served = normal.join().unwrap();
+    assert!(served > 0, "no normal request was answered meanwhile");
+    assert_eq!(get(&s.url("/healthz"), &[]).status, 200);
+}
+
+/// The head deadline runs from a request's first byte, not from the previous answer:
+/// a connection that idles (within `keep_alive`) and then sends a request promptly is
+/// served, and so are bodies and pipelined requests on it.
+#[test]
+fn a_kept_alive_connection_idle_longer_than_the_head_deadline_is_served() {
+    let s = start(|_| {});
+    let mut conn = connect(s.addr);
+    let request = b"GET /v1/decision?country=FR HTTP/1.1\r\nHost: x\r\n\r\n";
+    conn.write_all(request).unwrap();
+    assert_eq!(status_of(&read_response(&mut conn)), 200);
+    std::thread::sleep(TIMEOUT * 2);
+    conn.write_all(request).unwrap();
+    assert_eq!(status_of(&read_response(&mut conn)), 200);
+
+    // A body that takes most of `request_timeout` after its head.
+    let body = br#"{"context":{"country":"FR"}}"#;
+    let head = format!(
+        "POST /ofrep/v1/evaluate/flags/market HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    std::thread::sleep(TIMEOUT * 2);
+    conn.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(TIMEOUT / 2);
+    conn.write_all(body).unwrap();
+    let answer = read_response(&mut conn);
+    assert_eq!(status_of(&answer), 200, "{answer}");
+
+    // Two pipelined requests in one write, the second closing the connection.
+    let last = b"GET /v1/decision?country=DE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    conn.write_all(&[&request[..], &last[..]].concat()).unwrap();
+    let mut both = String::new();
+    conn.read_to_string(&mut both).unwrap();
+    assert_eq!(both.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{both}");
 }
 
 #[test]
