@@ -29,6 +29,12 @@ use self::redis::RedisStore;
 /// Errors of the override stores.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(
+        "state directory {} is in use by another marketgate{}: give each instance its own state directory",
+        dir.display(),
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: PathBuf, holder: Option<u32> },
     #[error("cannot create state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -208,6 +214,10 @@ pub struct StoreStatus {
     pub last_error: Option<String>,
 }
 
+/// The size at which the embedded store rotates `audit.jsonl` (16 MiB: about 50,000
+/// entries; with the nine rotated files kept, 160 MiB of history at most).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Store configuration. Durations are strings such as `2s` or `500ms`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -219,6 +229,9 @@ pub struct StoreConfig {
     /// How often expired overrides are pruned (and audited as `expire`).
     #[serde(with = "duration_str")]
     pub expiry_sweep_interval: Duration,
+    /// Embedded store: `audit.jsonl` is rotated to `audit.jsonl.1` (and so on, keeping
+    /// nine) before it would grow past this many bytes.
+    pub audit_max_bytes: u64,
     /// Redis settings; `None` selects the embedded store.
     pub redis: Option<RedisConfig>,
 }
@@ -228,6 +241,7 @@ impl Default for StoreConfig {
         StoreConfig {
             state_dir: PathBuf::from("state"),
             expiry_sweep_interval: Duration::from_secs(1),
+            audit_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
             redis: None,
         }
     }
@@ -349,8 +363,12 @@ impl OverrideStore {
     pub async fn open(config: &StoreConfig) -> Result<OverrideStore, StoreError> {
         match &config.redis {
             None => {
-                let s =
-                    EmbeddedStore::open(&config.state_dir, config.expiry_sweep_interval).await?;
+                let s = EmbeddedStore::open(
+                    &config.state_dir,
+                    config.expiry_sweep_interval,
+                    config.audit_max_bytes,
+                )
+                .await?;
                 Ok(OverrideStore {
                     shared: s.shared(),
                     backend: Backend::Embedded(s),

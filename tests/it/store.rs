@@ -43,6 +43,7 @@ fn embedded(dir: &Path) -> StoreConfig {
         state_dir: dir.to_path_buf(),
         expiry_sweep_interval: Duration::from_millis(20),
         redis: None,
+        ..StoreConfig::default()
     }
 }
 
@@ -57,6 +58,7 @@ fn on_redis(url: &str, dir: &Path) -> StoreConfig {
             reconnect_backoff_max: Duration::from_millis(200),
             ..RedisConfig::new(url)
         }),
+        ..StoreConfig::default()
     }
 }
 
@@ -194,6 +196,106 @@ async fn embedded_store_refuses_a_corrupt_state_file() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("overrides.json"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_embedded_store_on_the_same_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = OverrideStore::open(&embedded(dir.path())).await.unwrap();
+    a.put(withdraw("FR", "law 123")).await.unwrap();
+    let e = OverrideStore::open(&embedded(dir.path()))
+        .await
+        .err()
+        .expect("the directory is locked");
+    let msg = e.to_string();
+    assert!(msg.contains("in use by another marketgate"), "{msg}");
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    // The first one is untouched and still writes.
+    a.put(withdraw("DE", "x")).await.unwrap();
+    drop(a);
+    let b = OverrideStore::open(&embedded(dir.path())).await.unwrap();
+    assert_eq!(b.version(), 2);
+}
+
+#[test]
+fn the_state_directory_lock_is_released_when_the_process_dies() {
+    // Another process holds the lock (flock(1), as a killed marketgate would have),
+    // then dies by SIGKILL: the OS releases the lock and a store opens.
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("marketgate.lock");
+    std::fs::write(&lock, "").unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .args(["--exclusive", "--no-fork"])
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rt.block_on(OverrideStore::open(&embedded(dir.path()))) {
+            Err(e) => {
+                assert!(e.to_string().contains("in use"), "{e}");
+                break;
+            }
+            Ok(s) => {
+                // flock(1) has not taken it yet.
+                drop(s);
+                assert!(Instant::now() < deadline, "flock never took the lock");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // `--no-fork`: `sleep` replaced flock and is the only holder.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let s = loop {
+        match rt.block_on(OverrideStore::open(&embedded(dir.path()))) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "lock never released: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert_eq!(s.backend(), "embedded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_audit_rotates_and_is_read_across_rotated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        audit_max_bytes: 2_000,
+        ..embedded(dir.path())
+    };
+    {
+        let s = OverrideStore::open(&cfg).await.unwrap();
+        for i in 0..30 {
+            s.put(withdraw(
+                ["FR", "DE", "IT"][i % 3],
+                &format!("change {i:02}"),
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let s = OverrideStore::open(&cfg).await.unwrap();
+    assert!(dir.path().join("audit.jsonl.1").exists());
+    assert!(dir.path().join("audit.jsonl.2").exists());
+    assert!(
+        std::fs::metadata(dir.path().join("audit.jsonl"))
+            .unwrap()
+            .len()
+            <= 2_000
+    );
+    let audit = s.audit(25).await.unwrap();
+    let versions: Vec<u64> = audit.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (6..=30).rev().collect::<Vec<_>>());
+    assert_eq!(audit[0].reason, "change 29");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
