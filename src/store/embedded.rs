@@ -135,6 +135,29 @@ impl EmbeddedStore {
         Ok(Cleared::Removed { version })
     }
 
+    pub async fn adopt_empty(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(u64, Vec<Jurisdiction>), StoreError> {
+        let mut state = self.inner.state.lock().await;
+        let lifted: Vec<Jurisdiction> = state.overrides.keys().cloned().collect();
+        let next = State {
+            version: state.version + 1,
+            overrides: BTreeMap::new(),
+        };
+        let entry = AuditEntry::whole_set(
+            next.version,
+            Timestamp::now(),
+            super::AuditAction::AdoptEmpty,
+            actor,
+            reason,
+            lifted.clone(),
+        );
+        let version = self.inner.commit(&mut state, next, vec![entry]).await?;
+        Ok((version, lifted))
+    }
+
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let path = self.inner.audit_path.clone();
         let files = self.inner.audit_files.clone();
