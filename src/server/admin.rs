@@ -272,8 +272,16 @@ pub async fn delete_override(
 pub struct AdoptEmptyRequest {
     /// Why every override is to be lifted; required.
     #[serde(default)]
-    pub reason: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = "\\S",
+        example = "redis reset on purpose"
+    )]
+    pub reason: String,
+    /// Who (default `admin`).
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub actor: Option<String>,
 }
 
@@ -305,15 +313,16 @@ pub async fn adopt_empty(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     let body: AdoptEmptyRequest = read_json(&state, &req, payload).await?;
-    let reason = body
-        .reason
-        .filter(|r| !r.trim().is_empty())
-        .ok_or(ApiError::InvalidOverride(RequestError::MissingReason))?;
+    let reason = body.reason;
+    if reason.trim().is_empty() {
+        return Err(ApiError::InvalidOverride(RequestError::MissingReason));
+    }
     let actor = body
         .actor
         .filter(|a| !a.trim().is_empty())
         .unwrap_or_else(|| "admin".into());
-    if actor.len() > MAX_TEXT || reason.len() > MAX_TEXT {
+    // Characters, as the schema's `maxLength` counts them.
+    if actor.chars().count() > MAX_TEXT || reason.chars().count() > MAX_TEXT {
         return Err(ApiError::InvalidOverride(RequestError::TooLong {
             field: "reason",
             max: MAX_TEXT,

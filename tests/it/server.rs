@@ -543,6 +543,7 @@ fn health_metrics_and_openapi() {
         "/admin/v1/reload",
         "/admin/v1/overrides",
         "/admin/v1/overrides/{jurisdiction}",
+        "/admin/v1/store/adopt-empty",
         "/admin/v1/audit",
         "/admin/v1/rules",
         "/admin/v1/openapi.json",
