@@ -69,6 +69,15 @@ pub enum OverrideAction {
         #[arg(long)]
         actor: Option<String>,
     },
+    /// Lift every override at once and take the empty set (after Redis lost its data,
+    /// instances restore their last snapshot instead unless an operator does this).
+    /// Audited as `adopt_empty`.
+    AdoptEmpty {
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        actor: Option<String>,
+    },
     /// Show the audit log, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -138,6 +147,7 @@ fn call(
     let resp = match (method, body) {
         ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
         ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+        ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
         ("DELETE", Some(b)) => agent
             .delete(&url)
             .header("Authorization", &auth)
@@ -263,6 +273,11 @@ pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
                 Some(b),
             )?
         }
+        OverrideAction::AdoptEmpty { reason, actor } => {
+            let b =
+                json!({ "reason": reason, "actor": actor.clone().unwrap_or_else(default_actor) });
+            call(&args, "POST", "/admin/v1/store/adopt-empty", Some(b))?
+        }
         OverrideAction::Audit { limit } => call(
             &args,
             "GET",
@@ -303,6 +318,21 @@ pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
         }
         OverrideAction::Clear { jurisdiction, .. } => {
             println!("cleared {jurisdiction} (version {})", body["version"]);
+        }
+        OverrideAction::AdoptEmpty { .. } => {
+            let lifted: Vec<&str> = body["lifted"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!(
+                "empty set adopted (version {}); lifted: {}",
+                body["version"],
+                if lifted.is_empty() {
+                    "none".to_string()
+                } else {
+                    lifted.join(", ")
+                }
+            );
         }
         OverrideAction::Audit { .. } => {
             for e in body["entries"].as_array().cloned().unwrap_or_default() {

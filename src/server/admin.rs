@@ -266,6 +266,80 @@ pub async fn delete_override(
     }
 }
 
+/// Body of an adopt-empty.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptEmptyRequest {
+    /// Why every override is to be lifted; required.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = "\\S",
+        example = "redis reset on purpose"
+    )]
+    pub reason: String,
+    /// Who (default `admin`).
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdoptEmptyResult {
+    pub version: u64,
+    /// The jurisdictions whose overrides were lifted.
+    pub lifted: Vec<String>,
+}
+
+/// Takes the empty override set: lifts every override at once, as one audited change
+/// (`adopt_empty`). After Redis loses its data the instances restore their last
+/// snapshot into it; this is the explicit way to take the empty state instead. With
+/// Redis it also replaces data in marketgate's keys that the instances refused.
+#[utoipa::path(post, path = "/admin/v1/store/adopt-empty",
+    request_body = AdoptEmptyRequest,
+    responses(
+        (status = 200, description = "Every override lifted", body = AdoptEmptyResult),
+        (status = 400, description = "Bad body, or no `reason`", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::error::ErrorBody),
+        (status = 408, description = "The body did not arrive within `request_timeout`", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 503, description = "The shared store is unreachable", body = super::error::ErrorBody),
+    ), security(("bearer" = [])), tag = "admin")]
+pub async fn adopt_empty(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let body: AdoptEmptyRequest = read_json(&state, &req, payload).await?;
+    let reason = body.reason;
+    if reason.trim().is_empty() {
+        return Err(ApiError::InvalidOverride(RequestError::MissingReason));
+    }
+    let actor = body
+        .actor
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| "admin".into());
+    // Characters, as the schema's `maxLength` counts them.
+    if actor.chars().count() > MAX_TEXT || reason.chars().count() > MAX_TEXT {
+        return Err(ApiError::InvalidOverride(RequestError::TooLong {
+            field: "reason",
+            max: MAX_TEXT,
+        }));
+    }
+    let (version, lifted) = state
+        .store()
+        .adopt_empty(&actor, &reason)
+        .await
+        .map_err(store_error)?;
+    tracing::warn!(actor = %actor, version, lifted = lifted.len(), "empty override set adopted");
+    Ok(HttpResponse::Ok().json(AdoptEmptyResult {
+        version,
+        lifted: lifted.iter().map(|j| j.to_string()).collect(),
+    }))
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
@@ -464,6 +538,13 @@ pub async fn rules_table(
             "version": st.version,
             "overrides": st.overrides,
             "snapshot_age_seconds": st.snapshot_age.map(|d| d.as_secs_f64()),
+            "refused": st.refused,
+            "restores": st.restores,
+            "last_restore": st.last_restore.map(|r| serde_json::json!({
+                "version": r.version,
+                "overrides": r.overrides,
+                "at": r.at.to_string(),
+            })),
         }),
         geoip: serde_json::json!({
             "database_type": geo.database_type(),

@@ -788,16 +788,28 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         // Ready even when Redis is away: decisions go on from the last snapshot. The
         // body says so for operators.
         let store = state.store().status();
-        Ok(HttpResponse::Ok().content_type("text/plain").body(format!(
+        let mut body = format!(
             "ready\noverrides: {} {} version {}\n",
             store.backend,
-            if store.connected {
+            if store.refused.is_some() {
+                "REFUSED, serving the last snapshot"
+            } else if store.connected {
                 "in sync"
             } else {
                 "DISCONNECTED, serving the last snapshot"
             },
             store.version
-        )))
+        );
+        if let Some(why) = &store.refused {
+            body.push_str(&format!("refused: {why}\n"));
+        }
+        if let Some(r) = store.last_restore {
+            body.push_str(&format!(
+                "restored: redis had lost data; {} overrides at version {} restored from this instance's snapshot at {}\n",
+                r.overrides, r.version, r.at
+            ));
+        }
+        Ok(HttpResponse::Ok().content_type("text/plain").body(body))
     } else {
         Err(ApiError::Draining)
     }
@@ -810,10 +822,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.geo().export(m);
     m.active_overrides
         .set(state.overrides().active_at(state.now()).len() as i64);
-    let store = state.store().status();
-    m.store_connected.set(store.connected as i64);
-    m.store_snapshot_age
-        .set(store.snapshot_age.map_or(-1.0, |a| a.as_secs_f64()));
+    m.set_store(&state.store().status());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(m.render())

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub store_connected: IntGauge,
     /// Seconds since the overrides snapshot was last confirmed current (-1: never).
     pub store_snapshot_age: prometheus::Gauge,
+    /// Restores of this instance's snapshot into Redis after Redis lost data.
+    pub store_restored: IntCounter,
+    /// Redis loads refused (a foreign layout or unreadable data in our keys).
+    pub store_refused: IntCounter,
+    /// 1 while the last Redis load was refused (the last snapshot is served), else 0.
+    pub store_refusing: IntGauge,
     pub shadow_divergence: IntCounterVec,
     pub geoip_build_time: IntGauge,
     pub geoip_reloads: IntCounterVec,
@@ -96,6 +102,21 @@ impl Metrics {
             "Seconds since the overrides snapshot was last confirmed current (-1: never since start)",
         )
         .expect("static metric definition");
+        let store_restored = IntCounter::new(
+            "marketgate_override_store_restored_total",
+            "Times this instance restored its overrides snapshot into Redis after Redis lost data",
+        )
+        .expect("static metric definition");
+        let store_refused = IntCounter::new(
+            "marketgate_override_store_refused_total",
+            "Redis loads refused: a foreign layout or unreadable data in marketgate's keys",
+        )
+        .expect("static metric definition");
+        let store_refusing = IntGauge::new(
+            "marketgate_override_store_refusing",
+            "1 while Redis's data is refused and the last snapshot is served, else 0",
+        )
+        .expect("static metric definition");
         let shadow_divergence = IntCounterVec::new(
             Opts::new(
                 "marketgate_shadow_divergence_total",
@@ -127,6 +148,9 @@ impl Metrics {
             Box::new(active_overrides.clone()),
             Box::new(store_connected.clone()),
             Box::new(store_snapshot_age.clone()),
+            Box::new(store_restored.clone()),
+            Box::new(store_refused.clone()),
+            Box::new(store_refusing.clone()),
             Box::new(shadow_divergence.clone()),
             Box::new(geoip_build_time.clone()),
             Box::new(geoip_reloads.clone()),
@@ -151,6 +175,9 @@ impl Metrics {
             active_overrides,
             store_connected,
             store_snapshot_age,
+            store_restored,
+            store_refused,
+            store_refusing,
             shadow_divergence,
             geoip_build_time,
             geoip_reloads,
@@ -212,6 +239,18 @@ impl Metrics {
             }
         }
         out
+    }
+
+    /// Brings the override store's figures up to date (counters only ever move forward).
+    pub fn set_store(&self, st: &crate::store::StoreStatus) {
+        self.store_connected.set(st.connected as i64);
+        self.store_snapshot_age
+            .set(st.snapshot_age.map_or(-1.0, |a| a.as_secs_f64()));
+        self.store_restored
+            .inc_by(st.restores.saturating_sub(self.store_restored.get()));
+        self.store_refused
+            .inc_by(st.refusals.saturating_sub(self.store_refused.get()));
+        self.store_refusing.set(st.refused.is_some() as i64);
     }
 
     /// Marks `version` as the rules in force.

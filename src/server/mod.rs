@@ -103,6 +103,11 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
             .default_service(handlers::method_not_allowed("PUT, DELETE")),
     )
     .service(
+        web::resource("/admin/v1/store/adopt-empty")
+            .route(web::post().to(admin::adopt_empty))
+            .default_service(handlers::method_not_allowed("POST")),
+    )
+    .service(
         web::resource("/admin/v1/audit")
             .route(web::get().to(admin::audit))
             .default_service(handlers::method_not_allowed("GET")),

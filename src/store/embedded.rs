@@ -1,7 +1,8 @@
 //! The embedded override store for a single instance: overrides in memory, persisted to
 //! `overrides.json` in the state directory before a write is acknowledged, audit
-//! appended to `audit.jsonl`. Never shares state with other processes (one state
-//! directory per instance) and never blocks an async worker on disk I/O.
+//! appended to `audit.jsonl` (rotated by size, read across the rotated files). Never
+//! shares state with other processes: it holds an OS lock on the state directory, so a
+//! second instance on it refuses to start. Never blocks an async worker on disk I/O.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,12 +21,19 @@ use crate::overrides::Override;
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
     _sweeper: AbortOnDrop,
+    /// Dropped with the store (not with `inner`, which a background task may hold a
+    /// moment longer), so the directory is free again as soon as the store is.
+    _lock: file::DirLock,
 }
 
 struct Inner {
     shared: Arc<Shared>,
     snapshot_path: PathBuf,
     audit_path: PathBuf,
+    audit_max_bytes: u64,
+    /// Held while the audit files are appended, rotated or read, so a reader never sees
+    /// a file twice across a rotation.
+    audit_files: Arc<std::sync::Mutex<()>>,
     /// Serializes writers; holds the authoritative state.
     state: Mutex<State>,
 }
@@ -37,12 +45,26 @@ struct State {
 }
 
 impl EmbeddedStore {
-    /// Loads `overrides.json` from `dir` (creating `dir`), and starts pruning expired
-    /// overrides every `sweep`. A corrupt file is an error: starting without the kill
-    /// switches it holds would silently serve withdrawn markets.
-    pub async fn open(dir: &Path, sweep: Duration) -> Result<EmbeddedStore, StoreError> {
+    /// Locks `dir` (creating it; another holder is an error), loads `overrides.json`
+    /// from it, and starts pruning expired overrides every `sweep`. A corrupt file is an
+    /// error: starting without the kill switches it holds would silently serve withdrawn
+    /// markets.
+    pub async fn open(
+        dir: &Path,
+        sweep: Duration,
+        audit_max_bytes: u64,
+    ) -> Result<EmbeddedStore, StoreError> {
         let dir = dir.to_path_buf();
         let snapshot_path = dir.join(EMBEDDED_SNAPSHOT);
+        let lock = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                file::create_dir(&dir)?;
+                file::lock_dir(&dir)
+            })
+            .await
+            .map_err(|source| StoreError::Task { source })??
+        };
         let loaded = file::load_snapshot(&dir, &snapshot_path).await?;
         let state = match loaded {
             Some(f) => State {
@@ -69,6 +91,8 @@ impl EmbeddedStore {
         let inner = Arc::new(Inner {
             shared,
             audit_path: snapshot_path.with_file_name(EMBEDDED_AUDIT),
+            audit_max_bytes,
+            audit_files: Arc::default(),
             snapshot_path,
             state: Mutex::new(state),
         });
@@ -76,6 +100,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             inner,
             _sweeper: AbortOnDrop(sweeper.abort_handle()),
+            _lock: lock,
         })
     }
 
@@ -110,11 +135,38 @@ impl EmbeddedStore {
         Ok(Cleared::Removed { version })
     }
 
+    pub async fn adopt_empty(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(u64, Vec<Jurisdiction>), StoreError> {
+        let mut state = self.inner.state.lock().await;
+        let lifted: Vec<Jurisdiction> = state.overrides.keys().cloned().collect();
+        let next = State {
+            version: state.version + 1,
+            overrides: BTreeMap::new(),
+        };
+        let entry = AuditEntry::whole_set(
+            next.version,
+            Timestamp::now(),
+            super::AuditAction::AdoptEmpty,
+            actor,
+            reason,
+            lifted.clone(),
+        );
+        let version = self.inner.commit(&mut state, next, vec![entry]).await?;
+        Ok((version, lifted))
+    }
+
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let path = self.inner.audit_path.clone();
-        tokio::task::spawn_blocking(move || file::tail_audit(&path, limit))
-            .await
-            .map_err(|source| StoreError::Task { source })?
+        let files = self.inner.audit_files.clone();
+        tokio::task::spawn_blocking(move || {
+            let _files = files.lock().unwrap_or_else(|e| e.into_inner());
+            file::tail_audit_rotated(&path, limit)
+        })
+        .await
+        .map_err(|source| StoreError::Task { source })?
     }
 }
 
@@ -135,9 +187,11 @@ impl Inner {
             overrides: next.overrides.values().cloned().collect(),
         };
         let (snapshot_path, audit_path) = (self.snapshot_path.clone(), self.audit_path.clone());
+        let (max, files) = (self.audit_max_bytes, self.audit_files.clone());
         let written = tokio::task::spawn_blocking(move || {
             file::write_snapshot(&snapshot_path, &file)?;
-            Ok::<_, StoreError>(file::append_audit(&audit_path, &entries))
+            let _files = files.lock().unwrap_or_else(|e| e.into_inner());
+            Ok::<_, StoreError>(file::append_audit(&audit_path, &entries, max))
         })
         .await
         .map_err(|source| StoreError::Task { source })??;

@@ -1,6 +1,7 @@
 //! The state directory's files: override snapshots written atomically (temp file, fsync,
-//! rename, fsync of the directory) and the JSONL audit log appended with fsync. Blocking
-//! I/O only; callers run it off the async workers. Never writes anything about clients.
+//! rename, fsync of the directory), the JSONL audit log appended with fsync and rotated by
+//! size, and the directory's lock. Blocking I/O only; callers run it off the async
+//! workers. Never writes anything about clients.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -17,6 +18,56 @@ pub const EMBEDDED_SNAPSHOT: &str = "overrides.json";
 pub const EMBEDDED_AUDIT: &str = "audit.jsonl";
 /// The Redis store's last snapshot (a cache of Redis, used on a cold start without it).
 pub const REDIS_SNAPSHOT: &str = "redis-snapshot.json";
+/// The embedded store's lock: held (OS file lock) for as long as a store has the
+/// directory open, so that a second instance on the same directory refuses to start.
+pub const LOCK_FILE: &str = "marketgate.lock";
+/// Rotated audit files kept beside `audit.jsonl` (`audit.jsonl.1` is the newest); the
+/// oldest beyond this is deleted.
+pub const AUDIT_KEEP: usize = 9;
+
+/// An exclusive lock on a state directory, released when dropped (or when the process
+/// exits, whatever way it exits: the OS drops the lock with the file descriptor).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// Takes the state directory's lock without waiting; `StoreError::Locked` when another
+/// process (or another store in this one) holds it. The lock file keeps the holder's pid,
+/// for the error message only.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let io_err = |source| StoreError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            return Err(StoreError::Locked {
+                dir: dir.to_path_buf(),
+                holder: holder.trim().parse().ok(),
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    (|| {
+        f.set_len(0)?;
+        f.seek(SeekFrom::Start(0))?;
+        writeln!(f, "{}", std::process::id())
+    })()
+    .map_err(io_err)?;
+    Ok(DirLock { _file: f })
+}
 
 /// What a snapshot file holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -105,14 +156,45 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Appends audit entries, one JSON object per line, and fsyncs.
-pub fn append_audit(path: &Path, entries: &[AuditEntry]) -> Result<(), StoreError> {
+/// The `n`th rotated audit file beside `path` (`audit.jsonl.1` is the newest).
+pub fn rotated(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{n}"));
+    path.with_file_name(name)
+}
+
+/// Moves `path` to `path.1` (and `.1` to `.2`, ...), deleting the oldest beyond `keep`,
+/// then fsyncs the directory. A crash in between leaves a gap in the numbers at worst,
+/// which readers skip.
+fn rotate(path: &Path, keep: usize) -> io::Result<()> {
+    match fs::remove_file(rotated(path, keep)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    for n in (1..keep).rev() {
+        match fs::rename(rotated(path, n), rotated(path, n + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    fs::rename(path, rotated(path, 1))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Appends audit entries, one JSON object per line, and fsyncs. When the file would grow
+/// past `max_bytes`, it is rotated first (`audit.jsonl` → `audit.jsonl.1`, keeping
+/// [`AUDIT_KEEP`] rotated files), so one change's entries always land in one file.
+pub fn append_audit(path: &Path, entries: &[AuditEntry], max_bytes: u64) -> Result<(), StoreError> {
     let mut buf = Vec::new();
     for e in entries {
         serde_json::to_writer(&mut buf, e).map_err(|source| StoreError::Encode { source })?;
         buf.push(b'\n');
     }
     (|| {
+        let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if len > 0 && len + buf.len() as u64 > max_bytes {
+            rotate(path, AUDIT_KEEP)?;
+        }
         let mut f = OpenOptions::new().create(true).append(true).open(path)?;
         f.write_all(&buf)?;
         f.sync_data()
@@ -123,7 +205,21 @@ pub fn append_audit(path: &Path, entries: &[AuditEntry]) -> Result<(), StoreErro
     })
 }
 
-/// The last `limit` entries of an audit log, newest first. Reads backwards from the end
+/// The last `limit` entries of the audit log at `path` and its rotated files, newest
+/// first: `audit.jsonl`, then `audit.jsonl.1`, `.2`, ... until `limit` (a missing file
+/// in between is skipped).
+pub fn tail_audit_rotated(path: &Path, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut out = tail_audit(path, limit)?;
+    for n in 1..=AUDIT_KEEP {
+        if out.len() >= limit {
+            break;
+        }
+        out.extend(tail_audit(&rotated(path, n), limit - out.len())?);
+    }
+    Ok(out)
+}
+
+/// The last `limit` entries of one audit file, newest first. Reads backwards from the end
 /// in chunks, so a long log costs only what is returned. A line that does not parse (a
 /// write torn by a crash) is skipped with a warning.
 pub fn tail_audit(path: &Path, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -196,7 +292,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         assert!(tail_audit(&path, 5).unwrap().is_empty());
         let entries: Vec<_> = (1..=400).map(entry).collect();
-        append_audit(&path, &entries).unwrap();
+        append_audit(&path, &entries, u64::MAX).unwrap();
         // A torn last write.
         OpenOptions::new()
             .append(true)
@@ -211,6 +307,53 @@ mod tests {
         assert!(got.iter().all(|e| e.action == AuditAction::Clear));
         assert_eq!(tail_audit(&path, 1000).unwrap().len(), 400);
         assert_eq!(tail_audit(&path, 0).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn the_audit_rotates_by_size_and_reads_across_files_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EMBEDDED_AUDIT);
+        let line = serde_json::to_vec(&entry(1)).unwrap().len() as u64 + 1;
+        // Three entries per file.
+        let max = 3 * line + line / 2;
+        for v in 1..=40 {
+            append_audit(&path, &[entry(v)], max).unwrap();
+        }
+        assert!(fs::metadata(&path).unwrap().len() <= max);
+        assert!(rotated(&path, AUDIT_KEEP).exists());
+        assert!(!rotated(&path, AUDIT_KEEP + 1).exists());
+        let got: Vec<u64> = tail_audit_rotated(&path, 8)
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(got, (33..=40).rev().collect::<Vec<_>>());
+        // Everything kept: the live file and nine rotated ones of three entries each.
+        let all = tail_audit_rotated(&path, 1000).unwrap();
+        assert_eq!(all.len(), 1 + 3 * AUDIT_KEEP);
+        assert_eq!(all.last().unwrap().version, 40 - 3 * AUDIT_KEEP as u64);
+        // A gap left by a crash mid-rotation is skipped.
+        fs::remove_file(rotated(&path, 2)).unwrap();
+        let got = tail_audit_rotated(&path, 10).unwrap();
+        let got: Vec<u64> = got.iter().map(|e| e.version).collect();
+        assert_eq!(got, [40, 39, 38, 37, 33, 32, 31, 30, 29, 28]);
+        // One change's entries are never split across files.
+        append_audit(&path, &[entry(41), entry(42), entry(43)], max).unwrap();
+        assert_eq!(tail_audit(&path, 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_locked_state_directory_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_dir(dir.path()).unwrap();
+        match lock_dir(dir.path()) {
+            Err(StoreError::Locked { holder, .. }) => {
+                assert_eq!(holder, Some(std::process::id()))
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(lock);
+        lock_dir(dir.path()).unwrap();
     }
 
     #[test]

@@ -29,6 +29,12 @@ use self::redis::RedisStore;
 /// Errors of the override stores.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(
+        "state directory {} is in use by another marketgate{}: give each instance its own state directory",
+        dir.display(),
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: PathBuf, holder: Option<u32> },
     #[error("cannot create state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -64,8 +70,19 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("redis holds a version counter that is not a number: `{value}`")]
+    #[error("redis holds a version counter that is not a number")]
     BadVersion { value: String },
+    #[error("redis key `{key}` holds a {found}, not what marketgate writes there")]
+    Foreign { key: String, found: String },
+    #[error("redis holds an unreadable {what}")]
+    Garbage { what: &'static str },
+    #[error("redis holds the override of {jurisdiction} under the field `{field}`")]
+    Misfiled {
+        field: String,
+        jurisdiction: Jurisdiction,
+    },
+    #[error("redis holds an older data set than this instance (it lost data); restoring it from this instance's snapshot first")]
+    Behind,
     #[error("redis closed the subscription connection")]
     Disconnected,
     #[error("invalid redis url")]
@@ -93,7 +110,23 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Redis { .. } | StoreError::Timeout { .. } | StoreError::Disconnected
+            StoreError::Redis { .. }
+                | StoreError::Timeout { .. }
+                | StoreError::Disconnected
+                | StoreError::Behind
+        )
+    }
+
+    /// Redis answered with data this store cannot read as its own (a foreign type in its
+    /// keys, an unparsable value, version or epoch): refused whole, never adopted.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Decode { .. }
+                | StoreError::BadVersion { .. }
+                | StoreError::Foreign { .. }
+                | StoreError::Garbage { .. }
+                | StoreError::Misfiled { .. }
         )
     }
 }
@@ -108,6 +141,14 @@ pub enum AuditAction {
     Clear,
     /// An override reached its expiry and was removed by the store.
     Expire,
+    /// Redis had lost data this instance held; the instance put its snapshot back
+    /// (`jurisdictions`: the overrides restored). Takes no new version: it names the
+    /// version it restored.
+    Restore,
+    /// An operator took the empty set: every override was lifted at once
+    /// (`jurisdictions`: the ones lifted).
+    #[serde(rename = "adopt_empty")]
+    AdoptEmpty,
 }
 
 /// One line of the audit log: who changed what, when and why. For `set` the status,
@@ -132,9 +173,13 @@ pub struct AuditEntry {
     pub features: BTreeMap<String, bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// For `restore` and `adopt_empty` (whose `jurisdiction` is `*`, every one): the
+    /// jurisdictions whose overrides were restored or lifted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jurisdictions: Vec<Jurisdiction>,
 }
 
-/// The actor named in `expire` audit entries.
+/// The actor named in `expire` and `restore` audit entries.
 pub const EXPIRY_ACTOR: &str = "marketgate";
 
 impl AuditEntry {
@@ -150,6 +195,23 @@ impl AuditEntry {
             status: o.status,
             features: o.features.clone(),
             expires_at: o.expires_at,
+            jurisdictions: Vec::new(),
+        }
+    }
+
+    /// One entry for a whole-set act (`restore`, `adopt_empty`) on `all`.
+    fn whole_set(
+        version: u64,
+        at: Timestamp,
+        action: AuditAction,
+        actor: &str,
+        reason: &str,
+        all: Vec<Jurisdiction>,
+    ) -> AuditEntry {
+        AuditEntry {
+            jurisdictions: all,
+            action,
+            ..AuditEntry::clear(version, at, &Jurisdiction::Global, actor, reason)
         }
     }
 
@@ -165,6 +227,7 @@ impl AuditEntry {
             status: None,
             features: BTreeMap::new(),
             expires_at: None,
+            jurisdictions: Vec::new(),
         }
     }
 
@@ -206,7 +269,30 @@ pub struct StoreStatus {
     /// The last error of the background sync, with its causes, if any since it last
     /// succeeded.
     pub last_error: Option<String>,
+    /// Redis: why its data was refused at the last load (a foreign layout or an
+    /// unreadable value), while it stays so; the last snapshot is served meanwhile.
+    pub refused: Option<String>,
+    /// Redis loads refused since start.
+    pub refusals: u64,
+    /// Redis: restores of this instance's snapshot into Redis since start.
+    pub restores: u64,
+    /// Redis: the last restore this instance made.
+    pub last_restore: Option<Restore>,
 }
+
+/// A restore of this instance's snapshot into Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restore {
+    /// The version restored (this instance's).
+    pub version: u64,
+    /// The overrides restored.
+    pub overrides: usize,
+    pub at: Timestamp,
+}
+
+/// The size at which the embedded store rotates `audit.jsonl` (16 MiB: about 50,000
+/// entries; with the nine rotated files kept, 160 MiB of history at most).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Store configuration. Durations are strings such as `2s` or `500ms`.
 #[derive(Clone, Debug, Deserialize)]
@@ -219,6 +305,9 @@ pub struct StoreConfig {
     /// How often expired overrides are pruned (and audited as `expire`).
     #[serde(with = "duration_str")]
     pub expiry_sweep_interval: Duration,
+    /// Embedded store: `audit.jsonl` is rotated to `audit.jsonl.1` (and so on, keeping
+    /// nine) before it would grow past this many bytes.
+    pub audit_max_bytes: u64,
     /// Redis settings; `None` selects the embedded store.
     pub redis: Option<RedisConfig>,
 }
@@ -228,6 +317,7 @@ impl Default for StoreConfig {
         StoreConfig {
             state_dir: PathBuf::from("state"),
             expiry_sweep_interval: Duration::from_secs(1),
+            audit_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
             redis: None,
         }
     }
@@ -349,8 +439,12 @@ impl OverrideStore {
     pub async fn open(config: &StoreConfig) -> Result<OverrideStore, StoreError> {
         match &config.redis {
             None => {
-                let s =
-                    EmbeddedStore::open(&config.state_dir, config.expiry_sweep_interval).await?;
+                let s = EmbeddedStore::open(
+                    &config.state_dir,
+                    config.expiry_sweep_interval,
+                    config.audit_max_bytes,
+                )
+                .await?;
                 Ok(OverrideStore {
                     shared: s.shared(),
                     backend: Backend::Embedded(s),
@@ -397,6 +491,21 @@ impl OverrideStore {
         match &self.backend {
             Backend::Embedded(s) => s.clear(j, actor, reason).await,
             Backend::Redis(s) => s.clear(j, actor, reason).await,
+        }
+    }
+
+    /// Lifts every override at once, as one audited change (`adopt_empty`): the
+    /// operator's explicit choice of the empty set after Redis lost its data (instances
+    /// restore their snapshots otherwise). Redis: also replaces keys holding data we
+    /// refused. Returns the new version and the jurisdictions lifted.
+    pub async fn adopt_empty(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(u64, Vec<Jurisdiction>), StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.adopt_empty(actor, reason).await,
+            Backend::Redis(s) => s.adopt_empty(actor, reason).await,
         }
     }
 
@@ -458,6 +567,10 @@ impl OverrideStore {
                 h.synced_at.map(|t| t.elapsed())
             },
             last_error: h.last_error.clone(),
+            refused: h.refused.clone(),
+            refusals: h.refusals,
+            restores: h.restores,
+            last_restore: h.last_restore,
         }
     }
 }
@@ -475,6 +588,10 @@ struct Health {
     persisted_version: u64,
     synced_at: Option<Instant>,
     last_error: Option<String>,
+    refused: Option<String>,
+    refusals: u64,
+    restores: u64,
+    last_restore: Option<Restore>,
 }
 
 impl Shared {
@@ -505,6 +622,19 @@ impl Shared {
         h.connected = true;
         h.synced_at = Some(Instant::now());
         h.last_error = None;
+        h.refused = None;
+    }
+
+    fn refused(&self, e: &StoreError) {
+        let mut h = self.health();
+        h.refused = Some(error_chain(e));
+        h.refusals += 1;
+    }
+
+    fn restored(&self, r: Restore) {
+        let mut h = self.health();
+        h.restores += 1;
+        h.last_restore = Some(r);
     }
 
     fn failed(&self, e: &StoreError) {

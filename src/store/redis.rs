@@ -7,10 +7,32 @@
 //! Keys, with `P` the configured prefix:
 //! - `P:overrides` hash: field = jurisdiction code, value = the override's JSON
 //! - `P:version` counter: bumped by every change
-//! - `P:epoch` a random id naming this Redis data set; a new one means the data was lost
-//!   or replaced, so versions start over and instances adopt the new snapshot
+//! - `P:epoch` a random id naming this data set's lineage, set by its first write and kept
+//!   by restores
 //! - `P:audit` stream: one entry per change, field `entry` = the audit JSON
-//! - `P:changes` channel: `{"epoch","version","jurisdiction","override"|null}`
+//! - `P:changes` channel: `{"epoch","version","jurisdiction","override"|null}`, or
+//!   `{"epoch","version","reset":true}` after a restore or an adopt-empty
+//!
+//! **Losing Redis's data never lifts a kill switch.** Every full load compares Redis's
+//! data set with this instance's snapshot (persisted, so across restarts too). Redis is
+//! *behind* us when it has no data set (no epoch: a restart without persistence, a
+//! `FLUSHALL`, an empty replica) or a lower version than ours (a lagging replica
+//! promoted, an old backup, a data set an instance without a snapshot started). Then we
+//! keep serving our snapshot and restore it into Redis with one script that writes only
+//! if Redis still holds exactly what we read (epoch and version, compare-and-set): our
+//! overrides, our epoch and our version, a `restore` audit entry and a reset notice.
+//! Versions count the changes of one lineage and a restore keeps them, so "freshest" is
+//! "highest version", Redis's own order of changes, never an instance's clock. When
+//! several instances restore at once the first write wins; each one that loses re-reads,
+//! and restores again only if its version is still higher. Each restore raises Redis's
+//! version, so they converge on the freshest snapshot among them and cannot fight; the
+//! others adopt it (a higher version is adopted, as always). A writer passes its epoch
+//! and version to the write script, which refuses (503, restore first) to write onto a
+//! data set behind the writer. Taking an empty set instead is an operator act
+//! (`adopt_empty`, audited). Data we cannot read (a foreign type in our keys, an
+//! unparsable value or version) is refused whole, never adopted and never overwritten by
+//! a restore: the last snapshot stays, counted and logged, until it is readable again or
+//! an operator adopts the empty set.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +47,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{oneshot, watch};
 
 use super::file::{self, SnapshotFile, REDIS_SNAPSHOT};
-use super::{error_chain, AbortOnDrop, AuditEntry, Cleared, RedisConfig, Shared, StoreError};
+use super::{
+    error_chain, AbortOnDrop, AuditAction, AuditEntry, Cleared, RedisConfig, Restore, Shared,
+    StoreError, EXPIRY_ACTOR,
+};
 use crate::location::Jurisdiction;
 use crate::overrides::Override;
 
@@ -36,10 +61,18 @@ use crate::overrides::Override;
 ///
 /// KEYS: overrides, version, audit, epoch. ARGV: op, field, value (set) or expected value
 /// (expire), expiry in ms since the epoch (expire), audit JSON without `version`,
-/// stream max length, channel, epoch to create if none, field as a JSON string.
-/// Returns `{version, epoch}`, or `{0, ""}` when nothing changed.
+/// stream max length, channel, epoch to create if none, field as a JSON string, the
+/// writer's epoch (empty if none) and version.
+/// Returns `{version, epoch}`, `{0, ""}` when nothing changed, or `{-1, ""}` when Redis's
+/// data set is behind the writer's (lost or rolled back: restore first, write nothing).
 const WRITE_SCRIPT: &str = r#"
 local op = ARGV[1]
+if ARGV[10] ~= '' then
+  if not redis.call('GET', KEYS[4]) then return {-1, ''} end
+  if (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) < tonumber(ARGV[11]) then
+    return {-1, ''}
+  end
+end
 local cur = redis.call('HGET', KEYS[1], ARGV[2])
 if op == 'set' then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
@@ -70,17 +103,70 @@ redis.call('PUBLISH', ARGV[7], '{"epoch":"' .. epoch .. '","version":' .. v ..
 return {v, epoch}
 "#;
 
-/// The full snapshot, read atomically: `{epoch, version, HGETALL overrides}`.
-/// KEYS: overrides, version, epoch. ARGV: epoch to create if none.
+/// The full snapshot, read atomically: `{"ok", epoch or "", version or "", HGETALL
+/// overrides}`, or `{"foreign", key, type, {}}` when one of our keys holds a type we never
+/// write. Creates nothing. KEYS: overrides, version, epoch, audit.
 const LOAD_SCRIPT: &str = r#"
-local epoch = redis.call('GET', KEYS[3])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[3], epoch)
+local want = {'hash', 'string', 'string', 'stream'}
+for i = 1, 4 do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want[i] then return {'foreign', KEYS[i], t, {}} end
 end
-local v = redis.call('GET', KEYS[2]) or '0'
-return {epoch, v, redis.call('HGETALL', KEYS[1])}
+local epoch = redis.call('GET', KEYS[3]) or ''
+local v = redis.call('GET', KEYS[2]) or ''
+return {'ok', epoch, v, redis.call('HGETALL', KEYS[1])}
 "#;
+
+/// Restores a snapshot, only if Redis still holds the epoch and version we read (empty
+/// strings: absent). KEYS: overrides, version, epoch, audit. ARGV: expected epoch,
+/// expected version, our epoch, our version, audit JSON, stream max length, channel,
+/// notice, then field and value pairs. Returns 1 when restored, 0 when Redis changed.
+const RESTORE_SCRIPT: &str = r#"
+local e = redis.call('GET', KEYS[3]) or ''
+local v = redis.call('GET', KEYS[2]) or ''
+if e ~= ARGV[1] or v ~= ARGV[2] then return 0 end
+local ta = redis.call('TYPE', KEYS[4])['ok']
+if ta ~= 'none' and ta ~= 'stream' then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 9, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'entry', ARGV[5])
+redis.call('PUBLISH', ARGV[7], ARGV[8])
+return 1
+"#;
+
+/// Replaces whatever our keys hold (foreign types too) by an empty data set, one version
+/// above both Redis's and the caller's, keeping a readable epoch. The operator's explicit
+/// "take the empty state". KEYS: overrides, version, epoch, audit. ARGV: caller's version,
+/// epoch to use if none, audit JSON without `version`, stream max length, channel.
+/// Returns `{version, epoch}`.
+const ADOPT_EMPTY_SCRIPT: &str = r#"
+local function t(k) return redis.call('TYPE', k)['ok'] end
+local v = 0
+if t(KEYS[2]) == 'string' then v = tonumber(redis.call('GET', KEYS[2])) or 0 end
+if tonumber(ARGV[1]) > v then v = tonumber(ARGV[1]) end
+v = v + 1
+local epoch = nil
+if t(KEYS[3]) == 'string' then epoch = redis.call('GET', KEYS[3]) end
+if not epoch or #epoch > 64 or not string.match(epoch, '^[%w_-]+$') then epoch = ARGV[2] end
+local ta = t(KEYS[4])
+if ta ~= 'none' and ta ~= 'stream' then redis.call('DEL', KEYS[4]) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('SET', KEYS[2], string.format('%d', v))
+redis.call('SET', KEYS[3], epoch)
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*',
+  'entry', '{"version":' .. string.format('%d', v) .. ',' .. string.sub(ARGV[3], 2))
+redis.call('PUBLISH', ARGV[5], '{"epoch":"' .. epoch .. '","version":' ..
+  string.format('%d', v) .. ',"reset":true}')
+return {v, epoch}
+"#;
+
+/// How many times one load may lose the restore race before it leaves the rest to the
+/// next reconcile (each loss means another instance raised Redis's version).
+const RESTORE_ATTEMPTS: usize = 5;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -125,6 +211,10 @@ struct Inner {
     new_epoch: String,
     write_script: redis::Script,
     load_script: redis::Script,
+    restore_script: redis::Script,
+    adopt_script: redis::Script,
+    /// Asks the sync loop for a full load now (a write found Redis behind us).
+    reload_now: tokio::sync::Notify,
 }
 
 /// This instance's copy of the Redis state.
@@ -154,9 +244,32 @@ enum Apply {
 struct Announcement<'a> {
     epoch: String,
     version: u64,
-    jurisdiction: Jurisdiction,
-    #[serde(rename = "override", borrow)]
+    /// Absent on a reset notice (a restore or an adopt-empty), which means "reload".
+    #[serde(default)]
+    jurisdiction: Option<Jurisdiction>,
+    #[serde(rename = "override", borrow, default)]
     value: Option<&'a RawValue>,
+}
+
+/// Redis's data set as one load read it.
+struct Remote {
+    /// `None`: no data set (never written, or lost).
+    epoch: Option<String>,
+    /// The version counter exactly as read (empty when absent), for the restore's
+    /// compare-and-set.
+    version_raw: String,
+    version: u64,
+    overrides: BTreeMap<Jurisdiction, Entry>,
+}
+
+/// What a load does with Redis's data set.
+enum Verdict {
+    /// Adopt Redis's (newer, equal, or another lineage at least as far along).
+    Adopt,
+    /// Nothing to do: our own write landed while we read; its notice follows.
+    Keep,
+    /// Redis is behind us: put our snapshot back.
+    Restore,
 }
 
 impl RedisStore {
@@ -226,6 +339,9 @@ impl RedisStore {
             new_epoch: new_epoch(),
             write_script: redis::Script::new(WRITE_SCRIPT),
             load_script: redis::Script::new(LOAD_SCRIPT),
+            restore_script: redis::Script::new(RESTORE_SCRIPT),
+            adopt_script: redis::Script::new(ADOPT_EMPTY_SCRIPT),
+            reload_now: tokio::sync::Notify::new(),
             cfg,
         });
         let (first_tx, first_rx) = oneshot::channel();
@@ -282,6 +398,58 @@ impl RedisStore {
             .after_write(&epoch, version, j.clone(), None)
             .await;
         Ok(Cleared::Removed { version })
+    }
+
+    pub async fn adopt_empty(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(u64, Vec<Jurisdiction>), StoreError> {
+        let (lifted, ours) = {
+            let l = self.inner.local();
+            (l.overrides.keys().cloned().collect::<Vec<_>>(), l.version)
+        };
+        let entry = AuditEntry::whole_set(
+            0,
+            Timestamp::now(),
+            AuditAction::AdoptEmpty,
+            actor,
+            reason,
+            lifted.clone(),
+        );
+        let body = entry_without_version(&entry)?;
+        let mut inv = self.inner.adopt_script.prepare_invoke();
+        inv.key(&self.inner.keys.overrides)
+            .key(&self.inner.keys.version)
+            .key(&self.inner.keys.epoch)
+            .key(&self.inner.keys.audit)
+            .arg(ours)
+            .arg(&self.inner.new_epoch)
+            .arg(&body)
+            .arg(self.inner.cfg.audit_max_len)
+            .arg(&self.inner.keys.channel);
+        let mut conn = self.inner.conn.clone();
+        let (version, epoch): (u64, String) =
+            self.inner.bounded(inv.invoke_async(&mut conn)).await?;
+        {
+            let mut local = self.inner.local();
+            if local.version < version || local.epoch.as_deref() != Some(epoch.as_str()) {
+                *local = Local {
+                    epoch: Some(epoch),
+                    version,
+                    overrides: BTreeMap::new(),
+                };
+                self.inner.publish(&local);
+            }
+        }
+        self.inner.shared.synced();
+        tracing::warn!(
+            actor = %actor,
+            version,
+            lifted = lifted.len(),
+            "every override lifted: the empty set was adopted by an operator"
+        );
+        Ok((version, lifted))
     }
 
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -344,13 +512,11 @@ impl Inner {
         expires_ms: i64,
         entry: &AuditEntry,
     ) -> Result<(u64, String), StoreError> {
-        // The script puts the version it assigns in front of the rest of the entry.
-        let mut body =
-            serde_json::to_value(entry).map_err(|source| StoreError::Encode { source })?;
-        if let Some(m) = body.as_object_mut() {
-            m.remove("version");
-        }
-        let body = body.to_string();
+        let body = entry_without_version(entry)?;
+        let (our_epoch, our_version) = {
+            let l = self.local();
+            (l.epoch.clone().unwrap_or_default(), l.version)
+        };
         let code = j.to_string();
         let code_json =
             serde_json::to_string(&code).map_err(|source| StoreError::Encode { source })?;
@@ -367,10 +533,22 @@ impl Inner {
             .arg(self.cfg.audit_max_len)
             .arg(&self.keys.channel)
             .arg(&self.new_epoch)
-            .arg(&code_json);
+            .arg(&code_json)
+            .arg(&our_epoch)
+            .arg(our_version);
         let mut conn = self.conn.clone();
-        self.bounded(inv.invoke_async::<(u64, String)>(&mut conn))
-            .await
+        let (version, epoch) = self
+            .bounded(inv.invoke_async::<(i64, String)>(&mut conn))
+            .await?;
+        if version < 0 {
+            tracing::warn!(
+                local = our_version,
+                "redis is behind this instance (it lost data); write refused, restoring"
+            );
+            self.reload_now.notify_one();
+            return Err(StoreError::Behind);
+        }
+        Ok((version as u64, epoch))
     }
 
     /// Applies our own write at once when it is the next version, so the writer reads
@@ -416,79 +594,204 @@ impl Inner {
         self.version_tx.send_replace(local.version);
     }
 
-    /// Reads the full snapshot and adopts it.
+    /// Reads Redis's data set, and adopts it, or restores ours into it when it is
+    /// behind (see the module doc). Refuses data it cannot read: the error says why and
+    /// the last snapshot stays.
     async fn reload(&self) -> Result<(), StoreError> {
-        let before = self.local().version;
+        for _ in 0..RESTORE_ATTEMPTS {
+            let before = self.local().version;
+            let remote = match self.read_remote().await {
+                Ok(r) => r,
+                Err(e) if e.is_refusal() => {
+                    self.shared.refused(&e);
+                    tracing::error!(
+                        error = %error_chain(&e),
+                        local_version = before,
+                        "refusing redis's data (not ours, or unreadable); serving the last snapshot"
+                    );
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            let restore = {
+                let mut local = self.local();
+                match verdict(&local, &remote, before) {
+                    Verdict::Keep => return Ok(()),
+                    Verdict::Adopt => {
+                        self.adopt(&mut local, remote);
+                        return Ok(());
+                    }
+                    Verdict::Restore => local.clone(),
+                }
+            };
+            if self.restore(&remote, &restore).await? {
+                return Ok(());
+            }
+            tracing::info!(
+                "redis changed while restoring (another instance restored first); reading it again"
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes Redis's data set ours.
+    fn adopt(&self, local: &mut Local, remote: Remote) {
+        let same_epoch = local.epoch.is_some() && local.epoch == remote.epoch;
+        if local.epoch.is_some() && !same_epoch {
+            tracing::warn!(
+                local_version = local.version,
+                local_overrides = local.overrides.len(),
+                redis_version = remote.version,
+                redis_overrides = remote.overrides.len(),
+                "redis holds another data set at least as far along as ours; adopting it"
+            );
+        }
+        if same_epoch && remote.version == local.version && remote.overrides == local.overrides {
+            return;
+        }
+        *local = Local {
+            epoch: remote.epoch,
+            version: remote.version,
+            overrides: remote.overrides,
+        };
+        self.publish(local);
+        tracing::debug!(
+            version = local.version,
+            overrides = local.overrides.len(),
+            "redis snapshot loaded"
+        );
+    }
+
+    /// Reads the data set in one script and checks all of it.
+    async fn read_remote(&self) -> Result<Remote, StoreError> {
         let mut inv = self.load_script.prepare_invoke();
         inv.key(&self.keys.overrides)
             .key(&self.keys.version)
             .key(&self.keys.epoch)
-            .arg(&self.new_epoch);
+            .key(&self.keys.audit);
         let mut conn = self.conn.clone();
-        let (epoch, version, flat): (String, String, Vec<String>) =
-            self.bounded(inv.invoke_async(&mut conn)).await?;
-        let version: u64 = version
-            .parse()
-            .map_err(|_| StoreError::BadVersion { value: version })?;
+        let (status, a, b, flat): (String, Vec<u8>, Vec<u8>, Vec<Vec<u8>>) =
+            match self.bounded(inv.invoke_async(&mut conn)).await {
+                Err(StoreError::Redis { source })
+                    if matches!(
+                        source.kind(),
+                        redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
+                    ) =>
+                {
+                    tracing::debug!(error = %source, "unexpected answer to the load script");
+                    return Err(StoreError::Garbage {
+                        what: "answer to the load script",
+                    });
+                }
+                other => other?,
+            };
+        let text =
+            |v: Vec<u8>, what| String::from_utf8(v).map_err(|_| StoreError::Garbage { what });
+        if status == "foreign" {
+            return Err(StoreError::Foreign {
+                key: text(a, "key name")?,
+                found: text(b, "key type")?,
+            });
+        }
+        let epoch = text(a, "epoch")?;
+        if epoch.len() > 64
+            || !epoch
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(StoreError::Garbage { what: "epoch" });
+        }
+        let version_raw = text(b, "version counter")?;
+        let version = if version_raw.is_empty() {
+            0
+        } else {
+            version_raw.parse().map_err(|_| StoreError::BadVersion {
+                value: version_raw.clone(),
+            })?
+        };
         let mut overrides = BTreeMap::new();
-        for kv in flat.chunks_exact(2) {
-            let (field, raw) = (&kv[0], &kv[1]);
-            match serde_json::from_str::<Override>(raw) {
-                Ok(o) if o.jurisdiction.to_string() == *field => {
-                    overrides.insert(
-                        o.jurisdiction.clone(),
-                        Entry {
-                            o,
-                            raw: raw.clone(),
-                        },
-                    );
-                }
-                Ok(o) => {
-                    tracing::error!(field = %field, jurisdiction = %o.jurisdiction, "skipping an override stored under another jurisdiction")
-                }
-                Err(e) => {
-                    tracing::error!(field = %field, error = %e, "skipping an unreadable override in redis")
-                }
+        let mut it = flat.into_iter();
+        while let (Some(field), Some(raw)) = (it.next(), it.next()) {
+            let field = text(field, "override field")?;
+            let raw = text(raw, "override")?;
+            let o =
+                serde_json::from_str::<Override>(&raw).map_err(|source| StoreError::Decode {
+                    what: "override",
+                    source,
+                })?;
+            if o.jurisdiction.to_string() != field {
+                return Err(StoreError::Misfiled {
+                    field,
+                    jurisdiction: o.jurisdiction,
+                });
             }
+            overrides.insert(o.jurisdiction.clone(), Entry { o, raw });
         }
-
-        let mut local = self.local();
-        let same_epoch = local.epoch.as_deref() == Some(epoch.as_str());
-        if same_epoch && version < local.version {
-            if local.version > before {
-                // Our own write was applied while we read; its announcement follows.
-                return Ok(());
-            }
-            tracing::warn!(
-                local = local.version,
-                redis = version,
-                "redis version went backwards (restored from a backup?); adopting its snapshot"
-            );
-        }
-        if !same_epoch && local.epoch.is_some() {
-            tracing::warn!(
-                local_version = local.version,
-                local_overrides = local.overrides.len(),
-                redis_version = version,
-                redis_overrides = overrides.len(),
-                "redis holds another data set (its data was lost or replaced); adopting its snapshot"
-            );
-        }
-        if same_epoch && version == local.version && overrides == local.overrides {
-            return Ok(());
-        }
-        *local = Local {
-            epoch: Some(epoch),
+        Ok(Remote {
+            epoch: (!epoch.is_empty()).then_some(epoch),
+            version_raw,
             version,
             overrides,
+        })
+    }
+
+    /// Puts `ours` back into Redis if Redis still holds what `remote` read. Returns
+    /// whether it did.
+    async fn restore(&self, remote: &Remote, ours: &Local) -> Result<bool, StoreError> {
+        let Some(epoch) = &ours.epoch else {
+            return Ok(true);
         };
-        self.publish(&local);
-        tracing::debug!(
-            version,
-            overrides = local.overrides.len(),
-            "redis snapshot loaded"
+        let lost = match &remote.epoch {
+            None => "redis has no data set (restarted without persistence, flushed, or an empty replica)".to_string(),
+            Some(e) if e == epoch => format!("redis went back from version {} to {} (a lagging replica promoted, or an old backup)", ours.version, remote.version),
+            Some(_) => format!("redis holds another data set at version {}, behind ours", remote.version),
+        };
+        let jurisdictions: Vec<Jurisdiction> = ours.overrides.keys().cloned().collect();
+        let entry = AuditEntry::whole_set(
+            ours.version,
+            Timestamp::now(),
+            AuditAction::Restore,
+            EXPIRY_ACTOR,
+            &format!("restored from an instance's snapshot: {lost}"),
+            jurisdictions,
         );
-        Ok(())
+        let entry =
+            serde_json::to_string(&entry).map_err(|source| StoreError::Encode { source })?;
+        let notice = serde_json::json!({"epoch": epoch, "version": ours.version, "reset": true});
+        let mut inv = self.restore_script.prepare_invoke();
+        inv.key(&self.keys.overrides)
+            .key(&self.keys.version)
+            .key(&self.keys.epoch)
+            .key(&self.keys.audit)
+            .arg(remote.epoch.as_deref().unwrap_or(""))
+            .arg(&remote.version_raw)
+            .arg(epoch)
+            .arg(ours.version)
+            .arg(&entry)
+            .arg(self.cfg.audit_max_len)
+            .arg(&self.keys.channel)
+            .arg(notice.to_string());
+        for (j, e) in &ours.overrides {
+            inv.arg(j.to_string()).arg(&e.raw);
+        }
+        let mut conn = self.conn.clone();
+        let done: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
+        if done != 1 {
+            return Ok(false);
+        }
+        self.shared.restored(Restore {
+            version: ours.version,
+            overrides: ours.overrides.len(),
+            at: Timestamp::now(),
+        });
+        tracing::warn!(
+            version = ours.version,
+            overrides = ours.overrides.len(),
+            redis_version = remote.version,
+            why = %lost,
+            "redis had lost overrides this instance holds; restored them from its snapshot"
+        );
+        Ok(true)
     }
 
     /// Handles one message of the channel.
@@ -518,7 +821,14 @@ impl Inner {
                 Ok((a.epoch, a.version, a.jurisdiction, e))
             });
         match parsed {
-            Ok((epoch, version, j, e)) => match self.apply(&epoch, version, j, e) {
+            Ok((_, version, None, _)) => {
+                tracing::debug!(
+                    version,
+                    "redis data set reset (restore or adopt-empty); reloading"
+                );
+                self.reload().await
+            }
+            Ok((epoch, version, Some(j), e)) => match self.apply(&epoch, version, j, e) {
                 Apply::Applied | Apply::Stale => Ok(()),
                 Apply::Gap => {
                     tracing::debug!(
@@ -578,7 +888,9 @@ impl Inner {
             let e = self.session(&mut first).await;
             let synced = self.shared.health().connected;
             self.shared.failed(&e);
-            if synced {
+            if e.is_refusal() {
+                // Logged where it was refused; retried at the backoff's pace.
+            } else if synced {
                 backoff = MIN_BACKOFF;
                 tracing::warn!(error = %error_chain(&e), "lost redis; serving the last snapshot and reconnecting");
             } else {
@@ -634,6 +946,7 @@ impl Inner {
                     }
                 }
                 _ = sweep.tick() => self.sweep_expired().await,
+                _ = self.reload_now.notified() => self.reload().await.map(|()| true),
             };
             match step {
                 Ok(true) => self.shared.synced(),
@@ -682,4 +995,35 @@ fn new_epoch() -> String {
     let local = 0u8;
     let seed = format!("{now}:{}:{:p}", std::process::id(), &local);
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
+}
+
+/// What a load does with `remote`, given our `local` copy (`before`: our version when the
+/// load started). Redis is behind us, and restored from our snapshot, when it has no data
+/// set or a lower version (same lineage or not) while we have one; a higher or equal
+/// version is adopted, so concurrent restorers converge on the highest version.
+fn verdict(local: &Local, remote: &Remote, before: u64) -> Verdict {
+    if local.epoch.is_none() {
+        return Verdict::Adopt;
+    }
+    if remote.epoch.is_none() {
+        return Verdict::Restore;
+    }
+    if remote.version < local.version {
+        if remote.epoch == local.epoch && local.version > before {
+            // Our own write was applied while we read; its announcement follows.
+            return Verdict::Keep;
+        }
+        return Verdict::Restore;
+    }
+    Verdict::Adopt
+}
+
+/// The audit JSON without `version`, for the scripts that put the version they assign in
+/// front of the rest of the entry.
+fn entry_without_version(entry: &AuditEntry) -> Result<String, StoreError> {
+    let mut body = serde_json::to_value(entry).map_err(|source| StoreError::Encode { source })?;
+    if let Some(m) = body.as_object_mut() {
+        m.remove("version");
+    }
+    Ok(body.to_string())
 }

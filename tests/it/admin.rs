@@ -493,3 +493,87 @@ fn the_override_command_drives_the_admin_api() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!text(&o).contains("wrong-token"), "{}", text(&o));
 }
+
+#[test]
+fn after_redis_loses_its_data_readyz_says_restored_and_only_an_operator_empties_the_set() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let s = TestServer::start_with_clock(Clock::System, move |c| c.redis = Some(Secret::new(url)));
+    let set = s.admin(
+        "PUT",
+        "/admin/v1/overrides/FR",
+        Some(json!({"status": "withdrawn", "reason": "kill switch"})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+
+    let c = redis::Client::open(redis.url()).unwrap();
+    let mut conn = c.get_connection().unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    // A write onto the emptied Redis is refused and makes the instance restore at once
+    // (no waiting for the periodic reconcile).
+    let de = s.admin(
+        "PUT",
+        "/admin/v1/overrides/DE",
+        Some(json!({"status": "withdrawn", "reason": "x"})),
+    );
+    assert_eq!(de.status, 503, "{}", de.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let r = get(&s.url("/readyz"), &[]);
+        if r.body.contains("restored:") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never restored: {}", r.body);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready.body.contains("1 overrides at version 1"),
+        "{}",
+        ready.body
+    );
+    assert_eq!(decision(&s, "FR")["status"], "withdrawn");
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg("marketgate:overrides")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(fields, ["FR"]);
+    let metrics = get(&s.url("/metrics"), &[]).body;
+    assert!(
+        metrics.contains("marketgate_override_store_restored_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("marketgate_override_store_refusing 0"));
+
+    // Taking the empty set is explicit: a reason is required, the token too.
+    let none = s.admin("POST", "/admin/v1/store/adopt-empty", Some(json!({})));
+    assert_eq!(none.status, 400, "{}", none.body);
+    let anon = agent()
+        .post(&s.admin_url("/admin/v1/store/adopt-empty"))
+        .send_json(json!({"reason": "x"}))
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let admin = format!("http://{}", s.admin.unwrap());
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_marketgate"))
+        .args([
+            "override",
+            "adopt-empty",
+            "--reason",
+            "redis reset on purpose",
+        ])
+        .args(["--admin-url", &admin])
+        .env("MARKETGATE_ADMIN_TOKEN", crate::server::TOKEN)
+        .env("USER", "carol")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("lifted: FR"), "{text}");
+    assert_eq!(decision(&s, "FR")["status"], "served");
+    let audit = s.admin("GET", "/admin/v1/audit?limit=3", None).json();
+    let e = &audit["entries"][0];
+    assert_eq!(e["action"], "adopt_empty", "{audit}");
+    assert_eq!(e["actor"], "carol");
+    assert_eq!(e["jurisdictions"], json!(["FR"]));
+    assert_eq!(audit["entries"][1]["action"], "restore", "{audit}");
+}

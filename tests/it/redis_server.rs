@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     durable: bool,
+    /// `--replicaof 127.0.0.1 PORT`.
+    primary: Option<u16>,
 }
 
 impl RedisServer {
@@ -28,12 +30,26 @@ impl RedisServer {
         Self::spawn(true)
     }
 
+    /// A replica of the server on `primary`, without persistence.
+    pub fn replica_of(primary: u16) -> RedisServer {
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            durable: false,
+            primary: Some(primary),
+        };
+        s.restart();
+        s
+    }
+
     fn spawn(durable: bool) -> RedisServer {
         let mut s = RedisServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             durable,
+            primary: None,
         };
         s.restart();
         s
@@ -64,6 +80,9 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--daemonize", "no", "--logfile", ""]);
+        if let Some(p) = self.primary {
+            cmd.args(["--replicaof", "127.0.0.1", &p.to_string()]);
+        }
         if self.durable {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -122,6 +141,7 @@ fn ping(port: u16) -> bool {
 /// refused) and healed, to partition one instance from Redis while others still reach it.
 pub struct Proxy {
     port: u16,
+    target: Arc<AtomicU16>,
     open: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
@@ -134,14 +154,16 @@ impl Proxy {
             .expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicBool::new(true));
+        let target = Arc::new(AtomicU16::new(target));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let task = tokio::spawn({
-            let (open, conns) = (open.clone(), conns.clone());
+            let (open, conns, target) = (open.clone(), conns.clone(), target.clone());
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if !open.load(Ordering::SeqCst) {
                         continue; // dropped: refused
                     }
+                    let target = target.load(Ordering::SeqCst);
                     let conn = tokio::spawn(async move {
                         if let Ok(mut outbound) =
                             tokio::net::TcpStream::connect(("127.0.0.1", target)).await
@@ -156,6 +178,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            target,
             open,
             conns,
             task,
@@ -168,6 +191,15 @@ impl Proxy {
 
     pub fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// A failover: drops every connection and sends new ones to `port` (as a virtual IP
+    /// or a DNS name moving to the promoted replica would).
+    pub fn retarget(&self, port: u16) {
+        self.target.store(port, Ordering::SeqCst);
         for c in self.conns.lock().unwrap().drain(..) {
             c.abort();
         }

@@ -90,7 +90,8 @@ impl TestServer {
         let a = agent();
         answer(match (method, body) {
             ("GET", _) => a.get(&url).header("Authorization", &auth).call(),
-            ("POST", _) => a.post(&url).header("Authorization", &auth).send_empty(),
+            ("POST", Some(b)) => a.post(&url).header("Authorization", &auth).send_json(b),
+            ("POST", None) => a.post(&url).header("Authorization", &auth).send_empty(),
             ("PUT", Some(b)) => a.put(&url).header("Authorization", &auth).send_json(b),
             ("PUT", None) => a.put(&url).header("Authorization", &auth).send_empty(),
             ("DELETE", Some(b)) => a
@@ -542,6 +543,7 @@ fn health_metrics_and_openapi() {
         "/admin/v1/reload",
         "/admin/v1/overrides",
         "/admin/v1/overrides/{jurisdiction}",
+        "/admin/v1/store/adopt-empty",
         "/admin/v1/audit",
         "/admin/v1/rules",
         "/admin/v1/openapi.json",

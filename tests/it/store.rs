@@ -43,6 +43,7 @@ fn embedded(dir: &Path) -> StoreConfig {
         state_dir: dir.to_path_buf(),
         expiry_sweep_interval: Duration::from_millis(20),
         redis: None,
+        ..StoreConfig::default()
     }
 }
 
@@ -57,6 +58,7 @@ fn on_redis(url: &str, dir: &Path) -> StoreConfig {
             reconnect_backoff_max: Duration::from_millis(200),
             ..RedisConfig::new(url)
         }),
+        ..StoreConfig::default()
     }
 }
 
@@ -194,6 +196,106 @@ async fn embedded_store_refuses_a_corrupt_state_file() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("overrides.json"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_embedded_store_on_the_same_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = OverrideStore::open(&embedded(dir.path())).await.unwrap();
+    a.put(withdraw("FR", "law 123")).await.unwrap();
+    let e = OverrideStore::open(&embedded(dir.path()))
+        .await
+        .err()
+        .expect("the directory is locked");
+    let msg = e.to_string();
+    assert!(msg.contains("in use by another marketgate"), "{msg}");
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    // The first one is untouched and still writes.
+    a.put(withdraw("DE", "x")).await.unwrap();
+    drop(a);
+    let b = OverrideStore::open(&embedded(dir.path())).await.unwrap();
+    assert_eq!(b.version(), 2);
+}
+
+#[test]
+fn the_state_directory_lock_is_released_when_the_process_dies() {
+    // Another process holds the lock (flock(1), as a killed marketgate would have),
+    // then dies by SIGKILL: the OS releases the lock and a store opens.
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("marketgate.lock");
+    std::fs::write(&lock, "").unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .args(["--exclusive", "--no-fork"])
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rt.block_on(OverrideStore::open(&embedded(dir.path()))) {
+            Err(e) => {
+                assert!(e.to_string().contains("in use"), "{e}");
+                break;
+            }
+            Ok(s) => {
+                // flock(1) has not taken it yet.
+                drop(s);
+                assert!(Instant::now() < deadline, "flock never took the lock");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // `--no-fork`: `sleep` replaced flock and is the only holder.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let s = loop {
+        match rt.block_on(OverrideStore::open(&embedded(dir.path()))) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "lock never released: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert_eq!(s.backend(), "embedded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_audit_rotates_and_is_read_across_rotated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        audit_max_bytes: 2_000,
+        ..embedded(dir.path())
+    };
+    {
+        let s = OverrideStore::open(&cfg).await.unwrap();
+        for i in 0..30 {
+            s.put(withdraw(
+                ["FR", "DE", "IT"][i % 3],
+                &format!("change {i:02}"),
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let s = OverrideStore::open(&cfg).await.unwrap();
+    assert!(dir.path().join("audit.jsonl.1").exists());
+    assert!(dir.path().join("audit.jsonl.2").exists());
+    assert!(
+        std::fs::metadata(dir.path().join("audit.jsonl"))
+            .unwrap()
+            .len()
+            <= 2_000
+    );
+    let audit = s.audit(25).await.unwrap();
+    let versions: Vec<u64> = audit.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (6..=30).rev().collect::<Vec<_>>());
+    assert_eq!(audit[0].reason, "change 29");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,6 +592,7 @@ async fn redis_and_state_dir_hold_only_the_documented_keys_and_fields() {
         "status",
         "features",
         "expires_at",
+        "jurisdictions",
     ]
     .into();
     for (_, fields) in &rows {
@@ -535,4 +638,330 @@ async fn propagation() {
         pct(0.99),
         samples[samples.len() - 1]
     );
+}
+
+/// A plain connection to a Redis, for the tests' own commands.
+async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Redis's version counter and override fields, as stored.
+async fn redis_state(c: &mut redis::aio::MultiplexedConnection) -> (Option<String>, Vec<String>) {
+    let v: Option<String> = redis::cmd("GET")
+        .arg("marketgate:version")
+        .query_async(c)
+        .await
+        .unwrap();
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
+        .arg("marketgate:overrides")
+        .query_async(c)
+        .await
+        .unwrap();
+    fields.sort();
+    (v, fields)
+}
+
+/// Decisions on every store, all along, until stopped: `code` stays withdrawn.
+fn keep_deciding(
+    stores: Vec<Arc<OverrideStore>>,
+    code: &'static str,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
+    let rules = Arc::new(rules());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for s in &stores {
+                    let got = status_at(&rules, &s.snapshot(), code, Timestamp::now());
+                    assert_eq!(got, Status::Withdrawn, "decision {n}: {code} lifted");
+                    n += 1;
+                }
+            }
+            n
+        }
+    });
+    (stop, handle)
+}
+
+/// The `restore` entries of the shared audit.
+async fn restores(s: &OverrideStore) -> Vec<marketgate::store::AuditEntry> {
+    s.audit(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == AuditAction::Restore)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushall_never_lifts_a_kill_switch_and_one_instance_restores_it() {
+    let redis = RedisServer::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Arc::new(open_redis(&redis.url(), da.path()).await);
+    let b = Arc::new(open_redis(&redis.url(), db.path()).await);
+    a.put(withdraw("FR", "law 123")).await.unwrap();
+    a.put(withdraw("DE", "law 456")).await.unwrap();
+    eventually("B at version 2", || b.version() == 2).await;
+    let (stop, reader) = keep_deciding(vec![a.clone(), b.clone()], "FR");
+
+    let mut c = redis_conn(&redis.url()).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    // Found at the next reconcile (2 s here) of either instance.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (v, fields) = redis_state(&mut c).await;
+        if v.as_deref() == Some("2") {
+            assert_eq!(fields, ["DE", "FR"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never restored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("FR never lifted") > 0);
+    // Exactly one instance restored; the other found Redis at its own version.
+    eventually("both in sync", || a.is_connected() && b.is_connected()).await;
+    assert_eq!(a.status().restores + b.status().restores, 1);
+    let restorer = if a.status().restores == 1 { &a } else { &b };
+    let r = restorer.status().last_restore.unwrap();
+    assert_eq!((r.version, r.overrides), (2, 2));
+    let entries = restores(&a).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].version, 2);
+    assert_eq!(entries[0].jurisdiction, j("*"));
+    assert_eq!(entries[0].jurisdictions, [j("DE"), j("FR")]);
+    assert_eq!(entries[0].actor, EXPIRY_ACTOR);
+    // The lineage goes on: the next write is version 3 and reaches the other instance.
+    assert_eq!(b.put(withdraw("IT", "x")).await.unwrap(), 3);
+    eventually("A sees IT", || has(&a, "IT") && a.version() == 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_without_persistence_gets_the_overrides_back() {
+    let mut redis = RedisServer::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Arc::new(open_redis(&redis.url(), da.path()).await);
+    let b = Arc::new(open_redis(&redis.url(), db.path()).await);
+    a.put(withdraw("FR", "law 123")).await.unwrap();
+    eventually("B sees FR", || has(&b, "FR")).await;
+    let (stop, reader) = keep_deciding(vec![a.clone(), b.clone()], "FR");
+
+    redis.restart();
+    let mut c = redis_conn(&redis.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_state(&mut c).await != (Some("1".into()), vec!["FR".into()]) {
+        assert!(Instant::now() < deadline, "never restored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually("both in sync", || a.is_connected() && b.is_connected()).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("FR never lifted") > 0);
+    assert_eq!(a.status().restores + b.status().restores, 1);
+    assert_eq!(restores(&a).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_promoted_is_brought_forward_not_adopted() {
+    // The primary and a replica; the instances reach Redis through a proxy that a
+    // failover moves to the replica. The replica lags: it is cut from replication
+    // (`REPLICAOF NO ONE`, as a promotion does) after version 2, while the primary goes
+    // on to version 4; then the failover promotes that stale copy.
+    let primary = RedisServer::start();
+    let replica = RedisServer::replica_of(primary.port());
+    let proxy = Proxy::start(primary.port()).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Arc::new(open_redis(&proxy.url(), da.path()).await);
+    let b = Arc::new(open_redis(&proxy.url(), db.path()).await);
+    a.put(withdraw("FR", "law 123")).await.unwrap();
+    a.put(withdraw("DE", "outage")).await.unwrap();
+    let mut r = redis_conn(&replica.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_state(&mut r).await.0.as_deref() != Some("2") {
+        assert!(Instant::now() < deadline, "replica never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    a.put(withdraw("IT", "law 789")).await.unwrap();
+    a.clear(&j("DE"), "bob", "outage over").await.unwrap();
+    eventually("B at version 4", || b.version() == 4).await;
+    assert_eq!(
+        redis_state(&mut r).await,
+        (Some("2".into()), vec!["DE".into(), "FR".into()]),
+        "the replica lags"
+    );
+
+    let (stop, reader) = keep_deciding(vec![a.clone(), b.clone()], "IT");
+    proxy.retarget(replica.port());
+    drop(primary);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_state(&mut r).await != (Some("4".into()), vec!["FR".into(), "IT".into()]) {
+        assert!(
+            Instant::now() < deadline,
+            "the replica was never brought forward"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually("both in sync", || a.is_connected() && b.is_connected()).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("IT never lifted") > 0);
+    for s in [&a, &b] {
+        assert_eq!(s.version(), 4);
+        assert!(
+            has(s, "FR") && has(s, "IT") && !has(s, "DE"),
+            "never went back"
+        );
+    }
+    assert_eq!(a.status().restores + b.status().restores, 1);
+    let entries = restores(&a).await;
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0].reason.contains("went back"),
+        "{}",
+        entries[0].reason
+    );
+    assert_eq!(a.put(withdraw("ES", "x")).await.unwrap(), 5);
+    eventually("B sees ES", || has(&b, "ES")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_freshest_snapshot_wins_whoever_restores_first() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port()).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_redis(&redis.url(), da.path()).await;
+    let b = open_redis(&proxy.url(), db.path()).await;
+    a.put(withdraw("FR", "one")).await.unwrap();
+    eventually("B at version 1", || b.version() == 1).await;
+    // B falls behind: cut off while A goes on to version 3.
+    proxy.cut();
+    eventually("B notices", || !b.is_connected()).await;
+    a.put(withdraw("DE", "two")).await.unwrap();
+    a.put(withdraw("IT", "three")).await.unwrap();
+    eventually("A persisted", || a.status().persisted_version == 3).await;
+    drop(a);
+    // Redis loses everything; the stale instance comes back first and restores its
+    // version 1.
+    let mut c = redis_conn(&redis.url()).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    proxy.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_state(&mut c).await.0.as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "B never restored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.status().restores, 1);
+    // The fresher instance restarts from its state directory: Redis is behind it, so it
+    // restores version 3 over version 1, and B adopts it.
+    let a = open_redis(&redis.url(), da.path()).await;
+    eventually("B adopts the fresher set", || b.version() == 3).await;
+    assert!(has(&b, "FR") && has(&b, "DE") && has(&b, "IT"));
+    assert_eq!(a.status().restores, 1);
+    assert_eq!(b.status().restores, 1, "B did not fight back");
+    assert_eq!(
+        redis_state(&mut c).await,
+        (
+            Some("3".into()),
+            vec!["DE".into(), "FR".into(), "IT".into()]
+        )
+    );
+    let versions: Vec<u64> = restores(&a).await.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [3, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_our_keys_is_refused_and_adopt_empty_is_the_operators_act() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = open_redis(&redis.url(), dir.path()).await;
+    a.put(withdraw("FR", "law 123")).await.unwrap();
+    let mut c = redis_conn(&redis.url()).await;
+
+    // An unparsable value: the whole set is refused, FR stays, nothing is overwritten.
+    let _: () = redis::cmd("HSET")
+        .arg("marketgate:overrides")
+        .arg("DE")
+        .arg("{not json")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    eventually("refused", || a.status().refused.is_some()).await;
+    let st = a.status();
+    assert!(st.refusals >= 1);
+    assert!(!st.connected);
+    assert!(st.refused.unwrap().contains("unreadable override"));
+    assert!(has(&a, "FR") && !has(&a, "DE"));
+    assert_eq!(st.restores, 0, "never written over");
+
+    // A foreign type in our keys: refused too.
+    let _: () = redis::cmd("DEL")
+        .arg("marketgate:overrides")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("marketgate:overrides")
+        .arg("someone else's")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    eventually("refused as foreign", || {
+        a.status()
+            .refused
+            .is_some_and(|r| r.contains("holds a string"))
+    })
+    .await;
+    assert!(has(&a, "FR"));
+    // A version that is not a number.
+    let _: () = redis::cmd("DEL")
+        .arg("marketgate:overrides")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("marketgate:version")
+        .arg("twelve")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    eventually("refused: bad version", || {
+        a.status()
+            .refused
+            .is_some_and(|r| r.contains("version counter"))
+    })
+    .await;
+    assert!(has(&a, "FR"));
+
+    // The operator takes the empty set: one audited change, and the store syncs again.
+    let (v, lifted) = a
+        .adopt_empty("carol", "redis reset on purpose")
+        .await
+        .unwrap();
+    assert_eq!(lifted, [j("FR")]);
+    assert_eq!(v, 2);
+    assert!(!has(&a, "FR"));
+    eventually("in sync", || {
+        a.is_connected() && a.status().refused.is_none()
+    })
+    .await;
+    assert_eq!(redis_state(&mut c).await, (Some("2".into()), vec![]));
+    let audit = a.audit(10).await.unwrap();
+    assert_eq!(audit[0].action, AuditAction::AdoptEmpty);
+    assert_eq!(audit[0].version, 2);
+    assert_eq!(audit[0].actor, "carol");
+    assert_eq!(audit[0].jurisdictions, [j("FR")]);
+    // And it stays empty: nothing is restored over an operator's choice.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(a.status().restores, 0);
+    assert_eq!(a.put(withdraw("IT", "x")).await.unwrap(), 3);
 }
