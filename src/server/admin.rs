@@ -270,8 +270,8 @@ pub async fn delete_override(
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdoptEmptyRequest {
-    /// Why every override is to be lifted; required.
-    #[serde(default)]
+    /// Why every override is to be lifted; required (so not `serde(default)`: the
+    /// document marks it required).
     #[schema(
         min_length = 1,
         max_length = 1000,
