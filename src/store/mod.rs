@@ -8,6 +8,7 @@
 mod embedded;
 mod file;
 mod redis;
+mod redis_conn;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +26,7 @@ use crate::rules::Status;
 
 use self::embedded::EmbeddedStore;
 use self::redis::RedisStore;
+pub use self::redis_conn::{check_redis_url, RedisUrlError};
 
 /// Errors of the override stores.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,10 @@ pub enum StoreError {
         #[source]
         source: ::redis::RedisError,
     },
+    #[error("config key `redis`: {0}")]
+    RedisUrlForm(RedisUrlError),
+    #[error("config key `redis`: cannot find the primary through the sentinels: {problem}")]
+    Sentinel { problem: String },
     #[error("redis is unavailable")]
     Redis {
         #[source]
@@ -237,10 +243,14 @@ impl Default for StoreConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` or `redis+unix:///path`. Never printed.
+    /// `redis://[user:password@]host:port[/db]`, `redis+unix:///path`,
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/primary[/db]` or
+    /// `redis+cluster://[user:password@]host:port[,host:port...]` (see `redis_conn`).
+    /// Never printed.
     pub url: RedisUrl,
-    /// Prefix of every key and of the channel. For Redis Cluster, use a hash tag such as
-    /// `{marketgate}` so that all keys share one slot (the write script needs that).
+    /// Prefix of every key and of the channel. In Redis Cluster a prefix without a hash
+    /// tag is used inside one (`{marketgate}:overrides`), so that every key a script
+    /// touches is in one slot.
     #[serde(default = "RedisConfig::default_prefix")]
     pub prefix: String,
     /// Time allowed to open a connection.
@@ -325,8 +335,11 @@ impl fmt::Debug for RedisUrl {
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The scheme is harmless and helps tell TCP from unix sockets apart.
-        let scheme = self.0.split_once("://").map_or("redis", |(s, _)| s);
+        // The scheme is harmless and tells one server, Sentinel and Cluster apart.
+        let scheme = match self.0.split_once("://") {
+            Some((s, _)) if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') => s,
+            _ => "redis",
+        };
         write!(f, "{scheme}://[redacted]")
     }
 }
