@@ -94,6 +94,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The `redis` setting itself is wrong (a URL the store cannot use, a sentinel set
+    /// that does not answer or know the primary): a configuration error at start.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            StoreError::RedisUrl { .. } | StoreError::RedisUrlForm(_) | StoreError::Sentinel { .. }
+        )
+    }
+
     /// The shared store cannot be reached right now (maps to 503): the write was not made
     /// and may be retried. Decisions are unaffected.
     pub fn is_unavailable(&self) -> bool {
@@ -603,6 +612,10 @@ mod tests {
         let shown = format!("{r:?} {}", r.url);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("db:6379"), "{shown}");
+        assert_eq!(r.url.to_string(), "redis://[redacted]");
+        let r = RedisConfig::new("redis+sentinel://:hunter2@s1,s2/mymaster");
+        assert_eq!(r.url.to_string(), "redis+sentinel://[redacted]");
+        let r = RedisConfig::new("hunter2");
         assert_eq!(r.url.to_string(), "redis://[redacted]");
     }
 

@@ -294,10 +294,30 @@ pub(super) struct SentinelLink {
     primary: String,
     db: i64,
     client: tokio::sync::Mutex<SentinelClient>,
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// One client per sentinel, and its connection once made, to ask which node is the
+    /// primary before each command.
+    sentinel_clients: Vec<Client>,
+    sentinel_conns: tokio::sync::Mutex<Vec<Option<MultiplexedConnection>>>,
+    current: Mutex<Option<Primary>>,
     generation: AtomicU64,
     conn_cfg: AsyncConnectionConfig,
     connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+/// `(host, port)` of a TCP client.
+fn address(client: &Client) -> (String, u16) {
+    match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        _ => (String::new(), 0),
+    }
+}
+
+/// A connection to the primary, and the address the sentinels named for it.
+struct Primary {
+    generation: u64,
+    addr: (String, u16),
+    conn: MultiplexedConnection,
 }
 
 pub(super) struct ClusterLink {
@@ -348,7 +368,14 @@ impl RedisConn {
                     SentinelServerType::Master,
                 )
                 .map_err(url_error)?;
+                let sentinel_clients = sentinels
+                    .iter()
+                    .map(|s| Client::open(s.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(url_error)?;
                 Ok(RedisConn::Sentinel(Arc::new(SentinelLink {
+                    sentinel_conns: tokio::sync::Mutex::new(vec![None; sentinels.len()]),
+                    sentinel_clients,
                     sentinels: sentinels.clone(),
                     primary: primary.clone(),
                     db,
@@ -359,6 +386,7 @@ impl RedisConn {
                         .set_connection_timeout(Some(cfg.connect_timeout))
                         .set_response_timeout(Some(cfg.response_timeout)),
                     connect_timeout: cfg.connect_timeout,
+                    response_timeout: cfg.response_timeout,
                 })))
             }
             RedisTarget::Cluster { nodes } => {
@@ -459,29 +487,92 @@ impl RedisConn {
 }
 
 impl SentinelLink {
-    /// A client for the primary the sentinels name now (checked with `ROLE`).
+    /// A client for the primary the sentinels name now. The crate finds it (`SENTINEL
+    /// MASTERS`, then `ROLE` on the node); while a failover is switching primaries that
+    /// still names the old one, which takes writes the promoted replica never sees, so
+    /// the crate's answer must match `GET-MASTER-ADDR-BY-NAME` (which names the promoted
+    /// replica as soon as the switch starts) or the call fails as unavailable.
     async fn primary_client(&self) -> RedisResult<Client> {
         let ask = async { self.client.lock().await.async_get_client().await };
-        match tokio::time::timeout(self.connect_timeout, ask).await {
-            Ok(r) => r,
-            Err(_) => Err(RedisError::from(std::io::Error::from(
-                std::io::ErrorKind::TimedOut,
+        let client = match tokio::time::timeout(self.connect_timeout, ask).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            }
+        };
+        let addr = address(&client);
+        match self.named_primary().await {
+            Some(named) if named != addr => Err(RedisError::from((
+                ErrorKind::Server(ServerErrorKind::MasterDown),
+                "the sentinels are switching to another primary",
             ))),
+            _ => Ok(client),
         }
     }
 
-    /// The current primary connection, or a new one.
+    /// The address the first sentinel that answers names as the primary; `None` when
+    /// none answers in time (then the connection in hand is used as it is).
+    async fn named_primary(&self) -> Option<(String, u16)> {
+        let mut conns = self.sentinel_conns.lock().await;
+        for (client, slot) in self.sentinel_clients.iter().zip(conns.iter_mut()) {
+            let ask = async {
+                if slot.is_none() {
+                    *slot = Some(
+                        client
+                            .get_multiplexed_async_connection_with_config(&self.conn_cfg)
+                            .await?,
+                    );
+                }
+                let Some(c) = slot.as_mut() else {
+                    unreachable!("set above")
+                };
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&self.primary)
+                    .query_async::<Option<(String, u16)>>(c)
+                    .await
+            };
+            match tokio::time::timeout(self.connect_timeout + self.response_timeout, ask).await {
+                Ok(Ok(Some(addr))) => return Some(addr),
+                Ok(Ok(None)) => {}
+                _ => *slot = None,
+            }
+        }
+        None
+    }
+
+    /// The connection to the primary the sentinels name now: the one in hand if they
+    /// still name its node, else a new one. Asking before every command (writes and
+    /// reloads are rare) matters between a promotion and the old primary's
+    /// reconfiguration, when the old one still takes writes that the promoted replica
+    /// will never see.
     async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        if let Some(c) = self.lock().clone() {
-            return Ok(c);
+        let named = self.named_primary().await;
+        {
+            let mut current = self.lock();
+            if let Some(p) = current.as_ref() {
+                if named.as_ref().is_none_or(|n| *n == p.addr) {
+                    return Ok((p.generation, p.conn.clone()));
+                }
+                tracing::info!("the sentinels name another primary; reconnecting");
+                *current = None;
+            }
         }
         let client = self.primary_client().await?;
+        let addr = address(&client);
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.conn_cfg)
             .await?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut current = self.lock();
-        Ok(current.get_or_insert((generation, conn)).clone())
+        let p = current.get_or_insert(Primary {
+            generation,
+            addr,
+            conn,
+        });
+        Ok((p.generation, p.conn.clone()))
     }
 
     /// Drops connection `generation` after `e`, if `e` says it no longer reaches the
@@ -499,13 +590,13 @@ impl SentinelLink {
             || e.to_string().contains("READONLY");
         if lost {
             let mut current = self.lock();
-            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            if current.as_ref().is_some_and(|p| p.generation == generation) {
                 *current = None;
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Primary>> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

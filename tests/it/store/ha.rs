@@ -144,15 +144,19 @@ fn decide_all_along(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sentinel_failover_keeps_overrides_and_refuses_writes_only_while_it_lasts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut primary = Node::redis(&tmp.path().join("primary"), &[]);
+/// A primary, its replica and three sentinels monitoring it as `mymaster`, all in
+/// sync; and the URL that names them.
+struct SentinelSet {
+    primary: Node,
+    replica: Node,
+    sentinels: Vec<Node>,
+    url: String,
+}
+
+fn start_sentinel_set(tmp: &Path) -> SentinelSet {
+    let primary = Node::redis(&tmp.join("primary"), &[]);
     let p = primary.port.to_string();
-    let replica = Node::redis(
-        &tmp.path().join("replica"),
-        &["--replicaof", "127.0.0.1", &p],
-    );
+    let replica = Node::redis(&tmp.join("replica"), &["--replicaof", "127.0.0.1", &p]);
     wait_for("replica in sync", || {
         field(
             &cli(replica.port, &["INFO", "replication"]),
@@ -164,7 +168,7 @@ async fn sentinel_failover_keeps_overrides_and_refuses_writes_only_while_it_last
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let sentinels: Vec<Node> = (0..3)
         .map(|i| {
-            let dir = tmp.path().join(format!("sentinel{i}"));
+            let dir = tmp.join(format!("sentinel{i}"));
             Node::sentinel(&dir, i, &ports, primary.port, Some(replica.port))
         })
         .collect();
@@ -177,6 +181,33 @@ async fn sentinel_failover_keeps_overrides_and_refuses_writes_only_while_it_last
     }
     let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let url = format!("redis+sentinel://{}/mymaster", hosts.join(","));
+    SentinelSet {
+        primary,
+        replica,
+        sentinels,
+        url,
+    }
+}
+
+impl SentinelSet {
+    /// The port of the primary the sentinels name now.
+    fn primary_port(&self) -> String {
+        cli(
+            self.sentinels[0].port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
+        )
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_keeps_overrides_and_refuses_writes_only_while_it_lasts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut set = start_sentinel_set(tmp.path());
+    let url = set.url.clone();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Arc::new(open_redis(&url, da.path()).await);
     let b = Arc::new(open_redis(&url, db.path()).await);
@@ -186,12 +217,12 @@ async fn sentinel_failover_keeps_overrides_and_refuses_writes_only_while_it_last
     eventually("B sees FR", || has(&b, "FR")).await;
     // The replica has it before the primary dies (losing a lagging write is issue 17's
     // first item, not this test's).
-    assert_eq!(cli(primary.port, &["WAIT", "1", "5000"]), "1");
+    assert_eq!(cli(set.primary.port, &["WAIT", "1", "5000"]), "1");
 
     let stop = Arc::new(AtomicBool::new(false));
     let reader = decide_all_along(vec![a.clone(), b.clone()], "FR", stop.clone());
 
-    primary.kill();
+    set.primary.kill();
     eventually("both notice", || !a.is_connected() && !b.is_connected()).await;
     let e = a.put(withdraw("DE", "during")).await.unwrap_err();
     assert!(e.is_unavailable(), "{e:?}");
@@ -200,13 +231,10 @@ async fn sentinel_failover_keeps_overrides_and_refuses_writes_only_while_it_last
     let v = retrying(|| a.put(withdraw("DE", "during, repeated"))).await;
     eventually("B sees DE", || has(&b, "DE")).await;
     eventually("both reconnected", || a.is_connected() && b.is_connected()).await;
-    let promoted = cli(
-        ports[0],
-        &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
-    );
-    assert!(
-        promoted.ends_with(&replica.port.to_string()),
-        "the replica is the primary now: {promoted}"
+    assert_eq!(
+        set.primary_port(),
+        set.replica.port.to_string(),
+        "the replica is the primary now"
     );
     stop.store(true, Ordering::Relaxed);
     assert!(reader.join().expect("no decision failed") > 0);
@@ -221,6 +249,44 @@ async fn sentinel_failover_keeps_overrides_and_refuses_writes_only_while_it_last
     assert_eq!(v, 2, "the refused write did not happen");
     let audit = b.audit(10).await.unwrap();
     assert_eq!(audit.len(), 2, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_sentinel_failover_is_followed_while_the_old_primary_lives_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = start_sentinel_set(tmp.path());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_redis(&set.url, da.path()).await;
+    let b = open_redis(&set.url, db.path()).await;
+    a.put(withdraw("FR", "before")).await.unwrap();
+    eventually("B sees FR", || has(&b, "FR")).await;
+
+    // The old primary becomes a replica and keeps running: connections to it must not
+    // keep writing to (or listening on) a read-only replica.
+    assert_eq!(
+        cli(set.sentinels[0].port, &["SENTINEL", "FAILOVER", "mymaster"]),
+        "OK"
+    );
+    wait_for("the replica is promoted", || {
+        set.primary_port() == set.replica.port.to_string()
+    });
+    let v = retrying(|| a.put(withdraw("DE", "after"))).await;
+    eventually("B sees DE", || has(&b, "DE")).await;
+    let v2 = retrying(|| b.put(withdraw("IT", "after, from B"))).await;
+    eventually("A sees IT", || has(&a, "IT")).await;
+    assert!(v2 > v);
+    for s in [&a, &b] {
+        assert!(has(s, "FR"));
+        eventually("same version", || s.version() == v2).await;
+    }
+    wait_for("the old primary lives on as a replica", || {
+        cli(set.primary.port, &["ROLE"]).starts_with("slave")
+    });
+    // Still in step after the sentinels reconfigured it (its clients were cut).
+    let de = j("DE");
+    let v3 = retrying(|| a.clear(&de, "bob", "done")).await;
+    assert!(matches!(v3, Cleared::Removed { .. }));
+    eventually("B loses DE", || !has(&b, "DE")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,6 +322,24 @@ async fn a_sentinel_set_that_cannot_be_reached_or_does_not_know_the_primary_is_a
     let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", ports[0]);
     let s = open_redis(&url, dir.path()).await;
     s.put(withdraw("FR", "x")).await.unwrap();
+
+    // `serve` reports it as a configuration error, with that exit code.
+    let state = dir.path().join("serve-state");
+    let bad = format!("redis+sentinel://:hunter2@127.0.0.1:{s1}/mymaster");
+    let out = crate::support::marketgate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--redis",
+        &bad,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid configuration"), "{stderr}");
+    assert!(stderr.contains("config key `redis`"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 /// Six nodes, three primaries with a replica each, `--cluster-node-timeout 1000`.
