@@ -471,3 +471,40 @@ async fn cluster_failover_keeps_overrides_and_refuses_writes_only_while_it_lasts
     assert_eq!(v, 2, "the refused write did not happen");
     assert_eq!(b.audit(10).await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_cluster_failover_moves_the_slot_and_the_store_follows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(tmp.path());
+    let url = format!("redis+cluster://127.0.0.1:{}", nodes[0].port);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_redis(&url, da.path()).await;
+    let b = open_redis(&url, db.path()).await;
+    a.put(withdraw("FR", "before")).await.unwrap();
+    eventually("B sees FR", || has(&b, "FR")).await;
+
+    let slot: u16 = cli(nodes[0].port, &["CLUSTER", "KEYSLOT", "{marketgate}"])
+        .parse()
+        .unwrap();
+    let (owner, replica) = owner_and_replica(nodes[0].port, slot);
+    let replica = replica.expect("the primary has a replica");
+    // Graceful: the primary pauses writes until its replica has caught up, then the
+    // replica takes the slots and the old primary answers MOVED.
+    assert_eq!(cli(replica, &["CLUSTER", "FAILOVER"]), "OK");
+    wait_for("the replica owns the slot", || {
+        owner_and_replica(replica, slot).0 == replica
+    });
+    let v = retrying(|| a.put(withdraw("DE", "after"))).await;
+    eventually("B sees DE", || has(&b, "DE")).await;
+    let fr = j("FR");
+    let v2 = retrying(|| b.clear(&fr, "bob", "after, from B")).await;
+    assert!(matches!(v2, Cleared::Removed { version } if version == v + 1));
+    eventually("A loses FR", || !has(&a, "FR")).await;
+    for s in [&a, &b] {
+        eventually("same version", || s.version() == v + 1).await;
+        assert!(has(s, "DE"));
+    }
+    wait_for("the old primary is a replica", || {
+        cli(owner, &["ROLE"]).starts_with("slave")
+    });
+}
