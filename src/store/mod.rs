@@ -70,7 +70,7 @@ pub enum StoreError {
     BadVersion { value: String },
     #[error("redis closed the subscription connection")]
     Disconnected,
-    #[error("invalid redis url")]
+    #[error("config key `redis`: invalid redis url")]
     RedisUrl {
         #[source]
         source: ::redis::RedisError,
