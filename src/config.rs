@@ -460,11 +460,11 @@ impl Config {
         set!(redis, |v: &String| {
             if v.is_empty() {
                 Ok(None)
-            } else if v.starts_with("redis://") || v.starts_with("rediss://") {
-                Ok(Some(Secret::new(v.clone())))
             } else {
-                // The value may hold a password: do not echo it.
-                Err("must be a redis:// or rediss:// URL".to_string())
+                // The problem never quotes the value: it may hold a password.
+                crate::store::check_redis_url(v)
+                    .map(|()| Some(Secret::new(v.clone())))
+                    .map_err(|e| e.to_string())
             }
         });
         set!(workers, |v: &Scalar| match v.text().parse::<usize>() {
@@ -794,6 +794,38 @@ mod tests {
         );
         assert!(err.contains("config key `redis`"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn redis_urls_name_one_server_a_sentinel_set_or_a_cluster() {
+        for ok in [
+            "redis://:pw@h:6379/0",
+            "redis+sentinel://:pw@s1:26379,s2/mymaster/1",
+            "redis+cluster://a:7000,b:7001,c:7002",
+        ] {
+            let c = Config::load(
+                None,
+                &env(&[("MARKETGATE_REDIS", ok)]),
+                RawConfig::default(),
+            );
+            assert_eq!(c.unwrap().redis.unwrap().expose(), ok);
+        }
+        for (bad, problem) in [
+            ("memcached://:hunter2@h", "unknown scheme `memcached`"),
+            ("redis+sentinel://:hunter2@s1", "the primary's name"),
+            ("redis+cluster://:hunter2@a/3", "only has db 0"),
+        ] {
+            let err = Config::load(
+                None,
+                &env(&[("MARKETGATE_REDIS", bad)]),
+                RawConfig::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("config key `redis`"), "{err}");
+            assert!(err.contains(problem), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

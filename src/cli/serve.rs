@@ -158,6 +158,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(config.log_format, &config.log_level)?;
     if let Err(e) = crate::server::serve(config) {
         tracing::error!("{e}");
+        if let crate::server::ServeError::Store(s) = &e {
+            if s.is_config() {
+                // Found only by trying it (a sentinel set that does not answer): still
+                // the configuration's fault, with its exit code.
+                eprintln!("marketgate: invalid configuration:\n{s}");
+                return Ok(ExitCode::from(2));
+            }
+        }
         eprintln!("marketgate: {e}");
         return Ok(ExitCode::from(1));
     }

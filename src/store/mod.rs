@@ -8,6 +8,7 @@
 mod embedded;
 mod file;
 mod redis;
+mod redis_conn;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +26,7 @@ use crate::rules::Status;
 
 use self::embedded::EmbeddedStore;
 use self::redis::RedisStore;
+pub use self::redis_conn::{check_redis_url, RedisUrlError};
 
 /// Errors of the override stores.
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +87,15 @@ pub enum StoreError {
     Behind,
     #[error("redis closed the subscription connection")]
     Disconnected,
-    #[error("invalid redis url")]
+    #[error("config key `redis`: invalid redis url")]
     RedisUrl {
         #[source]
         source: ::redis::RedisError,
     },
+    #[error("config key `redis`: {0}")]
+    RedisUrlForm(RedisUrlError),
+    #[error("config key `redis`: cannot find the primary through the sentinels: {problem}")]
+    Sentinel { problem: String },
     #[error("redis is unavailable")]
     Redis {
         #[source]
@@ -105,6 +111,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The `redis` setting itself is wrong (a URL the store cannot use, a sentinel set
+    /// that does not answer or know the primary): a configuration error at start.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            StoreError::RedisUrl { .. } | StoreError::RedisUrlForm(_) | StoreError::Sentinel { .. }
+        )
+    }
+
     /// The shared store cannot be reached right now (maps to 503): the write was not made
     /// and may be retried. Decisions are unaffected.
     pub fn is_unavailable(&self) -> bool {
@@ -327,10 +342,14 @@ impl Default for StoreConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` or `redis+unix:///path`. Never printed.
+    /// `redis://[user:password@]host:port[/db]`, `redis+unix:///path`,
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/primary[/db]` or
+    /// `redis+cluster://[user:password@]host:port[,host:port...]` (see `redis_conn`).
+    /// Never printed.
     pub url: RedisUrl,
-    /// Prefix of every key and of the channel. For Redis Cluster, use a hash tag such as
-    /// `{marketgate}` so that all keys share one slot (the write script needs that).
+    /// Prefix of every key and of the channel. In Redis Cluster a prefix without a hash
+    /// tag is used inside one (`{marketgate}:overrides`), so that every key a script
+    /// touches is in one slot.
     #[serde(default = "RedisConfig::default_prefix")]
     pub prefix: String,
     /// Time allowed to open a connection.
@@ -415,8 +434,11 @@ impl fmt::Debug for RedisUrl {
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The scheme is harmless and helps tell TCP from unix sockets apart.
-        let scheme = self.0.split_once("://").map_or("redis", |(s, _)| s);
+        // The scheme is harmless and tells one server, Sentinel and Cluster apart.
+        let scheme = match self.0.split_once("://") {
+            Some((s, _)) if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') => s,
+            _ => "redis",
+        };
         write!(f, "{scheme}://[redacted]")
     }
 }
@@ -720,6 +742,10 @@ mod tests {
         let shown = format!("{r:?} {}", r.url);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("db:6379"), "{shown}");
+        assert_eq!(r.url.to_string(), "redis://[redacted]");
+        let r = RedisConfig::new("redis+sentinel://:hunter2@s1,s2/mymaster");
+        assert_eq!(r.url.to_string(), "redis+sentinel://[redacted]");
+        let r = RedisConfig::new("hunter2");
         assert_eq!(r.url.to_string(), "redis://[redacted]");
     }
 

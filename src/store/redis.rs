@@ -4,7 +4,10 @@
 //! state directory) and syncs it in the background. Never makes a decision wait on
 //! Redis, and never puts anything about clients into it.
 //!
-//! Keys, with `P` the configured prefix:
+//! How Redis is reached (one server, Sentinel, Cluster) is `redis_conn`'s business.
+//!
+//! Keys, with `P` the configured prefix (in Cluster wrapped in a hash tag, `{P}`, unless
+//! it holds one, so that every key lives in one slot):
 //! - `P:overrides` hash: field = jurisdiction code, value = the override's JSON
 //! - `P:version` counter: bumped by every change
 //! - `P:epoch` a random id naming this data set's lineage, set by its first write and kept
@@ -41,12 +44,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use jiff::Timestamp;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{oneshot, watch};
 
 use super::file::{self, SnapshotFile, REDIS_SNAPSHOT};
+use super::redis_conn::{RedisConn, RedisTarget};
 use super::{
     error_chain, AbortOnDrop, AuditAction, AuditEntry, Cleared, RedisConfig, Restore, Shared,
     StoreError, EXPIRY_ACTOR,
@@ -200,8 +203,7 @@ struct Inner {
     shared: Arc<Shared>,
     cfg: RedisConfig,
     keys: Keys,
-    client: redis::Client,
-    conn: ConnectionManager,
+    conn: RedisConn,
     local: Mutex<Local>,
     /// The local version, for the persister and for writers waiting to see their write.
     version_tx: watch::Sender<u64>,
@@ -281,16 +283,9 @@ impl RedisStore {
         state_dir: &Path,
         sweep: Duration,
     ) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(cfg.url.expose())
-            .map_err(|source| StoreError::RedisUrl { source })?;
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.response_timeout))
-            // Writes fail fast while Redis is away; the sync loop does the retrying.
-            .set_number_of_retries(1)
-            .set_max_delay(cfg.reconnect_backoff_max);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
-            .map_err(|source| StoreError::Redis { source })?;
+        let target = RedisTarget::parse(cfg.url.expose()).map_err(StoreError::RedisUrlForm)?;
+        let conn = RedisConn::new(&target, &cfg)?;
+        conn.check().await?;
 
         let cache_path = state_dir.join(REDIS_SNAPSHOT);
         let cached = file::load_snapshot(state_dir, &cache_path).await?;
@@ -329,8 +324,7 @@ impl RedisStore {
         let (version_tx, version_rx) = watch::channel(local.version);
         let inner = Arc::new(Inner {
             shared,
-            keys: Keys::new(&cfg.prefix),
-            client,
+            keys: Keys::new(&target.key_prefix(&cfg.prefix)),
             conn,
             local: Mutex::new(local),
             version_tx,
@@ -906,7 +900,7 @@ impl Inner {
     async fn session(&self, first: &mut Option<oneshot::Sender<()>>) -> StoreError {
         let connect = self.cfg.connect_timeout;
         let respond = self.cfg.response_timeout;
-        let mut pubsub = match tokio::time::timeout(connect, self.client.get_async_pubsub()).await {
+        let mut pubsub = match tokio::time::timeout(connect, self.conn.subscriber()).await {
             Ok(Ok(p)) => p,
             Ok(Err(source)) => return StoreError::Redis { source },
             Err(_) => return StoreError::Timeout { timeout: connect },

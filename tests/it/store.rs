@@ -1,6 +1,9 @@
 //! The override stores against real files and a real `redis-server` the tests start:
 //! persistence, propagation between instances, outages, cold starts, expiry, audit and
-//! what the store may hold. Waits are bounded polls, never timed assertions.
+//! what the store may hold. Waits are bounded polls, never timed assertions. Sentinel
+//! and Cluster are in `ha`.
+
+mod ha;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
