@@ -1,11 +1,17 @@
-//! Logging setup: `tracing` to stderr, text or JSON, with a filter. Owns the subscriber;
-//! never installs a bridge for the `log` crate (records of `log`-based dependencies are
-//! dropped unread). actix's own `tracing` events are kept: the canary test runs them at
-//! `trace` and checks that none names a client address.
+//! Logging setup: `tracing` to stderr through a non-blocking writer
+//! ([`writer::NonBlocking`]: per-thread buffers, one writer thread), text or JSON, with
+//! a filter. Owns the subscriber; never installs a bridge for the `log` crate (records
+//! of `log`-based dependencies are dropped unread). actix's own `tracing` events are
+//! kept: the canary test runs them at `trace` and checks that none names a client
+//! address. A thread that logs never waits for the sink and never sees its errors.
+
+pub mod writer;
 
 use tracing::Dispatch;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
+
+pub use writer::{LogGuard, LogStats, NonBlocking};
 
 use crate::config::LogFormat;
 
@@ -20,15 +26,21 @@ pub enum TelemetryError {
     AlreadySet,
 }
 
-/// Installs the global subscriber, writing to stderr.
-pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
+/// Installs the global subscriber, writing to stderr through the non-blocking writer
+/// and counting lost lines in [`LogStats::global`]. Keep the guard until the end of
+/// the process: dropping it writes out what is still buffered.
+pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, TelemetryError> {
+    let writer = NonBlocking::new(std::io::stderr(), LogStats::global().clone());
+    let guard = writer.guard();
     // `set_global_default`, not `try_init`: the latter would also bridge `log` records.
-    tracing::dispatcher::set_global_default(dispatch(format, filter, std::io::stderr)?)
-        .map_err(|_| TelemetryError::AlreadySet)
+    tracing::dispatcher::set_global_default(dispatch(format, filter, writer)?)
+        .map_err(|_| TelemetryError::AlreadySet)?;
+    Ok(guard)
 }
 
-/// The subscriber [`init`] installs, writing to `writer` instead of stderr, so that
-/// anything capturing logs (the privacy test) sees exactly what `serve` writes.
+/// The subscriber [`init`] installs, writing to `writer` instead, so that anything
+/// capturing logs (the privacy test, through a [`NonBlocking`] of its own) sees exactly
+/// what `serve` writes.
 pub fn dispatch<W>(format: LogFormat, filter: &str, writer: W) -> Result<Dispatch, TelemetryError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -37,9 +49,12 @@ where
         filter: filter.to_string(),
         source,
     })?;
+    // A line that cannot be written is the writer's to count; the subscriber's own
+    // fallback (`eprintln!`) would write to the failing stderr, and panic on a closed pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env)
-        .with_writer(writer);
+        .with_writer(writer)
+        .log_internal_errors(false);
     Ok(match format {
         LogFormat::Json => Dispatch::new(
             builder

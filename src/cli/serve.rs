@@ -2,6 +2,7 @@
 //! also has a `MARKETGATE_*` variable and a config file key (see [`crate::config`]).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -147,10 +148,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    crate::telemetry::init(config.log_format, &config.log_level)?;
+    // Held to the end: dropping it writes out the lines still buffered (the last
+    // requests' after SIGTERM, the error below).
+    let _log = crate::telemetry::init(config.log_format, &config.log_level)?;
     if let Err(e) = crate::server::serve(config) {
         tracing::error!("{e}");
-        eprintln!("marketgate: {e}");
+        // Not `eprintln!`, which panics when stderr is a closed pipe.
+        let _ = writeln!(std::io::stderr(), "marketgate: {e}");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
