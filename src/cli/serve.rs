@@ -70,6 +70,12 @@ pub struct ServeArgs {
     /// Log filter [default info; env MARKETGATE_LOG_LEVEL; key log_level].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Request log: on or off; off still logs 5xx answers [default on; env MARKETGATE_REQUEST_LOG; key request_log].
+    #[arg(long, value_name = "on|off")]
+    pub request_log: Option<String>,
+    /// Share of requests the request log writes, 0.0 to 1.0; 5xx answers are always logged [default 1.0; env MARKETGATE_REQUEST_LOG_SAMPLE; key request_log_sample].
+    #[arg(long, value_name = "RATE")]
+    pub request_log_sample: Option<String>,
     /// Largest request body [default 16384; env MARKETGATE_MAX_BODY_BYTES; key max_body_bytes].
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<String>,
@@ -123,6 +129,8 @@ impl ServeArgs {
                 key_header: self.key_header,
                 log_format: self.log_format,
                 log_level: self.log_level,
+                request_log: self.request_log.map(Scalar::Str),
+                request_log_sample: self.request_log_sample.map(Scalar::Str),
                 max_body_bytes: self.max_body_bytes.map(Scalar::Str),
                 max_header_bytes: self.max_header_bytes.map(Scalar::Str),
                 request_timeout: self.request_timeout,

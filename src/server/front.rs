@@ -16,10 +16,19 @@ use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Tr
 use actix_web::{Error, ResponseError};
 
 use super::limits;
-use super::request_log::RequestLog;
+use super::request_log::{RequestLog, Settings};
 
-/// Wraps an app: `App::new().wrap(Front)`.
-pub struct Front;
+/// Wraps an app: `App::new().wrap(Front::new(state.request_log()))`.
+pub struct Front {
+    log: Settings,
+}
+
+impl Front {
+    /// With the request log's settings (which requests it writes).
+    pub fn new(log: Settings) -> Front {
+        Front { log }
+    }
+}
 
 impl<S, B> Transform<S, ServiceRequest> for Front
 where
@@ -33,12 +42,16 @@ where
     type Future = Ready<Result<FrontService<S>, ()>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(FrontService { service }))
+        ready(Ok(FrontService {
+            service,
+            log: self.log,
+        }))
     }
 }
 
 pub struct FrontService<S> {
     service: S,
+    log: Settings,
 }
 
 impl<S, B> Service<ServiceRequest> for FrontService<S>
@@ -53,7 +66,7 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let log = RequestLog::start(&req);
+        let log = RequestLog::start(&req, self.log);
         let state = match limits::check_headers(&req) {
             Ok(()) => {
                 let _entered = log.span().map(|s| s.enter());

@@ -396,3 +396,87 @@ fn check_failing_sink(mut child: Child, base: &str, agent: &ureq::Agent) {
         "serve did not exit cleanly"
     );
 }
+
+/// `--request-log off` and a sample leave requests out, never a 5xx answer.
+#[test]
+fn request_log_off_and_sampled_still_log_every_5xx() {
+    // Off: the 200s are not logged; /readyz's 503s while draining are, at error.
+    let mut off = spawn_serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--request-log",
+            "off",
+            "--drain-delay",
+            "2s",
+        ],
+        Stdio::piped(),
+    );
+    let mut stderr = BufReader::new(off.stderr.take().unwrap());
+    let (addr, mut lines) = until_serving(&mut stderr);
+    let reader =
+        std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let agent = keep_alive_agent();
+    for _ in 0..20 {
+        assert_eq!(
+            status_of(&agent, &format!("http://{addr}/v1/decision?country=DE")),
+            200
+        );
+    }
+    signal(&off, "-TERM");
+    let mut unready = 0;
+    for _ in 0..200 {
+        match ureq::get(&format!("http://{addr}/readyz")).call() {
+            Err(ureq::Error::StatusCode(503)) => unready += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        if unready == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(unready, 3, "readiness never answered 503 while draining");
+    assert_eq!(off.wait().unwrap().code(), Some(0));
+    lines.extend(reader.join().unwrap());
+    assert_eq!(access_lines(&lines, "/v1/decision"), 0);
+    let failed: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("\"route\":\"/readyz\"") && l.contains("\"status\":503"))
+        .collect();
+    assert_eq!(failed.len(), 3, "{lines:#?}");
+    assert!(
+        failed.iter().all(|l| l.contains("\"level\":\"ERROR\"")),
+        "{failed:#?}"
+    );
+
+    // A fifth of the requests, from the environment.
+    let mut sampled = Command::new(BIN)
+        .args(["serve", "--workers", "1", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--drain-delay", "0s"])
+        .env("MARKETGATE_REQUEST_LOG_SAMPLE", "0.2")
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(sampled.stderr.take().unwrap());
+    let (addr, mut lines) = until_serving(&mut stderr);
+    let reader =
+        std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    for _ in 0..2000 {
+        assert_eq!(
+            status_of(&agent, &format!("http://{addr}/v1/decision?country=DE")),
+            200
+        );
+    }
+    signal(&sampled, "-TERM");
+    assert_eq!(sampled.wait().unwrap().code(), Some(0));
+    lines.extend(reader.join().unwrap());
+    // 400 expected; the bounds are more than 7 standard deviations wide.
+    let n = access_lines(&lines, "/v1/decision");
+    assert!(
+        (250..=550).contains(&n),
+        "{n} of 2000 requests logged at a 0.2 sample"
+    );
+}
