@@ -5,6 +5,7 @@
 //! kept: the canary test runs them at `trace` and checks that none names a client
 //! address. A thread that logs never waits for the sink and never sees its errors.
 
+mod access;
 pub mod writer;
 
 use tracing::Dispatch;
@@ -45,6 +46,20 @@ pub fn dispatch<W>(format: LogFormat, filter: &str, writer: W) -> Result<Dispatc
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    dispatch_with(format, filter, writer, true)
+}
+
+/// With (`fast`) or without the request log's own formatter ([`access`]), which writes
+/// the same bytes as the subscriber's for its lines (the tests compare the two).
+fn dispatch_with<W>(
+    format: LogFormat,
+    filter: &str,
+    writer: W,
+    fast: bool,
+) -> Result<Dispatch, TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let env = EnvFilter::try_new(filter).map_err(|source| TelemetryError::Filter {
         filter: filter.to_string(),
         source,
@@ -56,14 +71,33 @@ where
         .with_writer(writer)
         .log_internal_errors(false);
     Ok(match format {
-        LogFormat::Json => Dispatch::new(
-            builder
+        LogFormat::Json => {
+            let json = builder
                 .json()
                 .flatten_event(true)
                 .with_current_span(true)
-                .with_span_list(false)
-                .finish(),
-        ),
-        LogFormat::Text => Dispatch::new(builder.with_ansi(false).finish()),
+                .with_span_list(false);
+            if fast {
+                Dispatch::new(
+                    json.map_event_format(access::AccessFast::json)
+                        .map_fmt_fields(access::FastFields::json)
+                        .finish(),
+                )
+            } else {
+                Dispatch::new(json.finish())
+            }
+        }
+        LogFormat::Text => {
+            let text = builder.with_ansi(false);
+            if fast {
+                Dispatch::new(
+                    text.map_event_format(access::AccessFast::text)
+                        .map_fmt_fields(access::FastFields::text)
+                        .finish(),
+                )
+            } else {
+                Dispatch::new(text.finish())
+            }
+        }
     })
 }
