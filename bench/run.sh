@@ -21,7 +21,7 @@
 # inprocess  The criterion benches: GeoIP lookup and decide next to the bare maxminddb
 #            lookup (benches/geoip.rs) and decision and reload cost as rules grow
 #            (benches/scaling.rs), with their ratios.
-# all        load + reload + inprocess (the default): about 4-5 minutes once built.
+# all        load + reload + inprocess (the default): about 8 minutes once built.
 # profile    Instructions per request under callgrind for the floor and the gate, with the
 #            request log on (the default) and quiet (not in `all`; independent of machine
 #            noise). Needs valgrind.
