@@ -85,6 +85,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter (`info`, `marketgate=debug,warn`).
     pub log_level: String,
+    /// Whether the request log (target `marketgate::access`) writes a line per request;
+    /// off, only answers with a 5xx are logged (at error).
+    pub request_log: bool,
+    /// The share of requests the request log writes, `0.0..=1.0`, drawn at random per
+    /// request; answers with a 5xx are always logged.
+    pub request_log_sample: f64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Largest accepted request head fields (names and values of every header line).
@@ -126,6 +132,8 @@ impl Default for Config {
             path_case_sensitive: false,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            request_log: true,
+            request_log_sample: 1.0,
             max_body_bytes: 16 * 1024,
             max_header_bytes: 32 * 1024,
             request_timeout: Duration::from_secs(5),
@@ -215,6 +223,8 @@ pub struct RawConfig {
     pub path_case_sensitive: Option<Scalar>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    pub request_log: Option<Scalar>,
+    pub request_log_sample: Option<Scalar>,
     pub max_body_bytes: Option<Scalar>,
     pub max_header_bytes: Option<Scalar>,
     pub request_timeout: Option<String>,
@@ -231,6 +241,7 @@ pub struct RawConfig {
 pub enum Scalar {
     Bool(bool),
     Int(u64),
+    Float(f64),
     Str(String),
 }
 
@@ -239,6 +250,7 @@ impl Scalar {
         match self {
             Scalar::Bool(b) => b.to_string(),
             Scalar::Int(n) => n.to_string(),
+            Scalar::Float(x) => x.to_string(),
             Scalar::Str(s) => s.clone(),
         }
     }
@@ -270,6 +282,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("path_case_sensitive", "MARKETGATE_PATH_CASE_SENSITIVE"),
     ("log_format", "MARKETGATE_LOG_FORMAT"),
     ("log_level", "MARKETGATE_LOG_LEVEL"),
+    ("request_log", "MARKETGATE_REQUEST_LOG"),
+    ("request_log_sample", "MARKETGATE_REQUEST_LOG_SAMPLE"),
     ("max_body_bytes", "MARKETGATE_MAX_BODY_BYTES"),
     ("max_header_bytes", "MARKETGATE_MAX_HEADER_BYTES"),
     ("request_timeout", "MARKETGATE_REQUEST_TIMEOUT"),
@@ -337,6 +351,8 @@ impl RawConfig {
             path_case_sensitive: get("path_case_sensitive").map(Scalar::Str),
             log_format: get("log_format"),
             log_level: get("log_level"),
+            request_log: get("request_log").map(Scalar::Str),
+            request_log_sample: get("request_log_sample").map(Scalar::Str),
             max_body_bytes: get("max_body_bytes").map(Scalar::Str),
             max_header_bytes: get("max_header_bytes").map(Scalar::Str),
             request_timeout: get("request_timeout"),
@@ -486,6 +502,21 @@ impl Config {
                 .map(|_| v.clone())
                 .map_err(|e| format!("`{v}` is not a log filter: {e}"))
         });
+        set!(request_log, |v: &Scalar| match v.text().as_str() {
+            "on" | "true" => Ok(true),
+            "off" | "false" => Ok(false),
+            t => Err(format!("`{t}` is not on or off")),
+        });
+        set!(
+            request_log_sample,
+            |v: &Scalar| match v.text().trim().parse::<f64>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+                _ => Err(format!(
+                    "`{}` is not a sampling rate (a number in 0.0..=1.0)",
+                    v.text()
+                )),
+            }
+        );
         set!(
             max_body_bytes,
             |v: &Scalar| match v.text().parse::<usize>() {
@@ -671,6 +702,8 @@ pub fn flag_name(key: &str) -> &str {
         "path_case_sensitive" => "path-case-sensitive",
         "log_format" => "log-format",
         "log_level" => "log-level",
+        "request_log" => "request-log",
+        "request_log_sample" => "request-log-sample",
         "max_body_bytes" => "max-body-bytes",
         "max_header_bytes" => "max-header-bytes",
         "request_timeout" => "request-timeout",
@@ -921,6 +954,61 @@ mod tests {
         .to_string();
         for key in ["max_header_bytes", "max_connections", "request_timeout"] {
             assert!(err.contains(&format!("config key `{key}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn request_log_keys_from_every_layer() {
+        let c = Config::load(None, &env(&[]), RawConfig::default()).unwrap();
+        assert!(c.request_log);
+        assert_eq!(c.request_log_sample, 1.0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "request_log: off\nrequest_log_sample: 0.25\n").unwrap();
+        let c = Config::load(Some(&file), &env(&[]), RawConfig::default()).unwrap();
+        assert!(!c.request_log);
+        assert_eq!(c.request_log_sample, 0.25);
+        // A YAML number of any kind, and the env and flags above the file.
+        std::fs::write(&file, "request_log: true\nrequest_log_sample: 1\n").unwrap();
+        let c = Config::load(Some(&file), &env(&[]), RawConfig::default()).unwrap();
+        assert!(c.request_log);
+        assert_eq!(c.request_log_sample, 1.0);
+        let c = Config::load(
+            Some(&file),
+            &env(&[
+                ("MARKETGATE_REQUEST_LOG", "off"),
+                ("MARKETGATE_REQUEST_LOG_SAMPLE", "0.5"),
+            ]),
+            RawConfig {
+                request_log_sample: Some(Scalar::Str("0.01".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!c.request_log);
+        assert_eq!(c.request_log_sample, 0.01);
+
+        std::fs::write(&file, "request_log: sometimes\nrequest_log_sample: 2\n").unwrap();
+        let err = Config::load(
+            Some(&file),
+            &env(&[("MARKETGATE_REQUEST_LOG_SAMPLE", "half")]),
+            RawConfig {
+                request_log: Some(Scalar::Str("yes please".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "config key `request_log` (from config file",
+            "`sometimes` is not on or off",
+            "config key `request_log_sample` (from config file",
+            "`2` is not a sampling rate",
+            "config key `request_log_sample` (from environment variable MARKETGATE_REQUEST_LOG_SAMPLE): `half` is not a sampling rate",
+            "config key `request_log` (from flag --request-log): `yes please` is not on or off",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in {err}");
         }
     }
 

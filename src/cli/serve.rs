@@ -2,6 +2,7 @@
 //! also has a `MARKETGATE_*` variable and a config file key (see [`crate::config`]).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,6 +76,12 @@ pub struct ServeArgs {
     /// Log filter [default info; env MARKETGATE_LOG_LEVEL; key log_level].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Request log: on or off; off still logs 5xx answers [default on; env MARKETGATE_REQUEST_LOG; key request_log].
+    #[arg(long, value_name = "on|off")]
+    pub request_log: Option<String>,
+    /// Share of requests the request log writes, 0.0 to 1.0; 5xx answers are always logged [default 1.0; env MARKETGATE_REQUEST_LOG_SAMPLE; key request_log_sample].
+    #[arg(long, value_name = "RATE")]
+    pub request_log_sample: Option<String>,
     /// Largest request body [default 16384; env MARKETGATE_MAX_BODY_BYTES; key max_body_bytes].
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<String>,
@@ -130,6 +137,8 @@ impl ServeArgs {
                 path_case_sensitive: self.path_case_sensitive.map(Scalar::Str),
                 log_format: self.log_format,
                 log_level: self.log_level,
+                request_log: self.request_log.map(Scalar::Str),
+                request_log_sample: self.request_log_sample.map(Scalar::Str),
                 max_body_bytes: self.max_body_bytes.map(Scalar::Str),
                 max_header_bytes: self.max_header_bytes.map(Scalar::Str),
                 request_timeout: self.request_timeout,
@@ -155,18 +164,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    crate::telemetry::init(config.log_format, &config.log_level)?;
+    // Held to the end: dropping it writes out the lines still buffered (the last
+    // requests' after SIGTERM, the error below).
+    let _log = crate::telemetry::init(config.log_format, &config.log_level)?;
     if let Err(e) = crate::server::serve(config) {
         tracing::error!("{e}");
+        // Not `eprintln!`, which panics when stderr is a closed pipe.
         if let crate::server::ServeError::Store(s) = &e {
             if s.is_config() {
                 // Found only by trying it (a sentinel set that does not answer): still
                 // the configuration's fault, with its exit code.
-                eprintln!("marketgate: invalid configuration:\n{s}");
+                let _ = writeln!(std::io::stderr(), "marketgate: invalid configuration:\n{s}");
                 return Ok(ExitCode::from(2));
             }
         }
-        eprintln!("marketgate: {e}");
+        let _ = writeln!(std::io::stderr(), "marketgate: {e}");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

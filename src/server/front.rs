@@ -18,11 +18,20 @@ use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Tr
 use actix_web::{Error, ResponseError};
 
 use super::error::ApiError;
-use super::request_log::RequestLog;
+use super::request_log::{RequestLog, Settings};
 use super::{limits, listener};
 
-/// Wraps an app: `App::new().wrap(Front)`.
-pub struct Front;
+/// Wraps an app: `App::new().wrap(Front::new(state.request_log()))`.
+pub struct Front {
+    log: Settings,
+}
+
+impl Front {
+    /// With the request log's settings (which requests it writes).
+    pub fn new(log: Settings) -> Front {
+        Front { log }
+    }
+}
 
 impl<S, B> Transform<S, ServiceRequest> for Front
 where
@@ -36,12 +45,16 @@ where
     type Future = Ready<Result<FrontService<S>, ()>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(FrontService { service }))
+        ready(Ok(FrontService {
+            service,
+            log: self.log,
+        }))
     }
 }
 
 pub struct FrontService<S> {
     service: S,
+    log: Settings,
 }
 
 impl<S, B> Service<ServiceRequest> for FrontService<S>
@@ -57,7 +70,7 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         listener::HeadClock::head_received_for(&req);
-        let log = RequestLog::start(&req);
+        let log = RequestLog::start(&req, self.log);
         let state = match limits::check_headers(&req) {
             Ok(()) => {
                 let _entered = log.span().map(|s| s.enter());
@@ -151,7 +164,7 @@ mod tests {
 
     use actix_web::{web, App, HttpRequest, HttpServer};
 
-    use super::Front;
+    use super::{Front, Settings};
     use crate::config::LogFormat;
 
     const QUERY_CANARY: &str = "q7c4n4ry";
@@ -193,7 +206,7 @@ mod tests {
                             .unwrap();
                     std::mem::forget(tracing::dispatcher::set_default(&dispatch));
                     App::new()
-                        .wrap(Front)
+                        .wrap(Front::new(Settings::default()))
                         .route("/panic/formatted", web::get().to(formatted_panic))
                         .route("/panic/literal", web::get().to(literal_panic))
                         .route("/ok", web::get().to(|| async { "ok" }))

@@ -63,7 +63,7 @@ pub(crate) fn decide(
     let m = state.metrics();
     m.decision_seconds.observe(start.elapsed().as_secs_f64());
     m.record(rules, &d);
-    if super::request_log::enabled() {
+    if state.request_log().any() && super::request_log::enabled() {
         req.extensions_mut().insert(Outcome {
             location: d.location,
             unestablished: d.is_unestablished(),

@@ -154,6 +154,8 @@ impl Metrics {
             Box::new(shadow_divergence.clone()),
             Box::new(geoip_build_time.clone()),
             Box::new(geoip_reloads.clone()),
+            // The process's log: lines dropped rather than make a request wait.
+            Box::new(crate::telemetry::LogStats::global().collector()),
         ] {
             registry.register(c).expect("metric names are unique");
         }

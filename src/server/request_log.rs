@@ -1,8 +1,11 @@
 //! Our own request log and request span: method, route pattern, status, latency,
-//! jurisdiction, decision and a request id. Replaces actix's `Logger` and
-//! tracing-actix-web's root span, which record the peer address; this one never reads
-//! the peer, forwarding headers or the query string.
+//! jurisdiction, decision and a request id, for every request or a sample
+//! ([`Settings`]; 5xx answers always). Replaces actix's `Logger` and tracing-actix-web's
+//! root span, which record the peer address; this one never reads the peer, forwarding
+//! headers or the query string. Lines leave through the subscriber's non-blocking
+//! writer ([`crate::telemetry::writer`]): emitting one never waits for the sink.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -84,10 +87,82 @@ fn new_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("-"))
 }
 
-/// Whether the request log is on (handlers skip recording what only it reads).
+/// Whether the log filter lets request lines through (handlers skip recording what
+/// only the request log reads).
 #[inline]
 pub fn enabled() -> bool {
     tracing::enabled!(target: "marketgate::access", tracing::Level::INFO)
+}
+
+/// Which requests the request log writes (config `request_log`, `request_log_sample`).
+/// Answers with a 5xx are logged whatever these say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// A request is logged when a uniform 64-bit draw is below this; `u64::MAX` logs
+    /// every request without drawing, 0 none.
+    below: u64,
+}
+
+impl Settings {
+    /// `on` with a sampling rate in `0.0..=1.0` (clamped).
+    pub fn new(on: bool, sample: f64) -> Settings {
+        let below = if !on || sample.is_nan() || sample <= 0.0 {
+            0
+        } else if sample >= 1.0 {
+            u64::MAX
+        } else {
+            (sample * u64::MAX as f64) as u64
+        };
+        Settings { below }
+    }
+
+    /// Every request.
+    pub const ALL: Settings = Settings { below: u64::MAX };
+
+    /// Whether this request is logged (one draw of a per-thread generator).
+    #[inline]
+    pub fn sampled(self) -> bool {
+        match self.below {
+            0 => false,
+            u64::MAX => true,
+            below => draw() < below,
+        }
+    }
+
+    /// Whether any request may be logged.
+    pub fn any(self) -> bool {
+        self.below > 0
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings::ALL
+    }
+}
+
+/// A per-thread xorshift64* generator, seeded at the thread's first draw (clock and a
+/// counter): sampling needs no lock and no system call.
+fn draw() -> u64 {
+    static SEEDS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        if x == 0 {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let n = SEEDS.fetch_add(1, Ordering::Relaxed);
+            x = xxhash_rust::xxh3::xxh3_64(&[t.to_le_bytes(), n.to_le_bytes()].concat()) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
 }
 
 /// The request log of one request, from its start to its answer (driven by
@@ -102,9 +177,10 @@ pub(super) struct RequestLog {
 }
 
 impl RequestLog {
-    pub(super) fn start(req: &ServiceRequest) -> RequestLog {
+    pub(super) fn start(req: &ServiceRequest, settings: Settings) -> RequestLog {
         let start = Instant::now();
-        let on = enabled();
+        // A request the sample leaves out costs what the log being off does.
+        let on = settings.any() && enabled() && settings.sampled();
         // An id nobody records is not made: without the request log, a gateway's own
         // `X-Request-Id` is still passed back, and a 5xx still gets one.
         let incoming = req.headers().contains_key(X_REQUEST_ID);
@@ -156,7 +232,8 @@ impl RequestLog {
             let req = res.request();
             let route = req.match_pattern();
             let outcome = req.extensions().get::<Outcome>().copied();
-            let jurisdiction = outcome.map(|o| o.location);
+            // The location, or `unestablished` for a client no trusted proxy established.
+            let jurisdiction = outcome;
             let latency_us = start.elapsed().as_micros() as u64;
             let request_id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
             macro_rules! line {
@@ -195,7 +272,7 @@ fn request_id_for(_req: &actix_web::HttpRequest) -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
-    use super::is_gateway_id;
+    use super::{is_gateway_id, Settings};
 
     #[test]
     fn request_ids_have_a_gateway_format() {
@@ -233,6 +310,24 @@ mod tests {
             "0123456789",
         ] {
             check(bad, false);
+        }
+    }
+
+    fn share(s: Settings, n: u32) -> f64 {
+        f64::from((0..n).filter(|_| s.sampled()).count() as u32) / f64::from(n)
+    }
+
+    #[test]
+    fn sampling_rates() {
+        assert_eq!(share(Settings::new(true, 1.0), 10_000), 1.0);
+        assert_eq!(share(Settings::default(), 10_000), 1.0);
+        assert_eq!(share(Settings::new(true, 0.0), 10_000), 0.0);
+        assert_eq!(share(Settings::new(false, 1.0), 10_000), 0.0);
+        assert!(!Settings::new(false, 0.5).any());
+        assert!(!Settings::new(true, f64::NAN).any());
+        for rate in [0.01, 0.25, 0.5, 0.9] {
+            let got = share(Settings::new(true, rate), 200_000);
+            assert!((got - rate).abs() < 0.01, "{rate}: {got}");
         }
     }
 }

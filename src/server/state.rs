@@ -74,6 +74,8 @@ struct Inner {
     /// Lower-case name of the header that carries the rollout key.
     key_header: actix_web::http::header::HeaderName,
     limits: Limits,
+    /// Which requests the request log writes.
+    request_log: super::request_log::Settings,
     admin_tokens: Vec<crate::config::Secret>,
     evaluation_tokens: Vec<crate::config::Secret>,
     path_case_sensitive: bool,
@@ -184,6 +186,10 @@ impl AppState {
                     max_header_bytes: config.max_header_bytes,
                     body_timeout: config.request_timeout,
                 },
+                request_log: super::request_log::Settings::new(
+                    config.request_log,
+                    config.request_log_sample,
+                ),
                 admin_tokens: config.admin_tokens.clone(),
                 evaluation_tokens: config.evaluation_tokens.clone(),
                 path_case_sensitive: config.path_case_sensitive,
@@ -228,6 +234,10 @@ impl AppState {
     }
     pub fn max_body_bytes(&self) -> usize {
         self.inner.limits.max_body_bytes
+    }
+    /// Which requests the request log writes.
+    pub fn request_log(&self) -> super::request_log::Settings {
+        self.inner.request_log
     }
     pub fn limits(&self) -> &Limits {
         &self.inner.limits

@@ -387,13 +387,14 @@ fn canary_addresses_reach_no_sink_through_any_entry_point() {
         "--state-dir",
         &state_b,
     ]);
-    // The embedded middleware, in this process, logging at trace to a buffer.
+    // The embedded middleware, in this process, logging at trace to a buffer through the
+    // same non-blocking writer as `serve`.
     let captured = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let captured = captured.clone();
-        move || Capture(captured.clone())
-    };
-    let log = marketgate::telemetry::dispatch(LogFormat::Json, "trace", writer).unwrap();
+    let writer = marketgate::telemetry::NonBlocking::new(
+        Capture(captured.clone()),
+        marketgate::telemetry::LogStats::new(),
+    );
+    let log = marketgate::telemetry::dispatch(LogFormat::Json, "trace", writer.clone()).unwrap();
     let mw_redis = redis_url.clone();
     let mw = EmbeddedApp::start_with(
         move |c| {
@@ -570,6 +571,10 @@ fn canary_addresses_reach_no_sink_through_any_entry_point() {
     };
     drop(mw);
     std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        writer.flush(Duration::from_secs(10)),
+        "the log writer is stuck"
+    );
 
     let logs_a = a.lines.lock().unwrap().join("\n");
     let logs_b = b.lines.lock().unwrap().join("\n");

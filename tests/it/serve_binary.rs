@@ -187,3 +187,296 @@ fn canary_addresses_reach_no_log_metric_or_body_and_sigterm_drains() {
         }
     }
 }
+
+// --- the request log's way out --------------------------------------------------------
+
+/// `marketgate serve` on a free loopback port with one worker and `extra` arguments,
+/// its stderr going to `stderr`.
+fn spawn_serve(extra: &[&str], stderr: Stdio) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--workers", "1", "--log-format", "json"])
+        .args(extra)
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Reads `stderr` up to the "serving" line; returns the public listener and the lines.
+fn until_serving(stderr: &mut impl BufRead) -> (String, Vec<String>) {
+    let mut seen = Vec::new();
+    for line in stderr.lines().map_while(Result::ok) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["message"] == "serving" {
+                return (v["listen"].as_str().unwrap().to_string(), seen);
+            }
+        }
+        seen.push(line);
+    }
+    panic!("server did not start: {seen:#?}");
+}
+
+/// One keep-alive agent that gives up on an answer after 10 s (a request that waits
+/// for the log sink would fail the test, not hang it).
+fn keep_alive_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+fn status_of(agent: &ureq::Agent, url: &str) -> u16 {
+    let mut res = agent.get(url).call().unwrap();
+    let _ = res.body_mut().read_to_string();
+    res.status().as_u16()
+}
+
+/// The value of one sample of `/metrics`, e.g. `name{label="x"}`.
+fn metric(base: &str, sample: &str) -> u64 {
+    let text = super::server::get(&format!("{base}/metrics"), &[]).body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {sample} in {text}")) as u64
+}
+
+fn access_lines(lines: &[String], route: &str) -> usize {
+    let route = format!("\"route\":\"{route}\"");
+    lines
+        .iter()
+        .filter(|l| l.contains("\"target\":\"marketgate::access\"") && l.contains(&route))
+        .count()
+}
+
+/// The request log is buffered, and SIGTERM writes out every line: N requests, N lines.
+#[test]
+fn sigterm_loses_no_request_log_line() {
+    // The default log level (info): the request log as `serve` writes it.
+    let mut child = spawn_serve(
+        &["--listen", "127.0.0.1:0", "--drain-delay", "0s"],
+        Stdio::piped(),
+    );
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (addr, mut lines) = until_serving(&mut stderr);
+    let reader =
+        std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let agent = keep_alive_agent();
+    const N: usize = 3000;
+    for _ in 0..N {
+        assert_eq!(
+            status_of(&agent, &format!("http://{addr}/v1/decision?country=DE")),
+            200
+        );
+    }
+    // At once: most of these lines are still in the worker's buffer.
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    lines.extend(reader.join().unwrap());
+    assert_eq!(
+        access_lines(&lines, "/v1/decision"),
+        N,
+        "{:#?}",
+        &lines[lines.len().saturating_sub(5)..]
+    );
+    assert!(lines.iter().any(|l| l.contains("\"message\":\"stopped\"")));
+}
+
+/// A sink that stops taking lines (a stalled pipe) never makes a request wait: lines are
+/// dropped and counted, and reported once the sink moves again.
+#[test]
+fn a_stalled_log_sink_drops_and_counts_lines_and_requests_do_not_wait() {
+    let mut child = spawn_serve(&["--listen", "127.0.0.1:0"], Stdio::piped());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (addr, _) = until_serving(&mut stderr);
+    // Nobody reads stderr now: the pipe fills, the writer thread blocks in its write.
+    let base = format!("http://{addr}");
+    let agent = keep_alive_agent();
+    let start = std::time::Instant::now();
+    // About 300 bytes a line: far more than the pipe and the worker's 1 MiB buffer hold.
+    for _ in 0..8000 {
+        assert_eq!(
+            status_of(&agent, &format!("{base}/v1/decision?country=DE")),
+            200
+        );
+    }
+    let dropped = metric(
+        &base,
+        "marketgate_log_lines_dropped_total{reason=\"buffer_full\"}",
+    );
+    assert!(dropped > 0, "no line was dropped in {:?}", start.elapsed());
+    assert_eq!(status_of(&agent, &format!("{base}/readyz")), 200);
+
+    // The sink moves again: the drop is reported in the log itself.
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("log lines were dropped") {
+                let _ = tx.send(line.clone());
+            }
+        }
+    });
+    let report = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the drop was never reported");
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(v["level"], "WARN", "{report}");
+    assert!(v["dropped_buffer_full"].as_u64().unwrap() > 0, "{report}");
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    reader.join().unwrap();
+}
+
+/// A sink that fails every write (a full disk, a closed pipe) never fails a request:
+/// the lost lines are counted, and `serve` still exits cleanly.
+#[test]
+fn a_failing_log_sink_never_fails_a_request() {
+    // A full disk: every write to /dev/full is ENOSPC. The "serving" line is lost with
+    // the rest, so the port is chosen here.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let disk_full = spawn_serve(&["--listen", &listen, "--drain-delay", "0s"], full.into());
+    let base = format!("http://{listen}");
+    let agent = keep_alive_agent();
+    let up = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        agent
+            .get(&format!("{base}/healthz"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    assert!(up, "serve with stderr on /dev/full did not come up");
+    check_failing_sink(disk_full, &base, &agent);
+
+    // A closed pipe: the reader goes away after the "serving" line; writes are EPIPE.
+    let mut closed = spawn_serve(
+        &["--listen", "127.0.0.1:0", "--drain-delay", "0s"],
+        Stdio::piped(),
+    );
+    let mut stderr = BufReader::new(closed.stderr.take().unwrap());
+    let (addr, _) = until_serving(&mut stderr);
+    drop(stderr);
+    check_failing_sink(closed, &format!("http://{addr}"), &agent);
+}
+
+fn check_failing_sink(mut child: Child, base: &str, agent: &ureq::Agent) {
+    for _ in 0..500 {
+        assert_eq!(status_of(agent, &format!("{base}/v1/gate")), 200);
+    }
+    let lost = (0..50)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            metric(
+                base,
+                "marketgate_log_lines_dropped_total{reason=\"write_failed\"}",
+            )
+        })
+        .find(|n| *n >= 500)
+        .unwrap_or(0);
+    assert!(lost >= 500, "lost lines not counted");
+    assert_eq!(
+        metric(
+            base,
+            "marketgate_log_lines_dropped_total{reason=\"buffer_full\"}"
+        ),
+        0
+    );
+    signal(&child, "-TERM");
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "serve did not exit cleanly"
+    );
+}
+
+/// `--request-log off` and a sample leave requests out, never a 5xx answer.
+#[test]
+fn request_log_off_and_sampled_still_log_every_5xx() {
+    // Off: the 200s are not logged; /readyz's 503s while draining are, at error.
+    let mut off = spawn_serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--request-log",
+            "off",
+            "--drain-delay",
+            "2s",
+        ],
+        Stdio::piped(),
+    );
+    let mut stderr = BufReader::new(off.stderr.take().unwrap());
+    let (addr, mut lines) = until_serving(&mut stderr);
+    let reader =
+        std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let agent = keep_alive_agent();
+    for _ in 0..20 {
+        assert_eq!(
+            status_of(&agent, &format!("http://{addr}/v1/decision?country=DE")),
+            200
+        );
+    }
+    signal(&off, "-TERM");
+    let mut unready = 0;
+    for _ in 0..200 {
+        match ureq::get(&format!("http://{addr}/readyz")).call() {
+            Err(ureq::Error::StatusCode(503)) => unready += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        if unready == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(unready, 3, "readiness never answered 503 while draining");
+    assert_eq!(off.wait().unwrap().code(), Some(0));
+    lines.extend(reader.join().unwrap());
+    assert_eq!(access_lines(&lines, "/v1/decision"), 0);
+    let failed: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("\"route\":\"/readyz\"") && l.contains("\"status\":503"))
+        .collect();
+    assert_eq!(failed.len(), 3, "{lines:#?}");
+    assert!(
+        failed.iter().all(|l| l.contains("\"level\":\"ERROR\"")),
+        "{failed:#?}"
+    );
+
+    // A fifth of the requests, from the environment.
+    let mut sampled = Command::new(BIN)
+        .args(["serve", "--workers", "1", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--drain-delay", "0s"])
+        .env("MARKETGATE_REQUEST_LOG_SAMPLE", "0.2")
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(sampled.stderr.take().unwrap());
+    let (addr, mut lines) = until_serving(&mut stderr);
+    let reader =
+        std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    for _ in 0..2000 {
+        assert_eq!(
+            status_of(&agent, &format!("http://{addr}/v1/decision?country=DE")),
+            200
+        );
+    }
+    signal(&sampled, "-TERM");
+    assert_eq!(sampled.wait().unwrap().code(), Some(0));
+    lines.extend(reader.join().unwrap());
+    // 400 expected; the bounds are more than 7 standard deviations wide.
+    let n = access_lines(&lines, "/v1/decision");
+    assert!(
+        (250..=550).contains(&n),
+        "{n} of 2000 requests logged at a 0.2 sample"
+    );
+}
