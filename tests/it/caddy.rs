@@ -73,7 +73,7 @@ fn caddy_forward_auth_serves_limits_and_withdraws_and_fails_closed() {
     let caddy = start_caddy(&bin, marketgate.addr, app);
 
     check_decisions(&caddy, DenyBody::Marketgate);
-    crate::support::bypass::check_gateway("caddy", ([127, 0, 0, 1], caddy.port).into());
+    crate::support::bypass::check_gateway("caddy", ([127, 0, 0, 1], caddy.port).into(), &[]);
 
     // marketgate down: fail closed with 503 and the JSON error, the app not reached.
     drop(marketgate);

@@ -60,7 +60,7 @@ fn envoy_ext_authz_serves_limits_and_withdraws_and_fails_closed() {
     let envoy = start_envoy(&bin, marketgate.addr, app);
 
     check_decisions(&envoy, DenyBody::Marketgate);
-    crate::support::bypass::check_gateway("envoy", ([127, 0, 0, 1], envoy.port).into());
+    crate::support::bypass::check_gateway("envoy", ([127, 0, 0, 1], envoy.port).into(), &[]);
 
     // ext_authz keeps the method and appends path and query to `/v1/gate`: a DELETE
     // from a withdrawn market, with a query, is refused with marketgate's own 451.

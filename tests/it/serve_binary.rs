@@ -22,6 +22,7 @@ fn a_config_error_names_the_key_and_exits_non_zero() {
         ])
         .env("MARKETGATE_WORKERS", "zero")
         .current_dir(repo())
+        .env("MARKETGATE_STATE_DIR", own_state_dir())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -67,6 +68,7 @@ pub fn start(extra: &[&str]) -> Running {
         ])
         .args(extra)
         .current_dir(repo())
+        .env("MARKETGATE_STATE_DIR", own_state_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -188,6 +190,19 @@ fn canary_addresses_reach_no_log_metric_or_body_and_sigterm_drains() {
     }
 }
 
+/// A state directory of this process's own (the embedded store locks its directory, so
+/// binaries started side by side must not share the repository's `state/`).
+pub fn own_state_dir() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "marketgate-it-state-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    dir.display().to_string()
+}
+
 // --- the request log's way out --------------------------------------------------------
 
 /// `marketgate serve` on a free loopback port with one worker and `extra` arguments,
@@ -197,6 +212,7 @@ fn spawn_serve(extra: &[&str], stderr: Stdio) -> Child {
         .args(["serve", "--workers", "1", "--log-format", "json"])
         .args(extra)
         .current_dir(repo())
+        .env("MARKETGATE_STATE_DIR", own_state_dir())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -456,6 +472,7 @@ fn request_log_off_and_sampled_still_log_every_5xx() {
         .args(["--listen", "127.0.0.1:0", "--drain-delay", "0s"])
         .env("MARKETGATE_REQUEST_LOG_SAMPLE", "0.2")
         .current_dir(repo())
+        .env("MARKETGATE_STATE_DIR", own_state_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

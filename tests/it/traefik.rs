@@ -85,7 +85,7 @@ fn traefik_forward_auth_serves_limits_and_withdraws_and_fails_closed() {
     let traefik = start_traefik(&bin, marketgate.addr, app);
 
     check_decisions(&traefik, DenyBody::Marketgate);
-    crate::support::bypass::check_gateway("traefik", ([127, 0, 0, 1], traefik.port).into());
+    crate::support::bypass::check_gateway("traefik", ([127, 0, 0, 1], traefik.port).into(), &[]);
 
     // marketgate down: Traefik's forwardAuth fails closed with its own 500.
     drop(marketgate);

@@ -322,8 +322,10 @@ pub fn judge(cases: Vec<Case<'_>>, min_cases: usize) {
 /// Every path variant and every X-Forwarded-For address variant through a real gateway
 /// listening on `gw` (the test client plays the trusted proxy in front of it, so its
 /// X-Forwarded-For stands for the client), with the app behind it answering
-/// `X-Upstream: app`.
-pub fn check_gateway(name: &str, gw: SocketAddr) {
+/// `X-Upstream: app`. `front_proxy_quirks` names address variants left out for this
+/// gateway because they test how it parses its trusted front proxy's own entry, not
+/// anything a client writes (each call says why).
+pub fn check_gateway(name: &str, gw: SocketAddr, front_proxy_quirks: &[&str]) {
     let reached = |a: &RawAnswer| a.status == 200 && a.header("x-upstream") == Some("app");
     let mut cases = Vec::new();
     for p in PATHS {
@@ -334,7 +336,10 @@ pub fn check_gateway(name: &str, gw: SocketAddr) {
             reached: &reached,
         });
     }
-    for v in ADDRESSES.iter().filter(|v| v.header == XFF) {
+    for v in ADDRESSES
+        .iter()
+        .filter(|v| v.header == XFF && !front_proxy_quirks.contains(&v.name))
+    {
         cases.push(Case {
             what: format!("{name} address {}", v.name),
             answer: raw_get(gw, b"/home", &[(XFF, v.value)]),
@@ -351,5 +356,5 @@ pub fn check_gateway(name: &str, gw: SocketAddr) {
             reached: &reached,
         });
     }
-    judge(cases, 55);
+    judge(cases, 50);
 }
