@@ -63,6 +63,11 @@ pub struct Config {
     pub geoip_fallback_registered_country: bool,
     /// Warn when the GeoIP database is older than this many days (0: never).
     pub geoip_max_age_days: u32,
+    /// When the `geoip` file does not exist at start: refuse to start (`false`), or
+    /// serve the bundled country database until the file appears (`true`; the
+    /// directory watch loads it), so that a pod's start never waits on a GeoIP
+    /// download.
+    pub geoip_bundled_until_present: bool,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Which forwarding header trusted proxies write: `x-forwarded-for` or `forwarded`.
@@ -73,6 +78,10 @@ pub struct Config {
     pub country_header: Option<String>,
     /// Redis URL for shared overrides (may carry a password: a secret).
     pub redis: Option<Secret>,
+    /// With Redis: `/readyz` answers 503 until the instance has synced with Redis once
+    /// or started from a persisted override snapshot, so that an instance never serves
+    /// without the operators' kill switches. No effect on the embedded store.
+    pub require_overrides_for_ready: bool,
     /// Where overrides (and, without Redis, the audit log) are kept on disk.
     pub state_dir: PathBuf,
     /// Worker threads of the public listener.
@@ -121,11 +130,13 @@ impl Default for Config {
             geoip_layout: crate::geoip::LayoutChoice::Auto,
             geoip_fallback_registered_country: false,
             geoip_max_age_days: 30,
+            geoip_bundled_until_present: false,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             client_address_header: None,
             country_header: None,
             redis: None,
+            require_overrides_for_ready: true,
             state_dir: PathBuf::from("state"),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             key_header: "x-user-id".into(),
@@ -212,11 +223,13 @@ pub struct RawConfig {
     pub geoip_layout: Option<String>,
     pub geoip_fallback_registered_country: Option<Scalar>,
     pub geoip_max_age_days: Option<Scalar>,
+    pub geoip_bundled_until_present: Option<Scalar>,
     pub trusted_proxies: Option<Vec<String>>,
     pub forwarded_header: Option<String>,
     pub client_address_header: Option<String>,
     pub country_header: Option<String>,
     pub redis: Option<String>,
+    pub require_overrides_for_ready: Option<Scalar>,
     pub state_dir: Option<String>,
     pub workers: Option<Scalar>,
     pub key_header: Option<String>,
@@ -271,11 +284,19 @@ pub const KEYS: &[(&str, &str)] = &[
         "MARKETGATE_GEOIP_FALLBACK_REGISTERED_COUNTRY",
     ),
     ("geoip_max_age_days", "MARKETGATE_GEOIP_MAX_AGE_DAYS"),
+    (
+        "geoip_bundled_until_present",
+        "MARKETGATE_GEOIP_BUNDLED_UNTIL_PRESENT",
+    ),
     ("trusted_proxies", "MARKETGATE_TRUSTED_PROXIES"),
     ("forwarded_header", "MARKETGATE_FORWARDED_HEADER"),
     ("client_address_header", "MARKETGATE_CLIENT_ADDRESS_HEADER"),
     ("country_header", "MARKETGATE_COUNTRY_HEADER"),
     ("redis", "MARKETGATE_REDIS"),
+    (
+        "require_overrides_for_ready",
+        "MARKETGATE_REQUIRE_OVERRIDES_FOR_READY",
+    ),
     ("state_dir", "MARKETGATE_STATE_DIR"),
     ("workers", "MARKETGATE_WORKERS"),
     ("key_header", "MARKETGATE_KEY_HEADER"),
@@ -340,11 +361,13 @@ impl RawConfig {
             geoip_fallback_registered_country: get("geoip_fallback_registered_country")
                 .map(Scalar::Str),
             geoip_max_age_days: get("geoip_max_age_days").map(Scalar::Str),
+            geoip_bundled_until_present: get("geoip_bundled_until_present").map(Scalar::Str),
             trusted_proxies: list("trusted_proxies"),
             forwarded_header: get("forwarded_header"),
             client_address_header: get("client_address_header"),
             country_header: get("country_header"),
             redis: get("redis"),
+            require_overrides_for_ready: get("require_overrides_for_ready").map(Scalar::Str),
             state_dir: get("state_dir"),
             workers: get("workers").map(Scalar::Str),
             key_header: get("key_header"),
@@ -454,6 +477,8 @@ impl Config {
         set!(geoip_layout, |v: &String| parse_layout(v));
         set!(geoip_fallback_registered_country, |v: &Scalar| boolean(v));
         set!(path_case_sensitive, |v: &Scalar| boolean(v));
+        set!(geoip_bundled_until_present, |v: &Scalar| boolean(v));
+        set!(require_overrides_for_ready, |v: &Scalar| boolean(v));
         set!(geoip_max_age_days, |v: &Scalar| v
             .text()
             .parse::<u32>()
@@ -693,6 +718,8 @@ pub fn flag_name(key: &str) -> &str {
         "geoip_layout" => "geoip-layout",
         "geoip_fallback_registered_country" => "geoip-fallback-registered-country",
         "geoip_max_age_days" => "geoip-max-age-days",
+        "geoip_bundled_until_present" => "geoip-bundled-until-present",
+        "require_overrides_for_ready" => "require-overrides-for-ready",
         "state_dir" => "state-dir",
         "trusted_proxies" => "trusted-proxy",
         "forwarded_header" => "forwarded-header",
@@ -1010,6 +1037,38 @@ mod tests {
         ] {
             assert!(err.contains(want), "missing {want:?} in {err}");
         }
+    }
+
+    #[test]
+    fn readiness_and_geoip_start_keys() {
+        let c = Config::load(None, &env(&[]), RawConfig::default()).unwrap();
+        assert!(c.require_overrides_for_ready);
+        assert!(!c.geoip_bundled_until_present);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_REQUIRE_OVERRIDES_FOR_READY", "false"),
+                ("MARKETGATE_GEOIP_BUNDLED_UNTIL_PRESENT", "true"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        assert!(!c.require_overrides_for_ready);
+        assert!(c.geoip_bundled_until_present);
+        let err = Config::load(
+            None,
+            &env(&[]),
+            RawConfig {
+                require_overrides_for_ready: Some(Scalar::Str("maybe".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("config key `require_overrides_for_ready` (from flag --require-overrides-for-ready)"),
+            "{err}"
+        );
     }
 
     #[test]

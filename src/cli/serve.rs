@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Warn when the GeoIP database is older than this many days, 0 never [default 30; env MARKETGATE_GEOIP_MAX_AGE_DAYS; key geoip_max_age_days].
     #[arg(long, value_name = "DAYS")]
     pub geoip_max_age_days: Option<String>,
+    /// When the --geoip file does not exist at start, serve the bundled country database until it appears instead of refusing to start: true or false [default false; env MARKETGATE_GEOIP_BUNDLED_UNTIL_PRESENT; key geoip_bundled_until_present].
+    #[arg(long, value_name = "BOOL")]
+    pub geoip_bundled_until_present: Option<String>,
     /// Trusted proxy CIDR, repeatable [env MARKETGATE_TRUSTED_PROXIES, comma-separated; key trusted_proxies].
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<String>,
@@ -58,6 +61,9 @@ pub struct ServeArgs {
     /// Redis URL for shared overrides [env MARKETGATE_REDIS; key redis].
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// With Redis, /readyz is 503 until synced once or started from a persisted snapshot: true or false [default true; env MARKETGATE_REQUIRE_OVERRIDES_FOR_READY; key require_overrides_for_ready].
+    #[arg(long, value_name = "BOOL")]
+    pub require_overrides_for_ready: Option<String>,
     /// Directory for persisted overrides and audit [default state; env MARKETGATE_STATE_DIR; key state_dir].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<String>,
@@ -126,11 +132,13 @@ impl ServeArgs {
                     .geoip_fallback_registered_country
                     .map(Scalar::Str),
                 geoip_max_age_days: self.geoip_max_age_days.map(Scalar::Str),
+                geoip_bundled_until_present: self.geoip_bundled_until_present.map(Scalar::Str),
                 trusted_proxies: list(self.trusted_proxies),
                 forwarded_header: self.forwarded_header,
                 client_address_header: self.client_address_header,
                 country_header: self.country_header,
                 redis: self.redis,
+                require_overrides_for_ready: self.require_overrides_for_ready.map(Scalar::Str),
                 state_dir: self.state_dir,
                 workers: self.workers.map(Scalar::Str),
                 key_header: self.key_header,

@@ -35,6 +35,9 @@ pub struct GeoIpConfig {
     pub watch: bool,
     /// Quiet time after the last file event before reloading, in milliseconds.
     pub debounce_ms: u64,
+    /// When `path` does not exist at load, serve the bundled database until it
+    /// appears (the watch loads it) instead of failing.
+    pub bundled_until_present: bool,
 }
 
 impl Default for GeoIpConfig {
@@ -46,6 +49,7 @@ impl Default for GeoIpConfig {
             max_age_days: 30,
             watch: true,
             debounce_ms: 500,
+            bundled_until_present: false,
         }
     }
 }
@@ -129,6 +133,16 @@ impl GeoIp {
     pub fn load(config: &GeoIpConfig) -> Result<GeoIp, GeoDbError> {
         let options = config.lookup_options();
         let db = match &config.path {
+            Some(path) if config.bundled_until_present && !path.exists() => {
+                // A file that is not there yet (a fresh volume the updater has not
+                // filled): start, and take the file when the watch sees it. A file that
+                // is there but bad still fails below.
+                tracing::warn!(
+                    path = %path.display(),
+                    "geoip file not present yet; serving the bundled country database until it appears"
+                );
+                GeoDb::bundled(&options)?
+            }
             Some(path) => GeoDb::open(path, &options)?,
             None => GeoDb::bundled(&options)?,
         };

@@ -39,6 +39,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("the service is shutting down")]
     Draining,
+    #[error("not ready: the override store has not synced with redis yet and there is no persisted snapshot to start from, so the operators' overrides are unknown")]
+    OverridesNotLoaded,
     #[error("{0}")]
     ReloadFailed(String),
     #[error("{0}")]
@@ -74,6 +76,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Draining => "draining",
+            ApiError::OverridesNotLoaded => "overrides_not_loaded",
             ApiError::ReloadFailed(_) => "reload_failed",
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::InvalidOverride(_) => "invalid_override",
@@ -124,7 +127,7 @@ impl ResponseError for ApiError {
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Draining | ApiError::OverridesNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::OverrideNotFound(_) => StatusCode::NOT_FOUND,

@@ -41,6 +41,7 @@ impl Geo {
             layout: config.geoip_layout.clone(),
             fallback_registered_country: config.geoip_fallback_registered_country,
             max_age_days: config.geoip_max_age_days,
+            bundled_until_present: config.geoip_bundled_until_present,
             ..GeoIpConfig::default()
         };
         let geoip = GeoIp::load(&gc).map_err(|error| GeoError::Load {

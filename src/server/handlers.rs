@@ -778,41 +778,44 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// Ready: rules and GeoIP loaded and not draining.
+/// Ready: rules and GeoIP loaded, not draining, and (with Redis and
+/// `require_overrides_for_ready`) the operators' overrides known: synced with Redis once
+/// or started from a persisted snapshot.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "Ready; the body names the override store's state", content_type = "text/plain", body = String),
-    (status = 503, description = "Not ready or draining", body = super::error::ErrorBody),
+    (status = 503, description = "Draining (`draining`), or no override snapshot yet (`overrides_not_loaded`)", body = super::error::ErrorBody),
 ), tag = "operations")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.is_ready() {
-        // Ready even when Redis is away: decisions go on from the last snapshot. The
-        // body says so for operators.
-        let store = state.store().status();
-        let mut body = format!(
-            "ready\noverrides: {} {} version {}\n",
-            store.backend,
-            if store.refused.is_some() {
-                "REFUSED, serving the last snapshot"
-            } else if store.connected {
-                "in sync"
-            } else {
-                "DISCONNECTED, serving the last snapshot"
-            },
-            store.version
-        );
-        if let Some(why) = &store.refused {
-            body.push_str(&format!("refused: {why}\n"));
-        }
-        if let Some(r) = store.last_restore {
-            body.push_str(&format!(
-                "restored: redis had lost data; {} overrides at version {} restored from this instance's snapshot at {}\n",
-                r.overrides, r.version, r.at
-            ));
-        }
-        Ok(HttpResponse::Ok().content_type("text/plain").body(body))
-    } else {
-        Err(ApiError::Draining)
+    match state.readiness() {
+        super::state::Readiness::Ready => {}
+        super::state::Readiness::Draining => return Err(ApiError::Draining),
+        super::state::Readiness::NoOverrides => return Err(ApiError::OverridesNotLoaded),
     }
+    // Ready even when Redis is away once a snapshot is held (synced before, or
+    // persisted): decisions go on from it. The body says so for operators.
+    let store = state.store().status();
+    let mut body = format!(
+        "ready\noverrides: {} {} version {}\n",
+        store.backend,
+        if store.refused.is_some() {
+            "REFUSED, serving the last snapshot"
+        } else if store.connected {
+            "in sync"
+        } else {
+            "DISCONNECTED, serving the last snapshot"
+        },
+        store.version
+    );
+    if let Some(why) = &store.refused {
+        body.push_str(&format!("refused: {why}\n"));
+    }
+    if let Some(r) = store.last_restore {
+        body.push_str(&format!(
+            "restored: redis had lost data; {} overrides at version {} restored from this instance's snapshot at {}\n",
+            r.overrides, r.version, r.at
+        ));
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain").body(body))
 }
 
 /// Prometheus text exposition.

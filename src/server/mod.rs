@@ -332,6 +332,11 @@ where
 pub fn serve(config: Config) -> Result<(), ServeError> {
     actix_web::rt::System::new().block_on(async move {
         let store = crate::store::OverrideStore::open(&config.store()).await?;
+        if config.require_overrides_for_ready && !store.has_snapshot() {
+            tracing::warn!(
+                "not ready until synced with redis: no persisted override snapshot to start from (require_overrides_for_ready)"
+            );
+        }
         let state = AppState::load(&config, Clock::System, store)?;
         let app = Application::build(&config, state)?;
         tracing::info!(

@@ -49,6 +49,15 @@ impl Clock {
     }
 }
 
+/// What `/readyz` says: see [`AppState::readiness`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Draining,
+    /// Redis store with no snapshot yet: not synced, nothing persisted to start from.
+    NoOverrides,
+}
+
 /// What a request may send: enforced by [`super::limits`].
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -79,6 +88,8 @@ struct Inner {
     admin_tokens: Vec<crate::config::Secret>,
     evaluation_tokens: Vec<crate::config::Secret>,
     path_case_sensitive: bool,
+    /// `/readyz` waits for a snapshot with the operators' overrides (Redis store).
+    require_overrides: bool,
     ready: AtomicBool,
     draining: AtomicBool,
     metrics: Metrics,
@@ -193,6 +204,7 @@ impl AppState {
                 admin_tokens: config.admin_tokens.clone(),
                 evaluation_tokens: config.evaluation_tokens.clone(),
                 path_case_sensitive: config.path_case_sensitive,
+                require_overrides: config.require_overrides_for_ready,
                 ready: AtomicBool::new(true),
                 draining: AtomicBool::new(false),
                 last_reload: std::sync::Mutex::new(RulesReload {
@@ -260,7 +272,20 @@ impl AppState {
             || super::bearer::matches(req, &self.inner.evaluation_tokens)
     }
     pub fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Relaxed) && !self.is_draining()
+        self.readiness() == Readiness::Ready
+    }
+
+    /// Whether this instance is safe to serve, and if not why: draining, or (with
+    /// `require_overrides_for_ready`) a Redis store that has neither synced nor started
+    /// from a persisted snapshot, so it knows none of the operators' overrides.
+    pub fn readiness(&self) -> Readiness {
+        if self.is_draining() || !self.inner.ready.load(Ordering::Relaxed) {
+            Readiness::Draining
+        } else if self.inner.require_overrides && !self.inner.store.has_snapshot() {
+            Readiness::NoOverrides
+        } else {
+            Readiness::Ready
+        }
     }
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Relaxed)

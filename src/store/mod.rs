@@ -289,6 +289,11 @@ pub struct StoreStatus {
     pub refused: Option<String>,
     /// Redis loads refused since start.
     pub refusals: u64,
+    /// Whether the snapshot in use is one the operators' overrides are in: embedded,
+    /// always; Redis, once synced since start or when the instance started from a
+    /// persisted snapshot. `false` only for a Redis instance that has neither (a fresh
+    /// state directory while Redis is unreachable): it knows no override at all.
+    pub has_snapshot: bool,
     /// Redis: restores of this instance's snapshot into Redis since start.
     pub restores: u64,
     /// Redis: the last restore this instance made.
@@ -569,6 +574,12 @@ impl OverrideStore {
         self.status().snapshot_age
     }
 
+    /// See [`StoreStatus::has_snapshot`].
+    pub fn has_snapshot(&self) -> bool {
+        let h = self.shared.health();
+        matches!(self.backend, Backend::Embedded(_)) || h.synced_at.is_some() || h.from_disk
+    }
+
     pub fn last_error(&self) -> Option<String> {
         self.shared.health().last_error.clone()
     }
@@ -591,6 +602,7 @@ impl OverrideStore {
             last_error: h.last_error.clone(),
             refused: h.refused.clone(),
             refusals: h.refusals,
+            has_snapshot: embedded || h.synced_at.is_some() || h.from_disk,
             restores: h.restores,
             last_restore: h.last_restore,
         }
@@ -609,6 +621,8 @@ struct Health {
     version: u64,
     persisted_version: u64,
     synced_at: Option<Instant>,
+    /// Started from the snapshot persisted in the state directory.
+    from_disk: bool,
     last_error: Option<String>,
     refused: Option<String>,
     refusals: u64,

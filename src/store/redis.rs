@@ -289,6 +289,7 @@ impl RedisStore {
 
         let cache_path = state_dir.join(REDIS_SNAPSHOT);
         let cached = file::load_snapshot(state_dir, &cache_path).await?;
+        let mut from_disk = false;
         let local = match cached {
             Some(f) if f.prefix.as_deref() == Some(cfg.prefix.as_str()) => {
                 tracing::info!(
@@ -297,6 +298,7 @@ impl RedisStore {
                     overrides = f.overrides.len(),
                     "starting from the persisted redis snapshot"
                 );
+                from_disk = true;
                 Local {
                     epoch: f.epoch,
                     version: f.version,
@@ -321,6 +323,7 @@ impl RedisStore {
             None => Local::default(),
         };
         let shared = Shared::new(local.version, local.overrides.values().map(|e| e.o.clone()));
+        shared.health().from_disk = from_disk;
         let (version_tx, version_rx) = watch::channel(local.version);
         let inner = Arc::new(Inner {
             shared,

@@ -577,3 +577,85 @@ fn after_redis_loses_its_data_readyz_says_restored_and_only_an_operator_empties_
     assert_eq!(e["jurisdictions"], json!(["FR"]));
     assert_eq!(audit["entries"][1]["action"], "restore", "{audit}");
 }
+
+/// Readiness means "safe to serve": with Redis, an instance that has neither synced nor
+/// a persisted snapshot to start from knows none of the operators' kill switches, so it
+/// is not ready (503, JSON error) until Redis answers; one that starts from a persisted
+/// snapshot is ready at once and applies it while Redis is still away.
+#[test]
+fn with_redis_a_new_instance_is_ready_only_once_it_knows_the_overrides() {
+    use crate::redis_server::Proxy;
+
+    let redis = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(Proxy::start(redis.port()));
+    let url = proxy.url();
+    let state_dir = tempfile::tempdir().unwrap();
+    let on = |dir: std::path::PathBuf| {
+        let url = url.clone();
+        move |c: &mut marketgate::config::Config| {
+            c.redis = Some(Secret::new(url));
+            c.state_dir = dir;
+        }
+    };
+
+    // A fresh instance while Redis is unreachable: not ready, and says why.
+    proxy.cut();
+    let s = TestServer::start_with_clock(Clock::System, on(state_dir.path().to_owned()));
+    let r = get(&s.url("/readyz"), &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "overrides_not_loaded", "{}", r.body);
+    assert!(v["error"]["message"].as_str().unwrap().contains("redis"));
+    // Alive all the same: liveness must not restart it while Redis is away.
+    assert_eq!(get(&s.url("/healthz"), &[]).status, 200);
+
+    // Redis reachable: ready once synced.
+    proxy.heal();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = get(&s.url("/readyz"), &[]);
+        if r.status == 200 {
+            assert!(r.body.contains("in sync"), "{}", r.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {}", r.body);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let set = s.admin(
+        "PUT",
+        "/admin/v1/overrides/FR",
+        Some(json!({"status": "withdrawn", "reason": "kill switch"})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    let version = set.json()["version"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.state.store().status().persisted_version < version {
+        assert!(Instant::now() < deadline, "snapshot never persisted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(s);
+
+    // Restarted on that state directory while Redis is away: ready at once, and the
+    // kill switch holds.
+    proxy.cut();
+    let s = TestServer::start_with_clock(Clock::System, on(state_dir.path().to_owned()));
+    let r = get(&s.url("/readyz"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("DISCONNECTED"), "{}", r.body);
+    assert_eq!(decision(&s, "FR")["status"], "withdrawn");
+    drop(s);
+
+    // The check can be turned off (the old behaviour: serve without overrides).
+    let other = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with_clock(Clock::System, {
+        let f = on(other.path().to_owned());
+        move |c: &mut marketgate::config::Config| {
+            f(c);
+            c.require_overrides_for_ready = false;
+        }
+    });
+    assert_eq!(get(&s.url("/readyz"), &[]).status, 200);
+    drop(s);
+    drop(proxy);
+}

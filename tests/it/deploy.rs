@@ -16,6 +16,9 @@ use serde_yaml::Value;
 use crate::server::{repo, TestServer};
 use crate::support::gateway::{binary, read};
 
+/// The geoipupdate sidecar's loop, beside the manifests.
+const UPDATER_SCRIPT: &str = "geoipupdate-loop.sh";
+
 const K8S_FILES: [&str; 5] = [
     "deployment.yaml",
     "service.yaml",
@@ -327,6 +330,14 @@ fn kubernetes_manifests_fit_together_and_validate() {
     let config = Config::load(None, &env, RawConfig::default())
         .unwrap_or_else(|e| panic!("the Deployment's env: {e}"));
     assert!(config.redis.is_some(), "overrides shared through Redis");
+    assert!(
+        config.require_overrides_for_ready,
+        "a new pod is not ready before it knows the overrides"
+    );
+    assert!(
+        config.geoip_bundled_until_present,
+        "a pod's start never waits on the GeoIP provider"
+    );
     let redis = named(&main["env"], "MARKETGATE_REDIS");
     assert_eq!(s(redis, "valueFrom.secretKeyRef.name"), "marketgate-redis");
     assert!(
@@ -341,28 +352,67 @@ fn kubernetes_manifests_fit_together_and_validate() {
         http["containerPort"].as_u64(),
         Some(config.listen.port().into())
     );
-    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
-        assert_eq!(s(&main[probe], "httpGet.path"), path);
-        assert_eq!(s(&main[probe], "httpGet.port"), "http");
+    for (probe, path) in [
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/healthz"),
+        ("startupProbe", "/healthz"),
+    ] {
+        let p = &main[probe];
+        assert_eq!(s(p, "httpGet.path"), path);
+        assert_eq!(s(p, "httpGet.port"), "http");
+        // Probes share the workers with the traffic: never the default 1 s timeout,
+        // never one failure.
+        let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{probe}.{k}"));
+        assert!(n("timeoutSeconds") >= 2, "{probe}: {p:?}");
+        assert!(n("failureThreshold") >= 3, "{probe}: {p:?}");
     }
-    for c in spec["containers"]
+    let window = |p: &str| {
+        main[p]["periodSeconds"].as_u64().unwrap() * main[p]["failureThreshold"].as_u64().unwrap()
+    };
+    assert!(
+        window("livenessProbe") >= 30,
+        "a restart takes a long silence"
+    );
+    assert!(window("startupProbe") >= 30, "a start gets its time");
+
+    // Guaranteed QoS: requests == limits for CPU and memory in every container (init
+    // containers included, if any), so nothing is throttled below its request and the
+    // pods are evicted last. The marketgate container is sized with headroom over the
+    // measured 17 MiB (country database) for a City database held twice in a swap.
+    let containers: Vec<&Value> = spec["containers"]
         .as_sequence()
         .unwrap()
         .iter()
-        .chain(spec["initContainers"].as_sequence().unwrap())
-    {
-        for k in ["requests.cpu", "requests.memory", "limits.memory"] {
+        .chain(spec["initContainers"].as_sequence().into_iter().flatten())
+        .collect();
+    for c in &containers {
+        let r = &c["resources"];
+        for k in ["cpu", "memory"] {
             assert!(
-                at(&c["resources"], k).is_string(),
-                "{} lacks resources.{k}",
+                r["limits"][k].is_string(),
+                "{} lacks limits.{k}",
+                s(c, "name")
+            );
+            assert_eq!(
+                r["requests"][k],
+                r["limits"][k],
+                "{}: requests.{k} == limits.{k}",
                 s(c, "name")
             );
         }
     }
+    assert!(mebibytes(s(&main["resources"], "limits.memory")) >= 17 + 2 * 64 + 64);
+    let cpus: f64 = s(&main["resources"], "limits.cpu")
+        .parse()
+        .expect("whole CPUs");
+    assert_eq!(
+        config.workers as f64, cpus,
+        "one worker per CPU of the limit"
+    );
 
     // Mounts: the mount that holds MARKETGATE_REGIONS is the ConfigMap; the one that
-    // holds MARKETGATE_GEOIP is the volume geoipupdate writes that edition into,
-    // both once before marketgate starts and periodically beside it.
+    // holds MARKETGATE_GEOIP is the volume the geoipupdate sidecar writes that edition
+    // into.
     let volume = |name: &str| named(&spec["volumes"], name);
     let regions = mount_for(main, &config.regions);
     assert!(volume(&regions)["configMap"]["name"].is_string());
@@ -372,21 +422,75 @@ fn kubernetes_manifests_fit_together_and_validate() {
         .expect("a GeoIP file, not the bundled one");
     let geoip_volume = mount_for(main, &geoip);
     let edition = geoip.file_stem().unwrap().to_str().unwrap();
-    for (list, name, periodic) in [
-        (&spec["initContainers"], "geoipupdate-init", false),
-        (&spec["containers"], "geoipupdate", true),
-    ] {
-        let c = named(list, name);
-        assert!(s(c, "image").contains("geoipupdate"));
-        let env = env_of(c);
-        assert_eq!(env["GEOIPUPDATE_EDITION_IDS"], edition);
-        let dir = Path::new(&env["GEOIPUPDATE_DB_DIR"]);
-        assert_eq!(geoip.parent(), Some(dir));
-        assert_eq!(mount_for(c, dir), geoip_volume);
-        assert_eq!(env.contains_key("GEOIPUPDATE_FREQUENCY"), periodic);
+    let updater = named(&spec["containers"], "geoipupdate");
+    assert!(s(updater, "image").contains("geoipupdate"));
+    let updater_env = env_of(updater);
+    assert_eq!(updater_env["GEOIPUPDATE_EDITION_IDS"], edition);
+    let dir = Path::new(&updater_env["GEOIPUPDATE_DB_DIR"]);
+    assert_eq!(geoip.parent(), Some(dir));
+    assert_eq!(mount_for(updater, dir), geoip_volume);
+
+    // No shared dependency in the pod's start or readiness: no init container (none
+    // waits on the GeoIP provider), the sidecar has no probe, the pod no readiness
+    // gate; the sidecar runs the loop that never exits, mounted from the ConfigMap
+    // kustomize generates from the committed script.
+    assert!(
+        spec["initContainers"].is_null(),
+        "{:?}",
+        spec["initContainers"]
+    );
+    assert!(spec["readinessGates"].is_null());
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        assert!(updater[probe].is_null(), "the sidecar has a {probe}");
     }
+    let command: Vec<&str> = updater["command"]
+        .as_sequence()
+        .expect("the sidecar runs the loop script")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let script = Path::new(command.last().unwrap());
+    assert_eq!(script.file_name().unwrap(), UPDATER_SCRIPT);
+    let script_volume = volume(&mount_for(updater, script));
+    let generated = kustomization["configMapGenerator"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == script_volume["configMap"]["name"])
+        .expect("the script's ConfigMap is generated by kustomize");
+    assert_eq!(generated["files"][0].as_str(), Some(UPDATER_SCRIPT));
+    assert!(
+        !updater_env.contains_key("GEOIPUPDATE_FREQUENCY"),
+        "the upstream loop exits on failure"
+    );
+    // Its config file (with the licence key) is in memory, not on the node's disk.
+    let conf = Path::new(&updater_env["GEOIPUPDATE_CONF"]);
+    assert_eq!(
+        s(volume(&mount_for(updater, conf)), "emptyDir.medium"),
+        "Memory"
+    );
+
+    // The snapshot volume may be an emptyDir because readiness waits for a sync (or
+    // a snapshot from a container restart): checked above.
     let state = mount_for(main, &config.state_dir);
     assert!(volume(&state)["emptyDir"].is_mapping());
+
+    // Availability: the HPA owns the count, the PDB lets one go at a time, replicas
+    // spread over zones and nodes.
+    assert!(
+        deployment["spec"]["replicas"].is_null(),
+        "replicas next to an HPA: every apply resets the count"
+    );
+    let spread = spec["topologySpreadConstraints"].as_sequence().unwrap();
+    for key in ["topology.kubernetes.io/zone", "kubernetes.io/hostname"] {
+        let c = spread
+            .iter()
+            .find(|c| c["topologyKey"].as_str() == Some(key))
+            .unwrap_or_else(|| panic!("no spread over {key}"));
+        assert_eq!(c["maxSkew"].as_u64(), Some(1));
+        assert_eq!(s(c, "whenUnsatisfiable"), "DoNotSchedule");
+        assert!(selects(&c["labelSelector"]["matchLabels"], pod_labels));
+    }
 
     // Service, PDB, HPA and ServiceMonitor point at this Deployment's pods and ports.
     let services: Vec<&Value> = of_kind("Service").collect();
@@ -398,6 +502,8 @@ fn kubernetes_manifests_fit_together_and_validate() {
     }
     let pdb = of_kind("PodDisruptionBudget").next().unwrap();
     assert!(selects(&pdb["spec"]["selector"]["matchLabels"], pod_labels));
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1));
+    assert!(pdb["spec"]["minAvailable"].is_null());
     let hpa = of_kind("HorizontalPodAutoscaler").next().unwrap();
     assert_eq!(s(hpa, "spec.scaleTargetRef.kind"), "Deployment");
     assert_eq!(
@@ -405,6 +511,16 @@ fn kubernetes_manifests_fit_together_and_validate() {
         s(deployment, "metadata.name")
     );
     assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+    // CPU is a fair signal only with Guaranteed CPU (checked above); keep-alive
+    // connections rebalance only if the gateways cap their age (documented).
+    assert_eq!(s(hpa, "spec.metrics.0.resource.name"), "cpu");
+    let k8s_readme = read(&repo().join("deploy/k8s/README.md"));
+    for needle in ["keepalive_time", "max_connection_duration"] {
+        assert!(
+            k8s_readme.contains(needle),
+            "README: connection age ({needle})"
+        );
+    }
     let monitor = of_kind("ServiceMonitor").next().unwrap();
     let scraped: Vec<&&Value> = services
         .iter()
@@ -446,4 +562,140 @@ fn kubernetes_manifests_fit_together_and_validate() {
     );
     assert!(o.status.success(), "kubernetes-validate:\n{out}");
     assert_eq!(out.matches(" passed for resource ").count(), 5, "{out}");
+}
+
+/// `512Mi`, `1Gi`, `384M` as MiB (rounded down).
+fn mebibytes(q: &str) -> u64 {
+    let (n, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("quantity {q}"));
+    match unit {
+        "Mi" => n,
+        "Gi" => n * 1024,
+        "M" => n * 1_000_000 / (1024 * 1024),
+        "G" => n * 1_000_000_000 / (1024 * 1024),
+        _ => panic!("unexpected memory quantity {q}"),
+    }
+}
+
+/// Kills the child on drop (a failed assertion must not leave the loop running).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The sidecar's loop with a `geoipupdate` that fails (as in a provider outage, a rate
+/// limit, a revoked key) keeps running and retrying, never exits on its own, and stops
+/// cleanly on SIGTERM; after a success it waits for the next interval. Its env is the
+/// manifest's, with the waits shortened.
+#[test]
+fn the_geoipupdate_loop_keeps_running_when_geoipupdate_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    let deployment = docs("deployment.yaml").remove(0);
+    let updater = named(
+        &deployment["spec"]["template"]["spec"]["containers"],
+        "geoipupdate",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = dir.path().join("calls");
+    // Fails three times, then succeeds.
+    let fake = bin.join("geoipupdate");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{calls}'\n[ $(wc -l < '{calls}') -ge 4 ] && exit 0\necho 'error: 429 Too Many Requests' >&2\nexit 1\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut env = env_of(updater);
+    let db = dir.path().join("db");
+    std::fs::create_dir(&db).unwrap();
+    let conf = dir.path().join("GeoIP.conf");
+    env.insert("GEOIPUPDATE_DB_DIR".into(), db.display().to_string());
+    env.insert("GEOIPUPDATE_CONF".into(), conf.display().to_string());
+    for (k, v) in [
+        ("GEOIPUPDATE_START_DELAY_MAX_SECONDS", "0"),
+        ("GEOIPUPDATE_RETRY_MIN_SECONDS", "1"),
+        ("GEOIPUPDATE_RETRY_MAX_SECONDS", "1"),
+        ("GEOIPUPDATE_INTERVAL_SECONDS", "3600"),
+    ] {
+        assert!(env.contains_key(k), "the manifest sets {k}");
+        env.insert(k.into(), v.into());
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let stderr = dir.path().join("stderr");
+    let mut child = Reaped(
+        Command::new("sh")
+            .arg(repo().join("deploy/k8s").join(UPDATER_SCRIPT))
+            .env_clear()
+            .envs(&env)
+            .env("PATH", path)
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let count = || {
+        std::fs::read_to_string(&calls)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() < 4 {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the loop exited after {} attempts: {}",
+            count(),
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "only {} attempts", count());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // After the success it sleeps for the interval: no fifth call, still running.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(count(), 4);
+    assert!(child.0.try_wait().unwrap().is_none());
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(log.matches("update failed (exit 1)").count(), 3, "{log}");
+    assert!(log.contains("updated"), "{log}");
+    // geoipupdate is pointed at the config file and the volume; the key is only in
+    // that file, readable by its owner alone.
+    let args = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        args.lines()
+            .all(|l| l == format!("-f {} -d {}", conf.display(), db.display())),
+        "{args}"
+    );
+    assert_eq!(
+        std::fs::metadata(&conf).unwrap().permissions().mode() & 0o077,
+        0
+    );
+    assert!(std::fs::read_to_string(&conf)
+        .unwrap()
+        .contains(&format!("LicenseKey {}", env["GEOIPUPDATE_LICENSE_KEY"])));
+
+    // SIGTERM stops it at once, with success.
+    crate::serve_binary::signal(&child.0, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the loop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
 }

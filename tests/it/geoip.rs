@@ -439,3 +439,37 @@ fn logs_say_what_happened_and_never_name_an_address() {
         );
     }
 }
+
+/// `bundled_until_present` (the Kubernetes setting): a file not there yet is no reason
+/// to refuse to start; the bundled database serves until the watch sees the file. A
+/// file that is there but bad still refuses, and without the setting a missing file
+/// still does.
+#[test]
+fn a_missing_file_serves_the_bundled_database_until_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("geo.mmdb");
+    assert!(matches!(
+        GeoIp::load(&file_config(&path)).unwrap_err(),
+        GeoDbError::Read { .. }
+    ));
+    let config = GeoIpConfig {
+        bundled_until_present: true,
+        ..file_config(&path)
+    };
+    let geoip = Arc::new(GeoIp::load(&config).unwrap());
+    let watch = geoip.watch().unwrap();
+    let us: IpAddr = "8.8.8.8".parse().unwrap();
+    assert_eq!(geoip.lookup(us).to_string(), "US", "the bundled database");
+
+    let flat = mmdb::flat_with("country", IpVersion::V6, Ipv4Aliasing::Enabled, "NZ");
+    mmdb::replace_by_rename(dir.path(), "geo.mmdb", &flat);
+    let ip: IpAddr = "1.0.0.1".parse().unwrap();
+    assert!(
+        eventually(|| geoip.lookup(ip).to_string() == "NZ"),
+        "the watch never loaded the file that appeared"
+    );
+    drop(watch);
+
+    std::fs::write(&path, b"truncated").unwrap();
+    assert!(GeoIp::load(&config).is_err(), "a bad file is still refused");
+}
