@@ -34,6 +34,7 @@ fn the_gate_blocks_every_path_variant_in_both_forms() {
                 answer: raw_get(s.addr, b"/v1/gate", &[(XFF, ip), (header, p.target)]),
                 expect: p.expect,
                 reached: &gate_reached,
+                strict: true,
             });
         }
         // The tail form (Envoy ext_authz): the original path appended to the prefix.
@@ -46,6 +47,7 @@ fn the_gate_blocks_every_path_variant_in_both_forms() {
                 answer: raw_get(s.addr, target, &[(XFF, ip)]),
                 expect: p.expect,
                 reached: &gate_reached,
+                strict: true,
             });
         }
     }
@@ -107,6 +109,7 @@ fn the_gate_blocks_every_path_variant_in_both_forms() {
             answer: raw_get(s.addr, target, &all),
             expect: *expect,
             reached: &gate_reached,
+            strict: true,
         });
     }
     // A served market is never blocked by its path: every feature is on.
@@ -122,6 +125,7 @@ fn the_gate_blocks_every_path_variant_in_both_forms() {
         ),
         expect: Expect::Passes,
         reached: &gate_reached,
+        strict: true,
     });
     judge(cases, 120);
 
@@ -170,6 +174,7 @@ fn the_middleware_blocks_every_path_variant() {
             answer: raw_get(app.addr, p.target, &[(XFF, IN_IP.as_bytes())]),
             expect: p.expect,
             reached: &reached,
+            strict: true,
         });
     }
     judge(cases, 40);
@@ -191,6 +196,7 @@ fn no_forwarding_trick_serves_a_withdrawn_market() {
             answer: raw_get(server.addr, b"/v1/gate", &[(v.header, v.value)]),
             expect: Expect::Blocked,
             reached: &gate_reached,
+            strict: true,
         });
         if v.header == XFF {
             cases.push(Case {
@@ -198,6 +204,7 @@ fn no_forwarding_trick_serves_a_withdrawn_market() {
                 answer: raw_get(app.addr, b"/home", &[(v.header, v.value)]),
                 expect: Expect::Blocked,
                 reached: &gate_reached,
+                strict: true,
             });
         }
     }
@@ -211,6 +218,7 @@ fn no_forwarding_trick_serves_a_withdrawn_market() {
             answer: raw_get(xff.addr, b"/v1/gate", &headers),
             expect: Expect::Blocked,
             reached: &gate_reached,
+            strict: true,
         });
     }
     // Controls: readable chains still find the client.
@@ -230,6 +238,7 @@ fn no_forwarding_trick_serves_a_withdrawn_market() {
             answer: raw_get(server.addr, b"/v1/gate", &[(header, value)]),
             expect: Expect::Passes,
             reached: &gate_reached,
+            strict: true,
         });
     }
     judge(cases, 30);
