@@ -328,11 +328,29 @@ pub fn judge(cases: Vec<Case<'_>>, min_cases: usize) {
 pub fn check_gateway(name: &str, gw: SocketAddr, front_proxy_quirks: &[&str]) {
     let reached = |a: &RawAnswer| a.status == 200 && a.header("x-upstream") == Some("app");
     let mut cases = Vec::new();
+    // A gateway may normalise a path before both the check and the app (Traefik 3.7
+    // resolves `..` and percent-encodes non-ASCII): then marketgate judges the path the
+    // app receives, and what counts is that the app never gets the feature's path.
+    let normalised_away = |a: &RawAnswer, target: &[u8]| {
+        let uri = a
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("@uri: "))
+            .unwrap_or_default();
+        uri.as_bytes() != target && !uri.to_ascii_lowercase().contains("/api/payments")
+    };
     for p in PATHS {
+        let answer = raw_get(gw, p.target, &[(XFF, IN_IP.as_bytes())]);
+        let expect =
+            if p.expect == Blocked && reached(&answer) && normalised_away(&answer, p.target) {
+                Passes
+            } else {
+                p.expect
+            };
         cases.push(Case {
             what: format!("{name} path {}", p.name),
-            answer: raw_get(gw, p.target, &[(XFF, IN_IP.as_bytes())]),
-            expect: p.expect,
+            answer,
+            expect,
             reached: &reached,
         });
     }
