@@ -699,3 +699,221 @@ fn the_geoipupdate_loop_keeps_running_when_geoipupdate_fails() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// The policy repository's workflow (`deploy/policy-ci/marketgate-policy.yml`), parsed:
+/// the properties that make it work as a required check in a real repository, then its
+/// own shell steps run against git repositories, including the first pull request
+/// that adds `regions/`.
+#[test]
+fn deploy_policy_ci_workflow_works_as_a_required_check() {
+    let path = repo().join("deploy/policy-ci/marketgate-policy.yml");
+    let text = read(&path);
+    let wf: Value = serde_yaml::from_str(&text).unwrap();
+    let on = &wf["on"];
+
+    // A required check always finishes: no path filter on the trigger (the job skips
+    // inside itself), and it runs for merge queue entries too.
+    let pr = &on["pull_request"];
+    assert!(pr.is_mapping(), "{on:?}");
+    for filter in ["paths", "paths-ignore", "branches-ignore"] {
+        assert!(
+            pr.get(filter).is_none(),
+            "pull_request.{filter} leaves a required check pending"
+        );
+    }
+    let types: Vec<&str> = pr["types"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for t in ["opened", "synchronize", "reopened", "labeled", "unlabeled"] {
+        assert!(types.contains(&t), "pull_request types lack {t}: {types:?}");
+    }
+    assert!(
+        on.as_mapping().unwrap().contains_key("merge_group"),
+        "no merge_group trigger"
+    );
+
+    let steps = wf["jobs"]["policy"]["steps"].as_sequence().unwrap();
+    let step = |name: &str| -> &Value {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step `{name}`"))
+    };
+
+    // Every action pinned by a full commit SHA, with the tag beside it for readers.
+    let sha = |s: &str| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut pinned = 0;
+    for s in steps {
+        if let Some(uses) = s["uses"].as_str() {
+            let (_, rev) = uses.split_once('@').unwrap_or_else(|| panic!("{uses}"));
+            assert!(sha(rev), "`{uses}` is not pinned by a full commit SHA");
+            assert!(
+                text.lines().any(|l| l.contains(uses) && l.contains("# v")),
+                "`{uses}` has no `# vX.Y.Z` comment naming its tag"
+            );
+            pinned += 1;
+        }
+    }
+    assert!(pinned >= 3, "{pinned}");
+
+    // The marketgate release checked is production's: read from MARKETGATE_VERSION,
+    // never a tag written into the workflow.
+    assert!(
+        !text.contains("MARKETGATE_REF"),
+        "a marketgate tag in the workflow"
+    );
+    assert!(
+        step("marketgate version")["run"]
+            .as_str()
+            .unwrap()
+            .contains("< MARKETGATE_VERSION"),
+        "the version is not read from MARKETGATE_VERSION"
+    );
+    assert!(step("Cache marketgate")["with"]["key"]
+        .as_str()
+        .unwrap()
+        .contains("steps.version.outputs.version"));
+
+    // Approvals are for a commit: the label alone never passes the gate; the gate reads
+    // an approval status on the pull request's head SHA, and a push removes the label.
+    assert!(!text.contains("contains(github.event.pull_request.labels"));
+    let record = step("Record or reset the withdrawal approval")["with"]["script"]
+        .as_str()
+        .unwrap();
+    assert!(record.contains("createCommitStatus") && record.contains("pr.head.sha !== sha"));
+    assert!(record.contains("'synchronize'") && record.contains("removeLabel"));
+    let gate = step("Require approval for withdrawals");
+    let gate_script = gate["with"]["script"].as_str().unwrap();
+    assert!(gate_script.contains("pull_request.head.sha"));
+    assert!(gate_script.contains("listCommitStatusesForRef"));
+    assert!(gate["if"]
+        .as_str()
+        .unwrap()
+        .contains("steps.diff.outputs.code == '1'"));
+
+    // The shell steps splice nothing from the event into the script.
+    let changes = step("What changed")["run"].as_str().unwrap();
+    let diff = step("Diff against the base")["run"].as_str().unwrap();
+    for script in [changes, diff] {
+        assert!(!script.contains("${{"), "{script}");
+    }
+
+    // Run them: a pull request (a merge commit, as GitHub checks it out) onto a base.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_marketgate"))
+        .parent()
+        .unwrap();
+    let run_step = |dir: &Path, script: &str, env: &[(&str, &str)]| -> BTreeMap<String, String> {
+        let out = dir.join("github-output");
+        let _ = std::fs::remove_file(&out);
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let o = Command::new("bash")
+            .args(["-e", "-c", script])
+            .current_dir(dir)
+            .env("PATH", path)
+            .env("GITHUB_EVENT_NAME", "pull_request")
+            .env("GITHUB_OUTPUT", &out)
+            .env("GITHUB_STEP_SUMMARY", dir.join("summary.md"))
+            .env("RUNNER_TEMP", dir.join("runner-temp"))
+            .env("MARKETGATE_GIT_PATH", "regions")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let git = |dir: &Path, args: &[&str]| {
+        let o = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let copy_regions = |dir: &Path| {
+        std::fs::create_dir_all(dir.join("regions")).unwrap();
+        for e in std::fs::read_dir(repo().join("regions")).unwrap() {
+            let e = e.unwrap();
+            if e.path().extension().is_some_and(|x| x == "yaml") {
+                std::fs::copy(e.path(), dir.join("regions").join(e.file_name())).unwrap();
+            }
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("runner-temp")).unwrap();
+    git(d, &["init", "-q", "-b", "main"]);
+    std::fs::write(d.join("README.md"), "policy\n").unwrap();
+    std::fs::write(
+        d.join(".gitignore"),
+        "github-output\nsummary.md\nrunner-temp/\nmarketgate-diff.md\n",
+    )
+    .unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-q", "-m", "base without rules"]);
+    // Merges `branch` into main with a merge commit, as GitHub's pull request ref.
+    let merge = |branch: &str| {
+        git(d, &["checkout", "-q", "main"]);
+        git(d, &["merge", "-q", "--no-ff", "-m", "merge", branch]);
+    };
+
+    // A pull request that touches no rules: the check passes at once.
+    git(d, &["checkout", "-q", "-b", "docs"]);
+    std::fs::write(d.join("README.md"), "policy, documented\n").unwrap();
+    git(d, &["commit", "-q", "-am", "docs"]);
+    merge("docs");
+    let out = run_step(d, changes, &[]);
+    assert_eq!(out["rules"], "false", "{out:?}");
+
+    // The first pull request that adds regions/: diffed against an empty rule set. The
+    // repository's rules withdraw RU, so the gate asks for approval (1), and nothing
+    // is broken (2).
+    git(d, &["checkout", "-q", "-b", "first-rules"]);
+    copy_regions(d);
+    std::fs::write(d.join("MARKETGATE_VERSION"), "v0.1.0\n").unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-q", "-m", "first rules"]);
+    merge("first-rules");
+    let out = run_step(d, changes, &[]);
+    assert_eq!(out["rules"], "true", "{out:?}");
+    let base = out["base"].clone();
+    let diff_out = run_step(d, diff, &[("BASE", base.as_str())]);
+    assert_eq!(diff_out["code"], "1", "{diff_out:?}");
+    let summary = std::fs::read_to_string(d.join("summary.md")).unwrap();
+    assert!(summary.contains("RU is withdrawn"), "{summary}");
+
+    // A later pull request with a wording-only change: diffed against the base's rules
+    // from git, nothing gated.
+    git(d, &["checkout", "-q", "-b", "wording"]);
+    let global = d.join("regions/_global.yaml");
+    let mut text = std::fs::read_to_string(&global).unwrap();
+    text.push_str("# a comment only\n");
+    std::fs::write(&global, text).unwrap();
+    git(d, &["commit", "-q", "-am", "wording"]);
+    merge("wording");
+    let out = run_step(d, changes, &[]);
+    assert_eq!(out["rules"], "true", "{out:?}");
+    let diff_out = run_step(d, diff, &[("BASE", out["base"].as_str())]);
+    assert_eq!(diff_out["code"], "0", "{diff_out:?}");
+}

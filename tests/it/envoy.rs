@@ -9,8 +9,8 @@ use std::process::Command;
 
 use crate::server::{repo, TestServer};
 use crate::support::gateway::{
-    binary, check_decisions, check_fails_closed, edit, free_port, read, start_app, DenyBody,
-    Gateway,
+    assert_idle_timeout_shorter, binary, check_decisions, check_fails_closed, check_forwarding,
+    edit, free_port, read, seconds, start_app, DenyBody, Gateway, RequestId, Spy,
 };
 
 fn socket_address(addr: SocketAddr) -> String {
@@ -56,10 +56,12 @@ fn envoy_ext_authz_serves_limits_and_withdraws_and_fails_closed() {
         return;
     };
     let marketgate = TestServer::start(|_| {});
+    let spy = Spy::start(marketgate.addr);
     let app = start_app();
-    let envoy = start_envoy(&bin, marketgate.addr, app);
+    let envoy = start_envoy(&bin, spy.addr, app);
 
     check_decisions(&envoy, DenyBody::Marketgate);
+    check_forwarding(&envoy, &spy, RequestId::Own);
     crate::support::bypass::check_gateway("envoy", ([127, 0, 0, 1], envoy.port).into(), &[]);
 
     // ext_authz keeps the method and appends path and query to `/v1/gate`: a DELETE
@@ -78,4 +80,22 @@ fn envoy_ext_authz_serves_limits_and_withdraws_and_fails_closed() {
     assert_eq!(a.header("retry-after"), Some("5"));
     assert_eq!(a.header("content-type"), Some("application/json"));
     assert_eq!(a.json()["error"]["code"], "gate_unavailable");
+}
+
+/// Envoy closes idle connections to marketgate before marketgate does (its own
+/// default is an hour).
+#[test]
+fn envoy_marketgate_cluster_idle_timeout_ends_before_marketgates() {
+    let conf: serde_yaml::Value =
+        serde_yaml::from_str(&read(&repo().join("deploy/gateways/envoy/envoy.yaml"))).unwrap();
+    let cluster = conf["static_resources"]["clusters"]
+        .as_sequence()
+        .and_then(|c| c.iter().find(|c| c["name"] == "marketgate"))
+        .expect("a marketgate cluster");
+    let idle = cluster["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["common_http_protocol_options"]
+        ["idle_timeout"]
+        .as_str()
+        .expect("the marketgate cluster's idle_timeout");
+    assert_idle_timeout_shorter("envoy", seconds(idle));
 }

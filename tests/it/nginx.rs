@@ -7,8 +7,8 @@ use std::process::Command;
 
 use crate::server::{repo, TestServer};
 use crate::support::gateway::{
-    binary, check_decisions, check_fails_closed, edit, free_port, read, skip_or_fail, start_app,
-    DenyBody, Gateway,
+    assert_idle_timeout_shorter, binary, check_decisions, check_fails_closed, check_forwarding,
+    edit, free_port, read, seconds, skip_or_fail, start_app, DenyBody, Gateway, RequestId, Spy,
 };
 
 /// The nginx binary, or `None` (with a loud message) when it is missing locally or
@@ -103,10 +103,12 @@ fn nginx_auth_request_serves_limits_and_withdraws_and_fails_closed() {
         return;
     };
     let marketgate = TestServer::start(|_| {});
+    let spy = Spy::start(marketgate.addr);
     let app = start_app();
-    let nginx = start_nginx(&bin, marketgate.addr, app);
+    let nginx = start_nginx(&bin, spy.addr, app);
 
     check_decisions(&nginx, DenyBody::Nginx);
+    check_forwarding(&nginx, &spy, RequestId::Own);
     // nginx's realip trims trailing commas, so a front proxy's own empty entry
     // (`8.8.8.8,`) leaves the entry before it as the client. A client cannot cause this:
     // the front proxy appends after whatever the client wrote.
@@ -121,4 +123,25 @@ fn nginx_auth_request_serves_limits_and_withdraws_and_fails_closed() {
     let a = check_fails_closed(&nginx, 503);
     assert_eq!(a.header("retry-after"), Some("5"));
     assert_eq!(a.json()["error"]["code"], "gate_unavailable");
+}
+
+/// nginx closes idle connections to marketgate before marketgate does.
+#[test]
+fn nginx_upstream_keepalive_ends_before_marketgates() {
+    let conf = read(&repo().join("deploy/gateways/nginx/marketgate.conf"));
+    let upstream = conf
+        .split("upstream marketgate {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("an `upstream marketgate` block");
+    let idle = upstream
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("keepalive_timeout "))
+        .and_then(|v| v.split(';').next())
+        .expect("`keepalive_timeout` in `upstream marketgate`");
+    assert_idle_timeout_shorter("nginx", seconds(idle));
+    assert!(
+        !conf.contains("$http_x_user_id") && !conf.contains("$http_x_request_id"),
+        "the client's own rollout key or request id must not reach marketgate"
+    );
 }

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use crate::server::{repo, TestServer};
 use crate::support::gateway::{
-    binary, check_decisions, check_fails_closed, edit, free_port, read, start_app, DenyBody,
-    Gateway,
+    binary, check_decisions, check_fails_closed, check_forwarding, edit, free_port, read,
+    start_app, DenyBody, Gateway, RequestId, Spy,
 };
 
 fn start_traefik(bin: &Path, marketgate: SocketAddr, app: SocketAddr) -> Gateway {
@@ -81,10 +81,12 @@ fn traefik_forward_auth_serves_limits_and_withdraws_and_fails_closed() {
         return;
     };
     let marketgate = TestServer::start(|_| {});
+    let spy = Spy::start(marketgate.addr);
     let app = start_app();
-    let traefik = start_traefik(&bin, marketgate.addr, app);
+    let traefik = start_traefik(&bin, spy.addr, app);
 
     check_decisions(&traefik, DenyBody::Marketgate);
+    check_forwarding(&traefik, &spy, RequestId::None);
     crate::support::bypass::check_gateway("traefik", ([127, 0, 0, 1], traefik.port).into(), &[]);
 
     // marketgate down: Traefik's forwardAuth fails closed with its own 500.

@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::server::{get, post, Answer};
@@ -375,6 +376,210 @@ pub fn check_fails_closed(gw: &Gateway, status: u16) -> Answer {
     assert_eq!(a.status, status, "{:?} {}\n{}", a.headers, a.body, gw.log());
     assert_eq!(a.header("x-upstream"), None, "the app must not be reached");
     a
+}
+
+/// A TCP relay between a gateway and marketgate that keeps every byte the gateway
+/// sends, so a test can read what marketgate received. Connections it cannot pass on
+/// (marketgate down) are closed at once.
+pub struct Spy {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Spy {
+    pub fn start(upstream: SocketAddr) -> Spy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let all = seen.clone();
+        std::thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                let all = all.clone();
+                std::thread::spawn(move || relay(down, upstream, &all));
+            }
+        });
+        Spy { addr, seen }
+    }
+
+    /// Everything gateways sent through the relay since the last call.
+    pub fn take(&self) -> String {
+        let bytes = std::mem::take(&mut *self.seen.lock().unwrap());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+fn relay(mut down: TcpStream, upstream: SocketAddr, seen: &Mutex<Vec<u8>>) {
+    let Ok(mut up) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let (Ok(mut down_w), Ok(mut up_r)) = (down.try_clone(), up.try_clone()) else {
+        return;
+    };
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut up_r, &mut down_w);
+        let _ = down_w.shutdown(Shutdown::Both);
+    });
+    let mut buf = [0u8; 16384];
+    loop {
+        match down.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                if up.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = up.shutdown(Shutdown::Both);
+    let _ = back.join();
+}
+
+/// The values of header `name` (lower case) in the raw requests `text`.
+fn header_values(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// How a gateway treats the request id on its way to marketgate.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RequestId {
+    /// The gateway makes its own and sends it (nginx, Caddy, Envoy).
+    Own,
+    /// The gateway makes none and sends none (Traefik).
+    None,
+}
+
+/// What reaches marketgate and the app, with `spy` between the gateway and marketgate:
+/// only the headers marketgate needs (never the client's cookies, credentials, rollout
+/// key or request id), and, at the app, only the decision headers the gateway set from
+/// marketgate's answer, exactly once each, whatever the client sent for them (an empty
+/// value included) and also when marketgate's own value is empty.
+pub fn check_forwarding(gw: &Gateway, spy: &Spy, request_id: RequestId) {
+    use crate::support::bypass::raw_get;
+    let app_saw = |a: &crate::support::bypass::RawAnswer| -> String {
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.header("x-upstream"), Some("app"), "{a:?}");
+        a.body.clone()
+    };
+    let client: [(&str, &[u8]); 6] = [
+        ("X-Forwarded-For", US_IP.as_bytes()),
+        ("Cookie", b"session=canary-cookie-0123"),
+        ("Authorization", b"Bearer canary-token-0123"),
+        ("Proxy-Authorization", b"Basic canary-proxy-0123"),
+        ("X-User-Id", b"canary-key-0123"),
+        ("X-Request-Id", b"0123456789abcdef0123456789abcdef"),
+    ];
+    spy.take();
+    app_saw(&raw_get(gw_addr(gw), b"/hello", &client));
+    let sent = spy.take();
+    assert!(
+        sent.contains("/v1/gate"),
+        "the gateway did not ask marketgate through the relay:\n{sent}"
+    );
+    for canary in [
+        "canary-cookie-0123",
+        "canary-token-0123",
+        "canary-proxy-0123",
+        "canary-key-0123",
+        "0123456789abcdef0123456789abcdef",
+    ] {
+        assert!(
+            !sent.contains(canary),
+            "{} passed the client's {canary} to marketgate:\n{sent}",
+            gw.name
+        );
+    }
+    let ids = header_values(&sent, "x-request-id");
+    match request_id {
+        RequestId::Own => assert!(
+            ids.len() == 1 && ids[0].len() >= 32,
+            "{} must send its own request id: {ids:?}\n{sent}",
+            gw.name
+        ),
+        RequestId::None => assert!(ids.is_empty(), "{ids:?}\n{sent}"),
+    }
+
+    // Forged decision headers, empty ones included: the app sees exactly what the
+    // gateway set from marketgate's answer, once. A served market's empty
+    // `X-Marketgate-Disabled` must not let the client's value through.
+    let forged: &[(&str, &[u8])] = &[
+        ("X-Marketgate-Status", b"served"),
+        ("X-Marketgate-Jurisdiction", b"US"),
+        ("X-Marketgate-Disabled", b""),
+    ];
+    let mut headers: Vec<(&str, &[u8])> = vec![("X-Forwarded-For", IN_IP.as_bytes())];
+    headers.extend_from_slice(forged);
+    let body = app_saw(&raw_get(gw_addr(gw), b"/home", &headers));
+    assert_eq!(
+        header_values(&body, "x-marketgate-status"),
+        ["limited"],
+        "{body}"
+    );
+    assert_eq!(
+        header_values(&body, "x-marketgate-jurisdiction"),
+        ["IN"],
+        "{body}"
+    );
+    let disabled = header_values(&body, "x-marketgate-disabled");
+    assert!(
+        disabled.len() == 1 && disabled[0].split(',').any(|f| f == "payments"),
+        "{body}"
+    );
+    let forgeries: [&[u8]; 3] = [b"payments", b"", b"forged"];
+    for forged in forgeries {
+        let headers: [(&str, &[u8]); 4] = [
+            ("X-Forwarded-For", US_IP.as_bytes()),
+            ("X-Marketgate-Status", b"limited"),
+            ("X-Marketgate-Jurisdiction", b"IN"),
+            ("X-Marketgate-Disabled", forged),
+        ];
+        let body = app_saw(&raw_get(gw_addr(gw), b"/home", &headers));
+        assert_eq!(
+            header_values(&body, "x-marketgate-status"),
+            ["served"],
+            "{body}"
+        );
+        assert_eq!(
+            header_values(&body, "x-marketgate-jurisdiction"),
+            ["US"],
+            "{body}"
+        );
+        let disabled = header_values(&body, "x-marketgate-disabled");
+        assert!(
+            disabled.is_empty() || disabled == [""],
+            "{}: the client's X-Marketgate-Disabled reached the app: {body}",
+            gw.name
+        );
+    }
+}
+
+fn gw_addr(gw: &Gateway) -> SocketAddr {
+    ([127, 0, 0, 1], gw.port).into()
+}
+
+/// A gateway's idle timeout toward marketgate must end before marketgate's own
+/// (`keep_alive`, 75 s by default): a request on a connection marketgate is closing
+/// fails.
+pub fn assert_idle_timeout_shorter(gateway: &str, idle: Duration) {
+    let keep_alive = marketgate::config::Config::default().keep_alive;
+    assert!(
+        !idle.is_zero() && idle < keep_alive,
+        "{gateway}'s idle timeout toward marketgate ({idle:?}) must be shorter than marketgate's keep_alive ({keep_alive:?})"
+    );
+}
+
+/// The seconds in a duration written `60s`.
+pub fn seconds(text: &str) -> Duration {
+    let n = text
+        .trim()
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("`{text}` is not a duration in seconds"));
+    Duration::from_secs(n)
 }
 
 /// A path in the repository as text.
