@@ -58,6 +58,12 @@ pub struct ServeArgs {
     /// Redis URL for shared overrides [env MARKETGATE_REDIS; key redis].
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// PEM file of the CA(s) that sign the Redis server's certificate, for rediss:// with a private CA [default: system roots; env MARKETGATE_REDIS_CA_FILE; key redis_ca_file].
+    #[arg(long, value_name = "FILE")]
+    pub redis_ca_file: Option<String>,
+    /// Listener that serves /metrics: public or admin [default public; env MARKETGATE_METRICS_LISTENER; key metrics_listener].
+    #[arg(long, value_name = "LISTENER")]
+    pub metrics_listener: Option<String>,
     /// Directory for persisted overrides and audit [default state; env MARKETGATE_STATE_DIR; key state_dir].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<String>,
@@ -131,6 +137,8 @@ impl ServeArgs {
                 client_address_header: self.client_address_header,
                 country_header: self.country_header,
                 redis: self.redis,
+                redis_ca_file: self.redis_ca_file,
+                metrics_listener: self.metrics_listener,
                 state_dir: self.state_dir,
                 workers: self.workers.map(Scalar::Str),
                 key_header: self.key_header,
