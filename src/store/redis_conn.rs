@@ -324,7 +324,8 @@ fn host_list(hosts: &str, default_port: u16) -> Result<Vec<String>, RedisUrlErro
 #[derive(Clone)]
 pub(super) enum RedisConn {
     Single {
-        client: Client,
+        /// Boxed: with TLS parameters a `Client` is several times the other variants.
+        client: Box<Client>,
         manager: ConnectionManager,
     },
     Sentinel(Arc<SentinelLink>),
@@ -408,7 +409,10 @@ impl RedisConn {
                     .set_max_delay(cfg.reconnect_backoff_max);
                 let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
                     .map_err(|source| StoreError::Redis { source })?;
-                Ok(RedisConn::Single { client, manager })
+                Ok(RedisConn::Single {
+                    client: Box::new(client),
+                    manager,
+                })
             }
             RedisTarget::Sentinel {
                 sentinels,
