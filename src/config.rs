@@ -40,10 +40,21 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Which listener serves `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsListener {
+    /// The public listener (the default: what existing scrape configs point at).
+    Public,
+    /// The admin listener, without a token (Prometheus needs no admin token), so that
+    /// traffic per country is reachable only where the admin port is.
+    Admin,
+}
+
 /// The checked configuration of `marketgate serve`.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Public listener (decisions, gate, OFREP, health, metrics).
+    /// Public listener (decisions, gate, OFREP, health, and metrics unless
+    /// `metrics_listener` is `admin`).
     pub listen: SocketAddr,
     /// Admin listener; bound only when at least one admin token is configured.
     pub admin_listen: SocketAddr,
@@ -82,6 +93,11 @@ pub struct Config {
     /// or started from a persisted override snapshot, so that an instance never serves
     /// without the operators' kill switches. No effect on the embedded store.
     pub require_overrides_for_ready: bool,
+    /// PEM CA certificates that sign the Redis server's certificate (`rediss://` only);
+    /// `None`: the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
+    /// Which listener serves `/metrics`.
+    pub metrics_listener: MetricsListener,
     /// Where overrides (and, without Redis, the audit log) are kept on disk.
     pub state_dir: PathBuf,
     /// Worker threads of the public listener.
@@ -137,6 +153,8 @@ impl Default for Config {
             country_header: None,
             redis: None,
             require_overrides_for_ready: true,
+            redis_ca_file: None,
+            metrics_listener: MetricsListener::Public,
             state_dir: PathBuf::from("state"),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             key_header: "x-user-id".into(),
@@ -230,6 +248,9 @@ pub struct RawConfig {
     pub country_header: Option<String>,
     pub redis: Option<String>,
     pub require_overrides_for_ready: Option<Scalar>,
+    pub redis_ca_file: Option<String>,
+    /// `public` or `admin`.
+    pub metrics_listener: Option<String>,
     pub state_dir: Option<String>,
     pub workers: Option<Scalar>,
     pub key_header: Option<String>,
@@ -297,6 +318,8 @@ pub const KEYS: &[(&str, &str)] = &[
         "require_overrides_for_ready",
         "MARKETGATE_REQUIRE_OVERRIDES_FOR_READY",
     ),
+    ("redis_ca_file", "MARKETGATE_REDIS_CA_FILE"),
+    ("metrics_listener", "MARKETGATE_METRICS_LISTENER"),
     ("state_dir", "MARKETGATE_STATE_DIR"),
     ("workers", "MARKETGATE_WORKERS"),
     ("key_header", "MARKETGATE_KEY_HEADER"),
@@ -368,6 +391,8 @@ impl RawConfig {
             country_header: get("country_header"),
             redis: get("redis"),
             require_overrides_for_ready: get("require_overrides_for_ready").map(Scalar::Str),
+            redis_ca_file: get("redis_ca_file"),
+            metrics_listener: get("metrics_listener"),
             state_dir: get("state_dir"),
             workers: get("workers").map(Scalar::Str),
             key_header: get("key_header"),
@@ -397,6 +422,7 @@ impl Config {
         for (layer, raw) in layers {
             c.apply(layer, raw, &mut errors);
         }
+        c.check_across(layers, &mut errors);
         if errors.is_empty() {
             Ok(c)
         } else {
@@ -508,6 +534,18 @@ impl Config {
                     .map_err(|e| e.to_string())
             }
         });
+        set!(redis_ca_file, |v: &String| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                check_ca_file(Path::new(v)).map(|()| Some(PathBuf::from(v)))
+            }
+        });
+        set!(metrics_listener, |v: &String| match v.as_str() {
+            "public" => Ok(MetricsListener::Public),
+            "admin" => Ok(MetricsListener::Admin),
+            _ => Err(format!("`{v}` is not a listener (public or admin)")),
+        });
         set!(workers, |v: &Scalar| match v.text().parse::<usize>() {
             Ok(n) if (1..=1024).contains(&n) => Ok(n),
             _ => Err(format!(
@@ -584,6 +622,53 @@ impl Config {
 }
 
 impl Config {
+    /// Checks between keys, once every layer is applied; a problem names the key and the
+    /// last layer that set it.
+    fn check_across(&self, layers: &[(Layer, RawConfig)], errors: &mut Vec<ConfigError>) {
+        let source = |key: &'static str, set: fn(&RawConfig) -> bool| {
+            layers
+                .iter()
+                .rev()
+                .find(|(_, raw)| set(raw))
+                .map(|(layer, _)| match layer {
+                    Layer::File(p) => Layer::File(p.clone()),
+                    Layer::Env(_) => Layer::Env(
+                        KEYS.iter()
+                            .find(|(k, _)| *k == key)
+                            .map_or(String::new(), |(_, v)| (*v).to_string()),
+                    ),
+                    Layer::Flag(_) => Layer::Flag(flag_name(key).to_string()),
+                })
+        };
+        // A CA file says the operator expects TLS: a URL without it would send the
+        // password in clear while the config reads as if it did not.
+        if self.redis_ca_file.is_some()
+            && !self
+                .redis
+                .as_ref()
+                .is_some_and(|u| u.expose().starts_with("rediss://"))
+        {
+            if let Some(layer) = source("redis_ca_file", |r| r.redis_ca_file.is_some()) {
+                errors.push(ConfigError::Invalid {
+                    key: "redis_ca_file",
+                    layer,
+                    problem: "is set, but `redis` is not a rediss:// URL (TLS to one server)"
+                        .to_string(),
+                });
+            }
+        }
+        if self.metrics_listener == MetricsListener::Admin && self.admin_tokens.is_empty() {
+            if let Some(layer) = source("metrics_listener", |r| r.metrics_listener.is_some()) {
+                errors.push(ConfigError::Invalid {
+                    key: "metrics_listener",
+                    layer,
+                    problem: "is admin, but the admin listener is off (no admin token configured)"
+                        .to_string(),
+                });
+            }
+        }
+    }
+
     /// The client-address rules for [`crate::client_addr`].
     pub fn client_addr(&self) -> ClientAddrConfig {
         let header = |h: &Option<String>| {
@@ -667,10 +752,18 @@ impl Config {
             ..crate::store::StoreConfig::default()
         };
         if let Some(url) = &self.redis {
-            c.redis = Some(crate::store::RedisConfig::new(url.expose()));
+            let mut redis = crate::store::RedisConfig::new(url.expose());
+            redis.ca_file = self.redis_ca_file.clone();
+            c.redis = Some(redis);
         }
         c
     }
+}
+
+/// A readable PEM file with at least one certificate rustls accepts as a root.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    crate::store::check_ca_pem(&pem).map_err(|problem| format!("{}: {problem}", path.display()))
 }
 
 /// Bearer tokens: at least 16 characters each.
@@ -721,6 +814,8 @@ pub fn flag_name(key: &str) -> &str {
         "geoip_bundled_until_present" => "geoip-bundled-until-present",
         "require_overrides_for_ready" => "require-overrides-for-ready",
         "state_dir" => "state-dir",
+        "redis_ca_file" => "redis-ca-file",
+        "metrics_listener" => "metrics-listener",
         "trusted_proxies" => "trusted-proxy",
         "forwarded_header" => "forwarded-header",
         "client_address_header" => "client-address-header",
@@ -857,6 +952,96 @@ mod tests {
     }
 
     #[test]
+    fn tls_to_redis_needs_a_rediss_url_and_a_readable_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let not_pem = dir.path().join("key.pem");
+        std::fs::write(&not_pem, "hunter2 is no certificate").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let load = |url: &str, ca: &Path| {
+            Config::load(
+                None,
+                &env(&[("MARKETGATE_REDIS", url)]),
+                RawConfig {
+                    redis_ca_file: Some(ca.display().to_string()),
+                    ..Default::default()
+                },
+            )
+        };
+        let c = load("rediss://:hunter2@h:6380/0", &ca).unwrap();
+        assert_eq!(c.redis_ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(
+            c.store().redis.unwrap().ca_file.as_deref(),
+            Some(ca.as_path())
+        );
+        // Without a CA file, rediss:// trusts the system's roots.
+        let c = Config::load(
+            None,
+            &env(&[("MARKETGATE_REDIS", "rediss://:hunter2@h/")]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.store().redis.unwrap().ca_file, None);
+        for (url, file, problem) in [
+            ("rediss://:hunter2@h/", &missing, "cannot read"),
+            ("rediss://:hunter2@h/", &not_pem, "holds no PEM certificate"),
+            ("redis://:hunter2@h/", &ca, "not a rediss:// URL"),
+            ("redis+sentinel://:hunter2@h/m", &ca, "not a rediss:// URL"),
+        ] {
+            let err = load(url, file).unwrap_err().to_string();
+            assert!(
+                err.contains("config key `redis_ca_file` (from flag --redis-ca-file)"),
+                "{err}"
+            );
+            assert!(err.contains(problem), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn metrics_listener_is_public_or_admin_and_admin_needs_the_admin_listener() {
+        assert_eq!(
+            Config::load(None, &env(&[]), RawConfig::default())
+                .unwrap()
+                .metrics_listener,
+            MetricsListener::Public
+        );
+        let c = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_METRICS_LISTENER", "admin"),
+                ("MARKETGATE_ADMIN_TOKENS", "0123456789abcdef0123"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listener, MetricsListener::Admin);
+        for (value, problem) in [
+            ("admin", "the admin listener is off"),
+            ("private", "not a listener (public or admin)"),
+        ] {
+            let err = Config::load(
+                None,
+                &env(&[("MARKETGATE_METRICS_LISTENER", value)]),
+                RawConfig::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(
+                    "config key `metrics_listener` (from environment variable MARKETGATE_METRICS_LISTENER)"
+                ),
+                "{err}"
+            );
+            assert!(err.contains(problem), "{err}");
+        }
+    }
+
+    #[test]
     fn redis_urls_name_one_server_a_sentinel_set_or_a_cluster() {
         for ok in [
             "redis://:pw@h:6379/0",
@@ -874,6 +1059,11 @@ mod tests {
             ("memcached://:hunter2@h", "unknown scheme `memcached`"),
             ("redis+sentinel://:hunter2@s1", "the primary's name"),
             ("redis+cluster://:hunter2@a/3", "only has db 0"),
+            // TLS is built for one server only.
+            (
+                "rediss+cluster://:hunter2@a",
+                "unknown scheme `rediss+cluster`",
+            ),
         ] {
             let err = Config::load(
                 None,

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// With Redis, /readyz is 503 until synced once or started from a persisted snapshot: true or false [default true; env MARKETGATE_REQUIRE_OVERRIDES_FOR_READY; key require_overrides_for_ready].
     #[arg(long, value_name = "BOOL")]
     pub require_overrides_for_ready: Option<String>,
+    /// PEM file of the CA(s) that sign the Redis server's certificate, for rediss:// with a private CA [default: system roots; env MARKETGATE_REDIS_CA_FILE; key redis_ca_file].
+    #[arg(long, value_name = "FILE")]
+    pub redis_ca_file: Option<String>,
+    /// Listener that serves /metrics: public or admin [default public; env MARKETGATE_METRICS_LISTENER; key metrics_listener].
+    #[arg(long, value_name = "LISTENER")]
+    pub metrics_listener: Option<String>,
     /// Directory for persisted overrides and audit [default state; env MARKETGATE_STATE_DIR; key state_dir].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<String>,
@@ -139,6 +145,8 @@ impl ServeArgs {
                 country_header: self.country_header,
                 redis: self.redis,
                 require_overrides_for_ready: self.require_overrides_for_ready.map(Scalar::Str),
+                redis_ca_file: self.redis_ca_file,
+                metrics_listener: self.metrics_listener,
                 state_dir: self.state_dir,
                 workers: self.workers.map(Scalar::Str),
                 key_header: self.key_header,

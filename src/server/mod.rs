@@ -25,7 +25,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App};
 
-use crate::config::Config;
+use crate::config::{Config, MetricsListener};
 
 pub use state::{AppState, Clock};
 
@@ -73,7 +73,6 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
     for (path, get) in [
         ("/healthz", web::get().to(healthz)),
         ("/readyz", web::get().to(readyz)),
-        ("/metrics", web::get().to(metrics)),
         ("/openapi.json", web::get().to(openapi)),
     ] {
         cfg.service(
@@ -82,6 +81,16 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
                 .default_service(method_not_allowed("GET")),
         );
     }
+}
+
+/// `/metrics`, on the listener `metrics_listener` names. No token on either: a scraper
+/// must not hold an admin token, which can change overrides.
+pub fn metrics_route(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/metrics")
+            .route(web::get().to(handlers::metrics))
+            .default_service(handlers::method_not_allowed("GET")),
+    );
 }
 
 /// The routes of the admin listener.
@@ -144,7 +153,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
 
 /// The app factory: the same App for `serve` and the tests.
 macro_rules! app {
-    ($data:expr, $routes:path) => {
+    ($data:expr, $routes:expr) => {
         App::new()
             .app_data($data.clone())
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
@@ -197,6 +206,7 @@ impl Application {
     pub fn build(config: &Config, state: AppState) -> Result<Application, ServeError> {
         let data = web::Data::new(state.clone());
         let d = data.clone();
+        let metrics = config.metrics_listener;
         let public = listener::Listener {
             addr: config.listen,
             workers: config.workers,
@@ -207,13 +217,18 @@ impl Application {
             disconnect_timeout: DISCONNECT_TIMEOUT,
             shutdown_timeout: config.shutdown_timeout,
         };
-        let (server, addr) =
-            listener::serve(&public, move || app!(d, public_routes)).map_err(|source| {
-                ServeError::Bind {
-                    addr: config.listen,
-                    source,
+        let (server, addr) = listener::serve(&public, move || {
+            app!(d, |cfg: &mut web::ServiceConfig| {
+                public_routes(cfg);
+                if metrics == MetricsListener::Public {
+                    metrics_route(cfg);
                 }
-            })?;
+            })
+        })
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let (admin, admin_addr) = if config.admin_tokens.is_empty() {
             tracing::info!(
                 "admin listener disabled: no admin token configured; set MARKETGATE_ADMIN_TOKENS, --admin-token or --admin-tokens-file to turn it on"
@@ -227,11 +242,18 @@ impl Application {
                 max_connections: ADMIN_MAX_CONNECTIONS,
                 ..public
             };
-            let (admin, admin_addr) = listener::serve(&admin, move || app!(d, admin_routes))
-                .map_err(|source| ServeError::Bind {
-                    addr: config.admin_listen,
-                    source,
-                })?;
+            let (admin, admin_addr) = listener::serve(&admin, move || {
+                app!(d, |cfg: &mut web::ServiceConfig| {
+                    admin_routes(cfg);
+                    if metrics == MetricsListener::Admin {
+                        metrics_route(cfg);
+                    }
+                })
+            })
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
             (Some(admin), Some(admin_addr))
         };
         let watch = match reload::watch_rules(state.clone(), config.reload_debounce) {

@@ -26,7 +26,7 @@ use crate::rules::Status;
 
 use self::embedded::EmbeddedStore;
 use self::redis::RedisStore;
-pub use self::redis_conn::{check_redis_url, RedisUrlError};
+pub use self::redis_conn::{check_ca_pem, check_redis_url, RedisUrlError};
 
 /// Errors of the override stores.
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +94,19 @@ pub enum StoreError {
     },
     #[error("config key `redis`: {0}")]
     RedisUrlForm(RedisUrlError),
+    #[error("config key `redis_ca_file`: {problem}")]
+    RedisCa { problem: String },
     #[error("config key `redis`: cannot find the primary through the sentinels: {problem}")]
     Sentinel { problem: String },
     #[error("redis is unavailable")]
     Redis {
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// The TLS handshake failed: most often a server certificate that the CA of
+    /// `redis_ca_file` (or, without it, the system's roots) did not sign.
+    #[error("redis is unavailable: TLS handshake failed (is the server's certificate signed by the CA in config key `redis_ca_file`?)")]
+    Tls {
         #[source]
         source: ::redis::RedisError,
     },
@@ -111,12 +120,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A failed Redis call: [`StoreError::Tls`] when the TLS handshake failed (so the
+    /// message names the CA key), else [`StoreError::Redis`].
+    pub(crate) fn redis(source: ::redis::RedisError) -> StoreError {
+        if redis_conn::is_tls_failure(&source) {
+            StoreError::Tls { source }
+        } else {
+            StoreError::Redis { source }
+        }
+    }
+
     /// The `redis` setting itself is wrong (a URL the store cannot use, a sentinel set
     /// that does not answer or know the primary): a configuration error at start.
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            StoreError::RedisUrl { .. } | StoreError::RedisUrlForm(_) | StoreError::Sentinel { .. }
+            StoreError::RedisUrl { .. }
+                | StoreError::RedisUrlForm(_)
+                | StoreError::RedisCa { .. }
+                | StoreError::Sentinel { .. }
         )
     }
 
@@ -126,6 +148,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::Redis { .. }
+                | StoreError::Tls { .. }
                 | StoreError::Timeout { .. }
                 | StoreError::Disconnected
                 | StoreError::Behind
@@ -381,6 +404,10 @@ pub struct RedisConfig {
     /// Approximate number of audit entries kept in the stream (`XADD MAXLEN ~`).
     #[serde(default = "RedisConfig::default_audit_max_len")]
     pub audit_max_len: u64,
+    /// PEM CA certificates for a `rediss://` server with a private CA; `None`: the
+    /// system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisConfig {
@@ -394,6 +421,7 @@ impl RedisConfig {
             reconcile_interval: Self::default_reconcile_interval(),
             reconnect_backoff_max: Self::default_reconnect_max(),
             audit_max_len: Self::default_audit_max_len(),
+            ca_file: None,
         }
     }
     fn default_prefix() -> String {

@@ -495,7 +495,7 @@ impl Inner {
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) if source.is_timeout() => Err(StoreError::Timeout { timeout }),
-            Ok(Err(source)) => Err(StoreError::Redis { source }),
+            Ok(Err(source)) => Err(StoreError::redis(source)),
             Err(_) => Err(StoreError::Timeout { timeout }),
         }
     }
@@ -905,12 +905,12 @@ impl Inner {
         let respond = self.cfg.response_timeout;
         let mut pubsub = match tokio::time::timeout(connect, self.conn.subscriber()).await {
             Ok(Ok(p)) => p,
-            Ok(Err(source)) => return StoreError::Redis { source },
+            Ok(Err(source)) => return StoreError::redis(source),
             Err(_) => return StoreError::Timeout { timeout: connect },
         };
         match tokio::time::timeout(respond, pubsub.subscribe(&self.keys.channel)).await {
             Ok(Ok(())) => {}
-            Ok(Err(source)) => return StoreError::Redis { source },
+            Ok(Err(source)) => return StoreError::redis(source),
             Err(_) => return StoreError::Timeout { timeout: respond },
         }
         let (mut sink, mut stream) = pubsub.split();
@@ -938,7 +938,7 @@ impl Inner {
                     // The subscription connection can die silently; ping it too.
                     match tokio::time::timeout(respond, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => self.reload().await.map(|()| true),
-                        Ok(Err(source)) => Err(StoreError::Redis { source }),
+                        Ok(Err(source)) => Err(StoreError::redis(source)),
                         Err(_) => Err(StoreError::Timeout { timeout: respond }),
                     }
                 }

@@ -5,7 +5,8 @@
 //!
 //! URL forms (one per deployment):
 //! - `redis://[[user]:password@]host[:port][/db]`, `rediss://...`, `redis+unix:///path`:
-//!   one server (the `redis` crate parses these).
+//!   one server (the `redis` crate parses these). `rediss://` is TLS through rustls,
+//!   checked against the CAs of `redis_ca_file` when set, else the system's roots.
 //! - `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/primary[/db]
 //!   [?sentinel_username=U&sentinel_password=P]`: the sentinels (default port 26379), the
 //!   name they monitor the primary under, and its database. The user and password are
@@ -68,6 +69,51 @@ pub(super) enum RedisTarget {
     },
 }
 
+/// Checks a CA file's content: PEM with at least one certificate that rustls accepts as
+/// a root. The problem never quotes the file.
+pub fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|_| "is not a PEM file of certificates".to_string())?;
+        roots
+            .add(cert)
+            .map_err(|_| "holds a certificate that cannot be a CA root".to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_string());
+    }
+    Ok(())
+}
+
+/// Whether a Redis error is a failed TLS handshake: rustls's error inside an I/O error.
+/// The `redis` crate keeps that I/O error behind an `Arc<dyn Error>`, which cannot be
+/// downcast, so its text (rustls's `Display`) is read as well.
+pub(super) fn is_tls_failure(e: &RedisError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let rustls_inside = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        if rustls_inside || err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    e.is_io_error()
+        && [
+            "invalid peer certificate",
+            "peer sent no certificates",
+            "received fatal alert",
+            "peer is incompatible",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
 /// Checks a `redis` URL without connecting, for the configuration. The problem never
 /// quotes the URL.
 pub fn check_redis_url(url: &str) -> Result<(), RedisUrlError> {
@@ -75,11 +121,7 @@ pub fn check_redis_url(url: &str) -> Result<(), RedisUrlError> {
     // The crate's category, never its detail (which may quote the URL).
     let reject = |scheme: &'static str, e: RedisError| RedisUrlError::Rejected {
         scheme,
-        problem: if scheme == "rediss" && e.kind() == ErrorKind::InvalidClientConfig {
-            "TLS is not built into this binary".to_string()
-        } else {
-            e.category().to_string()
-        },
+        problem: e.category().to_string(),
     };
     match &target {
         RedisTarget::Single(u) => {
@@ -282,7 +324,8 @@ fn host_list(hosts: &str, default_port: u16) -> Result<Vec<String>, RedisUrlErro
 #[derive(Clone)]
 pub(super) enum RedisConn {
     Single {
-        client: Client,
+        /// Boxed: with TLS parameters a `Client` is several times the other variants.
+        client: Box<Client>,
         manager: ConnectionManager,
     },
     Sentinel(Arc<SentinelLink>),
@@ -336,7 +379,28 @@ impl RedisConn {
         let url_error = |source| StoreError::RedisUrl { source };
         match target {
             RedisTarget::Single(url) => {
-                let client = Client::open(url.as_str()).map_err(url_error)?;
+                let client = match &cfg.ca_file {
+                    Some(path) if url.starts_with("rediss://") => {
+                        let ca = |problem: String| StoreError::RedisCa { problem };
+                        let pem = std::fs::read(path)
+                            .map_err(|e| ca(format!("cannot read {}: {e}", path.display())))?;
+                        check_ca_pem(&pem).map_err(|p| ca(format!("{}: {p}", path.display())))?;
+                        Client::build_with_tls(
+                            url.as_str(),
+                            redis::TlsCertificates {
+                                client_tls: None,
+                                root_cert: Some(pem),
+                            },
+                        )
+                        .map_err(url_error)?
+                    }
+                    Some(_) => {
+                        return Err(StoreError::RedisCa {
+                            problem: "is set, but `redis` is not a rediss:// URL".to_string(),
+                        })
+                    }
+                    None => Client::open(url.as_str()).map_err(url_error)?,
+                };
                 let manager_cfg = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(cfg.connect_timeout))
                     .set_response_timeout(Some(cfg.response_timeout))
@@ -345,7 +409,10 @@ impl RedisConn {
                     .set_max_delay(cfg.reconnect_backoff_max);
                 let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
                     .map_err(|source| StoreError::Redis { source })?;
-                Ok(RedisConn::Single { client, manager })
+                Ok(RedisConn::Single {
+                    client: Box::new(client),
+                    manager,
+                })
             }
             RedisTarget::Sentinel {
                 sentinels,
@@ -745,11 +812,15 @@ mod tests {
             assert!(e.contains(want), "{url}: {e}");
             assert!(!e.contains("hunter2"), "{e}");
         }
-        // No TLS stack is built in: a rediss:// URL is refused at configuration.
-        let e = check_redis_url("rediss://:hunter2@h:6380/1").unwrap_err();
+        // A TLS scheme this build does not carry is refused at configuration.
+        let e = check_redis_url("rediss+sentinel://:hunter2@h/m").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
-        assert!(e.to_string().contains("TLS is not built"), "{e}");
-        for ok in ["redis://h/", "redis+unix:///run/r.sock"] {
+        assert!(e.to_string().contains("unknown scheme"), "{e}");
+        for ok in [
+            "redis://h/",
+            "rediss://:hunter2@h:6380/1",
+            "redis+unix:///run/r.sock",
+        ] {
             assert!(check_redis_url(ok).is_ok(), "{ok}");
         }
     }

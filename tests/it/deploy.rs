@@ -19,12 +19,13 @@ use crate::support::gateway::{binary, read};
 /// The geoipupdate sidecar's loop, beside the manifests.
 const UPDATER_SCRIPT: &str = "geoipupdate-loop.sh";
 
-const K8S_FILES: [&str; 5] = [
+const K8S_FILES: [&str; 6] = [
     "deployment.yaml",
     "service.yaml",
     "hpa.yaml",
     "pdb.yaml",
     "servicemonitor.yaml",
+    "networkpolicy.yaml",
 ];
 
 /// The Dockerfile's instructions, continuation lines joined, comments dropped.
@@ -287,7 +288,9 @@ fn kubernetes_manifests_fit_together_and_validate() {
             "Service",
             "HorizontalPodAutoscaler",
             "PodDisruptionBudget",
-            "ServiceMonitor"
+            "ServiceMonitor",
+            "NetworkPolicy",
+            "NetworkPolicy"
         ]
     );
     let of_kind = |k: &'static str| all.iter().filter(move |d| s(d, "kind") == k);
@@ -500,6 +503,28 @@ fn kubernetes_manifests_fit_together_and_validate() {
             named(&main["ports"], s(p, "targetPort"));
         }
     }
+    // The NetworkPolicies: marketgate's pods take traffic on each named port only from
+    // listed peers; Redis takes it only from marketgate's pods.
+    let policies: Vec<&Value> = of_kind("NetworkPolicy").collect();
+    assert!(selects(
+        &policies[0]["spec"]["podSelector"]["matchLabels"],
+        pod_labels
+    ));
+    let mut guarded = Vec::new();
+    for rule in policies[0]["spec"]["ingress"].as_sequence().unwrap() {
+        assert!(!rule["from"].as_sequence().unwrap().is_empty());
+        for p in rule["ports"].as_sequence().unwrap() {
+            named(&main["ports"], s(p, "port"));
+            guarded.push(s(p, "port"));
+        }
+    }
+    assert_eq!(guarded, ["http", "admin"]);
+    let redis_rule = &policies[1]["spec"]["ingress"][0];
+    assert_eq!(redis_rule["from"].as_sequence().unwrap().len(), 1);
+    assert!(selects(
+        &redis_rule["from"][0]["podSelector"]["matchLabels"],
+        pod_labels
+    ));
     let pdb = of_kind("PodDisruptionBudget").next().unwrap();
     assert!(selects(&pdb["spec"]["selector"]["matchLabels"], pod_labels));
     assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1));
@@ -561,7 +586,7 @@ fn kubernetes_manifests_fit_together_and_validate() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(o.status.success(), "kubernetes-validate:\n{out}");
-    assert_eq!(out.matches(" passed for resource ").count(), 5, "{out}");
+    assert_eq!(out.matches(" passed for resource ").count(), 7, "{out}");
 }
 
 /// `512Mi`, `1Gi`, `384M` as MiB (rounded down).

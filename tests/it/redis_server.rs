@@ -216,3 +216,96 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// A `redis-server` that speaks only TLS (`--port 0`), with a password, its server
+/// certificate signed by a CA made for the test (`ca_file`, PEM). Killed on drop.
+pub struct TlsRedisServer {
+    child: Child,
+    port: u16,
+    password: String,
+    _dir: tempfile::TempDir,
+    pub ca_file: std::path::PathBuf,
+}
+
+/// A new CA: its PEM certificate and the issuer that signs with it.
+pub fn test_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let pem = params.self_signed(&key).expect("CA certificate").pem();
+    (pem, rcgen::Issuer::new(params, key))
+}
+
+impl TlsRedisServer {
+    pub fn start(password: &str) -> TlsRedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca_pem, ca) = test_ca("marketgate test CA");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("server params")
+            .signed_by(&key, &ca)
+            .expect("server certificate");
+        let ca_file = dir.path().join("ca.pem");
+        let (cert_file, key_file) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(&cert_file)
+            .arg("--tls-key-file")
+            .arg(&key_file)
+            .arg("--tls-ca-cert-file")
+            .arg(&ca_file)
+            .args(["--tls-auth-clients", "no", "--requirepass", password])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--daemonize", "no", "--logfile", ""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (.ci/run installs it)");
+        let mut s = TlsRedisServer {
+            child,
+            port,
+            password: password.to_string(),
+            _dir: dir,
+            ca_file,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("redis-server with TLS exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server with TLS did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s.port = port;
+        s
+    }
+
+    /// `rediss://:password@127.0.0.1:port/`.
+    pub fn url(&self) -> String {
+        format!("rediss://:{}@127.0.0.1:{}/", self.password, self.port)
+    }
+}
+
+impl Drop for TlsRedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

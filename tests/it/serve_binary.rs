@@ -36,6 +36,51 @@ fn a_config_error_names_the_key_and_exits_non_zero() {
     }
 }
 
+/// TLS named without what it needs, a Redis scheme this build lacks, and metrics on an
+/// admin listener that is off: each a config error naming its key, before any bind (a
+/// listener on a taken port would fail otherwise), and no password printed.
+#[test]
+fn tls_and_listener_settings_without_what_they_need_are_config_errors() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for (env, want) in [
+        (
+            [
+                ("MARKETGATE_REDIS", "rediss://:hunter2@127.0.0.1:1/"),
+                ("MARKETGATE_REDIS_CA_FILE", "/nonexistent/ca.pem"),
+            ],
+            "config key `redis_ca_file` (from environment variable MARKETGATE_REDIS_CA_FILE): cannot read /nonexistent/ca.pem",
+        ),
+        (
+            [
+                ("MARKETGATE_REDIS", "rediss+cluster://:hunter2@127.0.0.1:1/"),
+                ("MARKETGATE_LOG_LEVEL", "info"),
+            ],
+            "config key `redis` (from environment variable MARKETGATE_REDIS): unknown scheme `rediss+cluster`",
+        ),
+        (
+            [
+                ("MARKETGATE_METRICS_LISTENER", "admin"),
+                ("MARKETGATE_LOG_LEVEL", "info"),
+            ],
+            "config key `metrics_listener` (from environment variable MARKETGATE_METRICS_LISTENER)",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", &taken])
+            .envs(env)
+            .current_dir(repo())
+            .env("MARKETGATE_STATE_DIR", own_state_dir())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "missing {want:?} in {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.to_lowercase().contains("bind"), "{err}");
+    }
+}
+
 /// A `marketgate serve` child with JSON logs at `trace`; stdout and stderr are captured
 /// line by line.
 pub struct Running {

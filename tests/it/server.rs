@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use actix_web::dev::ServerHandle;
-use marketgate::config::{Config, Secret};
+use marketgate::config::{Config, MetricsListener, Secret};
 use marketgate::server::{AppState, Application, Clock};
 use serde_json::{json, Value};
 
@@ -491,6 +491,27 @@ fn ofrep_evaluates_flags_with_its_own_shapes() {
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["errorCode"], "PARSE_ERROR");
     assert!(a.json().get("key").is_none());
+}
+
+/// `metrics_listener: admin` moves `/metrics` (traffic per country) off the public
+/// listener; on the admin listener it needs no token (a scraper holds none).
+#[test]
+fn metrics_move_to_the_admin_listener() {
+    let s = TestServer::start(|c| c.metrics_listener = MetricsListener::Admin);
+    get(&s.url("/v1/decision?country=RU"), &[]);
+    assert_error(&get(&s.url("/metrics"), &[]), 404, "not_found");
+    let m = get(&s.admin_url("/metrics"), &[]);
+    assert_eq!(m.status, 200, "{}", m.body);
+    assert!(
+        m.body
+            .contains(r#"marketgate_decisions_total{jurisdiction="RU",status="withdrawn"} 1"#),
+        "{}",
+        m.body
+    );
+    // The default keeps it where existing scrape configs look, and off the admin one.
+    let d = TestServer::start(|_| {});
+    assert_eq!(get(&d.url("/metrics"), &[]).status, 200);
+    assert_eq!(get(&d.admin_url("/metrics"), &[]).status, 404);
 }
 
 #[test]

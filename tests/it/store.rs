@@ -21,7 +21,7 @@ use marketgate::store::{
     AuditAction, Cleared, OverrideStore, RedisConfig, StoreConfig, EXPIRY_ACTOR,
 };
 
-use crate::redis_server::{Proxy, RedisServer};
+use crate::redis_server::{Proxy, RedisServer, TlsRedisServer};
 use crate::support::repo;
 
 fn j(code: &str) -> Jurisdiction {
@@ -967,4 +967,50 @@ async fn garbage_in_our_keys_is_refused_and_adopt_empty_is_the_operators_act() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(a.status().restores, 0);
     assert_eq!(a.put(withdraw("IT", "x")).await.unwrap(), 3);
+}
+
+/// `rediss://` with a private CA (`redis_ca_file`): an override written through one
+/// instance over TLS reaches another; a CA that did not sign the server's certificate
+/// fails with an error that names the key and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_cross_tls_to_redis_and_a_wrong_ca_names_its_key() {
+    const PASSWORD: &str = "tls-hunter2-secret";
+    let redis = TlsRedisServer::start(PASSWORD);
+    let with_ca = |dir: &Path, ca: &Path| {
+        let mut c = on_redis(&redis.url(), dir);
+        c.redis.as_mut().unwrap().ca_file = Some(ca.to_path_buf());
+        c
+    };
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = OverrideStore::open(&with_ca(da.path(), &redis.ca_file))
+        .await
+        .unwrap();
+    let b = OverrideStore::open(&with_ca(db.path(), &redis.ca_file))
+        .await
+        .unwrap();
+    retrying(|| a.put(withdraw("FR", "over TLS"))).await;
+    eventually("the other instance sees FR over TLS", || has(&b, "FR")).await;
+    assert_eq!(b.audit(1).await.unwrap()[0].reason, "over TLS");
+
+    let (other_ca, _) = crate::redis_server::test_ca("some other CA");
+    let other = dc.path().join("other-ca.pem");
+    std::fs::write(&other, other_ca).unwrap();
+    let c = OverrideStore::open(&with_ca(dc.path(), &other))
+        .await
+        .unwrap();
+    let e = c.put(withdraw("DE", "never")).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    let mut text = format!("{e} {e:?}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(" / {s} {s:?}"));
+        source = s.source();
+    }
+    assert!(text.contains("`redis_ca_file`"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+    assert!(!has(&c, "DE") && !has(&b, "DE"));
 }
