@@ -93,6 +93,12 @@ pub struct Config {
     /// or started from a persisted override snapshot, so that an instance never serves
     /// without the operators' kill switches. No effect on the embedded store.
     pub require_overrides_for_ready: bool,
+    /// Audit retention with Redis: the stream keeps about this many entries
+    /// (`XADD MAXLEN ~`).
+    pub audit_max_entries: u64,
+    /// Audit retention without Redis: `audit.jsonl` rotates at this size (nine rotated
+    /// files are kept).
+    pub audit_max_bytes: u64,
     /// PEM CA certificates that sign the Redis server's certificate (`rediss://` only);
     /// `None`: the system's roots.
     pub redis_ca_file: Option<PathBuf>,
@@ -153,6 +159,8 @@ impl Default for Config {
             country_header: None,
             redis: None,
             require_overrides_for_ready: true,
+            audit_max_entries: crate::store::RedisConfig::new("redis://").audit_max_len,
+            audit_max_bytes: crate::store::StoreConfig::default().audit_max_bytes,
             redis_ca_file: None,
             metrics_listener: MetricsListener::Public,
             state_dir: PathBuf::from("state"),
@@ -248,6 +256,8 @@ pub struct RawConfig {
     pub country_header: Option<String>,
     pub redis: Option<String>,
     pub require_overrides_for_ready: Option<Scalar>,
+    pub audit_max_entries: Option<Scalar>,
+    pub audit_max_bytes: Option<Scalar>,
     pub redis_ca_file: Option<String>,
     /// `public` or `admin`.
     pub metrics_listener: Option<String>,
@@ -318,6 +328,8 @@ pub const KEYS: &[(&str, &str)] = &[
         "require_overrides_for_ready",
         "MARKETGATE_REQUIRE_OVERRIDES_FOR_READY",
     ),
+    ("audit_max_entries", "MARKETGATE_AUDIT_MAX_ENTRIES"),
+    ("audit_max_bytes", "MARKETGATE_AUDIT_MAX_BYTES"),
     ("redis_ca_file", "MARKETGATE_REDIS_CA_FILE"),
     ("metrics_listener", "MARKETGATE_METRICS_LISTENER"),
     ("state_dir", "MARKETGATE_STATE_DIR"),
@@ -391,6 +403,8 @@ impl RawConfig {
             country_header: get("country_header"),
             redis: get("redis"),
             require_overrides_for_ready: get("require_overrides_for_ready").map(Scalar::Str),
+            audit_max_entries: get("audit_max_entries").map(Scalar::Str),
+            audit_max_bytes: get("audit_max_bytes").map(Scalar::Str),
             redis_ca_file: get("redis_ca_file"),
             metrics_listener: get("metrics_listener"),
             state_dir: get("state_dir"),
@@ -505,6 +519,26 @@ impl Config {
         set!(path_case_sensitive, |v: &Scalar| boolean(v));
         set!(geoip_bundled_until_present, |v: &Scalar| boolean(v));
         set!(require_overrides_for_ready, |v: &Scalar| boolean(v));
+        set!(
+            audit_max_entries,
+            |v: &Scalar| match v.text().parse::<u64>() {
+                Ok(n) if (100..=100_000_000).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "`{}` is not a number of audit entries (100..=100000000)",
+                    v.text()
+                )),
+            }
+        );
+        set!(
+            audit_max_bytes,
+            |v: &Scalar| match v.text().parse::<u64>() {
+                Ok(n) if (65_536..=(1u64 << 40)).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "`{}` is not an audit file size in bytes (65536..=1099511627776)",
+                    v.text()
+                )),
+            }
+        );
         set!(geoip_max_age_days, |v: &Scalar| v
             .text()
             .parse::<u32>()
@@ -749,11 +783,13 @@ impl Config {
     pub fn store(&self) -> crate::store::StoreConfig {
         let mut c = crate::store::StoreConfig {
             state_dir: self.state_dir.clone(),
+            audit_max_bytes: self.audit_max_bytes,
             ..crate::store::StoreConfig::default()
         };
         if let Some(url) = &self.redis {
             let mut redis = crate::store::RedisConfig::new(url.expose());
             redis.ca_file = self.redis_ca_file.clone();
+            redis.audit_max_len = self.audit_max_entries;
             c.redis = Some(redis);
         }
         c
@@ -813,6 +849,8 @@ pub fn flag_name(key: &str) -> &str {
         "geoip_max_age_days" => "geoip-max-age-days",
         "geoip_bundled_until_present" => "geoip-bundled-until-present",
         "require_overrides_for_ready" => "require-overrides-for-ready",
+        "audit_max_entries" => "audit-max-entries",
+        "audit_max_bytes" => "audit-max-bytes",
         "state_dir" => "state-dir",
         "redis_ca_file" => "redis-ca-file",
         "metrics_listener" => "metrics-listener",
@@ -1227,6 +1265,45 @@ mod tests {
         ] {
             assert!(err.contains(want), "missing {want:?} in {err}");
         }
+    }
+
+    #[test]
+    fn audit_retention_keys_reach_the_stores() {
+        let c = Config::load(None, &env(&[]), RawConfig::default()).unwrap();
+        assert_eq!(c.audit_max_entries, 10_000);
+        assert_eq!(c.audit_max_bytes, 16 * 1024 * 1024);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("MARKETGATE_AUDIT_MAX_ENTRIES", "250000"),
+                ("MARKETGATE_AUDIT_MAX_BYTES", "1048576"),
+                ("MARKETGATE_REDIS", "redis://127.0.0.1:6379"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        let store = c.store();
+        assert_eq!(store.audit_max_bytes, 1_048_576);
+        assert_eq!(store.redis.unwrap().audit_max_len, 250_000);
+        let err = Config::load(
+            None,
+            &env(&[]),
+            RawConfig {
+                audit_max_entries: Some(Scalar::Str("10".into())),
+                audit_max_bytes: Some(Scalar::Str("lots".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("config key `audit_max_entries` (from flag --audit-max-entries)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("config key `audit_max_bytes` (from flag --audit-max-bytes)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// With Redis, /readyz is 503 until synced once or started from a persisted snapshot: true or false [default true; env MARKETGATE_REQUIRE_OVERRIDES_FOR_READY; key require_overrides_for_ready].
     #[arg(long, value_name = "BOOL")]
     pub require_overrides_for_ready: Option<String>,
+    /// Audit retention with Redis: about this many entries in the stream [default 10000; env MARKETGATE_AUDIT_MAX_ENTRIES; key audit_max_entries].
+    #[arg(long, value_name = "N")]
+    pub audit_max_entries: Option<String>,
+    /// Audit retention without Redis: audit.jsonl rotates at this size, 9 rotated files kept [default 16777216; env MARKETGATE_AUDIT_MAX_BYTES; key audit_max_bytes].
+    #[arg(long, value_name = "BYTES")]
+    pub audit_max_bytes: Option<String>,
     /// PEM file of the CA(s) that sign the Redis server's certificate, for rediss:// with a private CA [default: system roots; env MARKETGATE_REDIS_CA_FILE; key redis_ca_file].
     #[arg(long, value_name = "FILE")]
     pub redis_ca_file: Option<String>,
@@ -145,6 +151,8 @@ impl ServeArgs {
                 country_header: self.country_header,
                 redis: self.redis,
                 require_overrides_for_ready: self.require_overrides_for_ready.map(Scalar::Str),
+                audit_max_entries: self.audit_max_entries.map(Scalar::Str),
+                audit_max_bytes: self.audit_max_bytes.map(Scalar::Str),
                 redis_ca_file: self.redis_ca_file,
                 metrics_listener: self.metrics_listener,
                 state_dir: self.state_dir,
