@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::location::{Jurisdiction, Location};
 use crate::overrides::{Override, OverrideSet};
-use crate::path::{target_under, Target};
+use crate::path::{Forms, Target};
 use crate::rules::{
     Applies, Chain, FeatureId, FeatureSet, LevelId, Mode, Origin, Response, RuleSet, Status,
 };
@@ -711,12 +711,14 @@ impl Decision {
         if targets.is_empty() {
             return None;
         }
+        // Each target's forms once, not once per feature.
+        let forms: smallvec::SmallVec<[Forms<'_>; 3]> = targets.iter().map(Forms::of).collect();
         rules.features().iter().enumerate().find_map(|(i, f)| {
             let id = i as FeatureId;
             (!self.features.contains(id)
-                && targets
+                && forms
                     .iter()
-                    .any(|t| target_under(t, &f.prefixes, case_sensitive)))
+                    .any(|t| t.under_any(&f.prefixes, case_sensitive)))
             .then_some(id)
         })
     }

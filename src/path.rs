@@ -190,7 +190,7 @@ fn segment(raw: &str, decode: bool) -> Cow<'_, str> {
 /// The segments of a path in one form: `;` parameters removed and empty segments
 /// dropped always; unreserved escapes decoded when `decode`; dot segments removed and
 /// trailing dots dropped when `resolve`.
-type Segments<'a> = SmallVec<[Cow<'a, str>; 8]>;
+pub type Segments<'a> = SmallVec<[Cow<'a, str>; 8]>;
 
 fn segments(raw: &str, decode: bool, resolve: bool) -> Segments<'_> {
     let mut out = Segments::new();
@@ -232,15 +232,49 @@ impl<'a> RequestPath<'a> {
 
     /// Whether any form of this path is at or under `prefix`.
     pub fn is_under(&self, prefix: &PathPrefix, case_sensitive: bool) -> bool {
-        let simple = !self.raw.bytes().any(|b| matches!(b, b'%' | b';' | b'.'));
-        let forms: &[(bool, bool)] = if simple {
+        Forms::of(&Ok(*self)).under_any(std::slice::from_ref(prefix), case_sensitive)
+    }
+}
+
+/// A target in every form it is matched in, computed once and matched against any
+/// number of prefixes (the gate asks every disabled feature about the same path).
+// Inline on purpose: a request's forms live on its stack, with no allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Forms<'a> {
+    /// Under every non-empty list of prefixes.
+    Uncertain,
+    /// One form when the path has nothing to decode or resolve, else four: decoded or
+    /// not, dot segments resolved or not.
+    Paths(SmallVec<[Segments<'a>; 4]>),
+}
+
+impl<'a> Forms<'a> {
+    pub fn of(target: &Target<'a>) -> Forms<'a> {
+        let Ok(path) = target else {
+            return Forms::Uncertain;
+        };
+        let simple = !path.raw.bytes().any(|b| matches!(b, b'%' | b';' | b'.'));
+        let combos: &[(bool, bool)] = if simple {
             &[(true, true)]
         } else {
             &[(true, true), (true, false), (false, false), (false, true)]
         };
-        forms.iter().any(|&(decode, resolve)| {
-            prefix.covers(&segments(self.raw, decode, resolve), case_sensitive)
-        })
+        Forms::Paths(
+            combos
+                .iter()
+                .map(|&(decode, resolve)| segments(path.raw, decode, resolve))
+                .collect(),
+        )
+    }
+
+    /// Whether any form is at or under any of `prefixes`.
+    pub fn under_any(&self, prefixes: &[PathPrefix], case_sensitive: bool) -> bool {
+        match self {
+            Forms::Uncertain => !prefixes.is_empty(),
+            Forms::Paths(forms) => prefixes
+                .iter()
+                .any(|p| forms.iter().any(|f| p.covers(f, case_sensitive))),
+        }
     }
 }
 
@@ -322,10 +356,7 @@ impl fmt::Display for PathPrefix {
 /// Whether a target (a path, or a path that could not be read for certain) is under any
 /// of `prefixes`. An uncertain target is under every non-empty list of prefixes.
 pub fn target_under(target: &Target<'_>, prefixes: &[PathPrefix], case_sensitive: bool) -> bool {
-    match target {
-        Ok(path) => prefixes.iter().any(|p| path.is_under(p, case_sensitive)),
-        Err(_) => !prefixes.is_empty(),
-    }
+    Forms::of(target).under_any(prefixes, case_sensitive)
 }
 
 #[cfg(test)]
