@@ -17,18 +17,40 @@ struct Node {
 }
 
 impl Node {
-    /// `redis-server` with `args`, its files in `dir`.
+    /// `redis-server` with `args`, its files in `dir`, on a free port. A port found free
+    /// can be taken before the server binds it (by another test, or an outgoing
+    /// connection's ephemeral port): when the server exits at start, it is started again
+    /// on another. A cluster node (`cluster_bus`) gets its bus port from the same search,
+    /// not the default port + 10000, which may be taken or above 65535.
     fn redis(dir: &Path, args: &[&str]) -> Node {
+        Self::redis_on(dir, args, false)
+    }
+
+    fn cluster_node(dir: &Path, args: &[&str]) -> Node {
+        Self::redis_on(dir, args, true)
+    }
+
+    fn redis_on(dir: &Path, args: &[&str], cluster_bus: bool) -> Node {
         std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .args(["--daemonize", "no", "--logfile", ""])
-            .args(args);
-        Self::spawn(cmd, port)
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir)
+                .args(["--daemonize", "no", "--logfile", ""])
+                .args(args);
+            if cluster_bus {
+                cmd.args(["--cluster-port", &free_port().to_string()]);
+            }
+            match Self::try_spawn(cmd, port) {
+                Ok(node) => return node,
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports: {last}");
     }
 
     /// `redis-server --sentinel` monitoring `primary` as `mymaster` with quorum 2, told
@@ -63,20 +85,40 @@ impl Node {
         Self::spawn(cmd, ports[i])
     }
 
-    fn spawn(mut cmd: Command, port: u16) -> Node {
+    fn spawn(cmd: Command, port: u16) -> Node {
+        Self::try_spawn(cmd, port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `cmd` and waits until `port` answers PING; an error when the process exits
+    /// first (its port taken) or the wait times out.
+    fn try_spawn(mut cmd: Command, port: u16) -> Result<Node, String> {
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH (.ci/run installs it)");
-        let node = Node {
+        let mut node = Node {
             child: Some(child),
             port,
         };
-        wait_for(&format!("port {port} answers PING"), || {
-            cli(port, &["PING"]) == "PONG"
-        });
-        node
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cli(port, &["PING"]) != "PONG" {
+            if let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                node.child = None;
+                return Err(format!(
+                    "port {port}: redis-server exited at start: {status}"
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("timed out waiting for: port {port} answers PING"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(node)
     }
 
     fn kill(&mut self) {
@@ -347,7 +389,7 @@ fn start_cluster(dir: &Path) -> Vec<Node> {
     let nodes: Vec<Node> = (0..6)
         .map(|i| {
             let d = dir.join(format!("node{i}"));
-            Node::redis(
+            Node::cluster_node(
                 &d,
                 &[
                     "--cluster-enabled",
