@@ -723,7 +723,7 @@ PROFILE_MD=
 profile_bench() {
     need callgrind_control valgrind
     local rows="| server | client | instructions per request | write(2) per request | requests measured |"$'\n'"| --- | --- | ---: | ---: | ---: |"
-    local t name ip cmd port pid out n ir w0 w1
+    local t name ip cmd port pid out n ir w0 w1 up
     # gate: as the README starts it (request log on, to stderr: here a file);
     # gate-quiet: --log-level warn.
     for t in "empty|$SERVED_IP" "gate|$SERVED_IP" "gate|$LIMITED_IP" "gate|$WITHDRAWN_IP" \
@@ -743,7 +743,10 @@ profile_bench() {
             --callgrind-out-file="$TMP/callgrind.$name.%p" "${cmd[@]}" >"$TMP/profile.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")
-        wait_up "$url" "$pid" profile
+        # The gate answers a trusted proxy's request without a client address 451
+        # (fail closed): wait for readiness instead.
+        if [ "$name" = empty ]; then up=$url; else up=http://127.0.0.1:$port/readyz; fi
+        wait_up "$up" "$pid" profile
         taskset -c "$LOAD_CPU" wrk -t1 -c4 -d1s -H "X-Forwarded-For: $ip" "$url" >/dev/null
         callgrind_control -z "$pid" >/dev/null
         # Write-type system calls (`syscw` of /proc/PID/io) over the same window: the

@@ -151,7 +151,6 @@ where
         let geo = state.geo();
         let d = handlers::decide(
             state,
-            http,
             &rules,
             || geo.client_place(http, state.metrics()),
             key,

@@ -70,12 +70,11 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         listener::HeadClock::head_received_for(&req);
-        let log = RequestLog::start(&req, self.log);
+        let mut log = RequestLog::start(&req, self.log);
         let state = match limits::check_headers(&req) {
             Ok(()) => {
-                let _entered = log.span().map(|s| s.enter());
                 // A panic is answered 500 and the worker lives on; see `panicked`.
-                match catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
+                match log.polled(|| catch_unwind(AssertUnwindSafe(|| self.service.call(req)))) {
                     Ok(fut) => State::Serving { fut },
                     Err(_) => State::Panicked,
                 }
@@ -131,8 +130,11 @@ where
         let this = self.project();
         let res = match this.state.project() {
             StateProj::Serving { fut } => {
-                let _entered = this.log.as_ref().and_then(|l| l.span()).map(|s| s.enter());
-                match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                let log = this
+                    .log
+                    .as_mut()
+                    .expect("FrontFuture polled after it completed");
+                match log.polled(|| catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(res)) => res.map(ServiceResponse::map_into_left_body),
                     Err(_) => Err(panicked()),

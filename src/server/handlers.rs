@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use actix_web::http::header::{HeaderName, HeaderValue, CACHE_CONTROL};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +46,6 @@ impl std::fmt::Display for Outcome {
 /// cannot be established gets [`engine::unestablished`], the strictest answer.
 pub(crate) fn decide(
     state: &AppState,
-    req: &HttpRequest,
     rules: &RuleSet,
     place: impl FnOnce() -> Place,
     key: Option<&str>,
@@ -64,7 +63,7 @@ pub(crate) fn decide(
     m.decision_seconds.observe(start.elapsed().as_secs_f64());
     m.record(rules, &d);
     if state.request_log().any() && super::request_log::enabled() {
-        req.extensions_mut().insert(Outcome {
+        super::request_log::record(Outcome {
             location: d.location,
             unestablished: d.is_unestablished(),
             status: d.status,
@@ -298,7 +297,7 @@ pub async fn decision(
         .get(state.key_header())
         .and_then(|v| v.to_str().ok());
     let key = q.key.as_deref().or(header_key);
-    let d = decide(&state, &req, &rules, place, key, at);
+    let d = decide(&state, &rules, place, key, at);
     let body = DecisionBody {
         located_by,
         feature: feature.map(|id| FeatureAnswer {
@@ -502,7 +501,6 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     let geo = state.geo();
     let d = decide(
         &state,
-        &req,
         &rules,
         || geo.client_place(&req, state.metrics()),
         key,
@@ -617,7 +615,10 @@ fn disabled_header(rules: &RuleSet, d: &Decision) -> HeaderValue {
 /// The deny answer of a withdrawn market (`feature` `None`) or of a path under a
 /// disabled feature: the status headers, `Cache-Control: private, no-store`, `Link:
 /// <reference>; rel="blocked-by"` when the ground has a reference, and [`BlockedBody`].
-/// Shared by `/v1/gate` and [`crate::middleware`].
+/// Shared by `/v1/gate` and [`crate::middleware`]. A withdrawn market's answer has no
+/// `X-Marketgate-Disabled`: every feature is off there, which `X-Marketgate-Status:
+/// withdrawn` already says (the list cost a header insert and its bytes on every such
+/// answer); a limited market's 451 keeps it, since it tells an app what else is off.
 pub(crate) fn blocked_response(
     rules: &RuleSet,
     d: &Decision,
@@ -631,8 +632,11 @@ pub(crate) fn blocked_response(
     };
     let mut res = HttpResponse::with_body(status, answer.body).map_into_boxed_body();
     let headers = res.headers_mut();
+    let withdrawn = d.status == Status::Withdrawn;
     for (name, value) in market_headers(rules, d) {
-        headers.insert(name, value);
+        if !(withdrawn && name == X_DISABLED) {
+            headers.insert(name, value);
+        }
     }
     headers.insert(CACHE_CONTROL, NO_STORE);
     if deny == DenyMode::Status403 {

@@ -348,14 +348,7 @@ pub async fn evaluate_one(
     )
     .map_err(|e| OfrepError::context(Some(&key), e))?;
     let at = state.now();
-    let d = decide(
-        &state,
-        &req,
-        &rules,
-        place,
-        ctx.targeting_key.as_deref(),
-        at,
-    );
+    let d = decide(&state, &rules, place, ctx.targeting_key.as_deref(), at);
     Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag, located_by)))
 }
 
@@ -390,14 +383,7 @@ pub async fn evaluate_all(
     )
     .map_err(|e| OfrepError::context(None, e))?;
     let at = state.now();
-    let d = decide(
-        &state,
-        &req,
-        &rules,
-        place,
-        ctx.targeting_key.as_deref(),
-        at,
-    );
+    let d = decide(&state, &rules, place, ctx.targeting_key.as_deref(), at);
     let mut flags = vec![evaluate(&rules, &d, MARKET_FLAG, Flag::Market, located_by)];
     for (i, f) in rules.features().iter().enumerate() {
         flags.push(evaluate(

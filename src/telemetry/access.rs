@@ -9,7 +9,7 @@
 //! but per-thread scratch buffers; the tests compare the output with the subscriber's
 //! byte for byte.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,6 +50,243 @@ thread_local! {
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
+/// The longest request id ([`crate::server`]'s formats: 24, 32 or 36 bytes).
+const MAX_ID: usize = 36;
+
+thread_local! {
+    /// The id of the request being served on this thread when the request log writes
+    /// its lines itself ([`request_line`]) and no request span exists: other events
+    /// are written as if inside `request{request_id=…}`.
+    static REQUEST_ID: Cell<(u8, [u8; MAX_ID])> = const { Cell::new((0, [0; MAX_ID])) };
+}
+
+/// While alive, events on this thread are written as inside the request span of `id`.
+/// Restores the previous id when dropped (requests are polled one at a time, but a
+/// guard may outlive another's).
+pub struct RequestScope {
+    previous: (u8, [u8; MAX_ID]),
+}
+
+impl RequestScope {
+    /// Events are attributed to `id` (ignored when longer than any id format).
+    pub fn enter(id: &[u8]) -> RequestScope {
+        let mut now = (0u8, [0u8; MAX_ID]);
+        if id.len() <= MAX_ID {
+            now.0 = id.len() as u8;
+            now.1[..id.len()].copy_from_slice(id);
+        }
+        RequestScope {
+            previous: REQUEST_ID.replace(now),
+        }
+    }
+}
+
+impl Drop for RequestScope {
+    fn drop(&mut self) {
+        REQUEST_ID.set(self.previous);
+    }
+}
+
+/// The request id of the current [`RequestScope`], copied out.
+fn current_request_id() -> Option<(u8, [u8; MAX_ID])> {
+    let id = REQUEST_ID.get();
+    (id.0 > 0).then_some(id)
+}
+
+/// One line of the request log, written by [`request_line`] without a `tracing` event.
+pub struct RequestLine<'a> {
+    /// At `ERROR` (a 5xx answer) rather than `INFO`.
+    pub error: bool,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub latency_us: u64,
+    pub jurisdiction: Option<&'a dyn fmt::Display>,
+    pub decision: Option<&'a str>,
+}
+
+/// Formats `line` into `out` as the subscriber writes the event
+/// `tracing::info!(target: "marketgate::access", request_id, method = %…, route, status,
+/// latency_us, jurisdiction = %…, decision, "request")` inside the span
+/// `request{request_id}` (the tests compare the two byte for byte).
+pub fn request_line(out: &mut String, value: &mut String, json: bool, line: &RequestLine<'_>) {
+    let level = if line.error {
+        Level::ERROR
+    } else {
+        Level::INFO
+    };
+    let mut value_of = |d: &dyn fmt::Display| {
+        value.clear();
+        let _ = write!(value, "{d}");
+        std::mem::take(value)
+    };
+    let jurisdiction = line.jurisdiction.map(&mut value_of);
+    // What every line holds: nothing to escape, so the values are copied between fixed
+    // pieces (checking and quoting each value on its own cost as much as the rest).
+    let bare = plain(line.request_id)
+        && plain(line.method)
+        && plain(line.route)
+        && line.decision.is_none_or(plain)
+        && jurisdiction.as_deref().is_none_or(plain);
+    if bare {
+        bare_line(out, json, line, jurisdiction.as_deref());
+    } else if json {
+        out.push_str("{\"timestamp\":\"");
+        if !timestamp(out) {
+            out.push('-');
+        }
+        out.push_str(match level {
+            Level::ERROR => "\",\"level\":\"ERROR\"",
+            _ => "\",\"level\":\"INFO\"",
+        });
+        out.push_str(",\"message\":\"request\",\"request_id\":");
+        json_str(out, line.request_id);
+        out.push_str(",\"method\":");
+        json_str(out, line.method);
+        out.push_str(",\"route\":");
+        json_str(out, line.route);
+        out.push_str(",\"status\":");
+        push_u64(out, u64::from(line.status));
+        out.push_str(",\"latency_us\":");
+        push_u64(out, line.latency_us);
+        if let Some(j) = &jurisdiction {
+            out.push_str(",\"jurisdiction\":");
+            json_str(out, j);
+        }
+        if let Some(d) = line.decision {
+            out.push_str(",\"decision\":");
+            json_str(out, d);
+        }
+        out.push_str(",\"target\":\"marketgate::access\",\"span\":{\"request_id\":");
+        json_str(out, line.request_id);
+        out.push_str(",\"name\":\"request\"}}\n");
+    } else {
+        if !timestamp(out) {
+            out.push('-');
+        }
+        out.push_str(match level {
+            Level::ERROR => " ERROR ",
+            _ => "  INFO ",
+        });
+        out.push_str("request{request_id=");
+        text_str(out, line.request_id);
+        out.push_str("}: marketgate::access: request request_id=");
+        text_str(out, line.request_id);
+        out.push_str(" method=");
+        out.push_str(line.method);
+        out.push_str(" route=");
+        text_str(out, line.route);
+        out.push_str(" status=");
+        push_u64(out, u64::from(line.status));
+        out.push_str(" latency_us=");
+        push_u64(out, line.latency_us);
+        if let Some(j) = &jurisdiction {
+            out.push_str(" jurisdiction=");
+            out.push_str(j);
+        }
+        if let Some(d) = line.decision {
+            out.push_str(" decision=");
+            text_str(out, d);
+        }
+        out.push('\n');
+    }
+    if let Some(j) = jurisdiction {
+        *value = j;
+    }
+}
+
+/// [`request_line`] when no value needs escaping.
+fn bare_line(out: &mut String, json: bool, line: &RequestLine<'_>, jurisdiction: Option<&str>) {
+    let (id, error) = (line.request_id, line.error);
+    if json {
+        push_all(out, &["{\"timestamp\":\""]);
+        if !timestamp(out) {
+            out.push('-');
+        }
+        let level = if error { "ERROR" } else { "INFO" };
+        out.reserve(200);
+        push_all(
+            out,
+            &[
+                "\",\"level\":\"",
+                level,
+                "\",\"message\":\"request\",\"request_id\":\"",
+                id,
+                "\",\"method\":\"",
+                line.method,
+                "\",\"route\":\"",
+                line.route,
+                "\",\"status\":",
+            ],
+        );
+        push_u64(out, u64::from(line.status));
+        out.push_str(",\"latency_us\":");
+        push_u64(out, line.latency_us);
+        if let Some(j) = jurisdiction {
+            push_all(out, &[",\"jurisdiction\":\"", j, "\""]);
+        }
+        if let Some(d) = line.decision {
+            push_all(out, &[",\"decision\":\"", d, "\""]);
+        }
+        push_all(
+            out,
+            &[
+                ",\"target\":\"marketgate::access\",\"span\":{\"request_id\":\"",
+                id,
+                "\",\"name\":\"request\"}}\n",
+            ],
+        );
+    } else {
+        if !timestamp(out) {
+            out.push('-');
+        }
+        out.reserve(200);
+        push_all(
+            out,
+            &[
+                if error { " ERROR " } else { "  INFO " },
+                "request{request_id=\"",
+                id,
+                "\"}: marketgate::access: request request_id=\"",
+                id,
+                "\" method=",
+                line.method,
+                " route=\"",
+                line.route,
+                "\" status=",
+            ],
+        );
+        push_u64(out, u64::from(line.status));
+        out.push_str(" latency_us=");
+        push_u64(out, line.latency_us);
+        if let Some(j) = jurisdiction {
+            push_all(out, &[" jurisdiction=", j]);
+        }
+        if let Some(d) = line.decision {
+            push_all(out, &[" decision=\"", d, "\""]);
+        }
+        out.push('\n');
+    }
+}
+
+fn push_all(out: &mut String, parts: &[&str]) {
+    for p in parts {
+        out.push_str(p);
+    }
+}
+
+/// A `&str` field as the text format writes it: `Debug`, quoted.
+fn text_str(out: &mut String, s: &str) {
+    if plain(s) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        let _ = write!(out, "{s:?}");
+    }
+}
+
 impl<S, N, F> FormatEvent<S, N> for AccessFast<F>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -62,7 +299,16 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        if event.metadata().target() != ACCESS_TARGET || writer.has_ansi_escapes() {
+        if writer.has_ansi_escapes() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        // Outside the request log's own lines, only an event inside a request whose
+        // span was not made (see `RequestScope`) is written here, with that span.
+        let scope = current_request_id();
+        let scope_id = scope
+            .as_ref()
+            .and_then(|(n, b)| std::str::from_utf8(&b[..usize::from(*n)]).ok());
+        if event.metadata().target() != ACCESS_TARGET && scope_id.is_none() {
             return self.inner.format_event(ctx, writer, event);
         }
         let done = SCRATCH.with(|s| {
@@ -72,9 +318,9 @@ where
             let (line, value) = &mut *s;
             line.clear();
             let ok = if self.json {
-                json_line(line, value, ctx, event)
+                json_line(line, value, ctx, event, scope_id)
             } else {
-                text_line(line, value, ctx, event)
+                text_line(line, value, ctx, event, scope_id)
             };
             #[cfg(test)]
             if ok {
@@ -333,6 +579,7 @@ fn text_line<S, N>(
     value: &mut String,
     ctx: &FmtContext<'_, S, N>,
     event: &Event<'_>,
+    request_span: Option<&str>,
 ) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -348,8 +595,14 @@ where
         Level::WARN => "  WARN ",
         Level::ERROR => " ERROR ",
     });
+    let mut seen = false;
+    if let Some(id) = request_span {
+        out.push_str("request{request_id=");
+        text_str(out, id);
+        out.push_str("}:");
+        seen = true;
+    }
     if let Some(scope) = ctx.event_scope() {
-        let mut seen = false;
         for span in scope.from_root() {
             out.push_str(span.metadata().name());
             seen = true;
@@ -363,9 +616,9 @@ where
             }
             out.push(':');
         }
-        if seen {
-            out.push(' ');
-        }
+    }
+    if seen {
+        out.push(' ');
     }
     out.push_str(event.metadata().target());
     out.push_str(": ");
@@ -470,6 +723,7 @@ fn json_line<S, N>(
     value: &mut String,
     ctx: &FmtContext<'_, S, N>,
     event: &Event<'_>,
+    request_span: Option<&str>,
 ) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -523,6 +777,10 @@ where
         out.push_str("\"name\":");
         json_str(out, span.metadata().name());
         out.push('}');
+    } else if let Some(id) = request_span {
+        out.push_str(",\"span\":{\"request_id\":");
+        json_str(out, id);
+        out.push_str(",\"name\":\"request\"}");
     }
     out.push_str("}\n");
     true
@@ -770,6 +1028,125 @@ mod tests {
         assert_eq!(fast, [0, 4 + 10]);
         assert_eq!(theirs.len(), 12, "{theirs:#?}");
         assert_eq!(ours, theirs);
+    }
+
+    /// The request lines `request_line` writes, and one event of another target inside
+    /// a `RequestScope`, against the subscriber's event in a real `request` span.
+    fn direct_and_evented(format: LogFormat) -> (Vec<String>, Vec<String>) {
+        let lines = [
+            RequestLine {
+                error: false,
+                request_id: "29b719140000000000000000",
+                method: "GET",
+                route: "/v1/gate/{tail:.*}",
+                status: 451,
+                latency_us: 165,
+                jurisdiction: Some(&"RU"),
+                decision: Some("withdrawn"),
+            },
+            RequestLine {
+                error: true,
+                request_id: "3e5a4f0c-8d7b-4c2a-9f1e-6b0d2c4a8e10",
+                method: "PATCH",
+                route: "-",
+                status: 503,
+                latency_us: 0,
+                jurisdiction: None,
+                decision: None,
+            },
+            RequestLine {
+                error: false,
+                request_id: "8f14e45fceea167a5a36dedd4bea2543",
+                method: "GET",
+                route: "/odd \"route\"\\\t",
+                status: 200,
+                latency_us: 18_446_744_073_709_551_615,
+                jurisdiction: Some(&"IN-KA"),
+                decision: Some("limited"),
+            },
+        ];
+        let cut = |text: String| -> Vec<String> {
+            text.lines()
+                .map(|l| match format {
+                    LogFormat::Text => l[27..].to_string(),
+                    LogFormat::Json => l[41..].to_string(),
+                })
+                .collect()
+        };
+        let other = |n: u64| {
+            tracing::warn!(target: "marketgate::store", attempt = n, reason = "a \"quoted\" reason", "store unavailable");
+        };
+        // Theirs: events in a span, through the subscriber's own formatter.
+        let sink = Memory::default();
+        let s = sink.clone();
+        let d = super::super::dispatch_with(format, "trace", move || s.clone(), false).unwrap();
+        tracing::dispatcher::with_default(&d, || {
+            for l in &lines {
+                let span = tracing::info_span!("request", request_id = l.request_id);
+                let _g = span.enter();
+                other(1);
+                let j = l.jurisdiction.map(tracing::field::display);
+                macro_rules! ev {
+                    ($lvl:ident) => {
+                        tracing::$lvl!(target: "marketgate::access", parent: &span, request_id = l.request_id, method = %l.method, route = l.route, status = l.status, latency_us = l.latency_us, jurisdiction = j, decision = l.decision, "request")
+                    };
+                }
+                if l.error {
+                    ev!(error)
+                } else {
+                    ev!(info)
+                }
+            }
+        });
+        let theirs = cut(String::from_utf8(sink.0.lock().unwrap().clone()).unwrap());
+        // Ours: `request_line`, and the other event in a scope, through our formatter.
+        let sink = Memory::default();
+        let s = sink.clone();
+        let d = super::super::dispatch_with(format, "trace", move || s.clone(), true).unwrap();
+        let mut ours = String::new();
+        tracing::dispatcher::with_default(&d, || {
+            for l in &lines {
+                {
+                    let _scope = RequestScope::enter(l.request_id.as_bytes());
+                    other(1);
+                }
+                let text = String::from_utf8(std::mem::take(&mut *sink.0.lock().unwrap())).unwrap();
+                ours.push_str(&text);
+                let (mut out, mut value) = (String::new(), String::new());
+                request_line(&mut out, &mut value, format == LogFormat::Json, l);
+                ours.push_str(&out);
+            }
+        });
+        // Outside a scope, an event has no request span.
+        assert!(current_request_id().is_none());
+        (theirs, cut(ours))
+    }
+
+    #[test]
+    fn request_lines_written_directly_are_the_subscribers_events_byte_for_byte() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let (theirs, ours) = direct_and_evented(format);
+            assert_eq!(theirs.len(), 6, "{theirs:#?}");
+            assert_eq!(ours, theirs, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn request_scopes_nest_and_restore() {
+        assert!(current_request_id().is_none());
+        let a = RequestScope::enter(b"aaaa");
+        {
+            let _b = RequestScope::enter(b"bb");
+            let (n, id) = current_request_id().unwrap();
+            assert_eq!(&id[..usize::from(n)], b"bb");
+        }
+        let (n, id) = current_request_id().unwrap();
+        assert_eq!(&id[..usize::from(n)], b"aaaa");
+        drop(a);
+        assert!(current_request_id().is_none());
+        // Longer than any id format: no scope rather than a cut id.
+        let _c = RequestScope::enter(&[b'x'; 40]);
+        assert!(current_request_id().is_none());
     }
 
     #[test]

@@ -166,6 +166,12 @@ impl NonBlocking {
         }
     }
 
+    /// Appends one formatted line to this thread's buffer (what the subscriber's
+    /// writes do); `urgent` wakes the writer at once.
+    pub fn append_line(&self, line: &[u8], urgent: bool) {
+        self.shared.append(line, urgent);
+    }
+
     pub fn stats(&self) -> &LogStats {
         &self.shared.stats
     }

@@ -100,8 +100,7 @@ fn run_caddy(bin: &Path) {
     crate::support::bypass::check_gateway("caddy", ([127, 0, 0, 1], caddy.port).into(), &[]);
 
     // marketgate down: fail closed with 503 and the JSON error, the app not reached.
-    drop(marketgate);
-    let a = check_fails_closed(&caddy, 503);
+    let a = check_fails_closed(&caddy, marketgate, 503);
     assert_eq!(a.header("retry-after"), Some("5"));
     assert_eq!(a.header("content-type"), Some("application/json"));
     assert_eq!(a.json()["error"]["code"], "gate_unavailable");

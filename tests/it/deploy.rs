@@ -157,7 +157,7 @@ fn dockerfile_builds_a_small_non_root_image_with_a_healthcheck_that_works() {
     env.insert("MARKETGATE_LISTEN".into(), server.addr.to_string());
     let o = run_healthcheck(&env);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    drop(server);
+    let _held = server.stop_holding_port();
     let o = run_healthcheck(&env);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unhealthy"));

@@ -75,8 +75,7 @@ fn envoy_ext_authz_serves_limits_and_withdraws_and_fails_closed() {
     crate::support::gateway::assert_451(&a, "RU", DenyBody::Marketgate);
 
     // marketgate down: fail closed with 503 and the JSON error, the app not reached.
-    drop(marketgate);
-    let a = check_fails_closed(&envoy, 503);
+    let a = check_fails_closed(&envoy, marketgate, 503);
     assert_eq!(a.header("retry-after"), Some("5"));
     assert_eq!(a.header("content-type"), Some("application/json"));
     assert_eq!(a.json()["error"]["code"], "gate_unavailable");

@@ -119,8 +119,7 @@ fn nginx_auth_request_serves_limits_and_withdraws_and_fails_closed() {
     );
 
     // marketgate down: fail closed with 503, the app is not reached.
-    drop(marketgate);
-    let a = check_fails_closed(&nginx, 503);
+    let a = check_fails_closed(&nginx, marketgate, 503);
     assert_eq!(a.header("retry-after"), Some("5"));
     assert_eq!(a.json()["error"]["code"], "gate_unavailable");
 }

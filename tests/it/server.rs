@@ -105,6 +105,30 @@ impl TestServer {
     }
 }
 
+/// A port bound and never listened on: connections to it are refused, and no other
+/// server can take it until this is dropped.
+pub struct HeldPort(#[allow(dead_code)] socket2::Socket);
+
+impl TestServer {
+    /// Stops the server and keeps its public port refusing connections. A freed port
+    /// may be given at once to a server another test starts, which would then answer
+    /// for this one ("marketgate is down" checks would pass or fail by chance).
+    pub fn stop_holding_port(self) -> HeldPort {
+        let addr = self.addr;
+        drop(self);
+        let held = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("a socket");
+        held.set_reuse_address(true).expect("SO_REUSEADDR");
+        held.bind(&addr.into())
+            .unwrap_or_else(|e| panic!("hold the stopped server's port {addr}: {e}"));
+        HeldPort(held)
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         for h in &self.handles {
@@ -305,6 +329,10 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
         Some("<https://example.org/ru-decryption-keys-law>; rel=\"blocked-by\"")
     );
     assert_eq!(a.header("cache-control"), Some("private, no-store"));
+    assert_eq!(a.header("x-marketgate-status"), Some("withdrawn"));
+    assert_eq!(a.header("x-marketgate-jurisdiction"), Some("RU"));
+    // Every feature is off in a withdrawn market: the list says nothing more.
+    assert_eq!(a.header("x-marketgate-disabled"), None);
     let body = a.json();
     assert_eq!(body["blocked_by"]["id"], "ru-decryption-keys");
     assert_eq!(body["blocked_by"]["demand_kind"], "encryption_backdoor");
@@ -359,6 +387,8 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
         assert_eq!(b["feature"], "secret_chats");
         assert_eq!(b["blocked_by"]["kind"], "override");
         assert_eq!(b["blocked_by"]["text"], "secret chats are paused here");
+        // A limited market's 451 still says what else is off.
+        assert_eq!(a.header("x-marketgate-disabled"), Some("secret_chats"));
     }
     // An override that withdraws: 451 without a Link (no reference), body names it.
     let set = s.admin(

@@ -90,6 +90,5 @@ fn traefik_forward_auth_serves_limits_and_withdraws_and_fails_closed() {
     crate::support::bypass::check_gateway("traefik", ([127, 0, 0, 1], traefik.port).into(), &[]);
 
     // marketgate down: Traefik's forwardAuth fails closed with its own 500.
-    drop(marketgate);
-    check_fails_closed(&traefik, 500);
+    check_fails_closed(&traefik, marketgate, 500);
 }

@@ -369,9 +369,16 @@ pub fn check_decisions(gw: &Gateway, deny: DenyBody) {
     );
 }
 
-/// marketgate is down (the caller dropped it): the gateway fails closed with
-/// `status`, and the app is not reached.
-pub fn check_fails_closed(gw: &Gateway, status: u16) -> Answer {
+/// marketgate is down: stopped, its port refusing connections. The gateway fails
+/// closed with `status`, and the app is not reached. The port is held (bound, never
+/// listening) while the gateway is asked: left free, a server another test starts at
+/// the same moment may get it, and answer for the stopped one.
+pub fn check_fails_closed(
+    gw: &Gateway,
+    marketgate: crate::server::TestServer,
+    status: u16,
+) -> Answer {
+    let _held = marketgate.stop_holding_port();
     let a = gw.get("/hello", &[("X-Forwarded-For", US_IP)]);
     assert_eq!(a.status, status, "{:?} {}\n{}", a.headers, a.body, gw.log());
     assert_eq!(a.header("x-upstream"), None, "the app must not be reached");
