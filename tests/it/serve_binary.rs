@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 
-use super::server::{get, post, repo};
+use super::server::{agent, answer, get, post, repo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_marketgate");
 
@@ -541,4 +541,52 @@ fn request_log_off_and_sampled_still_log_every_5xx() {
         (250..=550).contains(&n),
         "{n} of 2000 requests logged at a 0.2 sample"
     );
+}
+
+/// Under `serve` the request line is written without a `tracing` event and no request
+/// span is made: an event a handler logs while serving a request still carries that
+/// request's id, the same id as its request line and its `X-Request-Id`, and an event
+/// outside any request carries none.
+#[test]
+fn events_of_a_request_carry_its_id_as_its_line_does() {
+    const TOKEN: &str = "serve-binary-admin-token-0123456789";
+    let mut s = start(&["--admin-token", TOKEN, "--admin-listen", "127.0.0.1:0"]);
+    let admin = s.admin.clone().expect("an admin listener");
+    let a = answer(
+        agent()
+            .put(&format!("http://{admin}/admin/v1/overrides/DE"))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .content_type("application/json")
+            .send(r#"{"status":"limited","reason":"log test","actor":"ops"}"#),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let id = a.header("x-request-id").expect("an id back").to_string();
+    signal(&s.child, "-TERM");
+    assert_eq!(s.child.wait().unwrap().code(), Some(0));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let lines = s.lines.lock().unwrap().clone();
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let set = parsed
+        .iter()
+        .find(|v| v["message"] == "override set")
+        .unwrap_or_else(|| panic!("no `override set` event: {lines:#?}"));
+    assert_eq!(set["span"]["name"], "request", "{set}");
+    assert_eq!(set["span"]["request_id"], id.as_str(), "{set}");
+    let line = parsed
+        .iter()
+        .find(|v| {
+            v["target"] == "marketgate::access"
+                && v["route"] == "/admin/v1/overrides/{jurisdiction}"
+        })
+        .unwrap_or_else(|| panic!("no request line for the PUT: {lines:#?}"));
+    assert_eq!(line["request_id"], id.as_str(), "{line}");
+    assert_eq!(line["span"]["request_id"], id.as_str(), "{line}");
+    let stopped = parsed
+        .iter()
+        .find(|v| v["message"] == "stopped")
+        .expect("a `stopped` event");
+    assert!(stopped.get("span").is_none(), "{stopped}");
 }
