@@ -46,9 +46,31 @@ if [ -z "$BIN" ]; then
     cargo build --quiet --bin marketgate
     BIN=$TARGET/debug/marketgate
 fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port)
-APORT=$(free_port)
+# Ports below the kernel's ephemeral range, found free by binding them: a port from
+# bind(0) could be handed to another test's server before marketgate binds it.
+free_ports() {
+    python3 - <<'PY'
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    low = 32768
+ports = []
+while len(ports) < 2:
+    p = random.randrange(20000, low) if low > 21000 else 0
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    p = s.getsockname()[1]
+    s.close()
+    if p not in ports:
+        ports.append(p)
+print(*ports)
+PY
+}
+read -r PORT APORT <<<"$(free_ports)"
 TOKEN=conformance-token-$RANDOM$RANDOM$RANDOM
 tmp=$(mktemp -d)
 pid=

@@ -2,7 +2,7 @@
 //! proxy that can cut one instance off from it. Never touches the machine's shared Redis.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -138,12 +138,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now ([`crate::support::free_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
+    crate::support::free_port()
 }
 
 fn ping(port: u16) -> bool {

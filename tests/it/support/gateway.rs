@@ -51,11 +51,7 @@ pub fn skip_or_fail(name: &str, why: &str, install: &str) {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    super::free_port()
 }
 
 /// Replaces `from` in `text`, which must occur exactly once (so a changed template
