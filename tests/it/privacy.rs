@@ -576,8 +576,8 @@ fn canary_addresses_reach_no_sink_through_any_entry_point() {
         "the log writer is stuck"
     );
 
-    let logs_a = a.lines.lock().unwrap().join("\n");
-    let logs_b = b.lines.lock().unwrap().join("\n");
+    let logs_a = a.all_lines().join("\n");
+    let logs_b = b.all_lines().join("\n");
     let logs_mw = String::from_utf8_lossy(&captured.lock().unwrap()).into_owned();
     let (keys, redis_text) = redis_contents(&redis_url);
     let commands = monitor.text();

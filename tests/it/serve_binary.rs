@@ -90,6 +90,19 @@ pub struct Running {
     pub addr: String,
     /// The admin listener, when a token is configured.
     pub admin: Option<String>,
+    /// The threads reading stdout and stderr into `lines`; they end at EOF.
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Every line the process wrote, once it has exited (call after `child.wait()`):
+    /// waits for the readers to reach the end of both pipes, however loaded the machine.
+    pub fn all_lines(&mut self) -> Vec<String> {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        self.lines.lock().unwrap().clone()
+    }
 }
 
 /// Starts `marketgate serve` with one worker and the `extra` arguments (on a free
@@ -120,13 +133,14 @@ pub fn start(extra: &[&str]) -> Running {
         .unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
+    let mut readers = Vec::new();
     for stream in [
         Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
         Box::new(child.stdout.take().unwrap()),
     ] {
         let lines = lines.clone();
         let tx = tx.clone();
-        std::thread::spawn(move || {
+        readers.push(std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["message"] == "serving" {
@@ -136,7 +150,7 @@ pub fn start(extra: &[&str]) -> Running {
                 }
                 lines.lock().unwrap().push(line);
             }
-        });
+        }));
     }
     let (addr, admin) = rx
         .recv_timeout(std::time::Duration::from_secs(60))
@@ -146,6 +160,7 @@ pub fn start(extra: &[&str]) -> Running {
         lines,
         addr,
         admin,
+        readers,
     }
 }
 
@@ -214,9 +229,7 @@ fn canary_addresses_reach_no_log_metric_or_body_and_sigterm_drains() {
     assert!(saw_503, "readiness never answered 503 while draining");
     let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    // Readers finish at EOF.
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let lines = s.lines.lock().unwrap().clone();
+    let lines = s.all_lines();
     assert!(
         lines
             .iter()
@@ -563,8 +576,7 @@ fn events_of_a_request_carry_its_id_as_its_line_does() {
     let id = a.header("x-request-id").expect("an id back").to_string();
     signal(&s.child, "-TERM");
     assert_eq!(s.child.wait().unwrap().code(), Some(0));
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let lines = s.lines.lock().unwrap().clone();
+    let lines = s.all_lines();
     let parsed: Vec<serde_json::Value> = lines
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
