@@ -406,12 +406,8 @@ fn a_stalled_log_sink_drops_and_counts_lines_and_requests_do_not_wait() {
 #[test]
 fn a_failing_log_sink_never_fails_a_request() {
     // A full disk: every write to /dev/full is ENOSPC. The "serving" line is lost with
-    // the rest, so the port is chosen here.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // the rest, so the port is chosen here (where no other test's server can take it).
+    let port = crate::support::free_port();
     let full = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")
