@@ -113,9 +113,45 @@ impl TestServer {
     /// Stops the server and keeps its public port refusing connections. A freed port
     /// may be given at once to a server another test starts, which would then answer
     /// for this one ("marketgate is down" checks would pass or fail by chance).
+    ///
+    /// Stopping is not instant for connections a gateway keeps alive: actix signals the
+    /// worker and returns, and until the worker acts on it, a request on a kept-alive
+    /// connection is still answered (a gateway saw a 200 from a "stopped" marketgate).
+    /// So a probe connection is opened first and the stop counts as done when the worker
+    /// has closed it: the worker (`TestServer`s run one) drops all its connections at once.
     pub fn stop_holding_port(self) -> HeldPort {
+        use std::io::{Read, Write};
         let addr = self.addr;
+        let mut probe = std::net::TcpStream::connect(addr).expect("probe connection");
+        probe
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        // One answered request: the connection is the worker's, not in the backlog.
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: probe\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = probe.read(&mut buf).expect("probe answered");
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "probe: {:?}",
+            &buf[..n]
+        );
         drop(self);
+        // Closed by the worker: EOF or a reset; a timeout means it never stopped.
+        loop {
+            match probe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    panic!("the stopped server's worker kept its connections for 10 s")
+                }
+                Err(_) => break,
+            }
+        }
         let held = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
