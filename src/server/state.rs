@@ -88,6 +88,12 @@ struct Inner {
     admin_tokens: Vec<crate::config::Secret>,
     evaluation_tokens: Vec<crate::config::Secret>,
     path_case_sensitive: bool,
+    /// `transparency_url` as written, and the 451's `Link` header built from it once.
+    transparency_url: String,
+    blocked_by: actix_web::http::header::HeaderValue,
+    /// The transparency report of the last rules, overrides and stable window asked
+    /// for (see [`super::transparency`]).
+    transparency: std::sync::Mutex<Option<super::transparency::Cached>>,
     /// `/readyz` waits for a snapshot with the operators' overrides (Redis store).
     require_overrides: bool,
     ready: AtomicBool,
@@ -204,6 +210,16 @@ impl AppState {
                 admin_tokens: config.admin_tokens.clone(),
                 evaluation_tokens: config.evaluation_tokens.clone(),
                 path_case_sensitive: config.path_case_sensitive,
+                transparency_url: config.transparency_url.clone(),
+                // Checked by the config loader: only URI characters, so always a header.
+                blocked_by: actix_web::http::header::HeaderValue::from_str(&format!(
+                    "<{}>; rel=\"blocked-by\"",
+                    config.transparency_url
+                ))
+                .unwrap_or(actix_web::http::header::HeaderValue::from_static(
+                    "</transparency>; rel=\"blocked-by\"",
+                )),
+                transparency: std::sync::Mutex::new(None),
                 require_overrides: config.require_overrides_for_ready,
                 ready: AtomicBool::new(true),
                 draining: AtomicBool::new(false),
@@ -261,6 +277,23 @@ impl AppState {
     /// Whether request paths match feature prefixes with case.
     pub fn path_case_sensitive(&self) -> bool {
         self.inner.path_case_sensitive
+    }
+
+    /// The configured `transparency_url`.
+    pub fn transparency_url(&self) -> &str {
+        &self.inner.transparency_url
+    }
+
+    /// The rendered transparency report, by rules, overrides and stable window.
+    pub(super) fn transparency_cache(
+        &self,
+    ) -> &std::sync::Mutex<Option<super::transparency::Cached>> {
+        &self.inner.transparency
+    }
+
+    /// `Link: <transparency_url>; rel="blocked-by"` (RFC 7725) of every 451.
+    pub fn blocked_by_link(&self) -> &actix_web::http::header::HeaderValue {
+        &self.inner.blocked_by
     }
 
     /// Whether a request comes from a server caller, whose claims about where to decide
