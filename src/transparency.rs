@@ -238,7 +238,11 @@ pub fn report(history: &History, overrides: &OverrideSet, at: Timestamp) -> Repo
     }
     events.sort_by(|a, b| b.at.cmp(&a.at).then(a.jurisdiction.cmp(&b.jurisdiction)));
     // Withdrawn before limited, then by code.
-    markets.sort_by(|a, b| b.status.cmp(&a.status).then(a.jurisdiction.cmp(&b.jurisdiction)));
+    markets.sort_by(|a, b| {
+        b.status
+            .cmp(&a.status)
+            .then(a.jurisdiction.cmp(&b.jurisdiction))
+    });
     let mut upcoming: Vec<Upcoming> = rules
         .levels()
         .iter()
@@ -668,9 +672,9 @@ when. It is generated from the rules our service enforces.</p>\n\
         }
         out.push_str("</p>\n");
         if m.status == Status::Limited && !m.disabled.is_empty() {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<p>Unavailable here: {}</p>\n",
+                "<p>Unavailable here: {}</p>",
                 esc(&m.disabled.join(", "))
             );
         }

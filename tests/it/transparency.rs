@@ -37,7 +37,10 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
     let s = TestServer::start(|_| {});
     let page = get(&s.url("/transparency"), &[]);
     assert_eq!(page.status, 200, "{}", page.body);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let csp = page.header("content-security-policy").unwrap();
     assert!(
         csp.starts_with("default-src 'none'; style-src 'sha256-") && !csp.contains("script"),
@@ -87,7 +90,10 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
     let india = market(&r, "IN").unwrap();
     assert_eq!(india["status"], "limited");
     assert_eq!(india["disabled"], json!(["payments"]));
-    assert_eq!(market(&r, "US-UT").unwrap()["disabled"], json!(["channels"]));
+    assert_eq!(
+        market(&r, "US-UT").unwrap()["disabled"],
+        json!(["channels"])
+    );
     // Served markets are not listed: the US, France (an EU demand it complies with),
     // and Great Britain (a shadow change is never applied).
     for code in ["US", "FR", "GB"] {
@@ -111,7 +117,9 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
         a.header("content-type"),
         Some("application/atom+xml; charset=utf-8")
     );
-    assert!(a.body.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">"));
+    assert!(a.body.starts_with(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">"
+    ));
     // Any other method: 405 in our JSON shape.
     let post = crate::server::post(&s.url("/transparency"), &[], "");
     assert_eq!(post.status, 405, "{}", post.body);
@@ -143,7 +151,10 @@ fn overrides_show_their_public_reason_only_and_a_reload_changes_the_page() {
     )
     .unwrap();
     let before = get(&s.url("/transparency.json"), &[]).json();
-    assert!(market(&before, "CN").is_none(), "not reloaded yet: {before}");
+    assert!(
+        market(&before, "CN").is_none(),
+        "not reloaded yet: {before}"
+    );
     let reload = s.admin("POST", "/admin/v1/reload", None);
     assert_eq!(reload.status, 200, "{}", reload.body);
 
@@ -174,7 +185,11 @@ fn overrides_show_their_public_reason_only_and_a_reload_changes_the_page() {
     assert!(texts[0].contains("A court order we are appealing"));
     assert!(texts[0].contains("No public details."));
     // The feed links the page where it is hosted; so does every 451.
-    assert!(texts[2].contains("href=\"https://example.com/why\""), "{}", texts[2]);
+    assert!(
+        texts[2].contains("href=\"https://example.com/why\""),
+        "{}",
+        texts[2]
+    );
     let blocked = get(&s.url("/v1/gate"), &[("X-Forwarded-For", "194.67.1.1")]);
     assert_eq!(blocked.status, 451);
     assert_eq!(
@@ -279,10 +294,7 @@ fn the_feed_parses_in_feedparser_with_stable_ids() {
         .unwrap_or_else(|| panic!("{feed}"));
     assert_eq!(ru["title"], "Russia (RU): served to withdrawn");
     assert_eq!(ru["updated"], "2018-06-30T21:00:00Z");
-    assert_eq!(
-        ru["link"],
-        "/transparency#RU-20180630T210000Z-withdrawn"
-    );
+    assert_eq!(ru["link"], "/transparency#RU-20180630T210000Z-withdrawn");
     assert!(
         ru["summary"]
             .as_str()
@@ -310,7 +322,10 @@ fn the_feed_parses_in_feedparser_with_stable_ids() {
             .collect()
     };
     let (old, new) = (ids(&feed), ids(&after));
-    assert_eq!(new[0], "urn:marketgate:transparency:CN:20260201T000000Z:withdrawn");
+    assert_eq!(
+        new[0],
+        "urn:marketgate:transparency:CN:20260201T000000Z:withdrawn"
+    );
     assert_eq!(&new[1..], &old[..]);
     assert_eq!(after["updated"], "2026-02-01T00:00:00Z");
 }
@@ -395,7 +410,14 @@ fn render_writes_the_served_page_json_and_feed_as_files() {
     );
     // Bad input: a missing directory is an error naming it.
     let o = marketgate(
-        &["transparency", "render", "--out", "x", "--regions", "/nonexistent"],
+        &[
+            "transparency",
+            "render",
+            "--out",
+            "x",
+            "--regions",
+            "/nonexistent",
+        ],
         out.path(),
     );
     assert!(!o.status.success());
@@ -547,7 +569,10 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, page: &str, shot: &
         "withdrawn"
     );
     // One landmark, headings in order, every link named.
-    assert_eq!(eval("return document.querySelectorAll('main').length").await, 1);
+    assert_eq!(
+        eval("return document.querySelectorAll('main').length").await,
+        1
+    );
     assert_eq!(
         eval("return [...document.querySelectorAll('h1,h2')].map(h => h.tagName + ':' + h.textContent).join('|')").await,
         "H1:Transparency report|H2:Markets withdrawn or limited|H2:Demands to come|H2:History"
