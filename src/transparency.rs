@@ -88,7 +88,8 @@ pub struct Report {
     pub rules_version: String,
     /// Every market not fully served at `at`, by jurisdiction code.
     pub markets: Vec<Market>,
-    /// Public demands not in force yet: proposed, or enacted with a later effective date.
+    /// Public demands not in force yet (proposed, or enacted with a later effective
+    /// date) and public scheduled changes still to come, soonest first.
     pub upcoming: Vec<Upcoming>,
     /// Status changes, newest first.
     pub history: Vec<Event>,
@@ -112,13 +113,16 @@ pub struct Market {
     pub grounds: Vec<Ground>,
 }
 
-/// A public demand still to come.
+/// Something public still to come: a demand (proposed, or enacted with a later
+/// effective date) or a scheduled change (applied, not shadow) after the report's
+/// instant.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Upcoming {
-    /// The jurisdiction the demand belongs to (`EU`, `FR`, `*`).
+    /// The jurisdiction it belongs to (`EU`, `FR`, `*`).
     pub jurisdiction: String,
     pub name: String,
-    pub demand: Ground,
+    /// A `demand` or a `change`.
+    pub ground: Ground,
 }
 
 /// A change of a market's status.
@@ -164,9 +168,18 @@ pub struct Ground {
     /// The company's response to a demand: `withdraw`, `disable` or `comply`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<&'static str>,
+    /// The status a change sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
     /// The features a `disable` response or a change switches off.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub features_off: Vec<String>,
+    /// The features a change switches on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub features_on: Vec<String>,
+    /// A change that reaches only this share of users (by a stable key); absent: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_percent: Option<f64>,
     /// A change's reason; an override's public reason ("an operator override" without
     /// one).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -258,11 +271,23 @@ pub fn report(history: &History, overrides: &OverrideSet, at: Timestamp) -> Repo
                 .map(move |(i, _)| Upcoming {
                     jurisdiction: l.jurisdiction.to_string(),
                     name: jurisdiction_name(rules, &l.jurisdiction),
-                    demand: demand_ground(rules, l, i),
+                    ground: demand_ground(rules, l, i),
                 })
+                .chain(
+                    l.changes
+                        .iter()
+                        .filter(move |c| c.public && c.mode == Mode::Enforce && c.at > at)
+                        .map(move |c| Upcoming {
+                            jurisdiction: l.jurisdiction.to_string(),
+                            name: jurisdiction_name(rules, &l.jurisdiction),
+                            ground: change_ground(rules, &l.jurisdiction, c),
+                        }),
+                )
         })
         .collect();
-    upcoming.sort_by_key(|u| u.demand.effective);
+    // Proposed demands without a date in force first (their date is a target), then by
+    // date.
+    upcoming.sort_by_key(|u| u.ground.effective);
     Report {
         at,
         rules_version: rules.version().to_string(),
@@ -352,18 +377,8 @@ fn grounds(rules: &RuleSet, d: &Decision, at: Timestamp) -> Vec<Ground> {
             Source::Change(l, i) => {
                 let level = rules.level(*l);
                 let c = &level.changes[*i as usize];
-                (c.public && c.mode == Mode::Enforce).then(|| Ground {
-                    id: Some(c.id.to_string()),
-                    text: Some(c.reason.to_string()),
-                    reference: c.reference.as_deref().map(str::to_string),
-                    effective: Some(c.at),
-                    features_off: c
-                        .features_off
-                        .iter()
-                        .map(|f| rules.feature(f).name.to_string())
-                        .collect(),
-                    ..blank("change", &level.jurisdiction)
-                })
+                (c.public && c.mode == Mode::Enforce)
+                    .then(|| change_ground(rules, &level.jurisdiction, c))
             }
             Source::Rule(l) => Some(blank("rule", &rules.level(*l).jurisdiction)),
             Source::Override(o) => {
@@ -399,9 +414,34 @@ fn blank(kind: &'static str, j: &Jurisdiction) -> Ground {
         reference: None,
         effective: None,
         response: None,
+        status: None,
         features_off: Vec::new(),
+        features_on: Vec::new(),
+        rollout_percent: None,
         text: None,
         expires_at: None,
+    }
+}
+
+fn change_ground(rules: &RuleSet, j: &Jurisdiction, c: &crate::rules::Change) -> Ground {
+    let names = |set: crate::rules::FeatureSet| -> Vec<String> {
+        set.iter()
+            .map(|f| rules.feature(f).name.to_string())
+            .collect()
+    };
+    Ground {
+        id: Some(c.id.to_string()),
+        text: Some(c.reason.to_string()),
+        reference: c.reference.as_deref().map(str::to_string),
+        effective: Some(c.at),
+        status: c.status,
+        features_off: names(c.features_off),
+        features_on: names(c.features_on),
+        rollout_percent: c
+            .rollout_bp
+            .filter(|bp| *bp < 10_000)
+            .map(|bp| f64::from(bp) / 100.0),
+        ..blank("change", j)
     }
 }
 
@@ -588,6 +628,19 @@ fn ground_html(out: &mut String, g: &Ground) {
                     esc(&g.features_off.join(", "))
                 );
             }
+            if let Some(s) = g.status {
+                let _ = write!(out, "<dt>Status</dt><dd>{}</dd>", status_words(s));
+            }
+            if !g.features_on.is_empty() {
+                let _ = write!(
+                    out,
+                    "<dt>Switched on</dt><dd>{}</dd>",
+                    esc(&g.features_on.join(", "))
+                );
+            }
+            if let Some(p) = g.rollout_percent {
+                let _ = write!(out, "<dt>Reaches</dt><dd>{p}% of users</dd>");
+            }
             out.push_str("</dl>");
         }
         "override" => {
@@ -681,13 +734,13 @@ when. It is generated from the rules our service enforces.</p>\n\
         grounds_html(&mut out, &m.grounds);
         out.push_str("</article>\n");
     }
-    out.push_str("</section>\n<section aria-labelledby=\"upcoming\">\n<h2 id=\"upcoming\">Demands to come</h2>\n");
+    out.push_str("</section>\n<section aria-labelledby=\"upcoming\">\n<h2 id=\"upcoming\">Demands and changes to come</h2>\n");
     if r.upcoming.is_empty() {
         out.push_str("<p>None that we publish.</p>\n");
     } else {
         out.push_str("<ul class=\"grounds\">\n");
         for u in &r.upcoming {
-            let mut g = u.demand.clone();
+            let mut g = u.ground.clone();
             g.jurisdiction = format!("{}, {}", u.name, u.jurisdiction);
             ground_html(&mut out, &g);
             out.push('\n');

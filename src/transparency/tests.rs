@@ -73,6 +73,29 @@ fn private_demands_and_changes_are_left_out_but_the_status_is_not() {
     assert_eq!(r.markets[0].status, Status::Withdrawn);
     assert!(r.markets[0].grounds.is_empty());
     assert_eq!(r.upcoming.len(), 1);
+    // A private or shadow change to come is not listed either; a public one is.
+    let de = "jurisdiction: DE\nchanges:\n  - id: de-exit\n    at: 2027-03-01T00:00:00Z\n    status: withdrawn\n    reason: Exit\n  - id: de-secret\n    at: 2027-03-01T00:00:00Z\n    status: withdrawn\n    reason: SECRET-CHANGE\n    public: false\n  - id: de-shadow\n    at: 2027-03-01T00:00:00Z\n    status: withdrawn\n    reason: SHADOW-CHANGE\n    mode: shadow\n";
+    let r = report(
+        &History::from_rules(rules(&[("de.yaml", de)])),
+        &OverrideSet::new([]),
+        t("2026-01-01T00:00:00Z"),
+    );
+    let ids: Vec<_> = r
+        .upcoming
+        .iter()
+        .map(|u| u.ground.id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["de-exit"]);
+    assert_eq!(r.upcoming[0].ground.status, Some(Status::Withdrawn));
+    // In force, neither the private nor the shadow change is described.
+    let r = report(
+        &History::from_rules(rules(&[("de.yaml", de)])),
+        &OverrideSet::new([]),
+        t("2027-06-01T00:00:00Z"),
+    );
+    assert!(
+        !render_json(&r).contains("SECRET-CHANGE") && !render_json(&r).contains("SHADOW-CHANGE")
+    );
     // The global default turns everything private unless a demand says otherwise.
     let private = format!("{GLOBAL}transparency: {{ public: false }}\n");
     let set = Arc::new(

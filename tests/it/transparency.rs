@@ -99,8 +99,26 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
     for code in ["US", "FR", "GB"] {
         assert!(market(&r, code).is_none(), "{code}: {r}");
     }
-    assert_eq!(r["upcoming"][0]["demand"]["id"], "eu-csa-regulation");
-    assert_eq!(r["upcoming"][0]["demand"]["legal_state"], "proposed");
+    // To come, soonest first: Brazil's staged payments launch, then the EU's proposal.
+    let upcoming: Vec<&Value> = r["upcoming"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["ground"])
+        .collect();
+    assert_eq!(upcoming.len(), 2, "{upcoming:?}");
+    assert_eq!(
+        *upcoming[0],
+        json!({
+            "kind": "change", "jurisdiction": "BR", "id": "br-payments-launch",
+            "reference": "https://example.org/br-payments-licence",
+            "effective": "2026-12-01T12:00:00Z", "features_on": ["payments"],
+            "rollout_percent": 25.0,
+            "text": "Payments launch after the payment institution licence",
+        })
+    );
+    assert_eq!(upcoming[1]["id"], "eu-csa-regulation");
+    assert_eq!(upcoming[1]["legal_state"], "proposed");
     let ids: Vec<&str> = r["history"]
         .as_array()
         .unwrap()
@@ -575,7 +593,7 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, page: &str, shot: &
     );
     assert_eq!(
         eval("return [...document.querySelectorAll('h1,h2')].map(h => h.tagName + ':' + h.textContent).join('|')").await,
-        "H1:Transparency report|H2:Markets withdrawn or limited|H2:Demands to come|H2:History"
+        "H1:Transparency report|H2:Markets withdrawn or limited|H2:Demands and changes to come|H2:History"
     );
     assert_eq!(
         eval("return [...document.links].every(a => a.textContent.trim().length > 0)").await,
