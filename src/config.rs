@@ -118,6 +118,11 @@ pub struct Config {
     /// feed's links. An http(s) URL, or a path on this service (`/transparency`, the
     /// default, which `GET /transparency` serves).
     pub transparency_url: String,
+    /// With a revision, the transparency page's history comes from git: the rules at
+    /// this revision and every later commit to HEAD that touched the rules directory
+    /// (which must then be a git checkout with that history, not a shallow one).
+    /// `None`: from the dates in the rules.
+    pub transparency_git_base: Option<String>,
     pub log_format: LogFormat,
     /// A `tracing` filter (`info`, `marketgate=debug,warn`).
     pub log_level: String,
@@ -173,6 +178,7 @@ impl Default for Config {
             key_header: "x-user-id".into(),
             path_case_sensitive: false,
             transparency_url: "/transparency".into(),
+            transparency_git_base: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             request_log: true,
@@ -272,6 +278,7 @@ pub struct RawConfig {
     pub key_header: Option<String>,
     pub path_case_sensitive: Option<Scalar>,
     pub transparency_url: Option<String>,
+    pub transparency_git_base: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub request_log: Option<Scalar>,
@@ -344,6 +351,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("key_header", "MARKETGATE_KEY_HEADER"),
     ("path_case_sensitive", "MARKETGATE_PATH_CASE_SENSITIVE"),
     ("transparency_url", "MARKETGATE_TRANSPARENCY_URL"),
+    ("transparency_git_base", "MARKETGATE_TRANSPARENCY_GIT_BASE"),
     ("log_format", "MARKETGATE_LOG_FORMAT"),
     ("log_level", "MARKETGATE_LOG_LEVEL"),
     ("request_log", "MARKETGATE_REQUEST_LOG"),
@@ -420,6 +428,7 @@ impl RawConfig {
             key_header: get("key_header"),
             path_case_sensitive: get("path_case_sensitive").map(Scalar::Str),
             transparency_url: get("transparency_url"),
+            transparency_git_base: get("transparency_git_base"),
             log_format: get("log_format"),
             log_level: get("log_level"),
             request_log: get("request_log").map(Scalar::Str),
@@ -527,6 +536,13 @@ impl Config {
         set!(geoip_fallback_registered_country, |v: &Scalar| boolean(v));
         set!(path_case_sensitive, |v: &Scalar| boolean(v));
         set!(transparency_url, |v: &String| transparency_url(v));
+        set!(transparency_git_base, |v: &String| match v.as_str() {
+            "" => Ok(None),
+            r if r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                Err(format!("`{r}` is not a git revision"))
+            }
+            r => Ok(Some(r.to_string())),
+        });
         set!(geoip_bundled_until_present, |v: &Scalar| boolean(v));
         set!(require_overrides_for_ready, |v: &Scalar| boolean(v));
         set!(
@@ -895,6 +911,7 @@ pub fn flag_name(key: &str) -> &str {
         "key_header" => "key-header",
         "path_case_sensitive" => "path-case-sensitive",
         "transparency_url" => "transparency-url",
+        "transparency_git_base" => "transparency-git-base",
         "log_format" => "log-format",
         "log_level" => "log-level",
         "request_log" => "request-log",

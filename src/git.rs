@@ -159,6 +159,33 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
     Ok(files)
 }
 
+/// The path of `dir` inside its work tree (`regions/`; empty at the top), for
+/// [`read_rules_at`] and [`revisions`].
+pub fn prefix(dir: &Path) -> Result<String, GitError> {
+    let out = git(dir, &["rev-parse", "--show-prefix"])?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// The rules at each of [`revisions`], compiled as of the commit's time: the commit, its
+/// time, and the rule set or why it does not compile (such a commit was never in
+/// service; callers leave it out with a warning).
+pub type RulesAt = (
+    String,
+    jiff::Timestamp,
+    Result<crate::rules::RuleSet, crate::rules::Diagnostics>,
+);
+
+/// Every revision of the rules at `path` from `base` on ([`revisions`]), compiled.
+pub fn rules_history(repo: &Path, base: &str, path: &str) -> Result<Vec<RulesAt>, GitError> {
+    let mut out = Vec::new();
+    for (commit, t) in revisions(repo, base, path)? {
+        let files = read_rules_at(repo, &commit, path)?;
+        let compiled = crate::rules::compile(&files, t).map(|(r, _)| r);
+        out.push((commit, t, compiled));
+    }
+    Ok(out)
+}
+
 /// The commits that make the history of the rules at `path` from `base` on: `base`
 /// itself, then every first-parent commit after it up to `HEAD` that touched `path`,
 /// oldest first, each with its committer time (when it landed on the branch, as near

@@ -11,7 +11,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use crate::overrides::OverrideSet;
-use crate::rules::{compile, RuleSet};
+use crate::rules::RuleSet;
 use crate::transparency::{self as model, History, Links};
 
 #[derive(Debug, clap::Args)]
@@ -104,14 +104,13 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
 /// out with a warning, and the rules before it stay in the history.
 fn git_history(repo: &Path, base: &str, path: &str) -> anyhow::Result<History> {
     let mut sets = Vec::new();
-    for (commit, t) in crate::git::revisions(repo, base, path)? {
-        let short = &commit[..commit.len().min(12)];
-        let files = crate::git::read_rules_at(repo, &commit, path)?;
-        match compile(&files, t) {
-            Ok((rules, _)) => sets.push((t, Arc::new(rules))),
-            Err(d) => {
-                eprintln!("warning: rules at {short} do not compile, left out of the history:\n{d}")
-            }
+    for (commit, t, compiled) in crate::git::rules_history(repo, base, path)? {
+        match compiled {
+            Ok(rules) => sets.push((t, Arc::new(rules))),
+            Err(d) => eprintln!(
+                "warning: rules at {} do not compile, left out of the history:\n{d}",
+                &commit[..commit.len().min(12)]
+            ),
         }
     }
     History::from_revisions(sets)

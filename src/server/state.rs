@@ -94,6 +94,12 @@ struct Inner {
     /// The transparency report of the last rules, overrides and stable window asked
     /// for (see [`super::transparency`]).
     transparency: std::sync::Mutex<Option<super::transparency::Cached>>,
+    /// `transparency_git_base`: read the page's history from git.
+    transparency_git_base: Option<String>,
+    /// The rule sets of the git history (oldest first, by commit time) and the number of
+    /// the refresh that read them; built off the request path after each load.
+    git_history: std::sync::Mutex<GitHistory>,
+    git_refreshes: std::sync::atomic::AtomicU64,
     /// `/readyz` waits for a snapshot with the operators' overrides (Redis store).
     require_overrides: bool,
     ready: AtomicBool,
@@ -119,6 +125,14 @@ pub struct RulesReload {
     /// For a failure: every diagnostic, `file:line:column: message`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+/// The rules' git history for the transparency page (see
+/// [`AppState::refresh_git_history`]).
+#[derive(Default)]
+struct GitHistory {
+    number: u64,
+    sets: Option<Arc<Vec<(Timestamp, Arc<RuleSet>)>>>,
 }
 
 /// Why a rules reload did not swap.
@@ -191,7 +205,7 @@ impl AppState {
         metrics.set_rules(rules.version(), Timestamp::now());
         geo.export(&metrics);
         tracing::info!(version = %rules.version(), files = rules.files().len(), "rules loaded");
-        Ok(AppState {
+        let state = AppState {
             inner: Arc::new(Inner {
                 store,
                 geo,
@@ -220,6 +234,9 @@ impl AppState {
                     "</transparency>; rel=\"blocked-by\"",
                 )),
                 transparency: std::sync::Mutex::new(None),
+                transparency_git_base: config.transparency_git_base.clone(),
+                git_history: std::sync::Mutex::new(GitHistory::default()),
+                git_refreshes: std::sync::atomic::AtomicU64::new(0),
                 require_overrides: config.require_overrides_for_ready,
                 ready: AtomicBool::new(true),
                 draining: AtomicBool::new(false),
@@ -234,7 +251,75 @@ impl AppState {
                 metrics,
                 reload: tokio::sync::Mutex::new(()),
             }),
-        })
+        };
+        state.refresh_git_history();
+        Ok(state)
+    }
+
+    /// With `transparency_git_base`, reads the rules' git history again on a thread of
+    /// its own (git processes, one compile per commit: never on the request path); the
+    /// page uses the dates in the rules until it is in, and keeps the last history read
+    /// when git fails (logged). A slower, older refresh never replaces a newer one.
+    pub fn refresh_git_history(&self) {
+        let Some(base) = self.inner.transparency_git_base.clone() else {
+            return;
+        };
+        let number = self
+            .inner
+            .git_refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let dir = self.inner.regions.clone();
+        let inner = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("git-history".into())
+            .spawn(move || {
+                let read = crate::git::prefix(&dir)
+                    .and_then(|path| crate::git::rules_history(&dir, &base, &path));
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                match read {
+                    Ok(revisions) => {
+                        let mut sets = Vec::new();
+                        for (commit, t, compiled) in revisions {
+                            match compiled {
+                                Ok(rules) => sets.push((t, Arc::new(rules))),
+                                Err(d) => tracing::warn!(
+                                    commit = %&commit[..commit.len().min(12)],
+                                    errors = d.errors().count(),
+                                    "rules at a commit do not compile, left out of the transparency history"
+                                ),
+                            }
+                        }
+                        let mut h = inner.git_history.lock().unwrap_or_else(|e| e.into_inner());
+                        if number > h.number {
+                            tracing::info!(commits = sets.len(), base = %base, "transparency history read from git");
+                            *h = GitHistory {
+                                number,
+                                sets: Some(Arc::new(sets)),
+                            };
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(base = %base, error = %e, "cannot read the rules' git history; the transparency page keeps the last one read, or the rules' dates")
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the git history thread");
+        }
+    }
+
+    /// The git history of the rules (`transparency_git_base`), when read: its refresh
+    /// number and rule sets by commit time.
+    pub(super) fn git_history(&self) -> (u64, Option<Arc<Vec<(Timestamp, Arc<RuleSet>)>>>) {
+        let h = self
+            .inner
+            .git_history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        (h.number, h.sets.clone())
     }
 
     /// The rules in force (a cheap guard; hold it for one request at most).
@@ -351,6 +436,7 @@ impl AppState {
                     return Ok(Reloaded::Unchanged { version: to });
                 }
                 self.inner.rules.store(Arc::new(rules));
+                self.refresh_git_history();
                 m.set_rules(&to, Timestamp::now());
                 m.rules_reloads.with_label_values(&["success"]).inc();
                 self.record_reload(trigger, "reloaded", Vec::new());

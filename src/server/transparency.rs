@@ -19,6 +19,8 @@ use crate::transparency::{self as model, History, Links};
 pub(crate) struct Cached {
     rules: u64,
     overrides: u64,
+    /// The git history's refresh number (0: from the rules' dates).
+    history: u64,
     from: Option<Timestamp>,
     until: Option<Timestamp>,
     bodies: Arc<Bodies>,
@@ -47,9 +49,11 @@ fn bodies(state: &AppState) -> Arc<Bodies> {
     let overrides = state.overrides();
     let (rf, ru) = rules.stable_window(now);
     let (of, ou) = overrides.stable_window(now);
+    let (history_number, git) = state.git_history();
     let inside = |c: &Cached| {
         c.rules == rules.id()
             && c.overrides == overrides.id()
+            && c.history == history_number
             && c.from.is_none_or(|f| f <= now)
             && c.until.is_none_or(|u| now < u)
     };
@@ -60,7 +64,16 @@ fn bodies(state: &AppState) -> Arc<Bodies> {
     if let Some(c) = cache.as_ref().filter(|c| inside(c)) {
         return c.bodies.clone();
     }
-    let report = model::report(&History::from_rules(rules.clone()), &overrides, now);
+    // From git: the commits' rule sets, the rules in service standing for the last
+    // (the checkout's HEAD); else the dates in the rules.
+    let history = git
+        .and_then(|sets| {
+            let mut sets = (*sets).clone();
+            sets.last_mut()?.1 = rules.clone();
+            History::from_revisions(sets)
+        })
+        .unwrap_or_else(|| History::from_rules(rules.clone()));
+    let report = model::report(&history, &overrides, now);
     let links = Links {
         page: state.transparency_url().to_string(),
         json: "transparency.json".into(),
@@ -74,6 +87,7 @@ fn bodies(state: &AppState) -> Arc<Bodies> {
     *cache = Some(Cached {
         rules: rules.id(),
         overrides: overrides.id(),
+        history: history_number,
         from: rf.max(of),
         until: match (ru, ou) {
             (Some(a), Some(b)) => Some(a.min(b)),

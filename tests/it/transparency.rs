@@ -442,8 +442,9 @@ fn render_writes_the_served_page_json_and_feed_as_files() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent is not a directory"));
 }
 
-#[test]
-fn render_takes_the_history_from_git_when_asked() {
+/// A git repository whose `regions/` gets the global file on 2020-01-01 and RU's
+/// withdrawal on 2024-03-01 (commit times).
+fn rules_repository() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let git = |args: &[&str], date: &str| {
@@ -471,6 +472,42 @@ fn render_takes_the_history_from_git_when_asked() {
     std::fs::copy(repo().join("regions/ru.yaml"), d.join("regions/ru.yaml")).unwrap();
     git(&["add", "."], "2024-03-01T12:00:00Z");
     git(&["commit", "-qm", "leave RU"], "2024-03-01T12:00:00Z");
+    tmp
+}
+
+#[test]
+fn serve_takes_the_history_from_git_with_transparency_git_base() {
+    let repo_dir = rules_repository();
+    let regions = repo_dir.path().join("regions");
+    let s = TestServer::start(move |c| {
+        c.regions = regions;
+        c.transparency_git_base = Some("main~1".into());
+    });
+    // Read on a thread of its own after the load: the dates in the rules until then.
+    let start = Instant::now();
+    loop {
+        let r = get(&s.url("/transparency.json"), &[]).json();
+        let since = market(&r, "RU").unwrap()["since"].clone();
+        if since == "2024-03-01T12:00:00Z" {
+            assert_eq!(
+                r["history"][0]["id"],
+                "urn:marketgate:transparency:RU:20240301T120000Z:withdrawn"
+            );
+            break;
+        }
+        assert_eq!(since, "2018-06-30T21:00:00Z", "{r}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no git history: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn render_takes_the_history_from_git_when_asked() {
+    let tmp = rules_repository();
+    let d = tmp.path();
     let out = d.join("site");
     let o = marketgate(
         &[
