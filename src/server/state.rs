@@ -132,8 +132,11 @@ pub struct RulesReload {
 #[derive(Default)]
 struct GitHistory {
     number: u64,
-    sets: Option<Arc<Vec<(Timestamp, Arc<RuleSet>)>>>,
+    sets: Option<Arc<GitRuleSets>>,
 }
+
+/// Rule sets by commit time, oldest first.
+pub(super) type GitRuleSets = Vec<(Timestamp, Arc<RuleSet>)>;
 
 /// Why a rules reload did not swap.
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +316,7 @@ impl AppState {
 
     /// The git history of the rules (`transparency_git_base`), when read: its refresh
     /// number and rule sets by commit time.
-    pub(super) fn git_history(&self) -> (u64, Option<Arc<Vec<(Timestamp, Arc<RuleSet>)>>>) {
+    pub(super) fn git_history(&self) -> (u64, Option<Arc<GitRuleSets>>) {
         let h = self
             .inner
             .git_history
