@@ -555,11 +555,17 @@ fn status_words(s: Status) -> &'static str {
     }
 }
 
-fn response_words(g: &Ground) -> Option<String> {
-    Some(match g.response? {
-        "withdraw" => "we left the market rather than comply (a red line)".to_string(),
-        "comply" => "we comply; the product is unchanged".to_string(),
-        _ => format!("we switched off: {}", g.features_off.join(", ")),
+/// The company's response in words: done for a demand in force, to come (`future`) for
+/// one that is not yet.
+fn response_words(g: &Ground, future: bool) -> Option<String> {
+    let off = g.features_off.join(", ");
+    Some(match (g.response?, future) {
+        ("withdraw", false) => "we left the market rather than comply (a red line)".into(),
+        ("withdraw", true) => "we will leave the market rather than comply (a red line)".into(),
+        ("comply", false) => "we comply; the product is unchanged".into(),
+        ("comply", true) => "we will comply; the product stays unchanged".into(),
+        (_, false) => format!("we switched off: {off}"),
+        (_, true) => format!("we will switch off: {off}"),
     })
 }
 
@@ -572,7 +578,7 @@ fn legal_state_words(s: DemandState) -> &'static str {
     }
 }
 
-fn ground_html(out: &mut String, g: &Ground) {
+fn ground_html(out: &mut String, g: &Ground, future: bool) {
     out.push_str("<li>");
     match g.kind {
         "demand" => {
@@ -600,7 +606,7 @@ fn ground_html(out: &mut String, g: &Ground) {
             if let Some(t) = g.effective {
                 let _ = write!(out, "<dt>Effective</dt><dd>{}</dd>", day(t));
             }
-            if let Some(r) = response_words(g) {
+            if let Some(r) = response_words(g, future) {
                 let _ = write!(out, "<dt>Our response</dt><dd>{}</dd>", esc(&r));
             }
             out.push_str("</dl>");
@@ -672,7 +678,7 @@ fn grounds_html(out: &mut String, grounds: &[Ground]) {
     }
     out.push_str("<ul class=\"grounds\">");
     for g in grounds {
-        ground_html(out, g);
+        ground_html(out, g, false);
     }
     out.push_str("</ul>");
 }
@@ -742,7 +748,7 @@ when. It is generated from the rules our service enforces.</p>\n\
         for u in &r.upcoming {
             let mut g = u.ground.clone();
             g.jurisdiction = format!("{}, {}", u.name, u.jurisdiction);
-            ground_html(&mut out, &g);
+            ground_html(&mut out, &g, true);
             out.push('\n');
         }
         out.push_str("</ul>\n");
@@ -846,7 +852,7 @@ fn ground_text(g: &Ground) -> String {
             if let Some(r) = &g.reference {
                 let _ = write!(s, " <{r}>");
             }
-            if let Some(w) = response_words(g) {
+            if let Some(w) = response_words(g, false) {
                 let _ = write!(s, "; {w}");
             }
             s.push('.');

@@ -61,6 +61,9 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
         "Utah (US-UT)",
         // Upcoming: the EU's proposed scanning regulation.
         "Proposed regulation laying down rules to prevent and combat child sexual abuse",
+        // ... and what the company will do about it, in the future tense.
+        "we will leave the market rather than comply (a red line)",
+        "Reaches</dt><dd>25% of users",
         "href=\"transparency.atom\"",
     ] {
         assert!(html.contains(words), "{words} not in {html}");
