@@ -106,7 +106,8 @@ pub struct Market {
     /// Since when the market has had this status; `null` when the rules record no start.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub since: Option<Timestamp>,
-    /// Features off in this market that are on by default.
+    /// Features off in this (limited) market that are on by default; empty when
+    /// withdrawn.
     pub disabled: Vec<String>,
     /// The public grounds: demands in force on the market's jurisdictions, and the
     /// changes, rules or overrides that set its status or features.
@@ -240,12 +241,16 @@ pub fn report(history: &History, overrides: &OverrideSet, at: Timestamp) -> Repo
             name,
             status: d.status,
             since,
-            disabled: rules
-                .defaults()
-                .difference(d.features)
-                .iter()
-                .map(|f| rules.feature(f).name.to_string())
-                .collect(),
+            // A withdrawn market has everything off: the list would say nothing more.
+            disabled: match d.status {
+                Status::Withdrawn => Vec::new(),
+                _ => rules
+                    .defaults()
+                    .difference(d.features)
+                    .iter()
+                    .map(|f| rules.feature(f).name.to_string())
+                    .collect(),
+            },
             grounds: grounds(rules, &d, at),
         });
     }

@@ -59,7 +59,10 @@ pub fn run(args: TransparencyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
-    let at = args.at.unwrap_or_else(Timestamp::now);
+    let at = args.at.unwrap_or_else(|| {
+        let now = Timestamp::now();
+        Timestamp::from_second(now.as_second()).unwrap_or(now)
+    });
     let history = match &args.git_base {
         Some(base) => git_history(Path::new("."), base, &args.git_path)?,
         None => {

@@ -73,7 +73,9 @@ fn bodies(state: &AppState) -> Arc<Bodies> {
             History::from_revisions(sets)
         })
         .unwrap_or_else(|| History::from_rules(rules.clone()));
-    let report = model::report(&history, &overrides, now);
+    // To the second: the report is the same for the whole window anyway.
+    let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let report = model::report(&history, &overrides, at);
     let links = Links {
         page: state.transparency_url().to_string(),
         json: "transparency.json".into(),

@@ -81,6 +81,11 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
     assert_eq!(ru["status"], "withdrawn");
     assert_eq!(ru["since"], "2018-06-30T21:00:00Z");
     assert_eq!(
+        ru["disabled"],
+        json!([]),
+        "everything is off when withdrawn"
+    );
+    assert_eq!(
         ru["grounds"][0],
         json!({
             "kind": "demand", "jurisdiction": "RU", "id": "ru-decryption-keys",
