@@ -113,6 +113,16 @@ pub struct Config {
     /// Match request paths against feature prefixes with case (off: `/API/Payments` is
     /// under `/api/payments/`, as for backends that route without case).
     pub path_case_sensitive: bool,
+    /// The public transparency page: the target of every 451's `Link: <…>;
+    /// rel="blocked-by"` (RFC 7725: the entity that implements the block) and of the
+    /// feed's links. An http(s) URL, or a path on this service (`/transparency`, the
+    /// default, which `GET /transparency` serves).
+    pub transparency_url: String,
+    /// With a revision, the transparency page's history comes from git: the rules at
+    /// this revision and every later commit to HEAD that touched the rules directory
+    /// (which must then be a git checkout with that history, not a shallow one).
+    /// `None`: from the dates in the rules.
+    pub transparency_git_base: Option<String>,
     pub log_format: LogFormat,
     /// A `tracing` filter (`info`, `marketgate=debug,warn`).
     pub log_level: String,
@@ -167,6 +177,8 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             key_header: "x-user-id".into(),
             path_case_sensitive: false,
+            transparency_url: "/transparency".into(),
+            transparency_git_base: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             request_log: true,
@@ -265,6 +277,8 @@ pub struct RawConfig {
     pub workers: Option<Scalar>,
     pub key_header: Option<String>,
     pub path_case_sensitive: Option<Scalar>,
+    pub transparency_url: Option<String>,
+    pub transparency_git_base: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub request_log: Option<Scalar>,
@@ -336,6 +350,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("workers", "MARKETGATE_WORKERS"),
     ("key_header", "MARKETGATE_KEY_HEADER"),
     ("path_case_sensitive", "MARKETGATE_PATH_CASE_SENSITIVE"),
+    ("transparency_url", "MARKETGATE_TRANSPARENCY_URL"),
+    ("transparency_git_base", "MARKETGATE_TRANSPARENCY_GIT_BASE"),
     ("log_format", "MARKETGATE_LOG_FORMAT"),
     ("log_level", "MARKETGATE_LOG_LEVEL"),
     ("request_log", "MARKETGATE_REQUEST_LOG"),
@@ -411,6 +427,8 @@ impl RawConfig {
             workers: get("workers").map(Scalar::Str),
             key_header: get("key_header"),
             path_case_sensitive: get("path_case_sensitive").map(Scalar::Str),
+            transparency_url: get("transparency_url"),
+            transparency_git_base: get("transparency_git_base"),
             log_format: get("log_format"),
             log_level: get("log_level"),
             request_log: get("request_log").map(Scalar::Str),
@@ -517,6 +535,14 @@ impl Config {
         set!(geoip_layout, |v: &String| parse_layout(v));
         set!(geoip_fallback_registered_country, |v: &Scalar| boolean(v));
         set!(path_case_sensitive, |v: &Scalar| boolean(v));
+        set!(transparency_url, |v: &String| transparency_url(v));
+        set!(transparency_git_base, |v: &String| match v.as_str() {
+            "" => Ok(None),
+            r if r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                Err(format!("`{r}` is not a git revision"))
+            }
+            r => Ok(Some(r.to_string())),
+        });
         set!(geoip_bundled_until_present, |v: &Scalar| boolean(v));
         set!(require_overrides_for_ready, |v: &Scalar| boolean(v));
         set!(
@@ -815,6 +841,30 @@ fn tokens(v: &[String]) -> Result<Vec<Secret>, String> {
         .collect()
 }
 
+/// An http(s) URL with a host, or an absolute path on this service, either fit to stand
+/// in a `Link` header as it is (the same check as a rule's `reference`).
+fn transparency_url(v: &str) -> Result<String, String> {
+    let lower = v.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return crate::rules::raw::check_reference(v)
+            .map(|()| v.to_string())
+            .map_err(|e| e.to_string().replacen("reference", "URL", 1));
+    }
+    if !v.starts_with('/') || v.starts_with("//") {
+        return Err(format!(
+            "`{v}` is neither an http(s) URL nor a path on this service starting with `/`"
+        ));
+    }
+    let probe = format!("https://localhost{v}");
+    crate::rules::raw::check_reference(&probe)
+        .map(|()| v.to_string())
+        .map_err(|e| {
+            e.to_string()
+                .replacen("reference", "path", 1)
+                .replace(&probe, v)
+        })
+}
+
 fn boolean(v: &Scalar) -> Result<bool, String> {
     match v.text().as_str() {
         "true" | "yes" | "on" => Ok(true),
@@ -860,6 +910,8 @@ pub fn flag_name(key: &str) -> &str {
         "country_header" => "country-header",
         "key_header" => "key-header",
         "path_case_sensitive" => "path-case-sensitive",
+        "transparency_url" => "transparency-url",
+        "transparency_git_base" => "transparency-git-base",
         "log_format" => "log-format",
         "log_level" => "log-level",
         "request_log" => "request-log",

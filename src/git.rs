@@ -1,5 +1,5 @@
 //! Reading a rules directory as it was at a git revision, through the `git` command line
-//! (`rev-parse`, `ls-tree`, `cat-file`), into in-memory [`SourceFile`]s for
+//! (`rev-parse`, `ls-tree`, `cat-file`; `log` for the commits of a history), into in-memory [`SourceFile`]s for
 //! [`crate::rules::compile`]. Never writes to the repository and never checks out.
 
 use std::path::{Path, PathBuf};
@@ -159,6 +159,97 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
     Ok(files)
 }
 
+/// The path of `dir` inside its work tree (`regions/`; empty at the top), for
+/// [`read_rules_at`] and [`revisions`].
+pub fn prefix(dir: &Path) -> Result<String, GitError> {
+    let out = git(dir, &["rev-parse", "--show-prefix"])?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// The rules at each of [`revisions`], compiled as of the commit's time: the commit, its
+/// time, and the rule set or why it does not compile (such a commit was never in
+/// service; callers leave it out with a warning).
+pub type RulesAt = (
+    String,
+    jiff::Timestamp,
+    Result<crate::rules::RuleSet, crate::rules::Diagnostics>,
+);
+
+/// Every revision of the rules at `path` from `base` on ([`revisions`]), compiled.
+pub fn rules_history(repo: &Path, base: &str, path: &str) -> Result<Vec<RulesAt>, GitError> {
+    let mut out = Vec::new();
+    for (commit, t) in revisions(repo, base, path)? {
+        let files = read_rules_at(repo, &commit, path)?;
+        let compiled = crate::rules::compile(&files, t).map(|(r, _)| r);
+        out.push((commit, t, compiled));
+    }
+    Ok(out)
+}
+
+/// The commits that make the history of the rules at `path` from `base` on: `base`
+/// itself, then every first-parent commit after it up to `HEAD` that touched `path`,
+/// oldest first, each with its committer time (when it landed on the branch, as near
+/// as git knows to when it came into service).
+pub fn revisions(
+    repo: &Path,
+    base: &str,
+    path: &str,
+) -> Result<Vec<(String, jiff::Timestamp)>, GitError> {
+    if base.starts_with('-') {
+        return Err(GitError::BadRevision {
+            rev: base.into(),
+            repo: repo.into(),
+        });
+    }
+    let bad = || GitError::BadRevision {
+        rev: base.into(),
+        repo: repo.into(),
+    };
+    let base_commit = git(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{base}^{{commit}}"),
+        ],
+    )
+    .map_err(|_| bad())?;
+    let base_commit = String::from_utf8_lossy(&base_commit).trim().to_string();
+    let path = path.trim_matches('/');
+    let path = if path.is_empty() { "." } else { path };
+    let mut out = git(repo, &["log", "-1", "--format=%H %ct", &base_commit])?;
+    out.push(b'\n');
+    out.extend(git(
+        repo,
+        &[
+            "log",
+            "--reverse",
+            "--first-parent",
+            "--format=%H %ct",
+            &format!("{base_commit}..HEAD"),
+            "--",
+            &format!(":(top){path}"),
+        ],
+    )?);
+    let mut revs = Vec::new();
+    for line in String::from_utf8_lossy(&out).lines() {
+        let Some((hash, secs)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let t = secs
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| jiff::Timestamp::from_second(s).ok())
+            .ok_or_else(|| GitError::Failed {
+                args: "log --format=%H %ct".into(),
+                stderr: format!("unexpected output `{line}`"),
+            })?;
+        revs.push((hash.to_string(), t));
+    }
+    Ok(revs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +277,44 @@ mod tests {
                 message,
             ],
         );
+    }
+
+    #[test]
+    fn revisions_lists_the_base_and_the_commits_that_touched_the_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        run(d, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir(d.join("regions")).unwrap();
+        std::fs::write(d.join("regions/a.yaml"), "a: 1\n").unwrap();
+        run(d, &["add", "."]);
+        commit(d, "one");
+        std::fs::write(d.join("README"), "x").unwrap();
+        run(d, &["add", "."]);
+        commit(d, "not the rules");
+        std::fs::write(d.join("regions/a.yaml"), "a: 2\n").unwrap();
+        run(d, &["add", "."]);
+        commit(d, "two");
+        let revs = revisions(d, "HEAD~2", "regions").unwrap();
+        assert_eq!(revs.len(), 2, "{revs:?}");
+        let head = git(d, &["rev-parse", "HEAD"]).unwrap();
+        assert_eq!(revs[1].0, String::from_utf8_lossy(&head).trim());
+        assert!(revs[0].1 <= revs[1].1);
+        // From a subdirectory too: the path is relative to the top directory.
+        std::fs::create_dir(d.join("sub")).unwrap();
+        assert_eq!(
+            revisions(&d.join("sub"), "HEAD~2", "regions")
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(matches!(
+            revisions(d, "--all", "regions"),
+            Err(GitError::BadRevision { .. })
+        ));
+        assert!(matches!(
+            revisions(d, "nope", "regions"),
+            Err(GitError::BadRevision { .. })
+        ));
     }
 
     #[test]

@@ -167,7 +167,13 @@ where
             ),
         };
         if d.status == Status::Withdrawn || blocked_feature.is_some() {
-            let res = handlers::blocked_response(&rules, &d, blocked_feature, DenyMode::Status451);
+            let res = handlers::blocked_response(
+                &rules,
+                &d,
+                blocked_feature,
+                DenyMode::Status451,
+                state.blocked_by_link(),
+            );
             return Box::pin(ready(Ok(req.into_response(res).map_into_right_body())));
         }
         let status = HeaderValue::from_static(d.status.as_str());

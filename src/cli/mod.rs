@@ -5,6 +5,7 @@ mod override_cmd;
 mod rollout;
 mod rules;
 mod serve;
+mod transparency;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,9 @@ pub enum Command {
     /// Exit 0 when the local `serve` answers `/readyz` with 200, else 1 (for container
     /// health checks without curl).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// The public transparency report: `render --out DIR` writes the page, its JSON and
+    /// its Atom feed as static files.
+    Transparency(transparency::TransparencyArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -60,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => rollout::diff(args),
         Command::Timeline(args) => rollout::timeline(args),
         Command::Healthcheck(args) => healthcheck::run(args),
+        Command::Transparency(args) => transparency::run(args),
     }
 }
 

@@ -88,6 +88,12 @@ pub struct ServeArgs {
     /// Match request paths against feature prefixes with case: true or false [default false; env MARKETGATE_PATH_CASE_SENSITIVE; key path_case_sensitive].
     #[arg(long, value_name = "BOOL")]
     pub path_case_sensitive: Option<String>,
+    /// The public transparency page, the target of every 451's `Link: <…>; rel="blocked-by"`: an http(s) URL or a path on this service [default /transparency; env MARKETGATE_TRANSPARENCY_URL; key transparency_url].
+    #[arg(long)]
+    pub transparency_url: Option<String>,
+    /// Take the transparency page's history from git, from this revision on (the rules directory must be a full git checkout) [default: from the dates in the rules; env MARKETGATE_TRANSPARENCY_GIT_BASE; key transparency_git_base].
+    #[arg(long, value_name = "REV")]
+    pub transparency_git_base: Option<String>,
     /// text or json [default text; env MARKETGATE_LOG_FORMAT; key log_format].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -159,6 +165,8 @@ impl ServeArgs {
                 workers: self.workers.map(Scalar::Str),
                 key_header: self.key_header,
                 path_case_sensitive: self.path_case_sensitive.map(Scalar::Str),
+                transparency_url: self.transparency_url,
+                transparency_git_base: self.transparency_git_base,
                 log_format: self.log_format,
                 log_level: self.log_level,
                 request_log: self.request_log.map(Scalar::Str),

@@ -260,6 +260,8 @@ struct Declared<'a> {
     feature_names: &'a [&'a str],
     kinds: &'a [&'a str],
     responses: &'a [(Arc<str>, Response)],
+    /// The global file's `transparency.public` (default `true`).
+    public: bool,
 }
 
 impl Declared<'_> {
@@ -609,6 +611,10 @@ pub fn compile(
         feature_names: &feature_names,
         kinds: &kinds,
         responses: &responses,
+        public: global
+            .and_then(|g| g.raw.transparency.as_ref())
+            .and_then(|t| t.public)
+            .unwrap_or(true),
     };
 
     let global_file: Arc<str> = global
@@ -663,6 +669,7 @@ pub fn compile(
             ("responses", !p.raw.responses.0.is_empty()),
             ("groups", !p.raw.groups.0.is_empty()),
             ("unknown", p.raw.unknown.is_some()),
+            ("transparency", p.raw.transparency.is_some()),
         ] {
             if present {
                 cx.error_key(
@@ -945,6 +952,7 @@ fn compile_demand(
         reference: d.reference.as_deref().map(Into::into),
         law: d.law.as_deref().map(Into::into),
         response: response.clone(),
+        public: d.public.unwrap_or(declared.public),
         origin: origin(p, &format!("{path}.id")),
     })
 }
@@ -1025,6 +1033,7 @@ fn compile_change(
         reference: c.reference.as_deref().map(Into::into),
         rollout_bp,
         mode: c.mode,
+        public: c.public.unwrap_or(declared.public),
         origin: origin(p, &format!("{path}.id")),
     })
 }

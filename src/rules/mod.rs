@@ -178,6 +178,8 @@ pub struct Demand {
     /// The law or instrument, in words, for people (and the 451 body).
     pub law: Option<Arc<str>>,
     pub response: Response,
+    /// Published on the transparency page (its own `public`, else the global default).
+    pub public: bool,
     pub origin: Origin,
 }
 
@@ -206,6 +208,8 @@ pub struct Change {
     /// Rollout threshold in basis points (`percent * 100`, 0..=10000); `None` is 100%.
     pub rollout_bp: Option<u32>,
     pub mode: Mode,
+    /// Published on the transparency page (its own `public`, else the global default).
+    pub public: bool,
     pub origin: Origin,
 }
 

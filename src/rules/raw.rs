@@ -37,6 +37,17 @@ pub struct RawFile {
     pub demands: Vec<RawDemand>,
     #[serde(default)]
     pub changes: Vec<RawChange>,
+    /// Global file: what the transparency page publishes by default.
+    pub transparency: Option<RawTransparency>,
+}
+
+/// The global file's `transparency` key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransparency {
+    /// Whether demands and changes without their own `public` are published on the
+    /// transparency page (default `true`).
+    pub public: Option<bool>,
 }
 
 /// A feature entry: a declaration (`{default: on, paths: [...]}`) or a switch (`off`).
@@ -175,6 +186,8 @@ pub struct RawDemand {
     /// The law or instrument, in words.
     pub law: Option<String>,
     pub description: Option<String>,
+    /// Shown on the transparency page; default: the global file's `transparency.public`.
+    pub public: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +204,8 @@ pub struct RawChange {
     pub rollout: Option<RawRollout>,
     #[serde(default)]
     pub mode: Mode,
+    /// Shown on the transparency page; default: the global file's `transparency.public`.
+    pub public: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,8 +242,9 @@ pub fn parse_rfc3339(v: &str) -> Result<Timestamp, String> {
     }
 }
 
-/// Why a `reference` cannot be a link: it goes into `Link: <reference>;
-/// rel="blocked-by"` and into answers people click.
+/// Why a `reference` cannot be a link: it goes into the 451 body, the transparency page
+/// and answers people click (and, through the same check, `transparency_url` into the
+/// 451's `Link` header).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BadReference {
     #[error("reference `{0}` is not an http(s) URL")]

@@ -25,6 +25,41 @@ pub fn rules_file_schema() -> Value {
         "description": "a link to the law, proposal or decision: an http(s) URL with a host; percent-encode spaces, quotes, angle brackets and non-ASCII characters",
         "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~:/?#\\[\\]@!$&'()*+,;=%-]+$"
     });
+    // Apart: one `json!` this deep passes the macro's recursion limit.
+    let transparency = json!({
+        "type": "object",
+        "description": "global file: what the public transparency page shows",
+        "additionalProperties": false,
+        "properties": {
+            "public": {"type": "boolean", "default": true, "description": "whether demands and changes without their own `public` are published"}
+        }
+    });
+    let demand_public = json!({"type": "boolean", "description": "shown on the transparency page; default: the global file's `transparency.public`"});
+    let change_public = json!({"type": "boolean", "description": "shown on the transparency page (shadow changes never are); default: the global file's `transparency.public`"});
+    let changes = json!({
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["id", "at", "reason"],
+                    "properties": {
+                        "id": {"type": "string", "description": "unique across the rule set; also the rollout hash seed"},
+                        "at": timestamp,
+                        "status": status,
+                        "features": {"type": "object", "additionalProperties": on_off},
+                        "reason": {"type": "string"},
+                        "reference": url,
+                        "rollout": {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": ["percent"],
+                            "properties": {"percent": {"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01}}
+                        },
+                        "mode": {"enum": ["enforce", "shadow"], "description": "shadow: evaluated and counted, never applied"},
+                        "public": change_public
+                    }
+                }
+    });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://marketgate.invalid/schema/rules-file.json",
@@ -88,6 +123,7 @@ pub fn rules_file_schema() -> Value {
                     "features": {"type": "object", "additionalProperties": on_off}
                 }
             },
+            "transparency": transparency,
             "demands": {
                 "type": "array",
                 "items": {
@@ -101,33 +137,12 @@ pub fn rules_file_schema() -> Value {
                         "effective": timestamp,
                         "reference": url,
                         "law": {"type": "string", "description": "the law or instrument, in words"},
-                        "description": {"type": "string"}
+                        "description": {"type": "string"},
+                        "public": demand_public
                     }
                 }
             },
-            "changes": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "required": ["id", "at", "reason"],
-                    "properties": {
-                        "id": {"type": "string", "description": "unique across the rule set; also the rollout hash seed"},
-                        "at": timestamp,
-                        "status": status,
-                        "features": {"type": "object", "additionalProperties": on_off},
-                        "reason": {"type": "string"},
-                        "reference": url,
-                        "rollout": {
-                            "type": "object",
-                            "additionalProperties": false,
-                            "required": ["percent"],
-                            "properties": {"percent": {"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01}}
-                        },
-                        "mode": {"enum": ["enforce", "shadow"], "description": "shadow: evaluated and counted, never applied"}
-                    }
-                }
-            }
+            "changes": changes
         }
     })
 }

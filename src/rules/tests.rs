@@ -60,11 +60,11 @@ fn clean_set_compiles() {
 fn unknown_fields_are_errors_with_locations() {
     check(
         "jurisdiction: FR\nstatuss: served\n",
-        &["regions/x.yaml:2:1: unknown field `statuss`, expected one of `jurisdiction`, `name`, `description`, `status`, `features`, `responses`, `groups`, `unknown`, `demands`, `changes`"],
+        &["regions/x.yaml:2:1: unknown field `statuss`, expected one of `jurisdiction`, `name`, `description`, `status`, `features`, `responses`, `groups`, `unknown`, `demands`, `changes`, `transparency`"],
     );
     check(
         "jurisdiction: FR\nchanges:\n  - id: a\n    at: 2027-01-01T00:00:00Z\n    reason: r\n    statu: withdrawn\n",
-        &["regions/x.yaml:6:5: changes[0]: unknown field `statu`, expected one of `id`, `at`, `status`, `features`, `reason`, `reference`, `rollout`, `mode`"],
+        &["regions/x.yaml:6:5: changes[0]: unknown field `statu`, expected one of `id`, `at`, `status`, `features`, `reason`, `reference`, `rollout`, `mode`, `public`"],
     );
 }
 

@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
-use sha2::{Digest, Sha256};
 
 use super::admin::authorize;
+use super::csp::csp_hash;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -19,31 +19,6 @@ const STYLE: &str = include_str!("../../assets/console/console.css");
 const BOOT: &str = include_str!("../../assets/console/boot.js");
 const APP: &str = include_str!("../../assets/console/app.js");
 const WORLD: &str = include_str!("../../assets/console/world.json");
-
-fn csp_hash(text: &str) -> String {
-    use std::fmt::Write;
-    let digest = Sha256::digest(text.as_bytes());
-    // Standard base64 of the digest, as CSP hash sources want it.
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("'sha256-");
-    for chunk in digest.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    let _ = write!(out, "'");
-    out
-}
 
 /// The login page with its style and boot script inline, and the policy that allows
 /// exactly those two inline blocks plus the app script the boot script inserts.
@@ -111,16 +86,6 @@ pub async fn world(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn csp_hashes_are_base64_sha256() {
-        // echo -n 'alert(1)' | openssl dgst -sha256 -binary | base64
-        assert_eq!(
-            super::csp_hash("alert(1)"),
-            "'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='"
-        );
-        assert_eq!(super::csp_hash("").len(), "'sha256-'".len() + 44);
-    }
-
     #[test]
     fn the_page_inlines_style_and_boot_script_and_loads_nothing_from_elsewhere() {
         let p = super::page();

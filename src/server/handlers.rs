@@ -315,6 +315,10 @@ pub(crate) const X_STATUS: HeaderName = HeaderName::from_static("x-marketgate-st
 const X_JURISDICTION: HeaderName = HeaderName::from_static("x-marketgate-jurisdiction");
 const X_DISABLED: HeaderName = HeaderName::from_static("x-marketgate-disabled");
 const X_DENY: HeaderName = HeaderName::from_static("x-marketgate-deny");
+/// In `deny=403` mode, the ground's reference, for a gateway that writes its own 451
+/// body (nginx cannot read ours; before RFC 7725's `Link` named the operator's page it
+/// took the reference from there).
+const X_REFERENCE: HeaderName = HeaderName::from_static("x-marketgate-reference");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 const NO_STORE: HeaderValue = HeaderValue::from_static("private, no-store");
@@ -468,7 +472,8 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
             ("X-Marketgate-Disabled" = String, description = "Disabled features, comma-separated; empty when none"),
             ("Cache-Control" = String, description = "`private, no-store`"),
         )),
-        (status = 451, description = "Withdrawn, or the path belongs to a disabled feature; `Link: <reference>; rel=\"blocked-by\"` when the ground has a reference", body = BlockedBody, headers(
+        (status = 451, description = "Withdrawn, or the path belongs to a disabled feature; the body names the ground, its law and reference", body = BlockedBody, headers(
+            ("Link" = String, description = "`<transparency_url>; rel=\"blocked-by\"` (RFC 7725): the operator's transparency page"),
             ("X-Marketgate-Status" = String, description = "`withdrawn` or `limited`"),
             ("X-Marketgate-Jurisdiction" = String),
             ("X-Marketgate-Disabled" = String),
@@ -476,6 +481,8 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
         )),
         (status = 403, description = "As 451, in `deny=403` mode", body = BlockedBody, headers(
             ("X-Marketgate-Deny" = String, description = "`451`"),
+            ("X-Marketgate-Reference" = String, description = "The ground's reference, when it has one (for a gateway that writes its own 451 body)"),
+            ("Link" = String, description = "`<transparency_url>; rel=\"blocked-by\"`"),
             ("X-Marketgate-Status" = String),
             ("X-Marketgate-Jurisdiction" = String),
         )),
@@ -527,7 +534,13 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         headers.insert(CACHE_CONTROL, NO_STORE);
         return Ok(res);
     }
-    Ok(blocked_response(&rules, &d, blocked_feature, deny))
+    Ok(blocked_response(
+        &rules,
+        &d,
+        blocked_feature,
+        deny,
+        state.blocked_by_link(),
+    ))
 }
 
 /// Every two-letter code `AA`..`ZZ` in index order, so that a country's header value is a
@@ -613,8 +626,10 @@ fn disabled_header(rules: &RuleSet, d: &Decision) -> HeaderValue {
 }
 
 /// The deny answer of a withdrawn market (`feature` `None`) or of a path under a
-/// disabled feature: the status headers, `Cache-Control: private, no-store`, `Link:
-/// <reference>; rel="blocked-by"` when the ground has a reference, and [`BlockedBody`].
+/// disabled feature: the status headers, `Cache-Control: private, no-store`, `link`
+/// (`Link: <transparency_url>; rel="blocked-by"`: RFC 7725's relation names the entity
+/// that implements the block, the operator, whose transparency page says why; the
+/// law's reference stays in the body), and [`BlockedBody`].
 /// Shared by `/v1/gate` and [`crate::middleware`]. A withdrawn market's answer has no
 /// `X-Marketgate-Disabled`: every feature is off there, which `X-Marketgate-Status:
 /// withdrawn` already says (the list cost a header insert and its bytes on every such
@@ -624,6 +639,7 @@ pub(crate) fn blocked_response(
     d: &Decision,
     feature: Option<FeatureId>,
     deny: DenyMode,
+    link: &HeaderValue,
 ) -> HttpResponse {
     let answer = blocked::answer(rules, d, feature);
     let status = match deny {
@@ -641,10 +657,11 @@ pub(crate) fn blocked_response(
     headers.insert(CACHE_CONTROL, NO_STORE);
     if deny == DenyMode::Status403 {
         headers.insert(X_DENY, HeaderValue::from_static("451"));
+        if let Some(r) = answer.reference {
+            headers.insert(X_REFERENCE, r);
+        }
     }
-    if let Some(link) = answer.link {
-        headers.insert(actix_web::http::header::LINK, link);
-    }
+    headers.insert(actix_web::http::header::LINK, link.clone());
     headers.insert(
         actix_web::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -675,7 +692,9 @@ mod blocked {
     #[derive(Clone)]
     pub(super) struct Answer {
         pub body: Bytes,
-        pub link: Option<HeaderValue>,
+        /// The ground's reference as a header value (checked by the rules compiler to
+        /// stand in a header as it is).
+        pub reference: Option<HeaderValue>,
     }
 
     #[derive(Clone, PartialEq, Eq, Hash)]
@@ -763,15 +782,15 @@ mod blocked {
 
     fn build(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Answer {
         let body = super::blocked_body(rules, d, feature);
-        let link = body
+        let reference = body
             .reference
             .as_deref()
-            .and_then(|r| HeaderValue::from_str(&format!("<{r}>; rel=\"blocked-by\"")).ok());
+            .and_then(|r| HeaderValue::from_str(r).ok());
         // Serializing plain strings and options cannot fail.
         let json = serde_json::to_vec(&body).unwrap_or_default();
         Answer {
             body: Bytes::from(json),
-            link,
+            reference,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod admin;
 mod bearer;
 pub mod console;
+mod csp;
 pub mod error;
 mod front;
 pub mod geo;
@@ -18,6 +19,7 @@ pub mod openapi;
 pub mod reload;
 pub mod request_log;
 pub mod state;
+pub mod transparency;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -74,6 +76,9 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         ("/healthz", web::get().to(healthz)),
         ("/readyz", web::get().to(readyz)),
         ("/openapi.json", web::get().to(openapi)),
+        ("/transparency", web::get().to(transparency::page)),
+        ("/transparency.json", web::get().to(transparency::json)),
+        ("/transparency.atom", web::get().to(transparency::atom)),
     ] {
         cfg.service(
             web::resource(path)

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{admin, error, handlers, ofrep};
+use super::{admin, error, handlers, ofrep, transparency};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,11 +24,19 @@ use super::{admin, error, handlers, ofrep};
         handlers::readyz,
         handlers::metrics,
         handlers::openapi,
+        transparency::page,
+        transparency::json,
+        transparency::atom,
     ),
     components(schemas(
         error::ErrorBody,
         error::ErrorDetail,
         handlers::DecisionBody,
+        crate::transparency::Report,
+        crate::transparency::Market,
+        crate::transparency::Upcoming,
+        crate::transparency::Event,
+        crate::transparency::Ground,
         handlers::FeatureAnswer,
         handlers::BlockedBody,
         ofrep::Evaluation,
@@ -42,6 +50,7 @@ use super::{admin, error, handlers, ofrep};
         (name = "gateways", description = "Forward-auth for nginx, Envoy, Traefik, Caddy"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "transparency", description = "The public transparency report: markets withdrawn or limited, their grounds, upcoming demands, history"),
     )
 )]
 struct PublicApi;

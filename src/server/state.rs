@@ -88,6 +88,18 @@ struct Inner {
     admin_tokens: Vec<crate::config::Secret>,
     evaluation_tokens: Vec<crate::config::Secret>,
     path_case_sensitive: bool,
+    /// `transparency_url` as written, and the 451's `Link` header built from it once.
+    transparency_url: String,
+    blocked_by: actix_web::http::header::HeaderValue,
+    /// The transparency report of the last rules, overrides and stable window asked
+    /// for (see [`super::transparency`]).
+    transparency: std::sync::Mutex<Option<super::transparency::Cached>>,
+    /// `transparency_git_base`: read the page's history from git.
+    transparency_git_base: Option<String>,
+    /// The rule sets of the git history (oldest first, by commit time) and the number of
+    /// the refresh that read them; built off the request path after each load.
+    git_history: std::sync::Mutex<GitHistory>,
+    git_refreshes: std::sync::atomic::AtomicU64,
     /// `/readyz` waits for a snapshot with the operators' overrides (Redis store).
     require_overrides: bool,
     ready: AtomicBool,
@@ -114,6 +126,17 @@ pub struct RulesReload {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
+
+/// The rules' git history for the transparency page (see
+/// [`AppState::refresh_git_history`]).
+#[derive(Default)]
+struct GitHistory {
+    number: u64,
+    sets: Option<Arc<GitRuleSets>>,
+}
+
+/// Rule sets by commit time, oldest first.
+pub(super) type GitRuleSets = Vec<(Timestamp, Arc<RuleSet>)>;
 
 /// Why a rules reload did not swap.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +208,7 @@ impl AppState {
         metrics.set_rules(rules.version(), Timestamp::now());
         geo.export(&metrics);
         tracing::info!(version = %rules.version(), files = rules.files().len(), "rules loaded");
-        Ok(AppState {
+        let state = AppState {
             inner: Arc::new(Inner {
                 store,
                 geo,
@@ -204,6 +227,19 @@ impl AppState {
                 admin_tokens: config.admin_tokens.clone(),
                 evaluation_tokens: config.evaluation_tokens.clone(),
                 path_case_sensitive: config.path_case_sensitive,
+                transparency_url: config.transparency_url.clone(),
+                // Checked by the config loader: only URI characters, so always a header.
+                blocked_by: actix_web::http::header::HeaderValue::from_str(&format!(
+                    "<{}>; rel=\"blocked-by\"",
+                    config.transparency_url
+                ))
+                .unwrap_or(actix_web::http::header::HeaderValue::from_static(
+                    "</transparency>; rel=\"blocked-by\"",
+                )),
+                transparency: std::sync::Mutex::new(None),
+                transparency_git_base: config.transparency_git_base.clone(),
+                git_history: std::sync::Mutex::new(GitHistory::default()),
+                git_refreshes: std::sync::atomic::AtomicU64::new(0),
                 require_overrides: config.require_overrides_for_ready,
                 ready: AtomicBool::new(true),
                 draining: AtomicBool::new(false),
@@ -218,7 +254,75 @@ impl AppState {
                 metrics,
                 reload: tokio::sync::Mutex::new(()),
             }),
-        })
+        };
+        state.refresh_git_history();
+        Ok(state)
+    }
+
+    /// With `transparency_git_base`, reads the rules' git history again on a thread of
+    /// its own (git processes, one compile per commit: never on the request path); the
+    /// page uses the dates in the rules until it is in, and keeps the last history read
+    /// when git fails (logged). A slower, older refresh never replaces a newer one.
+    pub fn refresh_git_history(&self) {
+        let Some(base) = self.inner.transparency_git_base.clone() else {
+            return;
+        };
+        let number = self
+            .inner
+            .git_refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let dir = self.inner.regions.clone();
+        let inner = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("git-history".into())
+            .spawn(move || {
+                let read = crate::git::prefix(&dir)
+                    .and_then(|path| crate::git::rules_history(&dir, &base, &path));
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                match read {
+                    Ok(revisions) => {
+                        let mut sets = Vec::new();
+                        for (commit, t, compiled) in revisions {
+                            match compiled {
+                                Ok(rules) => sets.push((t, Arc::new(rules))),
+                                Err(d) => tracing::warn!(
+                                    commit = %&commit[..commit.len().min(12)],
+                                    errors = d.errors().count(),
+                                    "rules at a commit do not compile, left out of the transparency history"
+                                ),
+                            }
+                        }
+                        let mut h = inner.git_history.lock().unwrap_or_else(|e| e.into_inner());
+                        if number > h.number {
+                            tracing::info!(commits = sets.len(), base = %base, "transparency history read from git");
+                            *h = GitHistory {
+                                number,
+                                sets: Some(Arc::new(sets)),
+                            };
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(base = %base, error = %e, "cannot read the rules' git history; the transparency page keeps the last one read, or the rules' dates")
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the git history thread");
+        }
+    }
+
+    /// The git history of the rules (`transparency_git_base`), when read: its refresh
+    /// number and rule sets by commit time.
+    pub(super) fn git_history(&self) -> (u64, Option<Arc<GitRuleSets>>) {
+        let h = self
+            .inner
+            .git_history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        (h.number, h.sets.clone())
     }
 
     /// The rules in force (a cheap guard; hold it for one request at most).
@@ -261,6 +365,23 @@ impl AppState {
     /// Whether request paths match feature prefixes with case.
     pub fn path_case_sensitive(&self) -> bool {
         self.inner.path_case_sensitive
+    }
+
+    /// The configured `transparency_url`.
+    pub fn transparency_url(&self) -> &str {
+        &self.inner.transparency_url
+    }
+
+    /// The rendered transparency report, by rules, overrides and stable window.
+    pub(super) fn transparency_cache(
+        &self,
+    ) -> &std::sync::Mutex<Option<super::transparency::Cached>> {
+        &self.inner.transparency
+    }
+
+    /// `Link: <transparency_url>; rel="blocked-by"` (RFC 7725) of every 451.
+    pub fn blocked_by_link(&self) -> &actix_web::http::header::HeaderValue {
+        &self.inner.blocked_by
     }
 
     /// Whether a request comes from a server caller, whose claims about where to decide
@@ -318,6 +439,7 @@ impl AppState {
                     return Ok(Reloaded::Unchanged { version: to });
                 }
                 self.inner.rules.store(Arc::new(rules));
+                self.refresh_git_history();
                 m.set_rules(&to, Timestamp::now());
                 m.rules_reloads.with_label_values(&["success"]).inc();
                 self.record_reload(trigger, "reloaded", Vec::new());

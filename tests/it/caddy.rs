@@ -32,6 +32,11 @@ fn start_caddy(bin: &Path, marketgate: SocketAddr, app: SocketAddr) -> Gateway {
     );
     let conf = edit(
         &conf,
+        "reverse_proxy 127.0.0.1:8080 {",
+        &format!("reverse_proxy {marketgate} {{"),
+    );
+    let conf = edit(
+        &conf,
         "reverse_proxy 127.0.0.1:3000 {",
         &format!("reverse_proxy {app} {{"),
     );

@@ -313,7 +313,7 @@ fn a_jurisdiction_is_explained_with_the_cli_trail_demands_and_upcoming_changes()
 // A real browser.
 
 /// Chromium and chromedriver, or `None` (with a loud message) when missing locally.
-fn chromium() -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn chromium() -> Option<(PathBuf, PathBuf)> {
     // Absolute paths: chromedriver wants the browser's.
     let find = |names: &[&str]| {
         let path = std::env::var_os("PATH").unwrap_or_default();
@@ -339,13 +339,13 @@ fn chromium() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// A chromedriver on a free port, stopped on drop.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Driver {
-    fn start(bin: &Path) -> Driver {
+    pub(crate) fn start(bin: &Path) -> Driver {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(bin)
             .arg("--port=0")
@@ -382,7 +382,7 @@ impl Drop for Driver {
 }
 
 /// Where the test leaves its screenshot.
-fn artifact_dir() -> PathBuf {
+pub(crate) fn artifact_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target"))

@@ -22,3 +22,4 @@ mod support;
 mod timeline;
 mod timing;
 mod traefik;
+mod transparency;

@@ -159,7 +159,11 @@ fn withdrawn_markets_get_451_and_never_reach_the_handler() {
         assert_eq!(a.status, 451, "{path}: {}", a.body);
         assert_eq!(
             a.header("link"),
-            Some("<https://example.org/ru-decryption-keys-law>; rel=\"blocked-by\"")
+            Some("</transparency>; rel=\"blocked-by\"")
+        );
+        assert_eq!(
+            a.json()["reference"],
+            "https://example.org/ru-decryption-keys-law"
         );
         assert_eq!(a.header("cache-control"), Some("private, no-store"));
         assert_eq!(a.header("x-marketgate-status"), Some("withdrawn"));
@@ -194,7 +198,11 @@ fn paths_under_a_disabled_feature_get_451() {
         assert_eq!(a.status, 451, "{path}: {}", a.body);
         assert_eq!(
             a.header("link"),
-            Some("<https://example.org/in-payment-data-storage>; rel=\"blocked-by\"")
+            Some("</transparency>; rel=\"blocked-by\"")
+        );
+        assert_eq!(
+            a.json()["reference"],
+            "https://example.org/in-payment-data-storage"
         );
         assert_eq!(a.header("cache-control"), Some("private, no-store"));
         let b = a.json();
@@ -223,8 +231,12 @@ fn paths_under_a_disabled_feature_get_451() {
     let us = [("X-Forwarded-For", "8.8.8.8")];
     let a = get(&app.url("/api/secret/chat"), &us);
     assert_eq!(a.status, 451, "{}", a.body);
-    assert_eq!(a.header("link"), None);
+    assert_eq!(
+        a.header("link"),
+        Some("</transparency>; rel=\"blocked-by\"")
+    );
     let b = a.json();
+    assert!(b.get("reference").is_none(), "{b}");
     assert_eq!(b["feature"], "secret_chats");
     assert_eq!(b["blocked_by"]["kind"], "override");
     // Public: not the internal reason, and no public reason was set.

@@ -357,12 +357,29 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
         assert_eq!(a.header("x-marketgate-jurisdiction"), Some("US"));
         assert_eq!(a.header("x-marketgate-disabled"), Some(""));
     }
-    // Withdrawn: 451, Link, no-store, a body naming the demand and the law.
+    // Withdrawn: 451, Link to the operator's transparency page (RFC 7725), no-store, a
+    // body naming the demand, the law and its reference.
     let a = get(&s.url("/v1/gate/api/x"), &[("X-Forwarded-For", &xff)]);
     assert_eq!(a.status, 451, "{}", a.body);
     assert_eq!(
         a.header("link"),
-        Some("<https://example.org/ru-decryption-keys-law>; rel=\"blocked-by\"")
+        Some("</transparency>; rel=\"blocked-by\"")
+    );
+    assert_eq!(
+        a.json()["reference"],
+        "https://example.org/ru-decryption-keys-law"
+    );
+    // Only the 403 of nginx's deny mode carries the reference as a header.
+    assert_eq!(a.header("x-marketgate-reference"), None);
+    let d = get(&s.url("/v1/gate?deny=403"), &[("X-Forwarded-For", &xff)]);
+    assert_eq!(d.status, 403, "{}", d.body);
+    assert_eq!(
+        d.header("link"),
+        Some("</transparency>; rel=\"blocked-by\"")
+    );
+    assert_eq!(
+        d.header("x-marketgate-reference"),
+        Some("https://example.org/ru-decryption-keys-law")
     );
     assert_eq!(a.header("cache-control"), Some("private, no-store"));
     assert_eq!(a.header("x-marketgate-status"), Some("withdrawn"));
@@ -426,7 +443,7 @@ fn gate_answers_200_with_headers_or_451_with_the_legal_ground() {
         // A limited market's 451 still says what else is off.
         assert_eq!(a.header("x-marketgate-disabled"), Some("secret_chats"));
     }
-    // An override that withdraws: 451 without a Link (no reference), body names it.
+    // An override that withdraws: 451 with the same Link, body names it.
     let set = s.admin(
         "PUT",
         "/admin/v1/overrides/US",

@@ -27,6 +27,11 @@ fn start_traefik(bin: &Path, marketgate: SocketAddr, app: SocketAddr) -> Gateway
     );
     let dynamic = edit(
         &dynamic,
+        "\"http://127.0.0.1:8080\"",
+        &format!("\"http://{marketgate}\""),
+    );
+    let dynamic = edit(
+        &dynamic,
         "\"http://127.0.0.1:3000\"",
         &format!("\"http://{app}\""),
     );

@@ -20,7 +20,9 @@ pub const US_IP: &str = "8.8.8.8";
 pub const RU_IP: &str = "194.67.1.1";
 /// In the bundled database: IN, where `payments` (`/api/payments/`) is disabled.
 pub const IN_IP: &str = "14.139.0.1";
-pub const RU_LINK: &str = "<https://example.org/ru-decryption-keys-law>; rel=\"blocked-by\"";
+/// RFC 7725: the operator's transparency page (marketgate's default `transparency_url`),
+/// which the gateway routes to marketgate past the gate.
+pub const RU_LINK: &str = "</transparency>; rel=\"blocked-by\"";
 
 /// The first of `candidates` that runs with `version_arg`, or `None` with a loud
 /// message when none does. Under `CI` a missing gateway fails instead: `.ci/run`
@@ -323,11 +325,38 @@ pub fn check_decisions(gw: &Gateway, deny: DenyBody) {
         }
     }
 
-    // Withdrawn: 451 with the Link to the law, and the reference in the body.
+    // Withdrawn: 451 with the Link to the transparency page, and the law's reference in
+    // the body.
     let a = gw.get("/api/x", &[xff(RU_IP)]);
     assert_451(&a, "RU", deny);
     assert_eq!(a.header("x-marketgate-status"), Some("withdrawn"));
     assert_eq!(a.header("link"), Some(RU_LINK));
+    // The page the Link names is reachable through the gateway by the blocked client
+    // (marketgate's page, not the app's), and so are its JSON and feed.
+    let page = gw.get("/transparency", &[xff(RU_IP)]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html")),
+        "{:?}",
+        page.headers
+    );
+    assert!(page.body.contains("Russia (RU)"), "{}", page.body);
+    let json = gw.get("/transparency.json", &[xff(RU_IP)]);
+    assert!(
+        json.json()["markets"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["jurisdiction"] == "RU")),
+        "{}",
+        json.body
+    );
+    let atom = gw.get("/transparency.atom", &[xff(RU_IP)]);
+    assert!(
+        atom.body
+            .contains("<feed xmlns=\"http://www.w3.org/2005/Atom\">"),
+        "{}",
+        atom.body
+    );
     let body = a.json();
     assert_eq!(
         body["reference"],
