@@ -98,7 +98,7 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     // Writing to our non-blocking writer, the request log's lines skip `tracing`
-    // ([`write_request_line`]); another writer gets them as events.
+    // ([`AccessDirect`]); another writer gets them as events.
     let direct = (&writer as &dyn std::any::Any)
         .downcast_ref::<NonBlocking>()
         .filter(|_| fast)
@@ -163,37 +163,34 @@ where
 /// that does nothing else, so that it can be looked up by type): a line is formatted
 /// and appended to this thread's buffer, with none of an event's dispatch, field
 /// recording and span bookkeeping (about 5,000 instructions a request under callgrind).
-struct AccessDirect {
+#[derive(Clone)]
+pub struct AccessDirect {
     writer: NonBlocking,
     json: bool,
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessDirect {}
 
-/// Whether the current dispatcher writes request lines through [`write_request_line`]:
-/// then the request log makes no span, and events of a request are attributed to it
-/// through a [`RequestScope`].
-pub fn writes_request_lines() -> bool {
-    tracing::dispatcher::get_default(|d| d.is::<AccessDirect>())
-}
-
-/// Writes `line` through the current dispatcher's [`AccessDirect`], when it has one and
-/// its filter lets the line's level through for the request log's target; `false` when
-/// it has none (the caller emits an event instead).
-pub fn write_request_line(line: &RequestLine<'_>) -> bool {
-    thread_local! {
-        static BUF: std::cell::RefCell<(String, String)> =
-            const { std::cell::RefCell::new((String::new(), String::new())) };
+impl AccessDirect {
+    /// The current dispatcher's, when it has one (`serve`'s subscriber): then the
+    /// request log writes its lines through it and makes no span, and the events of a
+    /// request are attributed to it through a [`RequestScope`].
+    pub fn current() -> Option<AccessDirect> {
+        tracing::dispatcher::get_default(|d| d.downcast_ref::<AccessDirect>().cloned())
     }
-    // Before `get_default`: inside its closure, `tracing` sees no subscriber at all.
-    let enabled = if line.error {
-        tracing::enabled!(target: "marketgate::access", tracing::Level::ERROR)
-    } else {
-        tracing::enabled!(target: "marketgate::access", tracing::Level::INFO)
-    };
-    tracing::dispatcher::get_default(|d| {
-        let Some(direct) = d.downcast_ref::<AccessDirect>() else {
-            return false;
+
+    /// Writes `line` when the filter lets its level through for the request log's
+    /// target; `false` when it cannot (a line written while this thread formats
+    /// another: the caller emits an event instead).
+    pub fn write(&self, line: &RequestLine<'_>) -> bool {
+        thread_local! {
+            static BUF: std::cell::RefCell<(String, String)> =
+                const { std::cell::RefCell::new((String::new(), String::new())) };
+        }
+        let enabled = if line.error {
+            tracing::enabled!(target: "marketgate::access", tracing::Level::ERROR)
+        } else {
+            tracing::enabled!(target: "marketgate::access", tracing::Level::INFO)
         };
         if !enabled {
             return true;
@@ -204,22 +201,22 @@ pub fn write_request_line(line: &RequestLine<'_>) -> bool {
             };
             let (out, value) = &mut *b;
             out.clear();
-            access::request_line(out, value, direct.json, line);
-            direct.writer.append_line(out.as_bytes(), line.error);
+            access::request_line(out, value, self.json, line);
+            self.writer.append_line(out.as_bytes(), line.error);
             true
         })
-    })
+    }
 }
 
+/// What the telemetry tests share.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
+    /// A sink into memory.
     #[derive(Clone, Default)]
-    struct Memory(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Memory(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl Write for Memory {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -230,6 +227,14 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::telemetry::testing::Memory;
 
     fn line(error: bool) -> RequestLine<'static> {
         RequestLine {
@@ -253,9 +258,9 @@ mod tests {
             let writer = NonBlocking::new(sink.clone(), LogStats::new());
             let d = dispatch(LogFormat::Json, filter, writer.clone()).unwrap();
             tracing::dispatcher::with_default(&d, || {
-                assert!(writes_request_lines());
-                assert!(write_request_line(&line(false)));
-                assert!(write_request_line(&line(true)));
+                let direct = AccessDirect::current().expect("serve's subscriber has one");
+                assert!(direct.write(&line(false)));
+                assert!(direct.write(&line(true)));
             });
             assert!(writer.flush(Duration::from_secs(5)));
             let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
@@ -268,8 +273,7 @@ mod tests {
         }
         let d = dispatch(LogFormat::Text, "info", Memory::default).unwrap();
         tracing::dispatcher::with_default(&d, || {
-            assert!(!writes_request_lines());
-            assert!(!write_request_line(&line(false)));
+            assert!(AccessDirect::current().is_none());
         });
     }
 }

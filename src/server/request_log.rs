@@ -184,7 +184,7 @@ pub(crate) fn record(outcome: Outcome) {
 /// level info; 5xx at error), and the request id on the events of the request.
 ///
 /// Under `serve`'s own subscriber the line is written straight into the log writer's
-/// buffer ([`telemetry::write_request_line`]), and the request's other events get the
+/// buffer ([`telemetry::AccessDirect`]), and the request's other events get the
 /// id through a [`telemetry::RequestScope`], as if inside the span `request{request_id}`:
 /// the same bytes as an event and a span, for a fifth of their cost. Under any other
 /// subscriber (an application embedding the middleware, tests that capture) the line is
@@ -193,8 +193,8 @@ pub(super) struct RequestLog {
     start: Instant,
     on: bool,
     id: Option<HeaderValue>,
-    /// Whether lines are written directly (no span is made).
-    direct: bool,
+    /// The writer lines go to directly (then no span is made).
+    direct: Option<telemetry::AccessDirect>,
     span: tracing::Span,
     /// The decision, once the handler made it.
     outcome: Option<Outcome>,
@@ -216,9 +216,9 @@ impl RequestLog {
         // `X-Request-Id` is still passed back, and a 5xx still gets one.
         let incoming = req.headers().contains_key(X_REQUEST_ID);
         let id = (on || incoming).then(|| request_id(req));
-        let direct = id.is_some() && telemetry::writes_request_lines();
+        let direct = id.as_ref().and_then(|_| telemetry::AccessDirect::current());
         let span = match &id {
-            Some(id) if !direct => {
+            Some(id) if direct.is_none() => {
                 tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"))
             }
             _ => tracing::Span::none(),
@@ -250,7 +250,7 @@ impl RequestLog {
     /// Enters the request while it is served: its span, or its id for events.
     fn enter(&self) -> Entered<'_> {
         match &self.id {
-            Some(id) if self.direct => {
+            Some(id) if self.direct.is_some() => {
                 Entered::Scope(telemetry::RequestScope::enter(id.as_bytes()))
             }
             Some(_) => Entered::Span(self.span.enter()),
@@ -277,7 +277,7 @@ impl RequestLog {
                 // Handlers answer their own errors; this is a middleware or framework error.
                 let _scope = id
                     .as_ref()
-                    .filter(|_| direct)
+                    .filter(|_| direct.is_some())
                     .map(|id| telemetry::RequestScope::enter(id.as_bytes()));
                 let _g = span.enter();
                 tracing::error!(target: "marketgate::access", error = %e, "request failed");
@@ -307,7 +307,7 @@ impl RequestLog {
                 jurisdiction: outcome.as_ref().map(|o| o as &dyn std::fmt::Display),
                 decision: outcome.map(|o| o.status.as_str()),
             };
-            if !(direct && telemetry::write_request_line(&line)) {
+            if !direct.as_ref().is_some_and(|w| w.write(&line)) {
                 event(&line, &span);
             }
         }
@@ -318,7 +318,7 @@ impl RequestLog {
     }
 }
 
-/// `line` as a `tracing` event (what [`telemetry::write_request_line`] writes the same
+/// `line` as a `tracing` event (what [`telemetry::AccessDirect`] writes the same
 /// bytes of).
 fn event(line: &telemetry::RequestLine<'_>, span: &tracing::Span) {
     macro_rules! line {

@@ -9,6 +9,7 @@
 //! but per-thread scratch buffers; the tests compare the output with the subscriber's
 //! byte for byte.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -109,131 +110,77 @@ pub struct RequestLine<'a> {
 /// Formats `line` into `out` as the subscriber writes the event
 /// `tracing::info!(target: "marketgate::access", request_id, method = %…, route, status,
 /// latency_us, jurisdiction = %…, decision, "request")` inside the span
-/// `request{request_id}` (the tests compare the two byte for byte).
+/// `request{request_id}` (the tests compare the two byte for byte). Values are copied
+/// between fixed pieces; one that needs escaping (never one of ours in practice) is
+/// escaped first, as the subscriber would (checking and quoting each value on its own
+/// cost as much as the rest of the line).
 pub fn request_line(out: &mut String, value: &mut String, json: bool, line: &RequestLine<'_>) {
-    let level = if line.error {
-        Level::ERROR
-    } else {
-        Level::INFO
-    };
-    let mut value_of = |d: &dyn fmt::Display| {
+    // Quoted in both formats: escaped as JSON or `Debug` does, the quotes left to the
+    // pieces.
+    fn quoted(s: &str, json: bool) -> Cow<'_, str> {
+        if plain(s) {
+            return Cow::Borrowed(s);
+        }
+        let mut o = String::new();
+        if json {
+            json_str(&mut o, s);
+        } else {
+            let _ = write!(o, "{s:?}");
+        }
+        Cow::Owned(o[1..o.len() - 1].to_string())
+    }
+    // Displayed bare in the text format (`%` fields), quoted in JSON.
+    fn shown(s: &str, json: bool) -> Cow<'_, str> {
+        if json {
+            quoted(s, json)
+        } else {
+            Cow::Borrowed(s)
+        }
+    }
+    let jurisdiction = line.jurisdiction.map(|d| {
         value.clear();
         let _ = write!(value, "{d}");
-        std::mem::take(value)
-    };
-    let jurisdiction = line.jurisdiction.map(&mut value_of);
-    // What every line holds: nothing to escape, so the values are copied between fixed
-    // pieces (checking and quoting each value on its own cost as much as the rest).
-    let bare = plain(line.request_id)
-        && plain(line.method)
-        && plain(line.route)
-        && line.decision.is_none_or(plain)
-        && jurisdiction.as_deref().is_none_or(plain);
-    if bare {
-        bare_line(out, json, line, jurisdiction.as_deref());
-    } else if json {
+        &*value
+    });
+    let (id, route) = (quoted(line.request_id, json), quoted(line.route, json));
+    let method = shown(line.method, json);
+    let decision = line.decision.map(|d| quoted(d, json));
+    let jurisdiction = jurisdiction.map(|j| shown(j, json));
+    let error = line.error;
+    if json {
         out.push_str("{\"timestamp\":\"");
         if !timestamp(out) {
             out.push('-');
         }
-        out.push_str(match level {
-            Level::ERROR => "\",\"level\":\"ERROR\"",
-            _ => "\",\"level\":\"INFO\"",
-        });
-        out.push_str(",\"message\":\"request\",\"request_id\":");
-        json_str(out, line.request_id);
-        out.push_str(",\"method\":");
-        json_str(out, line.method);
-        out.push_str(",\"route\":");
-        json_str(out, line.route);
-        out.push_str(",\"status\":");
-        push_u64(out, u64::from(line.status));
-        out.push_str(",\"latency_us\":");
-        push_u64(out, line.latency_us);
-        if let Some(j) = &jurisdiction {
-            out.push_str(",\"jurisdiction\":");
-            json_str(out, j);
-        }
-        if let Some(d) = line.decision {
-            out.push_str(",\"decision\":");
-            json_str(out, d);
-        }
-        out.push_str(",\"target\":\"marketgate::access\",\"span\":{\"request_id\":");
-        json_str(out, line.request_id);
-        out.push_str(",\"name\":\"request\"}}\n");
-    } else {
-        if !timestamp(out) {
-            out.push('-');
-        }
-        out.push_str(match level {
-            Level::ERROR => " ERROR ",
-            _ => "  INFO ",
-        });
-        out.push_str("request{request_id=");
-        text_str(out, line.request_id);
-        out.push_str("}: marketgate::access: request request_id=");
-        text_str(out, line.request_id);
-        out.push_str(" method=");
-        out.push_str(line.method);
-        out.push_str(" route=");
-        text_str(out, line.route);
-        out.push_str(" status=");
-        push_u64(out, u64::from(line.status));
-        out.push_str(" latency_us=");
-        push_u64(out, line.latency_us);
-        if let Some(j) = &jurisdiction {
-            out.push_str(" jurisdiction=");
-            out.push_str(j);
-        }
-        if let Some(d) = line.decision {
-            out.push_str(" decision=");
-            text_str(out, d);
-        }
-        out.push('\n');
-    }
-    if let Some(j) = jurisdiction {
-        *value = j;
-    }
-}
-
-/// [`request_line`] when no value needs escaping.
-fn bare_line(out: &mut String, json: bool, line: &RequestLine<'_>, jurisdiction: Option<&str>) {
-    let (id, error) = (line.request_id, line.error);
-    if json {
-        push_all(out, &["{\"timestamp\":\""]);
-        if !timestamp(out) {
-            out.push('-');
-        }
-        let level = if error { "ERROR" } else { "INFO" };
         out.reserve(200);
         push_all(
             out,
             &[
                 "\",\"level\":\"",
-                level,
+                if error { "ERROR" } else { "INFO" },
                 "\",\"message\":\"request\",\"request_id\":\"",
-                id,
+                &id,
                 "\",\"method\":\"",
-                line.method,
+                &method,
                 "\",\"route\":\"",
-                line.route,
+                &route,
                 "\",\"status\":",
             ],
         );
         push_u64(out, u64::from(line.status));
         out.push_str(",\"latency_us\":");
         push_u64(out, line.latency_us);
-        if let Some(j) = jurisdiction {
+        if let Some(j) = &jurisdiction {
             push_all(out, &[",\"jurisdiction\":\"", j, "\""]);
         }
-        if let Some(d) = line.decision {
+        if let Some(d) = &decision {
             push_all(out, &[",\"decision\":\"", d, "\""]);
         }
         push_all(
             out,
             &[
                 ",\"target\":\"marketgate::access\",\"span\":{\"request_id\":\"",
-                id,
+                &id,
                 "\",\"name\":\"request\"}}\n",
             ],
         );
@@ -247,23 +194,23 @@ fn bare_line(out: &mut String, json: bool, line: &RequestLine<'_>, jurisdiction:
             &[
                 if error { " ERROR " } else { "  INFO " },
                 "request{request_id=\"",
-                id,
+                &id,
                 "\"}: marketgate::access: request request_id=\"",
-                id,
+                &id,
                 "\" method=",
-                line.method,
+                &method,
                 " route=\"",
-                line.route,
+                &route,
                 "\" status=",
             ],
         );
         push_u64(out, u64::from(line.status));
         out.push_str(" latency_us=");
         push_u64(out, line.latency_us);
-        if let Some(j) = jurisdiction {
+        if let Some(j) = &jurisdiction {
             push_all(out, &[" jurisdiction=", j]);
         }
-        if let Some(d) = line.decision {
+        if let Some(d) = &decision {
             push_all(out, &[" decision=\"", d, "\""]);
         }
         out.push('\n');
@@ -890,26 +837,13 @@ mod tests {
     use super::*;
     use crate::config::LogFormat;
     use std::cell::Cell;
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
 
     thread_local! {
         /// Lines the fast path wrote on this thread.
         pub(super) static FAST: Cell<usize> = const { Cell::new(0) };
     }
 
-    #[derive(Clone, Default)]
-    struct Memory(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Memory {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::testing::Memory;
 
     /// Every kind of access line the request log writes, and some it might.
     fn emit() {

@@ -402,19 +402,7 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
-    /// A sink into memory.
-    #[derive(Clone, Default)]
-    struct Memory(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Memory {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::testing::Memory;
 
     /// A sink whose first write never returns (until the test ends); it says when the
     /// write has begun.
