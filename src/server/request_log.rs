@@ -298,7 +298,7 @@ impl RequestLog {
             let line = telemetry::RequestLine {
                 error: status.is_server_error(),
                 request_id,
-                method: req.method().as_str(),
+                method: logged_method(req.method()),
                 route: route.as_deref().unwrap_or("-"),
                 status: status.as_u16(),
                 latency_us,
@@ -315,6 +315,25 @@ impl RequestLog {
             res.headers_mut().insert(X_REQUEST_ID, id);
         }
         Ok(res)
+    }
+}
+
+/// The method as the log writes it: a standard one by name, any other as `OTHER`. An
+/// extension method is any token the client chose (`194.67.1.1` is one), so its text
+/// is the client's and could carry an address into the log.
+fn logged_method(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
     }
 }
 

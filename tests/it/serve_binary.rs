@@ -208,6 +208,20 @@ fn canary_addresses_reach_no_log_metric_or_body_and_sigterm_drains() {
         bodies.push(post(&url("/ofrep/v1/evaluate/flags"), &xff, &ctx).body);
         bodies.push(post(&url("/ofrep/v1/evaluate/flags/market"), &xff, "{}").body);
     }
+    // A client's own method is any token: the canaries that are tokens, as methods.
+    for c in ["194.67.1.1", "198.51.100.77", "10.1.2.300"] {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&s.addr).unwrap();
+        write!(
+            conn,
+            "{c} /v1/gate HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 8.8.8.8\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        bodies.push(answer);
+    }
     // The canaries did decide: RU shows up, as a jurisdiction.
     assert!(bodies.iter().any(|b| b.contains("\"RU\"")), "{bodies:?}");
     let metrics = get(&url("/metrics"), &[]).body;
