@@ -438,28 +438,44 @@ fn a_browser_logs_in_reads_the_map_sets_an_override_meets_a_red_line_and_logs_ou
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }
 
-async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot: &Path) {
-    use fantoccini::{ClientBuilder, Locator};
-
+/// A headless Chromium session through `driver` with its profile in `profile`, its
+/// console messages kept (`goog:loggingPrefs`), and `args` added (the window size).
+pub async fn session(
+    driver: &str,
+    browser: &Path,
+    profile: &Path,
+    args: &[&str],
+) -> fantoccini::Client {
+    let mut all = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-dev-shm-usage".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": browser,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage", "--window-size=1440,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
+        json!({"binary": browser, "args": all}),
     );
+    caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let c = ClientBuilder::new(connector)
+    fantoccini::ClientBuilder::new(connector)
         .capabilities(caps)
         .connect(driver)
         .await
-        .expect("a chromium session");
+        .expect("a chromium session")
+}
+
+async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot: &Path) {
+    use fantoccini::Locator;
+
+    let c = session(driver, browser, profile, &["--window-size=1440,1000"]).await;
     // Generous: the whole suite runs in parallel on small CI machines.
     let wait = Duration::from_secs(30);
     let css = Locator::Css;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::console::{artifact_dir, chromium, Driver};
+use crate::console::{artifact_dir, chromium, session, Driver};
 use crate::server::{at, get, repo, TestServer};
 use crate::support::gateway::skip_or_fail;
 
@@ -582,30 +582,14 @@ fn a_browser_reads_the_page_without_script_errors_or_other_origins() {
 }
 
 async fn drive(driver: &str, browser: &Path, profile: &Path, page: &str, shot: &Path) {
-    use fantoccini::ClientBuilder;
-
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": browser,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage",
-                // A phone's viewport (CSS pixels) at its device pixel ratio.
-                "--window-size=390,844", "--force-device-scale-factor=2",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let c = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(driver)
-        .await
-        .expect("a chromium session");
+    // A phone's viewport (CSS pixels) at its device pixel ratio.
+    let c = session(
+        driver,
+        browser,
+        profile,
+        &["--window-size=390,844", "--force-device-scale-factor=2"],
+    )
+    .await;
     c.goto(page).await.unwrap();
     let eval = |script: &'static str| {
         let c = c.clone();
