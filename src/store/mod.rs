@@ -675,10 +675,14 @@ impl Shared {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Swaps in a new snapshot at `version`.
+    /// Swaps in a new snapshot at `version`. The swap happens under the health lock, so
+    /// whoever sees the new snapshot and then asks for the version gets this version,
+    /// never the one before (`version()` waits for the lock).
     fn install(&self, version: u64, overrides: impl IntoIterator<Item = Override>) {
-        self.snapshot.store(Arc::new(OverrideSet::new(overrides)));
-        self.health().version = version;
+        let set = Arc::new(OverrideSet::new(overrides));
+        let mut h = self.health();
+        self.snapshot.store(set);
+        h.version = version;
     }
 
     fn synced(&self) {
