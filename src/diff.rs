@@ -219,8 +219,8 @@ pub fn change_effect(rules: &RuleSet, c: &Change) -> String {
             feature_names(rules, c.features_off).join(", ")
         ));
     }
-    if let Some(bp) = c.rollout_bp.filter(|bp| *bp < 10_000) {
-        parts.push(format!("rollout {}", percent(bp)));
+    if c.is_staged() {
+        parts.push(format!("rollout {}", rollout_words(c)));
     }
     if c.mode == Mode::Shadow {
         parts.push("shadow (measured, not applied)".into());
@@ -237,17 +237,25 @@ pub fn response_text(rules: &RuleSet, r: &Response) -> String {
     }
 }
 
+/// A change's rollout: `25%`, or its steps `10% from … → 50% from …`.
+pub fn rollout_words(c: &Change) -> String {
+    match c.rollout.as_slice() {
+        [] => percent(10_000),
+        [one] if one.at == c.at => percent(one.bp),
+        steps => steps
+            .iter()
+            .map(|s| format!("{} from {}", percent(s.bp), s.at))
+            .collect::<Vec<_>>()
+            .join(" → "),
+    }
+}
+
 pub fn percent(bp: u32) -> String {
     format!("{}%", bp as f64 / 100.0)
 }
 
 fn state_str(s: DemandState) -> &'static str {
-    match s {
-        DemandState::Proposed => "proposed",
-        DemandState::Enacted => "enacted",
-        DemandState::Rejected => "rejected",
-        DemandState::Repealed => "repealed",
-    }
+    s.as_str()
 }
 
 // ---------------------------------------------------------------------------------
@@ -577,8 +585,8 @@ impl Item<'_> {
     }
     fn at(&self) -> Timestamp {
         match self {
-            Item::Change(_, c) => c.at,
-            Item::Demand(_, d) => d.effective,
+            Item::Change(_, c) => c.at.utc,
+            Item::Demand(_, d) => d.effective.utc,
         }
     }
     fn origin(&self) -> String {
@@ -590,7 +598,7 @@ impl Item<'_> {
     fn withdraws(&self) -> bool {
         match self {
             Item::Change(_, c) => c.status == Some(Status::Withdrawn) && c.mode == Mode::Enforce,
-            Item::Demand(_, d) => d.is_red_line() && d.state == DemandState::Enacted,
+            Item::Demand(_, d) => d.is_red_line() && d.ever_in_force(),
         }
     }
     fn red_line(&self) -> bool {
@@ -660,8 +668,7 @@ impl Item<'_> {
                     names(old_rules, a.features_off),
                     names(new_rules, b.features_off),
                 );
-                let rollout = |bp: Option<u32>| percent(bp.unwrap_or(10_000).min(10_000));
-                field("rollout", rollout(a.rollout_bp), rollout(b.rollout_bp));
+                field("rollout", rollout_words(a), rollout_words(b));
                 field(
                     "mode",
                     format!("{:?}", a.mode).to_lowercase(),
@@ -844,7 +851,7 @@ fn rollout_effect(
     n: Option<&Item>,
 ) -> Option<(u32, u32, Option<String>)> {
     let bp = |i: Option<&Item>| match i {
-        Some(Item::Change(_, c)) => Some(c.rollout_bp.unwrap_or(10_000).min(10_000)),
+        Some(Item::Change(_, c)) => Some(c.max_bp()),
         Some(Item::Demand(..)) => None,
         None => Some(0),
     };

@@ -253,7 +253,7 @@ fn evaluate(
             if !enforced {
                 continue;
             }
-            let step = match c.applies(req.key) {
+            let step = match c.applies(req.key, t) {
                 Applies::Fully => Step {
                     source: Source::Change(l, i as u16),
                     status: c.status,
@@ -366,7 +366,7 @@ fn shadow_divergences(
     let mut out = Vec::new();
     for l in plan.levels() {
         for (i, c) in rules.level(l).changes.iter().enumerate() {
-            if c.mode != Mode::Shadow || c.at > req.at || c.applies(req.key) == Applies::Not {
+            if c.mode != Mode::Shadow || c.at > req.at || c.applies(req.key, req.at) == Applies::Not {
                 continue;
             }
             let alt = evaluate(rules, overrides, plan, req, Some((l, i as u16)));
@@ -525,6 +525,14 @@ pub struct SourceInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub effective: Option<Timestamp>,
+    /// The same instant as the rules wrote it (offset or named zone), when that is not
+    /// UTC: what a reviewer reads in the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_as_written: Option<String>,
+}
+
+fn as_written(w: &crate::rules::When) -> Option<String> {
+    (!w.written_in_utc()).then(|| w.written.to_string())
 }
 
 /// Describes a source against the rules it came from, for `audience`.
@@ -540,6 +548,7 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
         expires_at: None,
         demand_kind: None,
         effective: None,
+        effective_as_written: None,
     };
     let loc = |o: &Origin| Some(o.to_string());
     match source {
@@ -563,7 +572,8 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                 at: loc(&c.origin),
                 text: Some(c.reason.to_string()),
                 reference: c.reference.as_deref().map(str::to_string),
-                effective: Some(c.at),
+                effective: Some(c.at.utc),
+                effective_as_written: as_written(&c.at),
                 ..blank("change", level.jurisdiction.to_string())
             }
         }
@@ -581,6 +591,10 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                         .join(", ")
                 ),
             };
+            let response = match d.trigger {
+                crate::rules::Trigger::Law => response,
+                crate::rules::Trigger::Order => format!("{response}, on an order under the law"),
+            };
             let text = match &d.law {
                 Some(law) => format!("{} ({response}): {law}", d.kind),
                 None => format!("{} ({response})", d.kind),
@@ -591,7 +605,8 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                 text: Some(text),
                 reference: d.reference.as_deref().map(str::to_string),
                 demand_kind: Some(d.kind.to_string()),
-                effective: Some(d.effective),
+                effective: Some(d.effective.utc),
+                effective_as_written: as_written(&d.effective),
                 ..blank("demand", level.jurisdiction.to_string())
             }
         }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::engine::{describe, Audience, Decision, Part, Request, Source, Step};
 use crate::location::Jurisdiction;
-use crate::rules::{DemandState, FeatureId, FeatureSet, Mode, RuleSet};
+use crate::rules::{FeatureId, FeatureSet, Mode, RuleSet};
 
 fn names(rules: &RuleSet, set: FeatureSet) -> String {
     set.iter()
@@ -86,7 +86,7 @@ pub fn render(
         let name = &rules.feature(f).name;
         let state = if d.feature_on(f) { "on" } else { "off" };
         let why = match d.reason_for(Part::Feature(f)) {
-            Some(step) => source_line(rules, &step.source),
+            Some(step) => source_line(rules, &step.source, req.at),
             None => format!("declared default in {}", rules.feature(f).origin),
         };
         let _ = writeln!(o, "feature       {name} is {state}: {why}");
@@ -103,8 +103,13 @@ pub fn render(
         }
     );
     for (i, step) in d.steps.iter().enumerate() {
-        let _ = writeln!(o, "  {}. {}", i + 1, source_line(rules, &step.source));
+        let _ = writeln!(o, "  {}. {}", i + 1, source_line(rules, &step.source, req.at));
         let _ = writeln!(o, "       → {}", effect(rules, step));
+        if let Source::Demand(l, i) = step.source {
+            for line in rules.level(l).demands[i as usize].history_lines() {
+                let _ = writeln!(o, "       {line}");
+            }
+        }
         if matches!(step.source, Source::Demand(..)) && step.status.is_some() {
             let _ = writeln!(
                 o,
@@ -138,22 +143,27 @@ pub fn render(
     o
 }
 
-fn source_line(rules: &RuleSet, source: &Source) -> String {
+fn source_line(rules: &RuleSet, source: &Source, at: jiff::Timestamp) -> String {
     // The operator's view: this text is for `explain` and the admin listener only.
     let info = describe(rules, source, Audience::Operator);
+    let when = || match (&info.effective, &info.effective_as_written) {
+        (Some(t), Some(w)) => format!("{w} ({t})"),
+        (Some(t), None) => t.to_string(),
+        _ => String::new(),
+    };
     let mut s = match source {
         Source::Rule(_) => format!("rule of {}", info.jurisdiction),
         Source::Change(..) => format!(
             "change {} on {} at {}",
             info.id.as_deref().unwrap_or(""),
             info.jurisdiction,
-            info.effective.map(|t| t.to_string()).unwrap_or_default()
+            when()
         ),
-        Source::Demand(..) => format!(
-            "demand {} on {}, in force since {}",
+        Source::Demand(l, i) => format!(
+            "demand {} on {}, {}",
             info.id.as_deref().unwrap_or(""),
             info.jurisdiction,
-            info.effective.map(|t| t.to_string()).unwrap_or_default()
+            rules.level(*l).demands[*i as usize].legal_words(at)
         ),
         Source::Override(_) => format!(
             "override on {} by {}",
@@ -195,12 +205,7 @@ fn pending(rules: &RuleSet, d: &Decision, req: &Request<'_>) -> Vec<String> {
             if dm.in_force(req.at) {
                 continue;
             }
-            let why = match dm.state {
-                DemandState::Enacted => format!("takes effect {}", dm.effective),
-                DemandState::Proposed => format!("proposed, effective {} if enacted", dm.effective),
-                DemandState::Rejected => "rejected".into(),
-                DemandState::Repealed => "repealed".into(),
-            };
+            let why = dm.legal_words(req.at);
             out.push(format!(
                 "demand {} on {j} ({}): {why} [{}]",
                 dm.id, dm.kind, dm.origin
@@ -211,7 +216,7 @@ fn pending(rules: &RuleSet, d: &Decision, req: &Request<'_>) -> Vec<String> {
                 format!("scheduled for {}", c.at)
             } else if c.mode == Mode::Shadow {
                 "shadow: measured, not applied".into()
-            } else if !c.includes(req.key) {
+            } else if !c.includes(req.key, req.at) {
                 match req.key {
                     Some(_) => "in force, but this key is outside its rollout".into(),
                     None => "in force for part of the keys; no key given".into(),
@@ -220,7 +225,7 @@ fn pending(rules: &RuleSet, d: &Decision, req: &Request<'_>) -> Vec<String> {
                 continue;
             };
             let rollout = c
-                .rollout_bp
+                .rollout_bp_at(req.at)
                 .map(|bp| format!(", rollout {}%", bp as f64 / 100.0))
                 .unwrap_or_default();
             out.push(format!(

@@ -12,12 +12,15 @@ use crate::diff::{
     change_effect, collapse, decide_rules, just_before, label, locations, percent, reaches,
     response_text, sample_key, ItemKind, Transition,
 };
-use crate::rules::{DemandState, LevelId, Mode, RuleSet, Status};
+use crate::rules::{LevelId, Mode, RuleSet, Status, When};
 
 /// One instant at which something in the rules takes effect.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {
     pub at: Timestamp,
+    /// The instant as the rules wrote it (offset or named zone), when that is not UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_as_written: Option<String>,
     pub kind: ItemKind,
     pub id: String,
     pub jurisdiction: String,
@@ -75,82 +78,123 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                 .collect()
         };
         for (i, c) in level.changes.iter().enumerate() {
-            if !within(c.at) {
-                continue;
-            }
-            let partial = c.rollout_bp.filter(|bp| *bp < 10_000);
-            let key = partial.and_then(|bp| sample_key(&c.id, 0, bp));
-            let shadow = if c.mode == Mode::Shadow {
-                reached
-                    .iter()
-                    .filter_map(|loc| {
-                        let d = decide_rules(rules, *loc, key.as_deref(), c.at);
-                        d.shadow
-                            .iter()
-                            .find(|s| s.level == l as LevelId && s.change == i as u16)
-                            .map(|s| Transition {
-                                jurisdiction: d.jurisdiction().to_string(),
-                                before: s.from,
-                                after: s.to,
-                                features_on: Vec::new(),
-                                features_off: Vec::new(),
-                            })
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            events.push(Event {
-                at: c.at,
-                kind: ItemKind::Change,
-                id: c.id.to_string(),
-                jurisdiction: level.jurisdiction.to_string(),
-                origin: c.origin.to_string(),
-                summary: format!("{}: {}", change_effect(rules, c), c.reason),
-                applies: c.mode == Mode::Enforce,
-                red_line: false,
-                rollout: partial.map(percent),
-                transitions: if c.mode == Mode::Enforce && (partial.is_none() || key.is_some()) {
-                    transitions(c.at, key.as_deref())
+            // The change itself, then each later rollout step.
+            let mut instants: Vec<When> = vec![c.at.clone()];
+            instants.extend(c.rollout.iter().filter(|s| s.at > c.at).map(|s| s.at.clone()));
+            for (n, when) in instants.into_iter().enumerate() {
+                let at = when.utc;
+                if !within(at) {
+                    continue;
+                }
+                let partial = c.rollout_bp_at(at).filter(|bp| *bp < 10_000);
+                let key = partial.and_then(|bp| sample_key(&c.id, 0, bp));
+                let shadow = if c.mode == Mode::Shadow {
+                    reached
+                        .iter()
+                        .filter_map(|loc| {
+                            let d = decide_rules(rules, *loc, key.as_deref(), at);
+                            d.shadow
+                                .iter()
+                                .find(|s| s.level == l as LevelId && s.change == i as u16)
+                                .map(|s| Transition {
+                                    jurisdiction: d.jurisdiction().to_string(),
+                                    before: s.from,
+                                    after: s.to,
+                                    features_on: Vec::new(),
+                                    features_off: Vec::new(),
+                                })
+                        })
+                        .collect()
                 } else {
                     Vec::new()
-                },
-                sample_key: key,
-                shadow,
-            });
+                };
+                let step = if n == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        " (rollout step: {})",
+                        percent(c.rollout_bp_at(at).unwrap_or(10_000))
+                    )
+                };
+                let mut summary = format!("{}: {}{step}", change_effect(rules, c), c.reason);
+                if let Some(r) = &c.reference {
+                    let _ = write!(summary, " <{r}>");
+                }
+                events.push(Event {
+                    at,
+                    at_as_written: as_written(&when),
+                    kind: ItemKind::Change,
+                    id: c.id.to_string(),
+                    jurisdiction: level.jurisdiction.to_string(),
+                    origin: c.origin.to_string(),
+                    summary,
+                    applies: c.mode == Mode::Enforce,
+                    red_line: false,
+                    rollout: partial.map(percent),
+                    transitions: if c.mode == Mode::Enforce && (partial.is_none() || key.is_some())
+                    {
+                        transitions(at, key.as_deref())
+                    } else {
+                        Vec::new()
+                    },
+                    sample_key: key,
+                    shadow,
+                });
+            }
         }
         for d in &level.demands {
-            let applies = d.state == DemandState::Enacted;
-            if !within(d.effective) || !(applies || d.state == DemandState::Proposed) {
-                continue;
+            // Each dated event of the law and each order; a proposal's planned date.
+            let mut instants: Vec<(When, String)> = d
+                .history
+                .iter()
+                .map(|e| (e.at.clone(), format!("{} {}", e.state.words(), d.kind)))
+                .collect();
+            for o in &d.orders {
+                instants.push((o.received.clone(), format!("order {} received under {}", o.id, d.kind)));
+                if let Some(c) = &o.challenged {
+                    instants.push((c.clone(), format!("order {} challenged", o.id)));
+                }
+                if let Some(w) = &o.withdrawn {
+                    instants.push((w.clone(), format!("order {} withdrawn", o.id)));
+                }
             }
-            let mut summary = format!(
-                "{} {}, {}",
-                if applies { "enacted" } else { "proposed" },
-                d.kind,
-                response_text(rules, &d.response)
-            );
-            if let Some(law) = &d.law {
-                let _ = write!(summary, ": {law}");
+            if d.history.is_empty() {
+                instants.push((d.effective.clone(), format!("proposed {}, planned", d.kind)));
             }
-            events.push(Event {
-                at: d.effective,
-                kind: ItemKind::Demand,
-                id: d.id.to_string(),
-                jurisdiction: level.jurisdiction.to_string(),
-                origin: d.origin.to_string(),
-                summary,
-                applies,
-                red_line: d.is_red_line(),
-                rollout: None,
-                sample_key: None,
-                transitions: if applies {
-                    transitions(d.effective, None)
-                } else {
-                    Vec::new()
-                },
-                shadow: Vec::new(),
-            });
+            for (when, what) in instants {
+                let at = when.utc;
+                if !within(at) {
+                    continue;
+                }
+                // Whether the response starts or stops firing here.
+                let applies = d.in_force(at) != d.in_force(just_before(at));
+                let mut summary = format!("{what}, {}", response_text(rules, &d.response));
+                if let Some(law) = &d.law {
+                    let _ = write!(summary, ": {law}");
+                }
+                if let Some(r) = &d.reference {
+                    let _ = write!(summary, " <{r}>");
+                }
+                events.push(Event {
+                    at,
+                    at_as_written: as_written(&when),
+                    kind: ItemKind::Demand,
+                    id: d.id.to_string(),
+                    jurisdiction: level.jurisdiction.to_string(),
+                    origin: d.origin.to_string(),
+                    summary,
+                    applies,
+                    red_line: d.is_red_line() && applies && d.in_force(at),
+                    rollout: None,
+                    sample_key: None,
+                    transitions: if applies {
+                        transitions(at, None)
+                    } else {
+                        Vec::new()
+                    },
+                    shadow: Vec::new(),
+                });
+            }
         }
     }
     events.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
@@ -195,16 +239,20 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
             ItemKind::Change => "change",
             ItemKind::Demand => "demand",
         };
+        let at = match &e.at_as_written {
+            Some(w) => format!("{w} ({})", e.at),
+            None => e.at.to_string(),
+        };
         let _ = writeln!(
             o,
-            "\n{}  {kind} {} on {} [{}]",
-            e.at, e.id, e.jurisdiction, e.origin
+            "\n{at}  {kind} {} on {} [{}]",
+            e.id, e.jurisdiction, e.origin
         );
         let _ = writeln!(o, "    {}", e.summary);
         if !e.applies {
             let why = match e.kind {
                 ItemKind::Change => "shadow: measured, decisions do not change",
-                ItemKind::Demand => "proposed: not in force unless enacted",
+                ItemKind::Demand => "no decision changes: the law's response does not start or stop here",
             };
             let _ = writeln!(o, "    ({why})");
         }
@@ -234,6 +282,10 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
         }
     }
     o
+}
+
+fn as_written(w: &When) -> Option<String> {
+    (!w.written_in_utc()).then(|| w.written.to_string())
 }
 
 /// Whether any event withdraws a market.

@@ -270,8 +270,10 @@ pub fn report(history: &History, overrides: &OverrideSet, at: Timestamp) -> Repo
                 .enumerate()
                 .filter(move |(_, d)| {
                     d.public
-                        && (d.state == DemandState::Proposed
-                            || (d.state == DemandState::Enacted && d.effective > at))
+                        && !d.in_force(at)
+                        && (d.first_in_force_from(at).is_some()
+                            || (d.state_at(at) == Some(DemandState::Proposed)
+                                && d.history.iter().all(|e| e.at <= at)))
                 })
                 .map(move |(i, _)| Upcoming {
                     jurisdiction: l.jurisdiction.to_string(),
@@ -438,12 +440,12 @@ fn change_ground(rules: &RuleSet, j: &Jurisdiction, c: &crate::rules::Change) ->
         id: Some(c.id.to_string()),
         text: Some(c.reason.to_string()),
         reference: c.reference.as_deref().map(str::to_string),
-        effective: Some(c.at),
+        effective: Some(c.at.utc),
         status: c.status,
         features_off: names(c.features_off),
         features_on: names(c.features_on),
         rollout_percent: c
-            .rollout_bp
+            .rollout_bp_at(c.at.utc)
             .filter(|bp| *bp < 10_000)
             .map(|bp| f64::from(bp) / 100.0),
         ..blank("change", j)
@@ -468,7 +470,7 @@ fn demand_ground(rules: &RuleSet, level: &Level, i: usize) -> Ground {
         legal_state: Some(d.state),
         law: d.law.as_deref().map(str::to_string),
         reference: d.reference.as_deref().map(str::to_string),
-        effective: Some(d.effective),
+        effective: Some(d.effective.utc),
         response: Some(response),
         features_off,
         ..blank("demand", &level.jurisdiction)
@@ -575,12 +577,7 @@ fn response_words(g: &Ground, future: bool) -> Option<String> {
 }
 
 fn legal_state_words(s: DemandState) -> &'static str {
-    match s {
-        DemandState::Proposed => "proposed",
-        DemandState::Enacted => "enacted",
-        DemandState::Rejected => "rejected",
-        DemandState::Repealed => "repealed",
-    }
+    s.words()
 }
 
 fn ground_html(out: &mut String, g: &Ground, future: bool) {

@@ -413,7 +413,7 @@
     box.appendChild(el('h3', null, 'Upcoming'));
     var up = j.upcoming.map(function (e) {
       var mine = e.transitions && e.transitions[0];
-      return el('li', null, when(e.at) + ' · ' + e.kind + ' ' + e.id + ' on ' + e.jurisdiction + ': ' + e.summary,
+      return el('li', null, written(e.at, e.at_as_written) + ' · ' + e.kind + ' ' + e.id + ' on ' + e.jurisdiction + ': ' + e.summary,
         e.red_line && e.applies ? el('span', { 'class': 'redline' }, ' RED LINE') : null,
         !e.applies ? el('span', { 'class': 'muted' }, e.kind === 'change' ? ' (shadow: measured only)' : ' (proposed: not in force unless enacted)') : null,
         e.rollout ? el('span', { 'class': 'muted' }, ' rollout ' + e.rollout) : null,
@@ -436,11 +436,17 @@
     box.appendChild(overrideForm(j));
   }
 
+  // An instant as the rules wrote it (offset or named zone) beside UTC.
+  function written(iso, asWritten) {
+    return asWritten ? asWritten + ' (' + when(iso) + ')' : when(iso);
+  }
+
   function demandItem(x) {
-    return el('li', null, x.id + ' on ' + x.jurisdiction + ': ' + x.kind + ' (' + x.state + ', ' + x.response + ')',
+    return el('li', null, x.id + ' on ' + x.jurisdiction + ': ' + x.kind + ' (' + x.legal + ', ' + x.response + ')',
       x.red_line ? el('span', { 'class': 'redline' }, ' red line') : null,
       x.law ? ' — ' + x.law : null,
-      ' · effective ' + when(x.effective),
+      ' · effective ' + written(x.effective, x.effective_as_written),
+      (x.history || []).length ? el('ul', null, x.history.map(function (h) { return el('li', null, h); })) : null,
       x.reference ? [' · ', el('a', { href: x.reference, rel: 'noreferrer noopener', target: '_blank' }, 'reference')] : null);
   }
 

@@ -26,7 +26,8 @@ pub enum DiffFormat {
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
     /// OLD_DIR NEW_DIR; with `--git-base`, only [NEW_DIR] (default: the `--git-path`
-    /// directory of the work tree).
+    /// directory of the work tree); with `--assume`, also one DIR (compared with itself
+    /// under the assumptions).
     #[arg(value_name = "DIR", num_args = 0..=2)]
     pub dirs: Vec<PathBuf>,
     /// Read the old rules from this git revision (branch, tag or commit) instead of OLD_DIR.
@@ -44,6 +45,12 @@ pub struct DiffArgs {
     /// changes anything (`any`).
     #[arg(long, value_enum)]
     pub fail_on: Option<FailOn>,
+    /// What if: DEMAND=STATE[@INSTANT] (a state of `proposed`, `enacted`, `in_force`,
+    /// `amended`, `rejected`, `repealed`, or `order`: an order under the law received),
+    /// applied to the new rules without editing files. Repeatable. The instant defaults to
+    /// `--at`.
+    #[arg(long, value_name = "DEMAND=STATE[@INSTANT]")]
+    pub assume: Vec<crate::rules::Assumption>,
 }
 
 /// `marketgate timeline`: exit 0, or 2 when the rules do not load.
@@ -94,6 +101,10 @@ pub fn diff_inputs(args: &DiffArgs, at: Timestamp) -> anyhow::Result<(RuleSet, R
             Ok((old, new))
         }
         (None, [old, new]) => Ok((load_dir(old, at)?, load_dir(new, at)?)),
+        (None, [dir]) if !args.assume.is_empty() => {
+            let rules = load_dir(dir, at)?;
+            Ok((rules.clone(), rules))
+        }
         (None, _) => anyhow::bail!("give OLD_DIR and NEW_DIR, or --git-base REV [NEW_DIR]"),
     }
 }
@@ -101,6 +112,11 @@ pub fn diff_inputs(args: &DiffArgs, at: Timestamp) -> anyhow::Result<(RuleSet, R
 pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let at = args.at.unwrap_or_else(Timestamp::now);
     let (old, new) = diff_inputs(&args, at)?;
+    let new = if args.assume.is_empty() {
+        new
+    } else {
+        new.assume(&args.assume, at).map_err(anyhow::Error::msg)?
+    };
     let d = diff::diff(&old, &new, at);
     let text = match args.format {
         DiffFormat::Text => diff::render_text(&old, &new, &d),

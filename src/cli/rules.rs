@@ -102,6 +102,11 @@ pub struct ExplainArgs {
     pub regions: PathBuf,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// What if: DEMAND=STATE[@INSTANT] (a state of `proposed`, `enacted`, `in_force`,
+    /// `amended`, `rejected`, `repealed`, or `order`: an order under the law received),
+    /// without editing files. Repeatable. The instant defaults to `--at`.
+    #[arg(long, value_name = "DEMAND=STATE[@INSTANT]")]
+    pub assume: Vec<crate::rules::Assumption>,
 }
 
 /// Parses `--country`/`--subdivision` (also `--country US-CA`) into a location.
@@ -135,6 +140,11 @@ fn load(dir: &std::path::Path, at: Timestamp) -> anyhow::Result<RuleSet> {
 pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let at = args.at.unwrap_or_else(Timestamp::now);
     let rules = load(&args.regions, at)?;
+    let rules = if args.assume.is_empty() {
+        rules
+    } else {
+        rules.assume(&args.assume, at).map_err(anyhow::Error::msg)?
+    };
     let location = location_arg(&args.country, args.subdivision.as_deref())?;
     let feature = match &args.feature {
         Some(f) => Some(rules.feature_id(f).with_context(|| {

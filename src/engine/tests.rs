@@ -341,8 +341,57 @@ fn an_unestablished_client_gets_the_strictest_answer() {
 const POOL: [&str; 6] = ["*", "EU", "FR", "DE", "US", "US-CA"];
 const LOCATIONS: [&str; 6] = ["FR", "DE", "US", "US-CA", "IT", "unknown"];
 const FEATURES: [&str; 3] = ["secret_chats", "payments", "channels"];
-const KINDS: [&str; 3] = ["encryption_backdoor", "data_localization", "court_order"];
-const STATES: [&str; 4] = ["proposed", "enacted", "rejected", "repealed"];
+const KINDS: [&str; 4] = [
+    "encryption_backdoor",
+    "data_localization",
+    "court_order",
+    "capability_notice",
+];
+
+/// A generated demand: kind, form of its legal history (see [`render_demand`]), the day
+/// of its first event, the days to its second, and whether it answers `withdraw` on its
+/// own (stricter than its kind).
+type DemandSpec = (usize, usize, i64, i64, bool);
+const FORMS: usize = 6;
+
+/// One demand as YAML, in one of the history forms: 0 proposed, 1 enacted from `d`,
+/// 2 rejected at `d`, 3 in force from `d` and repealed at `d + e`, 4 proposed at `d` and
+/// in force from `d + e`, 5 in force from `d` with an order received at `d + e`.
+fn render_demand(tag: &str, (k, form, d, e, own): &DemandSpec) -> String {
+    let mut y = format!("  - id: {tag}\n    kind: {}\n", KINDS[*k]);
+    let (a, b) = (day(*d), day(d + e));
+    y.push_str(&match form {
+        0 => format!("    state: proposed\n    effective: \"{a}\"\n"),
+        1 => format!("    state: enacted\n    effective: \"{a}\"\n"),
+        2 => format!("    state: rejected\n    effective: \"{a}\"\n"),
+        3 => format!("    history:\n      - {{ state: in_force, at: \"{a}\" }}\n      - {{ state: repealed, at: \"{b}\" }}\n"),
+        4 => format!("    history:\n      - {{ state: proposed, at: \"{a}\" }}\n      - {{ state: in_force, at: \"{b}\" }}\n"),
+        _ => format!("    history:\n      - {{ state: in_force, at: \"{a}\" }}\n    orders:\n      - {{ id: o1, received: \"{b}\" }}\n"),
+    });
+    if *own {
+        y.push_str("    response: withdraw\n");
+    }
+    y
+}
+
+/// Whether a generated demand's response fires on day `t`, worked out from its spec
+/// alone (an oracle independent of the model's `in_force`).
+fn spec_fires((k, form, d, e, _): &DemandSpec, t: i64) -> bool {
+    let law = match form {
+        1 => t >= *d,
+        3 => t >= *d && t < d + e,
+        4 => t >= d + e,
+        5 => t >= *d,
+        _ => false,
+    };
+    let needs_order = KINDS[*k] == "capability_notice";
+    law && (!needs_order || (*form == 5 && t >= d + e))
+}
+
+/// Whether a generated demand is a red line: its kind withdraws, or it does on its own.
+fn spec_red((k, _, _, _, own): &DemandSpec) -> bool {
+    *own || matches!(KINDS[*k], "encryption_backdoor" | "capability_notice")
+}
 const STATUSES: [&str; 3] = ["served", "limited", "withdrawn"];
 
 /// (features switched, withdraw?, offset days, percent)
@@ -352,7 +401,7 @@ type ChangeSpec = (Vec<(usize, bool)>, bool, i64, Option<u8>);
 struct LevelSpec {
     status: Option<usize>,
     features: Vec<(usize, bool)>,
-    demands: Vec<(usize, usize, i64)>,
+    demands: Vec<DemandSpec>,
     changes: Vec<ChangeSpec>,
 }
 
@@ -360,7 +409,10 @@ fn level_spec() -> impl Strategy<Value = LevelSpec> {
     (
         proptest::option::of(0..3usize),
         proptest::collection::vec((0..3usize, any::<bool>()), 0..3),
-        proptest::collection::vec((0..3usize, 0..4usize, 0..3650i64), 0..3),
+        proptest::collection::vec(
+            (0..KINDS.len(), 0..FORMS, 0..3650i64, 1..400i64, any::<bool>()),
+            0..3,
+        ),
         proptest::collection::vec(
             (
                 proptest::collection::vec((0..3usize, any::<bool>()), 0..2),
@@ -408,13 +460,8 @@ fn render(j: &str, l: &LevelSpec, tag: usize) -> String {
     }
     if !l.demands.is_empty() {
         y.push_str("demands:\n");
-        for (i, (k, s, d)) in l.demands.iter().enumerate() {
-            y.push_str(&format!(
-                "  - {{ id: d{tag}-{i}, kind: {}, state: {}, effective: \"{}\" }}\n",
-                KINDS[*k],
-                STATES[*s],
-                day(*d)
-            ));
+        for (i, spec) in l.demands.iter().enumerate() {
+            y.push_str(&render_demand(&format!("d{tag}-{i}"), spec));
         }
     }
     if !l.changes.is_empty() {
@@ -527,10 +574,10 @@ proptest! {
     fn red_lines_hold((specs, o, loc, key, when) in scenario()) {
         let r = compile_specs(&specs);
         let d = decide_in(&r, &o, loc, &key, when);
-        let t: Timestamp = day(when).parse().unwrap();
+        // From the specs, not the model: a red line fires on the chain.
         let red = chain_of(LOCATIONS[loc]).iter().any(|j| {
-            r.level_of(&Jurisdiction::parse(j).unwrap())
-                .is_some_and(|l| l.demands.iter().any(|dm| dm.is_red_line() && dm.in_force(t)))
+            let idx = POOL.iter().position(|p| p == j).unwrap();
+            specs[idx].demands.iter().any(|dm| spec_red(dm) && spec_fires(dm, when))
         });
         if red {
             prop_assert_eq!(d.status, Status::Withdrawn);
@@ -540,13 +587,13 @@ proptest! {
 
     /// Adding an in-force demand on the chain never lowers severity nor turns a feature on.
     #[test]
-    fn demands_are_monotone((mut specs, o, loc, key, when) in scenario(), kind in 0..3usize, lvl in 0..3usize) {
+    fn demands_are_monotone((mut specs, o, loc, key, when) in scenario(), kind in 0..KINDS.len(), lvl in 0..3usize) {
         let r = compile_specs(&specs);
         let before = decide_in(&r, &o, loc, &key, when);
         let chain = chain_of(LOCATIONS[loc]);
         let j = chain[lvl % chain.len()];
         let idx = POOL.iter().position(|p| *p == j).unwrap();
-        specs[idx].demands.push((kind, 1, when.clamp(0, 3649) - 1));
+        specs[idx].demands.push((kind, 1, when.clamp(0, 3649) - 1, 1, false));
         let r2 = compile_specs(&specs);
         let after = decide_in(&r2, &o, loc, &key, when.max(0));
         let before = if when < 0 { decide_in(&r, &o, loc, &key, 0) } else { before };

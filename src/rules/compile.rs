@@ -15,10 +15,11 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{Diagnostic, Diagnostics, Severity};
 use super::positions::Positions;
-use super::raw::{RawChange, RawDemand, RawFeature, RawFile, RawResponse};
+use super::raw::{RawAction, RawChange, RawDemand, RawFeature, RawFile, RawResponse};
 use super::{
-    Chain, Change, Demand, Feature, FeatureId, FeatureSet, Group, Level, LevelId, Mode, Origin,
-    Response, RuleSet, Status, MAX_FEATURES,
+    Chain, Change, Demand, DemandState, Feature, FeatureId, FeatureSet, Group, KindResponse,
+    LawEvent, Level, LevelId, Mode, Order, Origin, Response, RolloutStep, RuleSet, Source, Status,
+    Trigger, When, MAX_FEATURES,
 };
 use crate::location::{CountryCode, Jurisdiction};
 
@@ -253,13 +254,16 @@ struct Ctx {
     /// Demand and change ids seen so far, across files, with where.
     demand_ids: HashMap<String, Origin>,
     change_ids: HashMap<String, Origin>,
+    /// The day (UTC) of the instant the rules are checked at, for `review_by`.
+    today: jiff::civil::Date,
 }
 
 /// What the global file declares, which every level's rules are checked against.
 struct Declared<'a> {
     feature_names: &'a [&'a str],
     kinds: &'a [&'a str],
-    responses: &'a [(Arc<str>, Response)],
+    responses: &'a [KindResponse],
+    feature_set: &'a dyn Fn(&[String]) -> Result<FeatureSet, (usize, String)>,
     /// The global file's `transparency.public` (default `true`).
     public: bool,
 }
@@ -417,6 +421,7 @@ pub fn compile(
         diags: Diagnostics::default(),
         demand_ids: HashMap::new(),
         change_ids: HashMap::new(),
+        today: now.to_zoned(jiff::tz::TimeZone::UTC).date(),
     };
     let version = version_of(files);
     let mut sorted: Vec<&SourceFile> = files.iter().collect();
@@ -529,35 +534,46 @@ pub fn compile(
     }
 
     // Responses.
-    let mut responses: Vec<(Arc<str>, Response)> = Vec::new();
+    let mut responses: Vec<KindResponse> = Vec::new();
+    let feature_set = |list: &[String]| -> Result<FeatureSet, (usize, String)> {
+        let mut set = FeatureSet::EMPTY;
+        for (i, name) in list.iter().enumerate() {
+            match feature_id(name) {
+                Some(id) => set.insert(id),
+                None => {
+                    return Err((
+                        i,
+                        format!(
+                            "unknown feature `{name}`{}",
+                            suggest(name, feature_names.iter().copied())
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(set)
+    };
     if let Some(g) = global {
         for (kind, r) in &g.raw.responses.0 {
             let path = format!("responses.{kind}");
-            let response = match r {
-                RawResponse::Withdraw => Response::Withdraw,
-                RawResponse::Comply => Response::Comply,
-                RawResponse::Disable(list) => {
-                    let mut set = FeatureSet::EMPTY;
-                    for (i, name) in list.iter().enumerate() {
-                        match feature_id(name) {
-                            Some(id) => set.insert(id),
-                            None => cx.error(
-                                g,
-                                &format!("{path}.disable[{i}]"),
-                                format!(
-                                    "unknown feature `{name}`{}",
-                                    suggest(name, feature_names.iter().copied())
-                                ),
-                            ),
-                        }
-                    }
-                    Response::Disable(set)
+            match compile_response(r, &feature_set) {
+                Ok(response) => responses.push(KindResponse {
+                    kind: kind.as_str().into(),
+                    response,
+                    trigger: r.trigger.unwrap_or_default(),
+                }),
+                Err((i, msg)) => {
+                    cx.error(g, &format!("{path}.disable[{i}]"), msg);
+                    responses.push(KindResponse {
+                        kind: kind.as_str().into(),
+                        response: Response::Withdraw,
+                        trigger: Trigger::Law,
+                    });
                 }
-            };
-            responses.push((kind.as_str().into(), response));
+            }
         }
     }
-    let kinds_owned: Vec<Arc<str>> = responses.iter().map(|(k, _)| k.clone()).collect();
+    let kinds_owned: Vec<Arc<str>> = responses.iter().map(|r| r.kind.clone()).collect();
     let kinds: Vec<&str> = kinds_owned.iter().map(|k| &**k).collect();
 
     // Groups.
@@ -611,6 +627,7 @@ pub fn compile(
         feature_names: &feature_names,
         kinds: &kinds,
         responses: &responses,
+        feature_set: &feature_set,
         public: global
             .and_then(|g| g.raw.transparency.as_ref())
             .and_then(|t| t.public)
@@ -739,6 +756,7 @@ pub fn compile(
     }
 
     check_red_lines(&mut cx, &parsed, &levels, &groups, now);
+    check_stacked_rollouts(&mut cx, &parsed, &levels, &feature_names);
 
     // Chains.
     let mut country_chains: Vec<Option<Chain>> = vec![None; 26 * 26];
@@ -782,19 +800,7 @@ pub fn compile(
         .collect();
     subdivisions.sort();
 
-    let mut boundaries: Vec<Timestamp> = levels
-        .iter()
-        .flat_map(|l| {
-            l.changes.iter().map(|c| c.at).chain(
-                l.demands
-                    .iter()
-                    .filter(|d| d.state == super::DemandState::Enacted)
-                    .map(|d| d.effective),
-            )
-        })
-        .collect();
-    boundaries.sort();
-    boundaries.dedup();
+    let boundaries = boundaries(&levels);
 
     cx.diags.sort();
     if cx.diags.has_errors() {
@@ -804,9 +810,8 @@ pub fn compile(
     for i in 0..features.len() {
         all.insert(i as FeatureId);
     }
-    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let rules = RuleSet {
-        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        id: next_id(),
         version,
         features,
         defaults,
@@ -824,6 +829,29 @@ pub fn compile(
         files: parsed.iter().map(|p| p.name.clone()).collect(),
     };
     Ok((rules, cx.diags))
+}
+
+/// A new rule-set id, unique in this process.
+pub(super) fn next_id() -> u64 {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Every instant at which a decision may change: changes, their rollout steps, the
+/// laws' dated events and the orders under them; sorted, without repeats.
+pub(super) fn boundaries(levels: &[Level]) -> Vec<Timestamp> {
+    let mut boundaries: Vec<Timestamp> = levels
+        .iter()
+        .flat_map(|l| {
+            l.changes
+                .iter()
+                .flat_map(Change::instants)
+                .chain(l.demands.iter().flat_map(Demand::instants))
+        })
+        .collect();
+    boundaries.sort();
+    boundaries.dedup();
+    boundaries
 }
 
 fn empty_level(jurisdiction: Jurisdiction, file: Arc<str>) -> Level {
@@ -877,7 +905,7 @@ fn fill_level(cx: &mut Ctx, p: &Parsed, level: &mut Level, declared: &Declared<'
             level.changes.push(change);
         }
     }
-    level.changes.sort_by_key(|c| c.at);
+    level.changes.sort_by_key(|c| c.at.utc);
 }
 
 /// Checks that a demand or change id is set and unique across the rule set.
@@ -913,6 +941,47 @@ fn check_reference(cx: &mut Ctx, p: &Parsed, path: &str, r: &Option<String>) {
     }
 }
 
+fn compile_response(
+    r: &RawResponse,
+    feature_set: &dyn Fn(&[String]) -> Result<FeatureSet, (usize, String)>,
+) -> Result<Response, (usize, String)> {
+    Ok(match &r.action {
+        RawAction::Withdraw => Response::Withdraw,
+        RawAction::Comply => Response::Comply,
+        RawAction::Disable(list) => Response::Disable(feature_set(list)?),
+    })
+}
+
+/// Parses an instant of the rules, reporting at `path`.
+fn instant(cx: &mut Ctx, p: &Parsed, path: &str, v: &str) -> Option<When> {
+    match super::raw::parse_instant(v) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            cx.error(p, path, e);
+            None
+        }
+    }
+}
+
+fn text(v: &Option<String>) -> Option<Arc<str>> {
+    v.as_deref().map(Into::into)
+}
+
+/// Words for a response in messages: `withdraw`, `comply`, `disable [a, b]`.
+fn response_words(r: &Response, feature_names: &[&str]) -> String {
+    match r {
+        Response::Withdraw => "withdraw".into(),
+        Response::Comply => "comply".into(),
+        Response::Disable(set) => format!(
+            "disable [{}]",
+            set.iter()
+                .map(|i| feature_names.get(i as usize).copied().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn compile_demand(
     cx: &mut Ctx,
     p: &Parsed,
@@ -922,16 +991,210 @@ fn compile_demand(
 ) -> Option<Demand> {
     let (kinds, responses) = (declared.kinds, declared.responses);
     let path = format!("demands[{i}]");
-    let id_ok = check_id(cx, p, &format!("{path}.id"), &d.id, "demand");
+    let mut ok = check_id(cx, p, &format!("{path}.id"), &d.id, "demand");
     check_reference(cx, p, &format!("{path}.reference"), &d.reference);
-    let effective = match super::raw::parse_rfc3339(&d.effective) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            cx.error(p, &format!("{path}.effective"), e);
+
+    // The legal history: the shorthand (`state` + `effective`) or dated events.
+    let mut history: Vec<LawEvent> = Vec::new();
+    let mut before = None;
+    let mut planned = None;
+    match (d.state, &d.effective, d.history.is_empty()) {
+        (Some(state), Some(effective), true) => {
+            let at = instant(cx, p, &format!("{path}.effective"), effective);
+            ok &= at.is_some();
+            let at = at.unwrap_or_else(|| When::utc(Timestamp::UNIX_EPOCH));
+            match state {
+                DemandState::Proposed => {
+                    before = Some(DemandState::Proposed);
+                    planned = Some(at);
+                }
+                DemandState::Enacted | DemandState::InForce => {
+                    before = Some(DemandState::Enacted);
+                    history.push(LawEvent {
+                        state: DemandState::InForce,
+                        at,
+                        reference: None,
+                        note: None,
+                    });
+                }
+                DemandState::Rejected => {
+                    before = Some(DemandState::Proposed);
+                    history.push(LawEvent {
+                        state: DemandState::Rejected,
+                        at,
+                        reference: None,
+                        note: None,
+                    });
+                }
+                DemandState::Repealed | DemandState::Amended => {
+                    ok = false;
+                    cx.error(
+                        p,
+                        &format!("{path}.state"),
+                        format!(
+                            "a law that was {state} needs its history, so that the past stays as it was: write `history: [{{state: in_force, at: <when it took force>}}, {{state: {}, at: <when it was {state}>}}]` instead of `state` and `effective`",
+                            state.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        (None, None, false) => {
+            for (j, e) in d.history.iter().enumerate() {
+                let epath = format!("{path}.history[{j}]");
+                check_reference(cx, p, &format!("{epath}.reference"), &e.reference);
+                let Some(at) = instant(cx, p, &format!("{epath}.at"), &e.at) else {
+                    ok = false;
+                    continue;
+                };
+                if let Some(prev) = history.last() {
+                    if at <= prev.at {
+                        ok = false;
+                        cx.error(
+                            p,
+                            &format!("{epath}.at"),
+                            format!(
+                                "history events are in time order: `{}` at {at} is not after `{}` at {}",
+                                e.state.as_str(),
+                                prev.state.as_str(),
+                                prev.at
+                            ),
+                        );
+                    }
+                }
+                history.push(LawEvent {
+                    state: e.state,
+                    at,
+                    reference: text(&e.reference),
+                    note: text(&e.note),
+                });
+            }
+        }
+        (None, None, true) => {
+            ok = false;
+            cx.error(
+                p,
+                &format!("{path}.id"),
+                format!("demand `{}` needs `state` and `effective`, or a `history` of dated states", d.id),
+            );
+        }
+        (Some(_), None, true) | (None, Some(_), true) => {
+            ok = false;
+            let missing = if d.state.is_some() { "effective" } else { "state" };
+            cx.error(
+                p,
+                &format!("{path}.id"),
+                format!("demand `{}` needs `{missing}` beside `{}`", d.id, if missing == "state" { "effective" } else { "state" }),
+            );
+        }
+        (_, _, false) => {
+            ok = false;
+            cx.error(
+                p,
+                &format!("{path}.history"),
+                format!("demand `{}` has both a `history` and the shorthand `state`/`effective`: keep the history", d.id),
+            );
+        }
+    }
+
+    // Orders served under the law.
+    let mut orders: Vec<Order> = Vec::new();
+    for (j, o) in d.orders.iter().enumerate() {
+        let opath = format!("{path}.orders[{j}]");
+        check_reference(cx, p, &format!("{opath}.reference"), &o.reference);
+        if o.id.trim().is_empty() {
+            ok = false;
+            cx.error(p, &format!("{opath}.id"), "order id must not be empty".into());
+        }
+        let received = instant(cx, p, &format!("{opath}.received"), &o.received);
+        let challenged = o
+            .challenged
+            .as_deref()
+            .map(|v| instant(cx, p, &format!("{opath}.challenged"), v));
+        let withdrawn = o
+            .withdrawn
+            .as_deref()
+            .map(|v| instant(cx, p, &format!("{opath}.withdrawn"), v));
+        let (Some(received), Some(challenged), Some(withdrawn)) = (
+            received,
+            challenged.map_or(Some(None), |c| c.map(Some)),
+            withdrawn.map_or(Some(None), |w| w.map(Some)),
+        ) else {
+            ok = false;
+            continue;
+        };
+        for (name, later) in [("challenged", &challenged), ("withdrawn", &withdrawn)] {
+            if let Some(later) = later.as_ref().filter(|l| **l < received) {
+                ok = false;
+                cx.error(
+                    p,
+                    &format!("{opath}.{name}"),
+                    format!("order `{}` is {name} at {later}, before it was received at {received}", o.id),
+                );
+            }
+        }
+        if orders.iter().any(|x| *x.id == *o.id) {
+            ok = false;
+            cx.error(p, &format!("{opath}.id"), format!("duplicate order id `{}` in demand `{}`", o.id, d.id));
+        }
+        orders.push(Order {
+            id: o.id.as_str().into(),
+            received,
+            challenged,
+            withdrawn,
+            reference: text(&o.reference),
+            description: text(&o.description),
+        });
+    }
+
+    let mut sources = Vec::new();
+    for (j, src) in d.sources.iter().enumerate() {
+        let spath = format!("{path}.sources[{j}]");
+        if let Err(e) = super::raw::check_reference(&src.url) {
+            cx.error(p, &format!("{spath}.url"), e.to_string());
+        }
+        if let Some(Err(e)) = src.archived.as_deref().map(super::raw::check_reference) {
+            cx.error(p, &format!("{spath}.archived"), e.to_string());
+        }
+        let accessed = match src.accessed.as_deref().map(super::raw::parse_date) {
+            Some(Err(e)) => {
+                cx.error(p, &format!("{spath}.accessed"), e);
+                None
+            }
+            Some(Ok(d)) => Some(d),
+            None => None,
+        };
+        sources.push(Source {
+            url: src.url.as_str().into(),
+            archived: text(&src.archived),
+            accessed,
+            title: text(&src.title),
+            original_title: text(&src.original_title),
+        });
+    }
+    let review_by = match d.review_by.as_deref().map(super::raw::parse_date) {
+        Some(Err(e)) => {
+            cx.error(p, &format!("{path}.review_by"), e);
             None
         }
+        Some(Ok(day)) => {
+            if day < cx.today {
+                cx.warn(
+                    p,
+                    &format!("{path}.review_by"),
+                    format!(
+                        "demand `{}` was due for review by {day}{}: review it and move `review_by`",
+                        d.id,
+                        d.owner.as_deref().map(|o| format!(" (owner: {o})")).unwrap_or_default()
+                    ),
+                );
+            }
+            Some(day)
+        }
+        None => None,
     };
-    let Some((kind, response)) = responses.iter().find(|(k, _)| **k == *d.kind) else {
+
+    let Some(kind) = responses.iter().find(|r| *r.kind == *d.kind) else {
         cx.error(
             p,
             &format!("{path}.kind"),
@@ -943,18 +1206,96 @@ fn compile_demand(
         );
         return None;
     };
-    let effective = effective?;
-    id_ok.then(|| Demand {
+
+    // The demand's own response: never looser than its kind's.
+    let (mut response, mut trigger, own_response) = (kind.response.clone(), kind.trigger, d.response.is_some());
+    if let Some(r) = &d.response {
+        match compile_response(r, declared.feature_set) {
+            Err((j, msg)) => {
+                ok = false;
+                cx.error(p, &format!("{path}.response.disable[{j}]"), msg);
+            }
+            Ok(own) => {
+                let own_trigger = r.trigger.unwrap_or(kind.trigger);
+                let looser_response = !own.at_least_as_strict_as(&kind.response);
+                let looser_trigger = own_trigger == Trigger::Order && kind.trigger == Trigger::Law;
+                if looser_response || looser_trigger {
+                    ok = false;
+                    let names = declared.feature_names;
+                    let (what, theirs) = if looser_response {
+                        (response_words(&own, names), response_words(&kind.response, names))
+                    } else {
+                        ("wait for an order".to_string(), "fire on the law in force".to_string())
+                    };
+                    cx.error(
+                        p,
+                        &format!("{path}.response"),
+                        format!(
+                            "demand `{}` would {what}, looser than `{}` in the global file ({theirs}): a demand's own response may only be stricter; loosening is a change to `responses.{}` in the global file, reviewed as such",
+                            d.id, kind.kind, kind.kind
+                        ),
+                    );
+                } else {
+                    response = own;
+                    trigger = own_trigger;
+                }
+            }
+        }
+    }
+    if trigger == Trigger::Order && orders.is_empty() {
+        // Not an error: the law without an order is the case this expresses.
+    }
+    if trigger == Trigger::Law && !orders.is_empty() {
+        cx.warn(
+            p,
+            &format!("{path}.orders"),
+            format!(
+                "demand `{}` lists orders, but its response fires on the law in force (`trigger: law`); the orders change no decision",
+                d.id
+            ),
+        );
+    }
+
+    let state = history.last().map(|e| e.state).or(before).unwrap_or(DemandState::Proposed);
+    let effective = history
+        .iter()
+        .find(|e| e.state.applies())
+        .or(history.last())
+        .map(|e| e.at.clone())
+        .or(planned)
+        .unwrap_or_else(|| When::utc(Timestamp::UNIX_EPOCH));
+    ok.then(|| Demand {
         id: d.id.as_str().into(),
-        kind: kind.clone(),
-        state: d.state,
+        kind: kind.kind.clone(),
+        state,
         effective,
-        reference: d.reference.as_deref().map(Into::into),
-        law: d.law.as_deref().map(Into::into),
-        response: response.clone(),
+        history,
+        before,
+        orders,
+        trigger,
+        reference: text(&d.reference),
+        law: text(&d.law),
+        description: text(&d.description),
+        sources,
+        response,
+        own_response,
+        owner: text(&d.owner),
+        ticket: text(&d.ticket),
+        review_by,
         public: d.public.unwrap_or(declared.public),
         origin: origin(p, &format!("{path}.id")),
     })
+}
+
+/// Reads a percent as basis points, reporting at `path`.
+fn percent(cx: &mut Ctx, p: &Parsed, path: &str, v: f64) -> Option<u32> {
+    match super::raw::percent_to_bp(v) {
+        Ok(bp) => Some(bp),
+        Err(e) => {
+            cx.error(p, path, e);
+            None
+        }
+    }
 }
 
 fn compile_change(
@@ -976,27 +1317,69 @@ fn compile_change(
         );
     }
     let mut ok = id_ok;
-    let at = match super::raw::parse_rfc3339(&c.at) {
-        Ok(t) => t,
-        Err(e) => {
-            cx.error(p, &format!("{path}.at"), e);
-            ok = false;
-            Timestamp::UNIX_EPOCH
+    let at = instant(cx, p, &format!("{path}.at"), &c.at);
+    ok &= at.is_some();
+    let at = at.unwrap_or_else(|| When::utc(Timestamp::UNIX_EPOCH));
+    let mut rollout = Vec::new();
+    if let Some(r) = &c.rollout {
+        match (r.percent, r.steps.is_empty()) {
+            (Some(v), true) => match percent(cx, p, &format!("{path}.rollout.percent"), v) {
+                Some(bp) => rollout.push(RolloutStep { at: at.clone(), bp }),
+                None => ok = false,
+            },
+            (None, false) => {
+                for (j, step) in r.steps.iter().enumerate() {
+                    let spath = format!("{path}.rollout.steps[{j}]");
+                    let (Some(when), Some(bp)) = (
+                        instant(cx, p, &format!("{spath}.at"), &step.at),
+                        percent(cx, p, &format!("{spath}.percent"), step.percent),
+                    ) else {
+                        ok = false;
+                        continue;
+                    };
+                    let problem = if when < at {
+                        Some(format!("rollout step at {when} is before the change itself ({at})"))
+                    } else {
+                        rollout.last().and_then(|prev: &RolloutStep| {
+                            if when <= prev.at {
+                                Some(format!("rollout steps are in time order: {when} is not after {}", prev.at))
+                            } else if bp < prev.bp {
+                                Some(format!(
+                                    "rollout steps only grow: {}% at {when} is below {}% at {}",
+                                    bp as f64 / 100.0,
+                                    prev.bp as f64 / 100.0,
+                                    prev.at
+                                ))
+                            } else {
+                                None
+                            }
+                        })
+                    };
+                    if let Some(msg) = problem {
+                        ok = false;
+                        cx.error(p, &format!("{spath}.at"), msg);
+                    }
+                    rollout.push(RolloutStep { at: when, bp });
+                }
+            }
+            (Some(_), false) => {
+                ok = false;
+                cx.error(
+                    p,
+                    &format!("{path}.rollout"),
+                    "a rollout has either `percent` or `steps`, not both".into(),
+                );
+            }
+            (None, true) => {
+                ok = false;
+                cx.error(
+                    p,
+                    &format!("{path}.rollout"),
+                    "a rollout needs `percent`, or `steps: [{at, percent}]`".into(),
+                );
+            }
         }
-    };
-    let rollout_bp = match c
-        .rollout
-        .as_ref()
-        .map(|r| super::raw::percent_to_bp(r.percent))
-    {
-        Some(Err(e)) => {
-            cx.error(p, &format!("{path}.rollout.percent"), e);
-            ok = false;
-            None
-        }
-        Some(Ok(bp)) => Some(bp),
-        None => None,
-    };
+    }
     let mut on = FeatureSet::EMPTY;
     let mut off = FeatureSet::EMPTY;
     for (name, v) in &c.features.0 {
@@ -1030,12 +1413,64 @@ fn compile_change(
         features_on: on,
         features_off: off,
         reason: c.reason.as_str().into(),
-        reference: c.reference.as_deref().map(Into::into),
-        rollout_bp,
+        reference: text(&c.reference),
+        rollout,
         mode: c.mode,
         public: c.public.unwrap_or(declared.public),
         origin: origin(p, &format!("{path}.id")),
     })
+}
+
+/// Two staged changes of one level that touch the same thing (the status, or a feature)
+/// draw their keys independently: together they reach `1 - (1-a)(1-b)` of the keys, more
+/// than either says. A warning at the later one, with the figure.
+fn check_stacked_rollouts(cx: &mut Ctx, parsed: &[Parsed], levels: &[Level], feature_names: &[&str]) {
+    for level in levels {
+        let staged: Vec<&Change> = level
+            .changes
+            .iter()
+            .filter(|c| c.mode == Mode::Enforce && c.is_staged())
+            .collect();
+        for (k, b) in staged.iter().enumerate() {
+            for a in &staged[..k] {
+                let shared = a.features_on.union(a.features_off);
+                let common = shared.intersection(b.features_on.union(b.features_off));
+                let both_status = a.status.is_some() && b.status.is_some();
+                if common.is_empty() && !both_status {
+                    continue;
+                }
+                let what = if both_status {
+                    "the status".to_string()
+                } else {
+                    common
+                        .iter()
+                        .map(|i| format!("`{}`", feature_names.get(i as usize).copied().unwrap_or("?")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let (pa, pb) = (a.max_bp() as f64 / 10_000.0, b.max_bp() as f64 / 10_000.0);
+                let together = 1.0 - (1.0 - pa) * (1.0 - pb);
+                let Some(p) = parsed.iter().find(|p| p.name == b.origin.file) else { continue };
+                let _ = p;
+                cx.diags.push(Diagnostic {
+                    file: b.origin.file.to_string(),
+                    line: b.origin.line,
+                    column: b.origin.column,
+                    severity: Severity::Warning,
+                    message: format!(
+                        "changes `{}` ({}%) and `{}` ({}%) both roll out {what} on `{}`: each draws its own keys, so together they reach about {:.0}% of keys, not {}%; to stage one restriction, give one change `rollout.steps: [{{at, percent}}]`",
+                        a.id,
+                        pa * 100.0,
+                        b.id,
+                        pb * 100.0,
+                        level.jurisdiction,
+                        together * 100.0,
+                        (pa.max(pb) * 100.0)
+                    ),
+                });
+            }
+        }
+    }
 }
 
 /// Whether the rules of `below` apply inside `above` (a level and everything under it).
@@ -1052,9 +1487,9 @@ fn within(below: &Jurisdiction, above: &Jurisdiction, groups: &[Group]) -> bool 
     }
 }
 
-/// A rule that serves (or limits) where an enacted red line applies is an error when
-/// the red line is in force at `now` (or, for a change, at the change's instant), and a
-/// warning when it only will be.
+/// A rule that serves (or limits) where a red line applies is an error when the red
+/// line fires at `now` (or, for a change, at the change's instant), and a warning when it
+/// only will (or may: a law waiting for an order).
 fn check_red_lines(
     cx: &mut Ctx,
     parsed: &[Parsed],
@@ -1064,43 +1499,51 @@ fn check_red_lines(
 ) {
     let file = |name: &Arc<str>| parsed.iter().find(|p| p.name == *name);
     for above in levels {
-        for d in above
-            .demands
-            .iter()
-            .filter(|d| d.is_red_line() && d.state == super::DemandState::Enacted)
-        {
+        for d in above.demands.iter().filter(|d| d.is_red_line()) {
+            // When it fires: now, from a later instant, or only once an order comes.
+            let fires_now = d.in_force(now);
+            let next = d.first_in_force_from(now);
+            let waits_for_order =
+                d.trigger == Trigger::Order && !fires_now && d.history.iter().any(|e| e.state.applies());
+            if !fires_now && next.is_none() && !waits_for_order {
+                continue;
+            }
             for below in levels
                 .iter()
                 .filter(|l| within(&l.jurisdiction, &above.jurisdiction, groups))
             {
                 let Some(p) = file(&below.file) else { continue };
+                let when = match next {
+                    _ if fires_now && d.effective <= now => format!("in force from {}", d.effective),
+                    Some(t) if fires_now || t == now => "in force".to_string(),
+                    Some(t) => format!("in force from {}", When::utc(t)),
+                    None => "firing once an order is received under the law".to_string(),
+                };
                 let what = format!(
-                    "red line `{}` ({}) on `{}`, in force from {}",
-                    d.id, d.kind, above.jurisdiction, d.effective
+                    "red line `{}` ({}) on `{}`, {when}",
+                    d.id, d.kind, above.jurisdiction
                 );
-                if let Some((s, o)) = &below.status {
+                if let Some((s, _)) = &below.status {
                     if status_serves(*s) {
                         let path = if below.jurisdiction == Jurisdiction::Unknown {
                             "unknown.status"
                         } else {
                             "status"
                         };
-                        if d.in_force(now) {
+                        if fires_now {
                             cx.error(p, path, format!("`status: {s}` for `{}` contradicts the {what}: the market is withdrawn", below.jurisdiction));
                         } else {
-                            let _ = o;
                             cx.warn(p, path, format!("`status: {s}` for `{}` stops applying when the {what} takes effect", below.jurisdiction));
                         }
                     }
                 }
                 for c in below.changes.iter().filter(|c| c.mode == Mode::Enforce) {
                     if let Some(s) = c.status.filter(|s| status_serves(*s)) {
-                        if c.at >= d.effective {
-                            let (line, column) = (c.origin.line, c.origin.column);
+                        if d.in_force(c.at.utc) {
                             cx.diags.push(Diagnostic {
                                 file: c.origin.file.to_string(),
-                                line,
-                                column,
+                                line: c.origin.line,
+                                column: c.origin.column,
                                 severity: Severity::Error,
                                 message: format!(
                                     "change `{}` sets `status: {s}` for `{}` at {}, where the {what}",

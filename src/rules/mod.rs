@@ -3,6 +3,7 @@
 //! Never evaluates a request (that is [`crate::engine`]) and never reads the clock: the
 //! instant used for validation is passed in.
 
+mod assume;
 mod compile;
 mod diagnostic;
 mod positions;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::location::{CountryCode, Jurisdiction, SubdivisionCode};
 
+pub use assume::{Assumed, Assumption};
 pub use compile::{compile, load_dir, suggest, SourceFile, MAX_FILES, MAX_FILE_BYTES};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 
@@ -61,14 +63,132 @@ impl fmt::Display for Status {
     }
 }
 
-/// The legal state of a demand. Only `Enacted` past its effective time is in force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The legal state of a law (a demand), as its history records it. Only `InForce` and
+/// `Amended` (in force, its text changed) make the law apply; `Enacted` is passed but not
+/// yet in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum DemandState {
     Proposed,
     Enacted,
+    InForce,
+    Amended,
     Rejected,
     Repealed,
+}
+
+impl DemandState {
+    pub const ALL: [DemandState; 6] = [
+        DemandState::Proposed,
+        DemandState::Enacted,
+        DemandState::InForce,
+        DemandState::Amended,
+        DemandState::Rejected,
+        DemandState::Repealed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DemandState::Proposed => "proposed",
+            DemandState::Enacted => "enacted",
+            DemandState::InForce => "in_force",
+            DemandState::Amended => "amended",
+            DemandState::Rejected => "rejected",
+            DemandState::Repealed => "repealed",
+        }
+    }
+
+    /// For people: `in force` rather than `in_force`.
+    pub fn words(self) -> &'static str {
+        match self {
+            DemandState::InForce => "in force",
+            s => s.as_str(),
+        }
+    }
+
+    /// Whether a law in this state applies.
+    pub fn applies(self) -> bool {
+        matches!(self, DemandState::InForce | DemandState::Amended)
+    }
+
+    pub fn parse(s: &str) -> Option<DemandState> {
+        DemandState::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for DemandState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.words())
+    }
+}
+
+/// An instant as the rules wrote it: the instant itself (compared, computed with) and
+/// the text (with its offset or named zone) shown to people beside UTC, so that
+/// `2027-06-01T00:00:00+02:00` never reads as `2027-05-31` to a reviewer. Equal,
+/// ordered and hashed by the instant alone.
+#[derive(Clone, Debug)]
+pub struct When {
+    pub utc: Timestamp,
+    pub written: Arc<str>,
+}
+
+impl When {
+    /// An instant written in UTC (`--at`, tests).
+    pub fn utc(t: Timestamp) -> When {
+        When {
+            utc: t,
+            written: t.to_string().into(),
+        }
+    }
+
+    /// Whether the text is in UTC already (then it is shown once).
+    pub fn written_in_utc(&self) -> bool {
+        let w = &*self.written;
+        w.ends_with('Z') || w.ends_with('z') || w.ends_with("+00:00") || w.ends_with("[UTC]")
+    }
+}
+
+/// `2027-06-01T00:00:00+02:00 (2027-05-31T22:00:00Z)`; an instant written in UTC once.
+impl fmt::Display for When {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.written_in_utc() {
+            write!(f, "{}", self.utc)
+        } else {
+            write!(f, "{} ({})", self.written, self.utc)
+        }
+    }
+}
+
+impl PartialEq for When {
+    fn eq(&self, o: &When) -> bool {
+        self.utc == o.utc
+    }
+}
+impl Eq for When {}
+impl PartialOrd for When {
+    fn partial_cmp(&self, o: &When) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for When {
+    fn cmp(&self, o: &When) -> std::cmp::Ordering {
+        self.utc.cmp(&o.utc)
+    }
+}
+impl std::hash::Hash for When {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.utc.hash(h)
+    }
+}
+impl PartialEq<Timestamp> for When {
+    fn eq(&self, o: &Timestamp) -> bool {
+        self.utc == *o
+    }
+}
+impl PartialOrd<Timestamp> for When {
+    fn partial_cmp(&self, o: &Timestamp) -> Option<std::cmp::Ordering> {
+        Some(self.utc.cmp(o))
+    }
 }
 
 /// Whether a scheduled change is applied (`enforce`) or only measured (`shadow`).
@@ -111,6 +231,9 @@ impl FeatureSet {
     }
     pub fn union(self, other: FeatureSet) -> FeatureSet {
         FeatureSet(self.0 | other.0)
+    }
+    pub fn intersection(self, other: FeatureSet) -> FeatureSet {
+        FeatureSet(self.0 & other.0)
     }
     pub fn difference(self, other: FeatureSet) -> FeatureSet {
         FeatureSet(self.0 & !other.0)
@@ -167,30 +290,268 @@ pub enum Response {
     Comply,
 }
 
-/// A regulatory requirement attached to a jurisdiction.
+impl Response {
+    /// Whether `self` asks at least as much as `other`: withdrawing asks the most, then
+    /// switching off a superset of features, then complying.
+    pub fn at_least_as_strict_as(&self, other: &Response) -> bool {
+        match (self, other) {
+            (Response::Withdraw, _) | (_, Response::Comply) => true,
+            (Response::Disable(a), Response::Disable(b)) => b.difference(*a).is_empty(),
+            _ => false,
+        }
+    }
+}
+
+/// What makes a response to a law fire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The law in force is enough.
+    #[default]
+    Law,
+    /// An order (a notice) served on the company under the law, while it is in effect.
+    Order,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Law => "law",
+            Trigger::Order => "order",
+        }
+    }
+}
+
+/// The global file's answer to a kind of demand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KindResponse {
+    pub kind: Arc<str>,
+    pub response: Response,
+    pub trigger: Trigger,
+}
+
+/// A dated step of a law's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LawEvent {
+    pub state: DemandState,
+    pub at: When,
+    pub reference: Option<Arc<str>>,
+    pub note: Option<Arc<str>>,
+}
+
+/// An order or notice served on the company under a law. It is in effect from
+/// `received` until `withdrawn`; a challenge does not suspend it (fail closed: an order
+/// under challenge still binds until a court or the issuer says otherwise).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub id: Arc<str>,
+    pub received: When,
+    pub challenged: Option<When>,
+    pub withdrawn: Option<When>,
+    pub reference: Option<Arc<str>>,
+    pub description: Option<Arc<str>>,
+}
+
+impl Order {
+    pub fn in_effect(&self, t: Timestamp) -> bool {
+        self.received <= t && !self.withdrawn.as_ref().is_some_and(|w| *w <= t)
+    }
+}
+
+/// Where a demand's text can be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub url: Arc<str>,
+    /// An archived copy (a web archive's URL).
+    pub archived: Option<Arc<str>>,
+    /// The day the source was read.
+    pub accessed: Option<jiff::civil::Date>,
+    pub title: Option<Arc<str>>,
+    /// The title in the original language.
+    pub original_title: Option<Arc<str>>,
+}
+
+/// A regulatory requirement (a law) attached to a jurisdiction.
 #[derive(Clone, Debug)]
 pub struct Demand {
     pub id: Arc<str>,
     pub kind: Arc<str>,
+    /// The latest state the file records (the shorthand `state`, or the last event).
     pub state: DemandState,
-    pub effective: Timestamp,
+    /// The instant the law takes (took) force; for a law never in force, the instant of
+    /// its latest event (for a proposal, the date planned).
+    pub effective: When,
+    /// The dated events, in order. The shorthand `state: enacted, effective: T` is
+    /// `[in_force at T]`; `state: rejected` is `[rejected at T]`; a proposal has none.
+    pub history: Vec<LawEvent>,
+    /// The state before the first event, when the shorthand says (`enacted` before its
+    /// effective instant, `proposed`); `None` for a written history.
+    pub before: Option<DemandState>,
+    pub orders: Vec<Order>,
+    pub trigger: Trigger,
     pub reference: Option<Arc<str>>,
     /// The law or instrument, in words, for people (and the 451 body).
     pub law: Option<Arc<str>>,
+    pub description: Option<Arc<str>>,
+    pub sources: Vec<Source>,
+    /// The answer: the demand's own `response` (never looser than its kind's), else the
+    /// kind's.
     pub response: Response,
+    /// Whether `response`/`trigger` were set on the demand itself.
+    pub own_response: bool,
+    pub owner: Option<Arc<str>>,
+    pub ticket: Option<Arc<str>>,
+    pub review_by: Option<jiff::civil::Date>,
     /// Published on the transparency page (its own `public`, else the global default).
     pub public: bool,
     pub origin: Origin,
 }
 
 impl Demand {
-    /// Enacted and effective at `t`.
+    /// The law's state at `t`: the latest event at or before `t`, else the state the
+    /// shorthand gives before its instant; `None` before a written history begins.
+    pub fn state_at(&self, t: Timestamp) -> Option<DemandState> {
+        let i = self.history.partition_point(|e| e.at <= t);
+        match i {
+            0 => self.before,
+            i => Some(self.history[i - 1].state),
+        }
+    }
+
+    /// Whether the law applies at `t` (in force or amended).
+    pub fn law_in_force(&self, t: Timestamp) -> bool {
+        self.state_at(t).is_some_and(DemandState::applies)
+    }
+
+    /// Whether the response fires at `t`: the law applies and, for a response that waits
+    /// for an order, an order under it is in effect.
     pub fn in_force(&self, t: Timestamp) -> bool {
-        self.state == DemandState::Enacted && self.effective <= t
+        self.law_in_force(t)
+            && match self.trigger {
+                Trigger::Law => true,
+                Trigger::Order => self.orders.iter().any(|o| o.in_effect(t)),
+            }
+    }
+
+    /// Every instant at which [`Demand::in_force`] may change.
+    pub fn instants(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        self.history.iter().map(|e| e.at.utc).chain(
+            self.orders
+                .iter()
+                .flat_map(|o| std::iter::once(o.received.utc).chain(o.withdrawn.as_ref().map(|w| w.utc))),
+        )
+    }
+
+    /// Whether the response fires at any instant (now, before or later).
+    pub fn ever_in_force(&self) -> bool {
+        self.first_in_force_from(Timestamp::MIN).is_some()
+    }
+
+    /// The first instant at or after `t` at which the response fires.
+    pub fn first_in_force_from(&self, t: Timestamp) -> Option<Timestamp> {
+        if self.in_force(t) {
+            return Some(t);
+        }
+        let mut ts: Vec<Timestamp> = self.instants().filter(|i| *i > t).collect();
+        ts.sort();
+        ts.into_iter().find(|i| self.in_force(*i))
     }
 
     pub fn is_red_line(&self) -> bool {
         self.response == Response::Withdraw
+    }
+
+    /// The history and orders on one line each, for people: `proposed 2024-… → in force
+    /// 2025-… → repealed 2026-…`; `order x: received …, challenged …, withdrawn …`.
+    pub fn history_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.history.is_empty() {
+            out.push(format!(
+                "history: {}",
+                self.history
+                    .iter()
+                    .map(|e| match &e.note {
+                        Some(n) => format!("{} {} ({n})", e.state.words(), e.at),
+                        None => format!("{} {}", e.state.words(), e.at),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            ));
+        }
+        for o in &self.orders {
+            let mut l = format!("order {}: received {}", o.id, o.received);
+            if let Some(d) = &o.description {
+                l.push_str(&format!(" ({d})"));
+            }
+            if let Some(c) = &o.challenged {
+                l.push_str(&format!(", challenged {c}"));
+            }
+            if let Some(w) = &o.withdrawn {
+                l.push_str(&format!(", withdrawn {w}"));
+            }
+            if let Some(r) = &o.reference {
+                l.push_str(&format!(" <{r}>"));
+            }
+            out.push(l);
+        }
+        out
+    }
+
+    /// The law's legal situation at `t`, in words for people: `in force since …`,
+    /// `enacted, in force from …`, `proposed, planned for …`, `rejected on …`, `in force
+    /// since …, no order under it in effect`.
+    pub fn legal_words(&self, t: Timestamp) -> String {
+        let next = |state: fn(DemandState) -> bool| {
+            self.history.iter().find(|e| e.at > t && state(e.state))
+        };
+        let since = self
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.at <= t)
+            .map(|e| format!(" since {}", e.at))
+            .unwrap_or_default();
+        let mut w = match self.state_at(t) {
+            None => match self.history.first() {
+                Some(e) => format!("no recorded state yet (first: {} {})", e.state.words(), e.at),
+                None => "no recorded state".into(),
+            },
+            Some(DemandState::Proposed) => match next(DemandState::applies) {
+                Some(e) => format!("proposed{since}, in force from {}", e.at),
+                None if self.history.is_empty() => {
+                    format!("proposed, planned for {} if enacted", self.effective)
+                }
+                None => format!("proposed{since}"),
+            },
+            Some(DemandState::Enacted) => match next(DemandState::applies) {
+                Some(e) => format!("enacted{since}, in force from {}", e.at),
+                None => format!("enacted{since}, not yet in force"),
+            },
+            Some(s @ (DemandState::InForce | DemandState::Amended)) => format!("{}{since}", s.words()),
+            Some(s @ (DemandState::Rejected | DemandState::Repealed)) => {
+                format!("{}{}", s.words(), since.replacen(" since", " on", 1))
+            }
+        };
+        if self.trigger == Trigger::Order && self.law_in_force(t) {
+            let active: Vec<&str> = self
+                .orders
+                .iter()
+                .filter(|o| o.in_effect(t))
+                .map(|o| &*o.id)
+                .collect();
+            if active.is_empty() {
+                w.push_str("; no order under it in effect (the response waits for one)");
+            } else {
+                w.push_str(&format!("; order {} in effect", active.join(", ")));
+            }
+        }
+        w
+    }
+
+    /// A red line whose law has been rejected or repealed and cannot fire again: shown as
+    /// what it is, never as a red line about to fire.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, DemandState::Rejected | DemandState::Repealed)
     }
 }
 
@@ -198,19 +559,27 @@ impl Demand {
 #[derive(Clone, Debug)]
 pub struct Change {
     pub id: Arc<str>,
-    pub at: Timestamp,
+    pub at: When,
     pub status: Option<Status>,
     /// Features switched on and off by the change.
     pub features_on: FeatureSet,
     pub features_off: FeatureSet,
     pub reason: Arc<str>,
     pub reference: Option<Arc<str>>,
-    /// Rollout threshold in basis points (`percent * 100`, 0..=10000); `None` is 100%.
-    pub rollout_bp: Option<u32>,
+    /// The rollout, as steps in time order with non-decreasing percents (the single
+    /// `percent` form is one step at `at`); empty: the whole market at once.
+    pub rollout: Vec<RolloutStep>,
     pub mode: Mode,
     /// Published on the transparency page (its own `public`, else the global default).
     pub public: bool,
     pub origin: Origin,
+}
+
+/// From `at` on, the change reaches `bp` basis points (`percent * 100`) of rollout keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutStep {
+    pub at: When,
+    pub bp: u32,
 }
 
 /// How much of a change applies to a request (see [`Change::applies`]).
@@ -227,29 +596,54 @@ pub enum Applies {
 }
 
 impl Change {
-    /// Whether a change's rollout includes `key`: `xxh3_64(id ‖ 0x1f ‖ key) mod 10000`
-    /// below the threshold. The bucket does not depend on the percent, so raising the
-    /// percent only adds keys. Without a key, a partial rollout does not include it
-    /// (see [`Change::applies`] for what still applies then).
-    pub fn includes(&self, key: Option<&str>) -> bool {
-        match self.rollout_bp {
+    /// The rollout threshold at `t` in basis points (0..=10000); `None`: no rollout, the
+    /// whole market. Before its first step a staged change reaches no key.
+    pub fn rollout_bp_at(&self, t: Timestamp) -> Option<u32> {
+        if self.rollout.is_empty() {
+            return None;
+        }
+        let i = self.rollout.partition_point(|s| s.at <= t);
+        Some(i.checked_sub(1).map_or(0, |i| self.rollout[i].bp.min(10_000)))
+    }
+
+    /// Whether the rollout is ever partial (some step below 100%).
+    pub fn is_staged(&self) -> bool {
+        self.rollout.iter().any(|s| s.bp < 10_000)
+    }
+
+    /// The largest share the rollout reaches, in basis points (10000 without a rollout).
+    pub fn max_bp(&self) -> u32 {
+        self.rollout.iter().map(|s| s.bp.min(10_000)).max().unwrap_or(10_000)
+    }
+
+    /// Whether a change's rollout includes `key` at `t`: `xxh3_64(id ‖ 0x1f ‖ key) mod
+    /// 10000` below the threshold at `t`. The bucket does not depend on the percent, so
+    /// raising the percent (a later step) only adds keys. Without a key, a partial
+    /// rollout does not include it (see [`Change::applies`] for what still applies then).
+    pub fn includes(&self, key: Option<&str>, t: Timestamp) -> bool {
+        match self.rollout_bp_at(t) {
             None => true,
             Some(bp) if bp >= 10_000 => true,
             Some(bp) => key.is_some_and(|k| rollout_bucket(&self.id, k) < bp),
         }
     }
 
-    /// How much of the change applies to a request with `key`: all of it when the
+    /// How much of the change applies at `t` to a request with `key`: all of it when the
     /// rollout includes the key; for a request without a key, under a partial rollout
     /// that has started (above 0%), its narrowing parts.
-    pub fn applies(&self, key: Option<&str>) -> Applies {
-        if self.includes(key) {
+    pub fn applies(&self, key: Option<&str>, t: Timestamp) -> Applies {
+        if self.includes(key, t) {
             Applies::Fully
-        } else if key.is_none() && self.rollout_bp.is_some_and(|bp| bp > 0) {
+        } else if key.is_none() && self.rollout_bp_at(t).is_some_and(|bp| bp > 0) {
             Applies::Narrowing
         } else {
             Applies::Not
         }
+    }
+
+    /// Every instant at which the change's effect may change: its own and its steps'.
+    pub fn instants(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        std::iter::once(self.at.utc).chain(self.rollout.iter().map(|s| s.at.utc))
     }
 }
 
@@ -292,7 +686,7 @@ impl Level {
     pub fn is_keyed(&self) -> bool {
         self.changes
             .iter()
-            .any(|c| c.mode == Mode::Shadow || c.rollout_bp.is_some_and(|bp| bp < 10_000))
+            .any(|c| c.mode == Mode::Shadow || c.is_staged())
     }
 }
 
@@ -316,7 +710,7 @@ pub struct Chain {
 }
 
 /// A checked, compiled rule set. Immutable; a reload builds a new one.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RuleSet {
     /// Unique per compiled set in this process (the engine's decision memo tells sets
     /// apart by it; the version would not do: a reload may compile the same files).
@@ -325,7 +719,7 @@ pub struct RuleSet {
     pub(crate) features: Vec<Feature>,
     pub(crate) defaults: FeatureSet,
     pub(crate) all: FeatureSet,
-    pub(crate) responses: Vec<(Arc<str>, Response)>,
+    pub(crate) responses: Vec<KindResponse>,
     pub(crate) groups: Vec<Group>,
     pub(crate) levels: Vec<Level>,
     pub(crate) global: LevelId,
@@ -376,7 +770,7 @@ impl RuleSet {
     pub fn all_features(&self) -> FeatureSet {
         self.all
     }
-    pub fn responses(&self) -> &[(Arc<str>, Response)] {
+    pub fn responses(&self) -> &[KindResponse] {
         &self.responses
     }
     pub fn groups(&self) -> &[Group] {

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{DemandState, Mode, Status};
+use super::{DemandState, Mode, Status, Trigger};
 
 /// One rules file. A file without `jurisdiction` (or with `jurisdiction: "*"`) is the
 /// global file: it declares features, responses, groups and the `unknown` policy.
@@ -127,39 +127,72 @@ impl<'de> Deserialize<'de> for OnOff {
     }
 }
 
-/// `withdraw`, `comply` or `{disable: [features]}`.
+/// What a response does: `withdraw`, `comply` or switch features off.
 #[derive(Debug)]
-pub enum RawResponse {
+pub enum RawAction {
     Withdraw,
     Comply,
     Disable(Vec<String>),
+}
+
+/// `withdraw`, `comply`, `{disable: [features]}`, or with what makes it fire:
+/// `{action: withdraw, trigger: order}`, `{disable: [features], trigger: order}`.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub action: RawAction,
+    pub trigger: Option<Trigger>,
 }
 
 impl<'de> Deserialize<'de> for RawResponse {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
-        struct Disable {
-            disable: Vec<String>,
+        struct Map {
+            action: Option<String>,
+            disable: Option<Vec<String>>,
+            trigger: Option<Trigger>,
+        }
+        fn word<E: de::Error>(v: &str) -> Result<RawAction, E> {
+            match v {
+                "withdraw" => Ok(RawAction::Withdraw),
+                "comply" => Ok(RawAction::Comply),
+                _ => Err(E::custom(format_args!(
+                    "unknown response `{v}`, expected `withdraw`, `comply` or `{{disable: [features]}}`"
+                ))),
+            }
         }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = RawResponse;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`withdraw`, `comply` or `{disable: [features]}`")
+                f.write_str("`withdraw`, `comply`, `{disable: [features]}` or `{action: withdraw, trigger: order}`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawResponse, E> {
-                match v {
-                    "withdraw" => Ok(RawResponse::Withdraw),
-                    "comply" => Ok(RawResponse::Comply),
-                    _ => Err(E::custom(format_args!(
-                        "unknown response `{v}`, expected `withdraw`, `comply` or `{{disable: [features]}}`"
-                    ))),
-                }
+                Ok(RawResponse {
+                    action: word(v)?,
+                    trigger: None,
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<RawResponse, A::Error> {
-                Disable::deserialize(de::value::MapAccessDeserializer::new(m))
-                    .map(|d| RawResponse::Disable(d.disable))
+                let m = Map::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                let action = match (m.action, m.disable) {
+                    (Some(a), None) => word(&a)?,
+                    (None, Some(list)) => RawAction::Disable(list),
+                    (Some(_), Some(_)) => {
+                        return Err(de::Error::custom(
+                            "a response has either `action` or `disable`, not both",
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(de::Error::custom(
+                            "a response needs `action: withdraw` (or `comply`) or `disable: [features]`",
+                        ))
+                    }
+                };
+                Ok(RawResponse {
+                    action,
+                    trigger: m.trigger,
+                })
             }
         }
         d.deserialize_any(V)
@@ -179,22 +212,72 @@ pub struct RawUnknown {
 pub struct RawDemand {
     pub id: String,
     pub kind: String,
-    pub state: DemandState,
-    /// RFC 3339 with an offset; checked by `compile` so the error points at the value.
-    pub effective: String,
+    /// The shorthand for a history: `proposed`, `enacted` (in force from `effective`) or
+    /// `rejected` (at `effective`). A law that was in force and ended needs `history`.
+    pub state: Option<DemandState>,
+    /// RFC 3339 with an offset (or a named zone); checked by `compile` so the error
+    /// points at the value.
+    pub effective: Option<String>,
+    /// The law's dated states, in time order.
+    #[serde(default)]
+    pub history: Vec<RawLawEvent>,
+    /// Orders or notices served on the company under the law.
+    #[serde(default)]
+    pub orders: Vec<RawOrder>,
+    /// This law's own answer; only ever stricter than its kind's in the global file.
+    pub response: Option<RawResponse>,
     pub reference: Option<String>,
     /// The law or instrument, in words.
     pub law: Option<String>,
     pub description: Option<String>,
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
+    /// Who in the policy team answers for this entry.
+    pub owner: Option<String>,
+    /// The tracking ticket.
+    pub ticket: Option<String>,
+    /// The day by which the entry is reviewed again (`YYYY-MM-DD`).
+    pub review_by: Option<String>,
     /// Shown on the transparency page; default: the global file's `transparency.public`.
     pub public: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawLawEvent {
+    pub state: DemandState,
+    pub at: String,
+    pub reference: Option<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrder {
+    pub id: String,
+    pub received: String,
+    pub challenged: Option<String>,
+    pub withdrawn: Option<String>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub url: String,
+    pub archived: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub accessed: Option<String>,
+    pub title: Option<String>,
+    pub original_title: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawChange {
     pub id: String,
-    /// RFC 3339 with an offset; checked by `compile`.
+    /// RFC 3339 with an offset (or a named zone); checked by `compile`.
     pub at: String,
     pub status: Option<Status>,
     #[serde(default)]
@@ -208,10 +291,20 @@ pub struct RawChange {
     pub public: Option<bool>,
 }
 
+/// `{percent}` (from the change's `at`) or `{steps: [{at, percent}]}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollout {
     /// 0..=100 with at most two decimals; checked by `compile`.
+    pub percent: Option<f64>,
+    #[serde(default)]
+    pub steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub at: String,
     pub percent: f64,
 }
 
@@ -228,18 +321,73 @@ pub fn percent_to_bp(v: f64) -> Result<u32, String> {
     Ok(bp as u32)
 }
 
-/// Parses an RFC 3339 timestamp, refusing naive ones with a message that says so.
-pub fn parse_rfc3339(v: &str) -> Result<Timestamp, String> {
+/// Parses an RFC 3339 timestamp with an offset, optionally followed by a named zone
+/// (`2027-07-10T09:00:00+02:00[Europe/Paris]`, RFC 9557), which must agree with the
+/// offset at that instant. Refuses naive timestamps; every fix a message suggests parses.
+pub fn parse_instant(v: &str) -> Result<super::When, String> {
+    let when = |t| super::When {
+        utc: t,
+        written: v.into(),
+    };
+    if let Some(open) = v.find('[') {
+        let zone = v[open + 1..].trim_end_matches(']');
+        let zone = zone.strip_prefix('!').unwrap_or(zone);
+        let tz = jiff::tz::TimeZone::get(zone).map_err(|_| {
+            format!("`{v}` names the time zone `{zone}`, which the time zone database does not know (write an IANA name such as `Europe/Paris`)")
+        })?;
+        let base = &v[..open];
+        let t = parse_instant(base)?.utc;
+        // The offset written must be the zone's offset at that instant (`Z` says only
+        // the instant, so it agrees with any zone).
+        let pieces = jiff::fmt::temporal::Pieces::parse(base).map_err(|e| e.to_string())?;
+        let zone_offset = tz.to_offset(t);
+        if let Some(jiff::fmt::temporal::PiecesOffset::Numeric(n)) = pieces.offset() {
+            let off = n.offset();
+            if off != zone_offset {
+                let civil =
+                    jiff::civil::DateTime::from_parts(pieces.date(), pieces.time().unwrap_or_default());
+                let fixed = civil
+                    .to_zoned(tz.clone())
+                    .map_err(|e| e.to_string())?
+                    .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string();
+                return Err(format!(
+                    "`{v}`: {zone} is at {zone_offset} then, not {off}: write `{fixed}[{zone}]`"
+                ));
+            }
+        }
+        return Ok(when(t));
+    }
     match v.parse::<Timestamp>() {
-        Ok(t) => Ok(t),
-        Err(_) if v.parse::<jiff::civil::DateTime>().is_ok() || v.parse::<jiff::civil::Date>().is_ok() => {
+        Ok(t) => Ok(when(t)),
+        Err(_) if v.parse::<jiff::civil::DateTime>().is_ok() => {
+            let dt = v.parse::<jiff::civil::DateTime>().expect("checked");
+            let s = dt.strftime("%Y-%m-%dT%H:%M:%S").to_string();
             Err(format!(
-                "naive timestamp `{v}`: write it with an explicit UTC offset, such as `{v}Z` or `{v}+02:00`",
-                v = v.trim_end_matches('Z')
+                "naive timestamp `{v}`: write it with an explicit UTC offset, such as `{s}Z` or `{s}+02:00`"
+            ))
+        }
+        Err(_) if v.parse::<jiff::civil::Date>().is_ok() => {
+            let d = v.parse::<jiff::civil::Date>().expect("checked");
+            Err(format!(
+                "`{v}` is a date; write an instant with an explicit UTC offset, such as `{d}T00:00:00Z` or `{d}T00:00:00+02:00`"
             ))
         }
         Err(e) => Err(format!("`{v}` is not an RFC 3339 timestamp: {e}")),
     }
+}
+
+/// [`parse_instant`], the instant alone.
+pub fn parse_rfc3339(v: &str) -> Result<Timestamp, String> {
+    parse_instant(v).map(|w| w.utc)
+}
+
+/// A calendar day, `YYYY-MM-DD`.
+pub fn parse_date(v: &str) -> Result<jiff::civil::Date, String> {
+    v.parse::<jiff::civil::Date>()
+        .ok()
+        .filter(|_| v.len() == 10)
+        .ok_or_else(|| format!("`{v}` is not a date such as `2027-01-31`"))
 }
 
 /// Why a `reference` cannot be a link: it goes into the 451 body, the transparency page

@@ -15,8 +15,8 @@ pub fn rules_file_schema() -> Value {
     });
     let timestamp = json!({
         "type": "string",
-        "description": "RFC 3339 instant with an explicit offset, e.g. 2027-01-01T00:00:00+03:00; naive times are errors",
-        "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:\\d{2})$"
+        "description": "RFC 3339 instant with an explicit offset, e.g. 2027-01-01T00:00:00+03:00, optionally with the named zone it is in, e.g. 2027-07-10T09:00:00+02:00[Europe/Paris] (the offset must be the zone's then); naive times are errors",
+        "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:\\d{2})(\\[!?[A-Za-z0-9_/+-]+\\])?$"
     });
     // As `raw::check_reference`: an http(s) URL of RFC 3986 characters (the host is
     // checked by `validate` only).
@@ -36,6 +36,114 @@ pub fn rules_file_schema() -> Value {
     });
     let demand_public = json!({"type": "boolean", "description": "shown on the transparency page; default: the global file's `transparency.public`"});
     let change_public = json!({"type": "boolean", "description": "shown on the transparency page (shadow changes never are); default: the global file's `transparency.public`"});
+    let percent = json!({"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01});
+    let rollout = json!({
+        "type": "object",
+        "description": "a staged change: `percent` of the rollout keys from `at`, or `steps` that raise the percent over time (each step's keys stay in)",
+        "additionalProperties": false,
+        "oneOf": [{"required": ["percent"]}, {"required": ["steps"]}],
+        "properties": {
+            "percent": percent,
+            "steps": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["at", "percent"],
+                    "properties": {"at": timestamp, "percent": percent}
+                }
+            }
+        }
+    });
+    let trigger = json!({"enum": ["law", "order"], "description": "law: the response fires while the law is in force; order: only while an order served under it is in effect"});
+    let response = json!({
+        "oneOf": [
+            {"enum": ["withdraw", "comply"], "description": "withdraw is a red line: leave the market"},
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["disable"],
+                "properties": {"disable": {"type": "array", "items": {"type": "string"}}, "trigger": trigger}
+            },
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["action"],
+                "properties": {"action": {"enum": ["withdraw", "comply"]}, "trigger": trigger}
+            }
+        ]
+    });
+    let states = json!(["proposed", "enacted", "in_force", "amended", "rejected", "repealed"]);
+    let history = json!({
+        "type": "array",
+        "description": "the law's dated states in time order; `in_force` and `amended` make it apply",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["state", "at"],
+            "properties": {"state": {"enum": states}, "at": timestamp, "reference": url, "note": {"type": "string"}}
+        }
+    });
+    let orders = json!({
+        "type": "array",
+        "description": "orders or notices served on the company under the law; in effect from `received` until `withdrawn` (a challenge does not suspend one)",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["id", "received"],
+            "properties": {
+                "id": {"type": "string"},
+                "received": timestamp,
+                "challenged": timestamp,
+                "withdrawn": timestamp,
+                "reference": url,
+                "description": {"type": "string"}
+            }
+        }
+    });
+    let date = json!({"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}$", "description": "a day, YYYY-MM-DD"});
+    let sources = json!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["url"],
+            "properties": {
+                "url": url,
+                "archived": url,
+                "accessed": date,
+                "title": {"type": "string"},
+                "original_title": {"type": "string", "description": "the title in the original language"}
+            }
+        }
+    });
+    let demands = json!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["id", "kind"],
+            "oneOf": [{"required": ["state", "effective"]}, {"required": ["history"]}],
+            "properties": {
+                "id": {"type": "string", "description": "unique across the rule set"},
+                "kind": {"type": "string", "description": "a key of `responses` (encryption_backdoor, data_localization, ...)"},
+                "state": {"enum": ["proposed", "enacted", "in_force", "rejected"], "description": "shorthand for a history: enacted (or in_force) applies from `effective`; proposed plans `effective`; rejected at `effective`. A repealed or amended law needs `history`"},
+                "effective": timestamp,
+                "history": history,
+                "orders": orders,
+                "response": response,
+                "reference": url,
+                "law": {"type": "string", "description": "the law or instrument, in words"},
+                "description": {"type": "string"},
+                "sources": sources,
+                "owner": {"type": "string", "description": "who in the policy team answers for this entry"},
+                "ticket": {"type": "string", "description": "the tracking ticket"},
+                "review_by": date,
+                "public": demand_public
+            }
+        }
+    });
     let changes = json!({
                 "type": "array",
                 "items": {
@@ -49,12 +157,7 @@ pub fn rules_file_schema() -> Value {
                         "features": {"type": "object", "additionalProperties": on_off},
                         "reason": {"type": "string"},
                         "reference": url,
-                        "rollout": {
-                            "type": "object",
-                            "additionalProperties": false,
-                            "required": ["percent"],
-                            "properties": {"percent": {"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01}}
-                        },
+                        "rollout": rollout,
                         "mode": {"enum": ["enforce", "shadow"], "description": "shadow: evaluated and counted, never applied"},
                         "public": change_public
                     }
@@ -97,17 +200,7 @@ pub fn rules_file_schema() -> Value {
             "responses": {
                 "type": "object",
                 "description": "global file: how the company answers each kind of demand",
-                "additionalProperties": {
-                    "oneOf": [
-                        {"enum": ["withdraw", "comply"], "description": "withdraw is a red line: leave the market"},
-                        {
-                            "type": "object",
-                            "additionalProperties": false,
-                            "required": ["disable"],
-                            "properties": {"disable": {"type": "array", "items": {"type": "string"}}}
-                        }
-                    ]
-                }
+                "additionalProperties": response
             },
             "groups": {
                 "type": "object",
@@ -124,24 +217,7 @@ pub fn rules_file_schema() -> Value {
                 }
             },
             "transparency": transparency,
-            "demands": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "required": ["id", "kind", "state", "effective"],
-                    "properties": {
-                        "id": {"type": "string", "description": "unique across the rule set"},
-                        "kind": {"type": "string", "description": "a key of `responses` (encryption_backdoor, data_localization, ...)"},
-                        "state": {"enum": ["proposed", "enacted", "rejected", "repealed"], "description": "only enacted demands past `effective` are in force"},
-                        "effective": timestamp,
-                        "reference": url,
-                        "law": {"type": "string", "description": "the law or instrument, in words"},
-                        "description": {"type": "string"},
-                        "public": demand_public
-                    }
-                }
-            },
+            "demands": demands,
             "changes": changes
         }
     })

@@ -3,7 +3,9 @@
 
 use jiff::Timestamp;
 
-use super::{compile, Diagnostics, RuleSet, SourceFile};
+use super::{
+    compile, DemandState, Diagnostics, FeatureSet, Response, RuleSet, SourceFile, Trigger, When,
+};
 
 pub(crate) const GLOBAL: &str = "\
 features:
@@ -14,6 +16,7 @@ responses:
   encryption_backdoor: withdraw
   data_localization: { disable: [payments] }
   court_order: comply
+  capability_notice: { action: withdraw, trigger: order }
 groups:
   EU: [FR, DE]
 unknown: { status: served }
@@ -106,7 +109,7 @@ fn group_members_must_be_countries() {
     let got = diagnostics(&[("_global.yaml", &global)]);
     assert_eq!(
         got,
-        ["regions/_global.yaml:10:12: unknown country `DD` in group `EU`: not an ISO 3166-1 alpha-2 code (did you mean `AD`?)"]
+        ["regions/_global.yaml:11:12: unknown country `DD` in group `EU`: not an ISO 3166-1 alpha-2 code (did you mean `AD`?)"]
     );
 }
 
@@ -317,11 +320,23 @@ fn the_shipped_regions_load_cleanly() {
         27
     );
     let all_demands = || rules.levels().iter().flat_map(|l| l.demands.iter());
-    assert!(all_demands().any(|d| d.is_red_line() && d.state == super::DemandState::Enacted));
+    assert!(all_demands().any(|d| d.is_red_line() && d.in_force(now())));
     assert!(all_demands().any(|d| d.state == super::DemandState::Proposed));
+    // The README's worked examples: a rejected bill, a law in force without an order, a
+    // demand answering more strictly than its kind, a staged restriction in steps, named
+    // time zones.
+    assert!(all_demands()
+        .any(|d| d.is_red_line() && d.state == super::DemandState::Rejected && !d.ever_in_force()));
+    assert!(all_demands().any(|d| d.trigger == super::Trigger::Order
+        && d.law_in_force(now())
+        && !d.in_force(now())));
+    assert!(all_demands().any(|d| d.own_response));
+    assert!(all_demands().any(|d| d.history.len() >= 2 && !d.sources.is_empty()));
+    assert!(all_demands().any(|d| d.effective.written.ends_with("]")));
     assert!(all_demands().any(|d| matches!(d.response, super::Response::Disable(_))));
     let all_changes = || rules.levels().iter().flat_map(|l| l.changes.iter());
-    assert!(all_changes().any(|c| c.rollout_bp.is_some()));
+    assert!(all_changes().any(|c| c.is_staged()));
+    assert!(all_changes().any(|c| c.rollout.len() >= 2 && c.features_off != super::FeatureSet::EMPTY));
     assert!(all_changes().any(|c| c.mode == super::Mode::Shadow));
     assert!(rules.levels().iter().any(|l| matches!(
         l.jurisdiction,
@@ -519,4 +534,211 @@ mod directory {
         expected.insert(1, "regions/latin1.yaml:0:0: file is not valid UTF-8".into());
         assert_eq!(load(&regions).unwrap_err(), expected);
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Laws, orders, per-demand responses, instants as written, staged rollouts.
+
+fn compiled(file: &str) -> RuleSet {
+    match build(&[("_global.yaml", GLOBAL), ("x.yaml", file)]) {
+        Ok((r, w)) if w.0.is_empty() => r,
+        Ok((_, w)) => panic!("warnings:\n{w}"),
+        Err(d) => panic!("errors:\n{d}"),
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+#[test]
+fn a_legal_history_answers_for_the_past_as_it_was() {
+    let r = compiled(
+        "jurisdiction: RU\ndemands:\n  - id: ru-keys\n    kind: encryption_backdoor\n    history:\n      - { state: proposed, at: 2016-06-01T00:00:00+03:00 }\n      - { state: in_force, at: 2018-07-01T00:00:00+03:00 }\n      - { state: repealed, at: 2030-01-01T00:00:00+03:00 }\n",
+    );
+    let d = &r.levels().iter().find(|l| l.jurisdiction.to_string() == "RU").unwrap().demands[0];
+    assert_eq!(d.state, DemandState::Repealed);
+    assert!(!d.in_force(ts("2017-01-01T00:00:00Z")));
+    assert!(d.in_force(ts("2020-01-01T00:00:00Z")), "repealed later, in force then");
+    assert!(!d.in_force(ts("2031-01-01T00:00:00Z")));
+    assert_eq!(d.effective.utc, ts("2018-06-30T21:00:00Z"));
+    assert_eq!(
+        d.legal_words(ts("2017-01-01T00:00:00Z")),
+        "proposed since 2016-06-01T00:00:00+03:00 (2016-05-31T21:00:00Z), in force from 2018-07-01T00:00:00+03:00 (2018-06-30T21:00:00Z)"
+    );
+    assert_eq!(
+        d.legal_words(ts("2031-01-01T00:00:00Z")),
+        "repealed on 2030-01-01T00:00:00+03:00 (2029-12-31T21:00:00Z)"
+    );
+    // Every event is a boundary: decisions are memoized between them.
+    for e in &d.history {
+        assert!(r.boundaries().contains(&e.at.utc));
+    }
+    // The shorthand of a repealed law would lose the past: an error that says what to write.
+    check(
+        "jurisdiction: RU\ndemands:\n  - id: ru-keys\n    kind: encryption_backdoor\n    state: repealed\n    effective: 2020-01-01T00:00:00Z\n",
+        &["regions/x.yaml:5:12: a law that was repealed needs its history, so that the past stays as it was: write `history: [{state: in_force, at: <when it took force>}, {state: repealed, at: <when it was repealed>}]` instead of `state` and `effective`"],
+    );
+    check(
+        "jurisdiction: RU\ndemands:\n  - id: ru-keys\n    kind: encryption_backdoor\n    history:\n      - { state: in_force, at: 2020-01-01T00:00:00Z }\n      - { state: repealed, at: 2019-01-01T00:00:00Z }\n",
+        &["regions/x.yaml:7:32: history events are in time order: `repealed` at 2019-01-01T00:00:00Z is not after `in_force` at 2020-01-01T00:00:00Z"],
+    );
+}
+
+#[test]
+fn an_order_triggers_a_response_that_waits_for_one() {
+    let file = "jurisdiction: AU\ndemands:\n  - id: au-aa\n    kind: capability_notice\n    history:\n      - { state: in_force, at: 2018-12-09T00:00:00+11:00 }\n    orders:\n      - id: tcn-1\n        received: 2027-03-01T00:00:00Z\n        challenged: 2027-03-10T00:00:00Z\n        withdrawn: 2027-06-01T00:00:00Z\n";
+    let r = compiled(file);
+    let d = &r.level_of(&crate::location::Jurisdiction::parse("AU").unwrap()).unwrap().demands[0];
+    assert_eq!(d.trigger, Trigger::Order);
+    assert!(d.law_in_force(ts("2026-01-01T00:00:00Z")));
+    assert!(!d.in_force(ts("2026-01-01T00:00:00Z")), "no order yet");
+    assert!(d.in_force(ts("2027-03-01T00:00:00Z")), "from the order's receipt");
+    assert!(d.in_force(ts("2027-04-01T00:00:00Z")), "a challenge does not suspend it");
+    assert!(!d.in_force(ts("2027-06-01T00:00:00Z")), "until it is withdrawn");
+    assert!(d.legal_words(ts("2026-01-01T00:00:00Z")).ends_with("; no order under it in effect (the response waits for one)"));
+    // Serving under it is only a warning until an order arrives.
+    let serving = "jurisdiction: AU\nstatus: served\ndemands:\n  - id: au-aa\n    kind: capability_notice\n    history:\n      - { state: in_force, at: 2018-12-09T00:00:00+11:00 }\n";
+    check(
+        serving,
+        &["regions/x.yaml:2:9: warning: `status: served` for `AU` stops applying when the red line `au-aa` (capability_notice) on `AU`, firing once an order is received under the law takes effect"],
+    );
+    // Orders under a law whose response does not wait for them change nothing: a warning.
+    check(
+        "jurisdiction: RU\ndemands:\n  - id: ru-keys\n    kind: encryption_backdoor\n    state: enacted\n    effective: 2018-07-01T00:00:00Z\n    orders:\n      - { id: o, received: 2019-01-01T00:00:00Z }\n",
+        &["regions/x.yaml:8:7: warning: demand `ru-keys` lists orders, but its response fires on the law in force (`trigger: law`); the orders change no decision"],
+    );
+}
+
+#[test]
+fn a_demand_may_answer_only_more_strictly_than_its_kind() {
+    let stricter = "jurisdiction: DE\ndemands:\n  - id: de-retain\n    kind: court_order\n    state: enacted\n    effective: 2020-01-01T00:00:00Z\n    response: { disable: [secret_chats] }\n";
+    let r = compiled(stricter);
+    let d = &r.level_of(&crate::location::Jurisdiction::parse("DE").unwrap()).unwrap().demands[0];
+    assert!(d.own_response);
+    assert_eq!(d.response, Response::Disable({
+        let mut s = FeatureSet::EMPTY;
+        s.insert(r.feature_id("secret_chats").unwrap());
+        s
+    }));
+    check(
+        "jurisdiction: DE\ndemands:\n  - id: de-keys\n    kind: encryption_backdoor\n    state: proposed\n    effective: 2030-01-01T00:00:00Z\n    response: comply\n",
+        &["regions/x.yaml:7:15: demand `de-keys` would comply, looser than `encryption_backdoor` in the global file (withdraw): a demand's own response may only be stricter; loosening is a change to `responses.encryption_backdoor` in the global file, reviewed as such"],
+    );
+    check(
+        "jurisdiction: DE\ndemands:\n  - id: de-local\n    kind: data_localization\n    state: proposed\n    effective: 2030-01-01T00:00:00Z\n    response: { disable: [channels] }\n",
+        &["regions/x.yaml:7:17: demand `de-local` would disable [channels], looser than `data_localization` in the global file (disable [payments]): a demand's own response may only be stricter; loosening is a change to `responses.data_localization` in the global file, reviewed as such"],
+    );
+    check(
+        "jurisdiction: DE\ndemands:\n  - id: de-keys\n    kind: encryption_backdoor\n    state: proposed\n    effective: 2030-01-01T00:00:00Z\n    response: { action: withdraw, trigger: order }\n",
+        &["regions/x.yaml:7:17: demand `de-keys` would wait for an order, looser than `encryption_backdoor` in the global file (fire on the law in force): a demand's own response may only be stricter; loosening is a change to `responses.encryption_backdoor` in the global file, reviewed as such"],
+    );
+    // Firing on the law where the kind waits for an order is stricter: allowed.
+    let r = compiled("jurisdiction: DE\ndemands:\n  - id: de-tcn\n    kind: capability_notice\n    state: enacted\n    effective: 2020-01-01T00:00:00Z\n    response: { action: withdraw, trigger: law }\n");
+    let d = &r.level_of(&crate::location::Jurisdiction::parse("DE").unwrap()).unwrap().demands[0];
+    assert!(d.in_force(ts("2021-01-01T00:00:00Z")));
+}
+
+#[test]
+fn instants_keep_their_written_form_and_named_zones_must_agree() {
+    let r = compiled("jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-07-10T09:00:00+02:00[Europe/Paris]\n    features: { payments: off }\n    reason: r\n");
+    let c = &r.level_of(&crate::location::Jurisdiction::parse("FR").unwrap()).unwrap().changes[0];
+    assert_eq!(c.at.utc, ts("2027-07-10T07:00:00Z"));
+    assert_eq!(c.at.to_string(), "2027-07-10T09:00:00+02:00[Europe/Paris] (2027-07-10T07:00:00Z)");
+    assert_eq!(When::utc(ts("2027-01-01T00:00:00Z")).to_string(), "2027-01-01T00:00:00Z");
+    check(
+        "jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-07-10T09:00:00+01:00[Europe/Paris]\n    features: { payments: off }\n    reason: r\n",
+        &["regions/x.yaml:4:9: `2027-07-10T09:00:00+01:00[Europe/Paris]`: Europe/Paris is at +02 then, not +01: write `2027-07-10T09:00:00+02:00[Europe/Paris]`"],
+    );
+    check(
+        "jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-07-10T09:00:00+02:00[Europe/Pariss]\n    features: { payments: off }\n    reason: r\n",
+        &["regions/x.yaml:4:9: `2027-07-10T09:00:00+02:00[Europe/Pariss]` names the time zone `Europe/Pariss`, which the time zone database does not know (write an IANA name such as `Europe/Paris`)"],
+    );
+}
+
+/// Every fix a timestamp message suggests (in backquotes after "write" or "such as")
+/// parses.
+#[test]
+fn every_suggested_timestamp_fix_parses() {
+    for bad in [
+        "2027-01-01T00:00:00",
+        "2027-01-01",
+        "2027-01-01T00:00",
+        "2027-07-10T09:00:00+01:00[Europe/Paris]",
+        "2027-01-10T09:00:00+02:00[Europe/Paris]",
+        "2027-03-28T02:30:00+01:00[Europe/Paris]",
+    ] {
+        let msg = super::raw::parse_instant(bad).unwrap_err();
+        let fixes: Vec<&str> = msg
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.len() > 12 && s.as_bytes()[4] == b'-' && *s != bad)
+            .collect();
+        assert!(!fixes.is_empty(), "{msg}");
+        for f in fixes {
+            assert!(super::raw::parse_instant(f).is_ok(), "{bad}: suggested `{f}` does not parse ({msg})");
+        }
+    }
+}
+
+#[test]
+fn rollout_steps_raise_the_share_over_time_and_stacking_warns() {
+    let r = compiled("jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-01-01T00:00:00Z\n    features: { payments: off }\n    reason: r\n    rollout:\n      steps:\n        - { at: 2027-01-01T00:00:00Z, percent: 10 }\n        - { at: 2027-02-01T00:00:00Z, percent: 50 }\n        - { at: 2027-03-01T00:00:00Z, percent: 100 }\n");
+    let c = &r.level_of(&crate::location::Jurisdiction::parse("FR").unwrap()).unwrap().changes[0];
+    assert_eq!(c.rollout_bp_at(ts("2026-12-31T00:00:00Z")), Some(0));
+    assert_eq!(c.rollout_bp_at(ts("2027-01-15T00:00:00Z")), Some(1000));
+    assert_eq!(c.rollout_bp_at(ts("2027-02-01T00:00:00Z")), Some(5000));
+    assert_eq!(c.rollout_bp_at(ts("2027-03-02T00:00:00Z")), Some(10_000));
+    assert!(r.boundaries().contains(&ts("2027-02-01T00:00:00Z")));
+    // A key in at 10% stays in at 50%.
+    let key = (0..).map(|i| format!("k{i}")).find(|k| c.includes(Some(k), ts("2027-01-15T00:00:00Z"))).unwrap();
+    assert!(c.includes(Some(&key), ts("2027-02-15T00:00:00Z")));
+    check(
+        "jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-01-01T00:00:00Z\n    features: { payments: off }\n    reason: r\n    rollout:\n      steps:\n        - { at: 2027-02-01T00:00:00Z, percent: 50 }\n        - { at: 2027-03-01T00:00:00Z, percent: 10 }\n",
+        &["regions/x.yaml:10:17: rollout steps only grow: 10% at 2027-03-01T00:00:00Z is below 50% at 2027-02-01T00:00:00Z"],
+    );
+    check(
+        "jurisdiction: FR\nchanges:\n  - id: a\n    at: 2027-01-01T00:00:00Z\n    features: { payments: off }\n    reason: r\n    rollout: { percent: 50 }\n  - id: b\n    at: 2027-02-01T00:00:00Z\n    features: { payments: off }\n    reason: r\n    rollout: { percent: 50 }\n",
+        &["regions/x.yaml:8:9: warning: changes `a` (50%) and `b` (50%) both roll out `payments` on `FR`: each draws its own keys, so together they reach about 75% of keys, not 50%; to stage one restriction, give one change `rollout.steps: [{at, percent}]`"],
+    );
+}
+
+#[test]
+fn review_dates_that_have_passed_warn() {
+    check(
+        "jurisdiction: DE\ndemands:\n  - id: de-x\n    kind: court_order\n    state: proposed\n    effective: 2030-01-01T00:00:00Z\n    owner: legal-eu\n    review_by: 2026-01-31\n",
+        &["regions/x.yaml:8:16: warning: demand `de-x` was due for review by 2026-01-31 (owner: legal-eu): review it and move `review_by`"],
+    );
+    check(
+        "jurisdiction: DE\ndemands:\n  - id: de-x\n    kind: court_order\n    state: proposed\n    effective: 2030-01-01T00:00:00Z\n    review_by: 2027-01-31\n    sources:\n      - { url: \"https://example.org/x\", accessed: 2026-13-01 }\n",
+        &["regions/x.yaml:9:51: `2026-13-01` is not a date such as `2027-01-31`"],
+    );
+}
+
+#[test]
+fn assumptions_preview_a_law_without_editing_files() {
+    use crate::rules::Assumption;
+    let r = compiled("jurisdiction: DE\ndemands:\n  - id: de-scan\n    kind: encryption_backdoor\n    state: proposed\n    effective: 2027-06-01T00:00:00+02:00\n");
+    let de = crate::location::Jurisdiction::parse("DE").unwrap();
+    let t = ts("2027-07-01T00:00:00Z");
+    assert!(!r.level_of(&de).unwrap().demands[0].in_force(t));
+    let a: Assumption = "de-scan=in_force@2027-06-01T00:00:00+02:00".parse().unwrap();
+    let assumed = r.assume(&[a], t).unwrap();
+    assert_ne!(assumed.id(), r.id());
+    let d = &assumed.level_of(&de).unwrap().demands[0];
+    assert!(d.in_force(t) && !d.in_force(ts("2027-05-01T00:00:00Z")));
+    assert!(assumed.boundaries().contains(&ts("2027-05-31T22:00:00Z")));
+    assert!(d.history_lines()[0].contains("assumed: --assume de-scan=in_force@2027-06-01T00:00:00+02:00"));
+    // Without an instant, at the instant decided at; `order` adds an order.
+    let a: Assumption = "de-scan=order".parse().unwrap();
+    assert_eq!(r.assume(&[a], t).unwrap().level_of(&de).unwrap().demands[0].orders.len(), 1);
+    assert_eq!(
+        r.assume(&["de-scna=in_force".parse().unwrap()], t).unwrap_err(),
+        "--assume de-scna=in_force: no demand `de-scna` in these rules (did you mean `de-scan`?)"
+    );
+    assert_eq!(
+        "de-scan=enacte".parse::<Assumption>().unwrap_err(),
+        "unknown state `enacte` in `de-scan=enacte`: expected one of `proposed`, `enacted`, `in_force`, `amended`, `rejected`, `repealed` or `order` (did you mean `enacted`?)"
+    );
 }

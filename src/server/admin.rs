@@ -567,11 +567,22 @@ pub struct DemandView {
     pub id: String,
     pub jurisdiction: String,
     pub kind: String,
-    /// `proposed`, `enacted`, `rejected` or `repealed`.
+    /// The latest state recorded: `proposed`, `enacted`, `in_force`, `amended`,
+    /// `rejected` or `repealed`.
     #[schema(value_type = String)]
     pub state: crate::rules::DemandState,
     #[schema(value_type = String, format = DateTime)]
     pub effective: Timestamp,
+    /// `effective` as the rules wrote it (offset or named zone), when not UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_as_written: Option<String>,
+    /// The law's situation at the instant asked, in words (`in force since …`,
+    /// `repealed on …`, `… no order under it in effect`).
+    pub legal: String,
+    /// `law`: the response fires on the law in force; `order`: on an order under it.
+    pub trigger: &'static str,
+    /// The dated history and the orders, one line each.
+    pub history: Vec<String>,
     /// How the company answers it: `red line: withdraw`, `disable payments`, `comply`.
     pub response: String,
     pub red_line: bool,
@@ -667,7 +678,12 @@ pub async fn jurisdiction(
                 jurisdiction: cj.to_string(),
                 kind: d.kind.to_string(),
                 state: d.state,
-                effective: d.effective,
+                effective: d.effective.utc,
+                effective_as_written: (!d.effective.written_in_utc())
+                    .then(|| d.effective.written.to_string()),
+                legal: d.legal_words(at),
+                trigger: d.trigger.as_str(),
+                history: d.history_lines(),
                 response: crate::diff::response_text(rules, &d.response),
                 red_line: d.is_red_line(),
                 in_force: d.in_force(at),

@@ -420,6 +420,7 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
             expires_at: None,
             demand_kind: None,
             effective: None,
+            effective_as_written: None,
         },
     };
     let law = step.and_then(|s| match &s.source {
