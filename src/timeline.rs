@@ -12,7 +12,7 @@ use crate::diff::{
     change_effect, collapse, decide_rules, just_before, label, locations, percent, reaches,
     response_text, sample_key, ItemKind, Transition,
 };
-use crate::rules::{LevelId, Mode, RuleSet, Status, When};
+use crate::rules::{DemandState, LevelId, Mode, RuleSet, Status, When};
 
 /// One instant at which something in the rules takes effect.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -144,31 +144,53 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
         }
         for d in &level.demands {
             // Each dated event of the law and each order; a proposal's planned date.
-            let mut instants: Vec<(When, String)> = d
+            // (instant, what happens, whether it is shown as a red line)
+            let mut instants: Vec<(When, String, bool)> = d
                 .history
                 .iter()
-                .map(|e| (e.at.clone(), format!("{} {}", e.state.words(), d.kind)))
+                .map(|e| {
+                    let what = match e.state {
+                        // What ended or never came is shown as such, not as a red line.
+                        DemandState::Rejected | DemandState::Repealed => format!(
+                            "{} {} (the answer would have been: {})",
+                            e.state.words(),
+                            d.kind,
+                            response_text(rules, &d.response)
+                        ),
+                        s => format!("{} {}, {}", s.words(), d.kind, response_text(rules, &d.response)),
+                    };
+                    let ended = matches!(e.state, DemandState::Rejected | DemandState::Repealed);
+                    (e.at.clone(), what, d.is_red_line() && !ended)
+                })
                 .collect();
             for o in &d.orders {
-                instants.push((o.received.clone(), format!("order {} received under {}", o.id, d.kind)));
+                instants.push((
+                    o.received.clone(),
+                    format!("order {} received under {}, {}", o.id, d.kind, response_text(rules, &d.response)),
+                    d.is_red_line(),
+                ));
                 if let Some(c) = &o.challenged {
-                    instants.push((c.clone(), format!("order {} challenged", o.id)));
+                    instants.push((c.clone(), format!("order {} challenged", o.id), false));
                 }
                 if let Some(w) = &o.withdrawn {
-                    instants.push((w.clone(), format!("order {} withdrawn", o.id)));
+                    instants.push((w.clone(), format!("order {} withdrawn", o.id), false));
                 }
             }
             if d.history.is_empty() {
-                instants.push((d.effective.clone(), format!("proposed {}, planned", d.kind)));
+                instants.push((
+                    d.effective.clone(),
+                    format!("proposed {}, planned date, {} if enacted", d.kind, response_text(rules, &d.response)),
+                    d.is_red_line(),
+                ));
             }
-            for (when, what) in instants {
+            for (when, what, red_line) in instants {
                 let at = when.utc;
                 if !within(at) {
                     continue;
                 }
                 // Whether the response starts or stops firing here.
                 let applies = d.in_force(at) != d.in_force(just_before(at));
-                let mut summary = format!("{what}, {}", response_text(rules, &d.response));
+                let mut summary = what;
                 if let Some(law) = &d.law {
                     let _ = write!(summary, ": {law}");
                 }
@@ -184,7 +206,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                     origin: d.origin.to_string(),
                     summary,
                     applies,
-                    red_line: d.is_red_line() && applies && d.in_force(at),
+                    red_line,
                     rollout: None,
                     sample_key: None,
                     transitions: if applies {
@@ -263,7 +285,7 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
             (Some(p), Some(k)) => {
                 let _ = writeln!(
                     o,
-                    "    rollout {p}: decisions below are for keys inside it (e.g. `{k}`); requests without a key do not change"
+                    "    rollout {p}: decisions below are for keys inside it (e.g. `{k}`); requests without a key get what it restricts, never what it opens"
                 );
             }
             (Some(p), None) => {

@@ -89,7 +89,7 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
         ru["grounds"][0],
         json!({
             "kind": "demand", "jurisdiction": "RU", "id": "ru-decryption-keys",
-            "demand_kind": "encryption_backdoor", "legal_state": "enacted",
+            "demand_kind": "encryption_backdoor", "legal_state": "in_force",
             "law": "Federal law requiring messaging services to provide decryption keys",
             "reference": "https://example.org/ru-decryption-keys-law",
             "effective": "2018-06-30T21:00:00Z", "response": "withdraw",
@@ -107,14 +107,15 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
     for code in ["US", "FR", "GB"] {
         assert!(market(&r, code).is_none(), "{code}: {r}");
     }
-    // To come, soonest first: Brazil's staged payments launch, then the EU's proposal.
+    // To come, soonest first: Brazil's staged payments launch, the EU's staged
+    // restriction of secret chats, the EU's scanning proposal, the retention proposal.
     let upcoming: Vec<&Value> = r["upcoming"]
         .as_array()
         .unwrap()
         .iter()
         .map(|u| &u["ground"])
         .collect();
-    assert_eq!(upcoming.len(), 2, "{upcoming:?}");
+    assert_eq!(upcoming.len(), 4, "{upcoming:?}");
     assert_eq!(
         *upcoming[0],
         json!({
@@ -125,8 +126,15 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
             "text": "Payments launch after the payment institution licence",
         })
     );
-    assert_eq!(upcoming[1]["id"], "eu-csa-regulation");
-    assert_eq!(upcoming[1]["legal_state"], "proposed");
+    assert_eq!(upcoming[1]["id"], "eu-csa-secret-chats-staged");
+    assert_eq!(upcoming[1]["rollout_percent"], 10.0);
+    assert_eq!(upcoming[2]["id"], "eu-csa-regulation");
+    assert_eq!(upcoming[2]["legal_state"], "proposed");
+    assert_eq!(upcoming[3]["id"], "eu-chat-retention-proposal");
+    // A rejected bill and a law waiting for an order are not "to come".
+    for u in &upcoming {
+        assert!(u["id"] != "fr-2025-messaging-backdoor" && u["id"] != "au-assistance-and-access", "{u}");
+    }
     let ids: Vec<&str> = r["history"]
         .as_array()
         .unwrap()
