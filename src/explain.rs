@@ -106,7 +106,7 @@ pub fn render(
         let _ = writeln!(o, "  {}. {}", i + 1, source_line(rules, &step.source, req.at));
         let _ = writeln!(o, "       → {}", effect(rules, step));
         if let Source::Demand(l, i) = step.source {
-            for line in rules.level(l).demands[i as usize].history_lines() {
+            for line in rules.level(l).demands[i as usize].detail_lines() {
                 let _ = writeln!(o, "       {line}");
             }
         }
@@ -205,7 +205,13 @@ fn pending(rules: &RuleSet, d: &Decision, req: &Request<'_>) -> Vec<String> {
             if dm.in_force(req.at) {
                 continue;
             }
-            let why = dm.legal_words(req.at);
+            let mut why = dm.legal_words(req.at);
+            if let Some(law) = &dm.law {
+                why.push_str(&format!(": {law}"));
+            }
+            if let Some(r) = &dm.reference {
+                why.push_str(&format!(" <{r}>"));
+            }
             out.push(format!(
                 "demand {} on {j} ({}): {why} [{}]",
                 dm.id, dm.kind, dm.origin
@@ -225,7 +231,7 @@ fn pending(rules: &RuleSet, d: &Decision, req: &Request<'_>) -> Vec<String> {
                 continue;
             };
             let rollout = c
-                .rollout_bp_at(req.at)
+                .rollout_bp_at(req.at.max(c.at.utc))
                 .map(|bp| format!(", rollout {}%", bp as f64 / 100.0))
                 .unwrap_or_default();
             out.push(format!(

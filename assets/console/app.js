@@ -446,7 +446,7 @@
       x.red_line ? el('span', { 'class': 'redline' }, ' red line') : null,
       x.law ? ' — ' + x.law : null,
       ' · effective ' + written(x.effective, x.effective_as_written),
-      (x.history || []).length ? el('ul', null, x.history.map(function (h) { return el('li', null, h); })) : null,
+      (x.details || []).length ? el('ul', null, x.details.map(function (h) { return el('li', null, h); })) : null,
       x.reference ? [' · ', el('a', { href: x.reference, rel: 'noreferrer noopener', target: '_blank' }, 'reference')] : null);
   }
 

@@ -461,9 +461,11 @@ impl Demand {
         self.response == Response::Withdraw
     }
 
-    /// The history and orders on one line each, for people: `proposed 2024-… → in force
-    /// 2025-… → repealed 2026-…`; `order x: received …, challenged …, withdrawn …`.
-    pub fn history_lines(&self) -> Vec<String> {
+    /// What a reviewer reads about the law beyond its decision, one line each: the
+    /// history (`proposed 2024-… → in force 2025-… → repealed 2026-…`), the orders
+    /// (`order x: received …, challenged …, withdrawn …`), the description, the sources
+    /// and who answers for it (`owner …, ticket …, review by …`).
+    pub fn detail_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !self.history.is_empty() {
             out.push(format!(
@@ -493,6 +495,36 @@ impl Demand {
                 l.push_str(&format!(" <{r}>"));
             }
             out.push(l);
+        }
+        if let Some(d) = &self.description {
+            out.push(format!("description: {d}"));
+        }
+        for src in &self.sources {
+            let mut l = String::from("source: ");
+            match (&src.title, &src.original_title) {
+                (Some(t), Some(o)) => l.push_str(&format!("{t} ({o}) ")),
+                (Some(t), None) | (None, Some(t)) => l.push_str(&format!("{t} ")),
+                (None, None) => {}
+            }
+            l.push_str(&format!("<{}>", src.url));
+            if let Some(a) = &src.archived {
+                l.push_str(&format!(", archived <{a}>"));
+            }
+            if let Some(d) = src.accessed {
+                l.push_str(&format!(", accessed {d}"));
+            }
+            out.push(l);
+        }
+        let governance: Vec<String> = [
+            self.owner.as_ref().map(|o| format!("owner {o}")),
+            self.ticket.as_ref().map(|t| format!("ticket {t}")),
+            self.review_by.map(|d| format!("review by {d}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !governance.is_empty() {
+            out.push(governance.join(", "));
         }
         out
     }

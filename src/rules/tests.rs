@@ -729,7 +729,7 @@ fn assumptions_preview_a_law_without_editing_files() {
     let d = &assumed.level_of(&de).unwrap().demands[0];
     assert!(d.in_force(t) && !d.in_force(ts("2027-05-01T00:00:00Z")));
     assert!(assumed.boundaries().contains(&ts("2027-05-31T22:00:00Z")));
-    assert!(d.history_lines()[0].contains("assumed: --assume de-scan=in_force@2027-06-01T00:00:00+02:00"));
+    assert!(d.detail_lines()[0].contains("assumed: --assume de-scan=in_force@2027-06-01T00:00:00+02:00"));
     // Without an instant, at the instant decided at; `order` adds an order.
     let a: Assumption = "de-scan=order".parse().unwrap();
     assert_eq!(r.assume(&[a], t).unwrap().level_of(&de).unwrap().demands[0].orders.len(), 1);

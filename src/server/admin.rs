@@ -581,8 +581,9 @@ pub struct DemandView {
     pub legal: String,
     /// `law`: the response fires on the law in force; `order`: on an order under it.
     pub trigger: &'static str,
-    /// The dated history and the orders, one line each.
-    pub history: Vec<String>,
+    /// The dated history, the orders, the description, the sources and who answers for
+    /// the entry (owner, ticket, review date), one line each.
+    pub details: Vec<String>,
     /// How the company answers it: `red line: withdraw`, `disable payments`, `comply`.
     pub response: String,
     pub red_line: bool,
@@ -683,7 +684,7 @@ pub async fn jurisdiction(
                     .then(|| d.effective.written.to_string()),
                 legal: d.legal_words(at),
                 trigger: d.trigger.as_str(),
-                history: d.history_lines(),
+                details: d.detail_lines(),
                 response: crate::diff::response_text(rules, &d.response),
                 red_line: d.is_red_line(),
                 in_force: d.in_force(at),
