@@ -366,7 +366,8 @@ fn shadow_divergences(
     let mut out = Vec::new();
     for l in plan.levels() {
         for (i, c) in rules.level(l).changes.iter().enumerate() {
-            if c.mode != Mode::Shadow || c.at > req.at || c.applies(req.key, req.at) == Applies::Not {
+            if c.mode != Mode::Shadow || c.at > req.at || c.applies(req.key, req.at) == Applies::Not
+            {
                 continue;
             }
             let alt = evaluate(rules, overrides, plan, req, Some((l, i as u16)));

@@ -103,7 +103,12 @@ pub fn render(
         }
     );
     for (i, step) in d.steps.iter().enumerate() {
-        let _ = writeln!(o, "  {}. {}", i + 1, source_line(rules, &step.source, req.at));
+        let _ = writeln!(
+            o,
+            "  {}. {}",
+            i + 1,
+            source_line(rules, &step.source, req.at)
+        );
         let _ = writeln!(o, "       → {}", effect(rules, step));
         if let Source::Demand(l, i) = step.source {
             for line in rules.level(l).demands[i as usize].detail_lines() {
@@ -194,7 +199,7 @@ fn source_line(rules: &RuleSet, source: &Source, at: jiff::Timestamp) -> String 
 
 /// Demands and changes on the chain that are not in force at the instant: future,
 /// proposed, rejected, repealed, outside the rollout, or shadow.
-fn pending(rules: &RuleSet, d: &Decision, req: &Request<'_>) -> Vec<String> {
+pub fn pending(rules: &RuleSet, d: &Decision, req: &Request<'_>) -> Vec<String> {
     let chain = d.chain(rules);
     let mut out = Vec::new();
     for j in chain.iter().rev() {

@@ -80,7 +80,12 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
         for (i, c) in level.changes.iter().enumerate() {
             // The change itself, then each later rollout step.
             let mut instants: Vec<When> = vec![c.at.clone()];
-            instants.extend(c.rollout.iter().filter(|s| s.at > c.at).map(|s| s.at.clone()));
+            instants.extend(
+                c.rollout
+                    .iter()
+                    .filter(|s| s.at > c.at)
+                    .map(|s| s.at.clone()),
+            );
             for (n, when) in instants.into_iter().enumerate() {
                 let at = when.utc;
                 if !within(at) {
@@ -157,7 +162,12 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                             d.kind,
                             response_text(rules, &d.response)
                         ),
-                        s => format!("{} {}, {}", s.words(), d.kind, response_text(rules, &d.response)),
+                        s => format!(
+                            "{} {}, {}",
+                            s.words(),
+                            d.kind,
+                            response_text(rules, &d.response)
+                        ),
                     };
                     let ended = matches!(e.state, DemandState::Rejected | DemandState::Repealed);
                     (e.at.clone(), what, d.is_red_line() && !ended)
@@ -166,7 +176,12 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
             for o in &d.orders {
                 instants.push((
                     o.received.clone(),
-                    format!("order {} received under {}, {}", o.id, d.kind, response_text(rules, &d.response)),
+                    format!(
+                        "order {} received under {}, {}",
+                        o.id,
+                        d.kind,
+                        response_text(rules, &d.response)
+                    ),
                     d.is_red_line(),
                 ));
                 if let Some(c) = &o.challenged {
@@ -179,7 +194,11 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
             if d.history.is_empty() {
                 instants.push((
                     d.effective.clone(),
-                    format!("proposed {}, planned date, {} if enacted", d.kind, response_text(rules, &d.response)),
+                    format!(
+                        "proposed {}, planned date, {} if enacted",
+                        d.kind,
+                        response_text(rules, &d.response)
+                    ),
                     d.is_red_line(),
                 ));
             }
@@ -274,7 +293,9 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
         if !e.applies {
             let why = match e.kind {
                 ItemKind::Change => "shadow: measured, decisions do not change",
-                ItemKind::Demand => "no decision changes: the law's response does not start or stop here",
+                ItemKind::Demand => {
+                    "no decision changes: the law's response does not start or stop here"
+                }
             };
             let _ = writeln!(o, "    ({why})");
         }

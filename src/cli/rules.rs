@@ -175,6 +175,15 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 at,
                 engine::Audience::Operator,
             ))?;
+            // What is on the chain but not in force at the instant (proposed, rejected,
+            // repealed or waiting laws; future, shadow or out-of-rollout changes), as
+            // the text's "not in force" list says it.
+            if let Some(obj) = view.as_object_mut() {
+                obj.insert(
+                    "not_in_force".into(),
+                    serde_json::json!(crate::explain::pending(&rules, &decision, &req)),
+                );
+            }
             if let (Some(id), Some(obj)) = (feature, view.as_object_mut()) {
                 let name = rules.feature(id).name.to_string();
                 obj.insert(

@@ -410,7 +410,13 @@ fn level_spec() -> impl Strategy<Value = LevelSpec> {
         proptest::option::of(0..3usize),
         proptest::collection::vec((0..3usize, any::<bool>()), 0..3),
         proptest::collection::vec(
-            (0..KINDS.len(), 0..FORMS, 0..3650i64, 1..400i64, any::<bool>()),
+            (
+                0..KINDS.len(),
+                0..FORMS,
+                0..3650i64,
+                1..400i64,
+                any::<bool>(),
+            ),
             0..3,
         ),
         proptest::collection::vec(

@@ -59,7 +59,11 @@ impl FromStr for Assumption {
                 let states: Vec<&str> = DemandState::ALL.iter().map(|s| s.as_str()).collect();
                 format!(
                     "unknown state `{w}` in `{s}`: expected one of {} or `order`{}",
-                    states.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+                    states
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     super::suggest(w, states.iter().copied().chain(["order"]))
                 )
             })?),
@@ -109,7 +113,11 @@ impl RuleSet {
                         note: Some(format!("assumed: --assume {a}").into()),
                     });
                     d.state = state;
-                    if state.applies() && !d.history[..d.history.len() - 1].iter().any(|e| e.state.applies()) {
+                    if state.applies()
+                        && !d.history[..d.history.len() - 1]
+                            .iter()
+                            .any(|e| e.state.applies())
+                    {
                         d.effective = when;
                     }
                 }

@@ -1075,16 +1075,31 @@ fn compile_demand(
             cx.error(
                 p,
                 &format!("{path}.id"),
-                format!("demand `{}` needs `state` and `effective`, or a `history` of dated states", d.id),
+                format!(
+                    "demand `{}` needs `state` and `effective`, or a `history` of dated states",
+                    d.id
+                ),
             );
         }
         (Some(_), None, true) | (None, Some(_), true) => {
             ok = false;
-            let missing = if d.state.is_some() { "effective" } else { "state" };
+            let missing = if d.state.is_some() {
+                "effective"
+            } else {
+                "state"
+            };
             cx.error(
                 p,
                 &format!("{path}.id"),
-                format!("demand `{}` needs `{missing}` beside `{}`", d.id, if missing == "state" { "effective" } else { "state" }),
+                format!(
+                    "demand `{}` needs `{missing}` beside `{}`",
+                    d.id,
+                    if missing == "state" {
+                        "effective"
+                    } else {
+                        "state"
+                    }
+                ),
             );
         }
         (_, _, false) => {
@@ -1104,7 +1119,11 @@ fn compile_demand(
         check_reference(cx, p, &format!("{opath}.reference"), &o.reference);
         if o.id.trim().is_empty() {
             ok = false;
-            cx.error(p, &format!("{opath}.id"), "order id must not be empty".into());
+            cx.error(
+                p,
+                &format!("{opath}.id"),
+                "order id must not be empty".into(),
+            );
         }
         let received = instant(cx, p, &format!("{opath}.received"), &o.received);
         let challenged = o
@@ -1129,13 +1148,20 @@ fn compile_demand(
                 cx.error(
                     p,
                     &format!("{opath}.{name}"),
-                    format!("order `{}` is {name} at {later}, before it was received at {received}", o.id),
+                    format!(
+                        "order `{}` is {name} at {later}, before it was received at {received}",
+                        o.id
+                    ),
                 );
             }
         }
         if orders.iter().any(|x| *x.id == *o.id) {
             ok = false;
-            cx.error(p, &format!("{opath}.id"), format!("duplicate order id `{}` in demand `{}`", o.id, d.id));
+            cx.error(
+                p,
+                &format!("{opath}.id"),
+                format!("duplicate order id `{}` in demand `{}`", o.id, d.id),
+            );
         }
         orders.push(Order {
             id: o.id.as_str().into(),
@@ -1172,27 +1198,28 @@ fn compile_demand(
             original_title: text(&src.original_title),
         });
     }
-    let review_by = match d.review_by.as_deref().map(super::raw::parse_date) {
-        Some(Err(e)) => {
-            cx.error(p, &format!("{path}.review_by"), e);
-            None
-        }
-        Some(Ok(day)) => {
-            if day < cx.today {
-                cx.warn(
-                    p,
-                    &format!("{path}.review_by"),
-                    format!(
+    let review_by =
+        match d.review_by.as_deref().map(super::raw::parse_date) {
+            Some(Err(e)) => {
+                cx.error(p, &format!("{path}.review_by"), e);
+                None
+            }
+            Some(Ok(day)) => {
+                if day < cx.today {
+                    cx.warn(
+                        p,
+                        &format!("{path}.review_by"),
+                        format!(
                         "demand `{}` was due for review by {day}{}: review it and move `review_by`",
                         d.id,
                         d.owner.as_deref().map(|o| format!(" (owner: {o})")).unwrap_or_default()
                     ),
-                );
+                    );
+                }
+                Some(day)
             }
-            Some(day)
-        }
-        None => None,
-    };
+            None => None,
+        };
 
     let Some(kind) = responses.iter().find(|r| *r.kind == *d.kind) else {
         cx.error(
@@ -1208,7 +1235,8 @@ fn compile_demand(
     };
 
     // The demand's own response: never looser than its kind's.
-    let (mut response, mut trigger, own_response) = (kind.response.clone(), kind.trigger, d.response.is_some());
+    let (mut response, mut trigger, own_response) =
+        (kind.response.clone(), kind.trigger, d.response.is_some());
     if let Some(r) = &d.response {
         match compile_response(r, declared.feature_set) {
             Err((j, msg)) => {
@@ -1223,9 +1251,15 @@ fn compile_demand(
                     ok = false;
                     let names = declared.feature_names;
                     let (what, theirs) = if looser_response {
-                        (response_words(&own, names), response_words(&kind.response, names))
+                        (
+                            response_words(&own, names),
+                            response_words(&kind.response, names),
+                        )
                     } else {
-                        ("wait for an order".to_string(), "fire on the law in force".to_string())
+                        (
+                            "wait for an order".to_string(),
+                            "fire on the law in force".to_string(),
+                        )
                     };
                     cx.error(
                         p,
@@ -1256,7 +1290,11 @@ fn compile_demand(
         );
     }
 
-    let state = history.last().map(|e| e.state).or(before).unwrap_or(DemandState::Proposed);
+    let state = history
+        .last()
+        .map(|e| e.state)
+        .or(before)
+        .unwrap_or(DemandState::Proposed);
     let effective = history
         .iter()
         .find(|e| e.state.applies())
@@ -1338,11 +1376,16 @@ fn compile_change(
                         continue;
                     };
                     let problem = if when < at {
-                        Some(format!("rollout step at {when} is before the change itself ({at})"))
+                        Some(format!(
+                            "rollout step at {when} is before the change itself ({at})"
+                        ))
                     } else {
                         rollout.last().and_then(|prev: &RolloutStep| {
                             if when <= prev.at {
-                                Some(format!("rollout steps are in time order: {when} is not after {}", prev.at))
+                                Some(format!(
+                                    "rollout steps are in time order: {when} is not after {}",
+                                    prev.at
+                                ))
                             } else if bp < prev.bp {
                                 Some(format!(
                                     "rollout steps only grow: {}% at {when} is below {}% at {}",
@@ -1424,7 +1467,12 @@ fn compile_change(
 /// Two staged changes of one level that touch the same thing (the status, or a feature)
 /// draw their keys independently: together they reach `1 - (1-a)(1-b)` of the keys, more
 /// than either says. A warning at the later one, with the figure.
-fn check_stacked_rollouts(cx: &mut Ctx, parsed: &[Parsed], levels: &[Level], feature_names: &[&str]) {
+fn check_stacked_rollouts(
+    cx: &mut Ctx,
+    parsed: &[Parsed],
+    levels: &[Level],
+    feature_names: &[&str],
+) {
     for level in levels {
         let staged: Vec<&Change> = level
             .changes
@@ -1444,13 +1492,20 @@ fn check_stacked_rollouts(cx: &mut Ctx, parsed: &[Parsed], levels: &[Level], fea
                 } else {
                     common
                         .iter()
-                        .map(|i| format!("`{}`", feature_names.get(i as usize).copied().unwrap_or("?")))
+                        .map(|i| {
+                            format!(
+                                "`{}`",
+                                feature_names.get(i as usize).copied().unwrap_or("?")
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
                 let (pa, pb) = (a.max_bp() as f64 / 10_000.0, b.max_bp() as f64 / 10_000.0);
                 let together = 1.0 - (1.0 - pa) * (1.0 - pb);
-                let Some(p) = parsed.iter().find(|p| p.name == b.origin.file) else { continue };
+                let Some(p) = parsed.iter().find(|p| p.name == b.origin.file) else {
+                    continue;
+                };
                 let _ = p;
                 cx.diags.push(Diagnostic {
                     file: b.origin.file.to_string(),
@@ -1503,8 +1558,9 @@ fn check_red_lines(
             // When it fires: now, from a later instant, or only once an order comes.
             let fires_now = d.in_force(now);
             let next = d.first_in_force_from(now);
-            let waits_for_order =
-                d.trigger == Trigger::Order && !fires_now && d.history.iter().any(|e| e.state.applies());
+            let waits_for_order = d.trigger == Trigger::Order
+                && !fires_now
+                && d.history.iter().any(|e| e.state.applies());
             if !fires_now && next.is_none() && !waits_for_order {
                 continue;
             }
@@ -1514,7 +1570,9 @@ fn check_red_lines(
             {
                 let Some(p) = file(&below.file) else { continue };
                 let when = match next {
-                    _ if fires_now && d.effective <= now => format!("in force from {}", d.effective),
+                    _ if fires_now && d.effective <= now => {
+                        format!("in force from {}", d.effective)
+                    }
                     Some(t) if fires_now || t == now => "in force".to_string(),
                     Some(t) => format!("in force from {}", When::utc(t)),
                     None => "firing once an order is received under the law".to_string(),

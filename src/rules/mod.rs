@@ -435,11 +435,12 @@ impl Demand {
 
     /// Every instant at which [`Demand::in_force`] may change.
     pub fn instants(&self) -> impl Iterator<Item = Timestamp> + '_ {
-        self.history.iter().map(|e| e.at.utc).chain(
-            self.orders
-                .iter()
-                .flat_map(|o| std::iter::once(o.received.utc).chain(o.withdrawn.as_ref().map(|w| w.utc))),
-        )
+        self.history
+            .iter()
+            .map(|e| e.at.utc)
+            .chain(self.orders.iter().flat_map(|o| {
+                std::iter::once(o.received.utc).chain(o.withdrawn.as_ref().map(|w| w.utc))
+            }))
     }
 
     /// Whether the response fires at any instant (now, before or later).
@@ -545,7 +546,11 @@ impl Demand {
             .unwrap_or_default();
         let mut w = match self.state_at(t) {
             None => match self.history.first() {
-                Some(e) => format!("no recorded state yet (first: {} {})", e.state.words(), e.at),
+                Some(e) => format!(
+                    "no recorded state yet (first: {} {})",
+                    e.state.words(),
+                    e.at
+                ),
                 None => "no recorded state".into(),
             },
             Some(DemandState::Proposed) => match next(DemandState::applies) {
@@ -559,7 +564,9 @@ impl Demand {
                 Some(e) => format!("enacted{since}, in force from {}", e.at),
                 None => format!("enacted{since}, not yet in force"),
             },
-            Some(s @ (DemandState::InForce | DemandState::Amended)) => format!("{}{since}", s.words()),
+            Some(s @ (DemandState::InForce | DemandState::Amended)) => {
+                format!("{}{since}", s.words())
+            }
             Some(s @ (DemandState::Rejected | DemandState::Repealed)) => {
                 format!("{}{}", s.words(), since.replacen(" since", " on", 1))
             }
@@ -635,7 +642,10 @@ impl Change {
             return None;
         }
         let i = self.rollout.partition_point(|s| s.at <= t);
-        Some(i.checked_sub(1).map_or(0, |i| self.rollout[i].bp.min(10_000)))
+        Some(
+            i.checked_sub(1)
+                .map_or(0, |i| self.rollout[i].bp.min(10_000)),
+        )
     }
 
     /// Whether the rollout is ever partial (some step below 100%).
@@ -645,7 +655,11 @@ impl Change {
 
     /// The largest share the rollout reaches, in basis points (10000 without a rollout).
     pub fn max_bp(&self) -> u32 {
-        self.rollout.iter().map(|s| s.bp.min(10_000)).max().unwrap_or(10_000)
+        self.rollout
+            .iter()
+            .map(|s| s.bp.min(10_000))
+            .max()
+            .unwrap_or(10_000)
     }
 
     /// Whether a change's rollout includes `key` at `t`: `xxh3_64(id ‖ 0x1f ‖ key) mod

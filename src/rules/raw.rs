@@ -344,8 +344,10 @@ pub fn parse_instant(v: &str) -> Result<super::When, String> {
         if let Some(jiff::fmt::temporal::PiecesOffset::Numeric(n)) = pieces.offset() {
             let off = n.offset();
             if off != zone_offset {
-                let civil =
-                    jiff::civil::DateTime::from_parts(pieces.date(), pieces.time().unwrap_or_default());
+                let civil = jiff::civil::DateTime::from_parts(
+                    pieces.date(),
+                    pieces.time().unwrap_or_default(),
+                );
                 let fixed = civil
                     .to_zoned(tz.clone())
                     .map_err(|e| e.to_string())?

@@ -336,7 +336,9 @@ fn the_shipped_regions_load_cleanly() {
     assert!(all_demands().any(|d| matches!(d.response, super::Response::Disable(_))));
     let all_changes = || rules.levels().iter().flat_map(|l| l.changes.iter());
     assert!(all_changes().any(|c| c.is_staged()));
-    assert!(all_changes().any(|c| c.rollout.len() >= 2 && c.features_off != super::FeatureSet::EMPTY));
+    assert!(
+        all_changes().any(|c| c.rollout.len() >= 2 && c.features_off != super::FeatureSet::EMPTY)
+    );
     assert!(all_changes().any(|c| c.mode == super::Mode::Shadow));
     assert!(rules.levels().iter().any(|l| matches!(
         l.jurisdiction,
@@ -556,10 +558,18 @@ fn a_legal_history_answers_for_the_past_as_it_was() {
     let r = compiled(
         "jurisdiction: RU\ndemands:\n  - id: ru-keys\n    kind: encryption_backdoor\n    history:\n      - { state: proposed, at: 2016-06-01T00:00:00+03:00 }\n      - { state: in_force, at: 2018-07-01T00:00:00+03:00 }\n      - { state: repealed, at: 2030-01-01T00:00:00+03:00 }\n",
     );
-    let d = &r.levels().iter().find(|l| l.jurisdiction.to_string() == "RU").unwrap().demands[0];
+    let d = &r
+        .levels()
+        .iter()
+        .find(|l| l.jurisdiction.to_string() == "RU")
+        .unwrap()
+        .demands[0];
     assert_eq!(d.state, DemandState::Repealed);
     assert!(!d.in_force(ts("2017-01-01T00:00:00Z")));
-    assert!(d.in_force(ts("2020-01-01T00:00:00Z")), "repealed later, in force then");
+    assert!(
+        d.in_force(ts("2020-01-01T00:00:00Z")),
+        "repealed later, in force then"
+    );
     assert!(!d.in_force(ts("2031-01-01T00:00:00Z")));
     assert_eq!(d.effective.utc, ts("2018-06-30T21:00:00Z"));
     assert_eq!(
@@ -589,14 +599,28 @@ fn a_legal_history_answers_for_the_past_as_it_was() {
 fn an_order_triggers_a_response_that_waits_for_one() {
     let file = "jurisdiction: AU\ndemands:\n  - id: au-aa\n    kind: capability_notice\n    history:\n      - { state: in_force, at: 2018-12-09T00:00:00+11:00 }\n    orders:\n      - id: tcn-1\n        received: 2027-03-01T00:00:00Z\n        challenged: 2027-03-10T00:00:00Z\n        withdrawn: 2027-06-01T00:00:00Z\n";
     let r = compiled(file);
-    let d = &r.level_of(&crate::location::Jurisdiction::parse("AU").unwrap()).unwrap().demands[0];
+    let d = &r
+        .level_of(&crate::location::Jurisdiction::parse("AU").unwrap())
+        .unwrap()
+        .demands[0];
     assert_eq!(d.trigger, Trigger::Order);
     assert!(d.law_in_force(ts("2026-01-01T00:00:00Z")));
     assert!(!d.in_force(ts("2026-01-01T00:00:00Z")), "no order yet");
-    assert!(d.in_force(ts("2027-03-01T00:00:00Z")), "from the order's receipt");
-    assert!(d.in_force(ts("2027-04-01T00:00:00Z")), "a challenge does not suspend it");
-    assert!(!d.in_force(ts("2027-06-01T00:00:00Z")), "until it is withdrawn");
-    assert!(d.legal_words(ts("2026-01-01T00:00:00Z")).ends_with("; no order under it in effect (the response waits for one)"));
+    assert!(
+        d.in_force(ts("2027-03-01T00:00:00Z")),
+        "from the order's receipt"
+    );
+    assert!(
+        d.in_force(ts("2027-04-01T00:00:00Z")),
+        "a challenge does not suspend it"
+    );
+    assert!(
+        !d.in_force(ts("2027-06-01T00:00:00Z")),
+        "until it is withdrawn"
+    );
+    assert!(d
+        .legal_words(ts("2026-01-01T00:00:00Z"))
+        .ends_with("; no order under it in effect (the response waits for one)"));
     // Serving under it is only a warning until an order arrives.
     let serving = "jurisdiction: AU\nstatus: served\ndemands:\n  - id: au-aa\n    kind: capability_notice\n    history:\n      - { state: in_force, at: 2018-12-09T00:00:00+11:00 }\n";
     check(
@@ -614,13 +638,19 @@ fn an_order_triggers_a_response_that_waits_for_one() {
 fn a_demand_may_answer_only_more_strictly_than_its_kind() {
     let stricter = "jurisdiction: DE\ndemands:\n  - id: de-retain\n    kind: court_order\n    state: enacted\n    effective: 2020-01-01T00:00:00Z\n    response: { disable: [secret_chats] }\n";
     let r = compiled(stricter);
-    let d = &r.level_of(&crate::location::Jurisdiction::parse("DE").unwrap()).unwrap().demands[0];
+    let d = &r
+        .level_of(&crate::location::Jurisdiction::parse("DE").unwrap())
+        .unwrap()
+        .demands[0];
     assert!(d.own_response);
-    assert_eq!(d.response, Response::Disable({
-        let mut s = FeatureSet::EMPTY;
-        s.insert(r.feature_id("secret_chats").unwrap());
-        s
-    }));
+    assert_eq!(
+        d.response,
+        Response::Disable({
+            let mut s = FeatureSet::EMPTY;
+            s.insert(r.feature_id("secret_chats").unwrap());
+            s
+        })
+    );
     check(
         "jurisdiction: DE\ndemands:\n  - id: de-keys\n    kind: encryption_backdoor\n    state: proposed\n    effective: 2030-01-01T00:00:00Z\n    response: comply\n",
         &["regions/x.yaml:7:15: demand `de-keys` would comply, looser than `encryption_backdoor` in the global file (withdraw): a demand's own response may only be stricter; loosening is a change to `responses.encryption_backdoor` in the global file, reviewed as such"],
@@ -635,17 +665,29 @@ fn a_demand_may_answer_only_more_strictly_than_its_kind() {
     );
     // Firing on the law where the kind waits for an order is stricter: allowed.
     let r = compiled("jurisdiction: DE\ndemands:\n  - id: de-tcn\n    kind: capability_notice\n    state: enacted\n    effective: 2020-01-01T00:00:00Z\n    response: { action: withdraw, trigger: law }\n");
-    let d = &r.level_of(&crate::location::Jurisdiction::parse("DE").unwrap()).unwrap().demands[0];
+    let d = &r
+        .level_of(&crate::location::Jurisdiction::parse("DE").unwrap())
+        .unwrap()
+        .demands[0];
     assert!(d.in_force(ts("2021-01-01T00:00:00Z")));
 }
 
 #[test]
 fn instants_keep_their_written_form_and_named_zones_must_agree() {
     let r = compiled("jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-07-10T09:00:00+02:00[Europe/Paris]\n    features: { payments: off }\n    reason: r\n");
-    let c = &r.level_of(&crate::location::Jurisdiction::parse("FR").unwrap()).unwrap().changes[0];
+    let c = &r
+        .level_of(&crate::location::Jurisdiction::parse("FR").unwrap())
+        .unwrap()
+        .changes[0];
     assert_eq!(c.at.utc, ts("2027-07-10T07:00:00Z"));
-    assert_eq!(c.at.to_string(), "2027-07-10T09:00:00+02:00[Europe/Paris] (2027-07-10T07:00:00Z)");
-    assert_eq!(When::utc(ts("2027-01-01T00:00:00Z")).to_string(), "2027-01-01T00:00:00Z");
+    assert_eq!(
+        c.at.to_string(),
+        "2027-07-10T09:00:00+02:00[Europe/Paris] (2027-07-10T07:00:00Z)"
+    );
+    assert_eq!(
+        When::utc(ts("2027-01-01T00:00:00Z")).to_string(),
+        "2027-01-01T00:00:00Z"
+    );
     check(
         "jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-07-10T09:00:00+01:00[Europe/Paris]\n    features: { payments: off }\n    reason: r\n",
         &["regions/x.yaml:4:9: `2027-07-10T09:00:00+01:00[Europe/Paris]`: Europe/Paris is at +02 then, not +01: write `2027-07-10T09:00:00+02:00[Europe/Paris]`"],
@@ -677,7 +719,10 @@ fn every_suggested_timestamp_fix_parses() {
             .collect();
         assert!(!fixes.is_empty(), "{msg}");
         for f in fixes {
-            assert!(super::raw::parse_instant(f).is_ok(), "{bad}: suggested `{f}` does not parse ({msg})");
+            assert!(
+                super::raw::parse_instant(f).is_ok(),
+                "{bad}: suggested `{f}` does not parse ({msg})"
+            );
         }
     }
 }
@@ -685,14 +730,20 @@ fn every_suggested_timestamp_fix_parses() {
 #[test]
 fn rollout_steps_raise_the_share_over_time_and_stacking_warns() {
     let r = compiled("jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-01-01T00:00:00Z\n    features: { payments: off }\n    reason: r\n    rollout:\n      steps:\n        - { at: 2027-01-01T00:00:00Z, percent: 10 }\n        - { at: 2027-02-01T00:00:00Z, percent: 50 }\n        - { at: 2027-03-01T00:00:00Z, percent: 100 }\n");
-    let c = &r.level_of(&crate::location::Jurisdiction::parse("FR").unwrap()).unwrap().changes[0];
+    let c = &r
+        .level_of(&crate::location::Jurisdiction::parse("FR").unwrap())
+        .unwrap()
+        .changes[0];
     assert_eq!(c.rollout_bp_at(ts("2026-12-31T00:00:00Z")), Some(0));
     assert_eq!(c.rollout_bp_at(ts("2027-01-15T00:00:00Z")), Some(1000));
     assert_eq!(c.rollout_bp_at(ts("2027-02-01T00:00:00Z")), Some(5000));
     assert_eq!(c.rollout_bp_at(ts("2027-03-02T00:00:00Z")), Some(10_000));
     assert!(r.boundaries().contains(&ts("2027-02-01T00:00:00Z")));
     // A key in at 10% stays in at 50%.
-    let key = (0..).map(|i| format!("k{i}")).find(|k| c.includes(Some(k), ts("2027-01-15T00:00:00Z"))).unwrap();
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| c.includes(Some(k), ts("2027-01-15T00:00:00Z")))
+        .unwrap();
     assert!(c.includes(Some(&key), ts("2027-02-15T00:00:00Z")));
     check(
         "jurisdiction: FR\nchanges:\n  - id: c\n    at: 2027-01-01T00:00:00Z\n    features: { payments: off }\n    reason: r\n    rollout:\n      steps:\n        - { at: 2027-02-01T00:00:00Z, percent: 50 }\n        - { at: 2027-03-01T00:00:00Z, percent: 10 }\n",
@@ -723,18 +774,27 @@ fn assumptions_preview_a_law_without_editing_files() {
     let de = crate::location::Jurisdiction::parse("DE").unwrap();
     let t = ts("2027-07-01T00:00:00Z");
     assert!(!r.level_of(&de).unwrap().demands[0].in_force(t));
-    let a: Assumption = "de-scan=in_force@2027-06-01T00:00:00+02:00".parse().unwrap();
+    let a: Assumption = "de-scan=in_force@2027-06-01T00:00:00+02:00"
+        .parse()
+        .unwrap();
     let assumed = r.assume(&[a], t).unwrap();
     assert_ne!(assumed.id(), r.id());
     let d = &assumed.level_of(&de).unwrap().demands[0];
     assert!(d.in_force(t) && !d.in_force(ts("2027-05-01T00:00:00Z")));
     assert!(assumed.boundaries().contains(&ts("2027-05-31T22:00:00Z")));
-    assert!(d.detail_lines()[0].contains("assumed: --assume de-scan=in_force@2027-06-01T00:00:00+02:00"));
+    assert!(d.detail_lines()[0]
+        .contains("assumed: --assume de-scan=in_force@2027-06-01T00:00:00+02:00"));
     // Without an instant, at the instant decided at; `order` adds an order.
     let a: Assumption = "de-scan=order".parse().unwrap();
-    assert_eq!(r.assume(&[a], t).unwrap().level_of(&de).unwrap().demands[0].orders.len(), 1);
     assert_eq!(
-        r.assume(&["de-scna=in_force".parse().unwrap()], t).unwrap_err(),
+        r.assume(&[a], t).unwrap().level_of(&de).unwrap().demands[0]
+            .orders
+            .len(),
+        1
+    );
+    assert_eq!(
+        r.assume(&["de-scna=in_force".parse().unwrap()], t)
+            .unwrap_err(),
         "--assume de-scna=in_force: no demand `de-scna` in these rules (did you mean `de-scan`?)"
     );
     assert_eq!(

@@ -254,9 +254,7 @@ enum Flag {
 fn reason(rules: &RuleSet, d: &Decision, part: Part) -> &'static str {
     match d.reason_for(part).map(|s| &s.source) {
         None => "DEFAULT",
-        Some(Source::Change(l, i)) if rules.level(*l).changes[*i as usize].is_staged() => {
-            "SPLIT"
-        }
+        Some(Source::Change(l, i)) if rules.level(*l).changes[*i as usize].is_staged() => "SPLIT",
         Some(_) => "TARGETING_MATCH",
     }
 }

@@ -9,6 +9,7 @@ mod deploy;
 mod diff;
 mod envoy;
 mod geoip;
+mod laws;
 mod limits;
 mod middleware;
 mod nginx;

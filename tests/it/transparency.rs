@@ -133,7 +133,10 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
     assert_eq!(upcoming[3]["id"], "eu-chat-retention-proposal");
     // A rejected bill and a law waiting for an order are not "to come".
     for u in &upcoming {
-        assert!(u["id"] != "fr-2025-messaging-backdoor" && u["id"] != "au-assistance-and-access", "{u}");
+        assert!(
+            u["id"] != "fr-2025-messaging-backdoor" && u["id"] != "au-assistance-and-access",
+            "{u}"
+        );
     }
     let ids: Vec<&str> = r["history"]
         .as_array()
