@@ -589,7 +589,7 @@ pub fn compile(
                         &mpath,
                         format!(
                             "unknown country `{m}` in group `{name}`: not an ISO 3166-1 alpha-2 code{}",
-                            suggest(m, crate::iso::country_codes())
+                            crate::iso::did_you_mean(m, crate::iso::Accepted::COUNTRIES)
                         ),
                     ),
                 }
@@ -681,17 +681,17 @@ pub fn compile(
         }
         let j = match Jurisdiction::parse(code) {
             Some(Jurisdiction::Group(g)) if !group_names.contains(&g) => {
-                let candidates: Vec<&str> = group_names
-                    .iter()
-                    .map(|g| &**g)
-                    .chain(crate::iso::all_codes().map(|c| -> &str { c }))
-                    .collect();
+                let groups: Vec<&str> = group_names.iter().map(|g| &**g).collect();
+                let accepted = crate::iso::Accepted {
+                    subdivisions: true,
+                    groups: &groups,
+                };
                 cx.error(
                     p,
                     "jurisdiction",
                     format!(
                         "unknown jurisdiction `{code}`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group{}",
-                        suggest(code, candidates)
+                        crate::iso::did_you_mean(code, accepted)
                     ),
                 );
                 continue;
@@ -710,7 +710,8 @@ pub fn compile(
                     p,
                     "jurisdiction",
                     format!(
-                        "`{code}` is not a jurisdiction code (`*`, `FR`, `US-CA` or a group name)"
+                        "`{code}` is not a jurisdiction code (`*`, `FR`, `US-CA` or a group name){}",
+                        crate::iso::did_you_mean(code, crate::iso::Accepted::LOCATIONS)
                     ),
                 );
                 continue;

@@ -84,11 +84,11 @@ fn bad_values_are_errors_where_they_stand() {
 fn unknown_codes_features_and_kinds_suggest_near_misses() {
     check(
         "jurisdiction: FRA\n",
-        &["regions/x.yaml:1:15: unknown jurisdiction `FRA`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group (did you mean `FR`?)"],
+        &["regions/x.yaml:1:15: unknown jurisdiction `FRA`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group (did you mean `FR` for France?)"],
     );
     check(
         "jurisdiction: US-XX\n",
-        &["regions/x.yaml:1:15: unknown jurisdiction `US-XX`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group (did you mean `US-TX`?)"],
+        &["regions/x.yaml:1:15: unknown jurisdiction `US-XX`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group (did you mean `US-TX` for Texas?)"],
     );
     check(
         "jurisdiction: FR\nfeatures:\n  paymnts: off\n",
@@ -106,7 +106,48 @@ fn group_members_must_be_countries() {
     let got = diagnostics(&[("_global.yaml", &global)]);
     assert_eq!(
         got,
-        ["regions/_global.yaml:10:12: unknown country `DD` in group `EU`: not an ISO 3166-1 alpha-2 code (did you mean `AD`?)"]
+        ["regions/_global.yaml:10:12: unknown country `DD` in group `EU`: not an ISO 3166-1 alpha-2 code (did you mean `DE` for Germany?)"]
+    );
+}
+
+/// Codes as people write them: `UK` and `EL` (reserved, not assigned), alpha-3 codes,
+/// names. The suggestion is the assigned code, never a spelling neighbour of two letters
+/// (`UK` is one letter from `CK`, the Cook Islands).
+#[test]
+fn codes_written_another_way_suggest_the_iso_code() {
+    let unknown = |code: &str, meant: &str| {
+        format!("regions/x.yaml:1:15: unknown jurisdiction `{code}`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group (did you mean {meant}?)")
+    };
+    check(
+        "jurisdiction: UK\n",
+        &[&unknown("UK", "`GB` for United Kingdom")],
+    );
+    check(
+        "jurisdiction: AUS\n",
+        &[&unknown("AUS", "`AU` for Australia")],
+    );
+    check("jurisdiction: EL\n", &[&unknown("EL", "`GR` for Greece")]);
+    check(
+        "jurisdiction: UK-SCT\n",
+        &[&unknown("UK-SCT", "`GB-SCT` for Scotland")],
+    );
+    check("jurisdiction: Eu\n", &[&unknown("Eu", "`EU`")]);
+    check(
+        "jurisdiction: XX\n",
+        &["regions/x.yaml:1:15: unknown jurisdiction `XX`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group"],
+    );
+    let global = GLOBAL.replace("EU: [FR, DE]", "EU: [FR, DE, EL, UK, AUT]");
+    let got = diagnostics(&[("_global.yaml", &global)]);
+    let member = |col: u32, code: &str, meant: &str| {
+        format!("regions/_global.yaml:10:{col}: unknown country `{code}` in group `EU`: not an ISO 3166-1 alpha-2 code (did you mean {meant}?)")
+    };
+    assert_eq!(
+        got,
+        [
+            member(16, "EL", "`GR` for Greece"),
+            member(20, "UK", "`GB` for United Kingdom"),
+            member(24, "AUT", "`AT` for Austria"),
+        ]
     );
 }
 
