@@ -310,6 +310,17 @@ fn origin(f: &Parsed, path: &str) -> Origin {
 
 /// ` (did you mean `x`?)` when a candidate is close to `name`.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    suggest_name(name, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// The candidate closest to `name` when one is close enough to be a slip of the pen
+/// (a third of its letters or fewer differ).
+pub fn suggest_name<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -321,8 +332,7 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         })
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default()
+        .map(|(_, c)| c.to_string())
 }
 
 fn parse_file(f: &SourceFile, diags: &mut Diagnostics) -> Option<Parsed> {
@@ -347,53 +357,26 @@ fn parse_file(f: &SourceFile, diags: &mut Diagnostics) -> Option<Parsed> {
             return None;
         }
     };
-    match serde_yaml::from_str::<RawFile>(&f.text) {
+    // Every structural error of the file, each where it stands (see `structure`).
+    match super::structure::read(&f.text, &pos) {
         Ok(raw) => Some(Parsed {
             name: f.name.as_str().into(),
             raw,
             pos,
         }),
-        Err(e) => {
-            let mut at = e
-                .location()
-                .map(|l| (l.line() as u32, l.column() as u32))
-                .unwrap_or((0, 0));
-            // serde_yaml points a duplicate at the mapping; point at the second key.
-            let msg = e.to_string();
-            if let Some((path, rest)) = msg.split_once(": duplicate key `") {
-                if let Some(key) = rest.split('`').next() {
-                    at = pos.key(&format!("{path}.{key}"));
-                }
+        Err(problems) => {
+            for p in problems {
+                diags.push(Diagnostic {
+                    file: f.name.clone(),
+                    line: p.line,
+                    column: p.column,
+                    severity: Severity::Error,
+                    message: p.message,
+                });
             }
-            let (line, column) = at;
-            diags.push(Diagnostic {
-                file: f.name.clone(),
-                line,
-                column,
-                severity: Severity::Error,
-                message: yaml_message(&e),
-            });
             None
         }
     }
-}
-
-/// serde_yaml's message without its trailing ` at line L column C`, which the
-/// diagnostic already carries.
-fn yaml_message(e: &serde_yaml::Error) -> String {
-    let s = e.to_string();
-    let s = match s.rfind(" at line ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    };
-    let s = s.replace(
-        "recursion limit exceeded",
-        "nesting too deep (recursion limit exceeded)",
-    );
-    s.replace(
-        "repetition limit exceeded",
-        "too many alias expansions (a YAML bomb?): repetition limit exceeded",
-    )
 }
 
 fn is_feature_name(s: &str) -> bool {

@@ -87,6 +87,37 @@ fn validate_reports_every_problem_with_its_location() {
     insta::assert_json_snapshot!("validate_broken_json", v["diagnostics"]);
 }
 
+/// What legal-ops read for the mistakes they make: codes written another way (`UK`,
+/// `AUS`, `EL`), a misspelled field, every structural error of one file (an unknown
+/// field, an unknown state, "10%"), a tab.
+#[test]
+fn validate_explains_codes_and_words() {
+    let o = marketgate(&[
+        "validate",
+        "tests/fixtures/words",
+        "--at",
+        "2026-06-01T00:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let d = "tests/fixtures/words";
+    let unknown = "not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group";
+    assert_eq!(
+        stderr(&o),
+        format!(
+            r#"{d}/_global.yaml:9:16: unknown country `EL` in group `EU`: not an ISO 3166-1 alpha-2 code (did you mean `GR` for Greece?)
+{d}/aus.yaml:1:15: unknown jurisdiction `AUS`: {unknown} (did you mean `AU` for Australia?)
+{d}/de.yaml:6:5: unknown field `efective` in a demand (did you mean `effective`?)
+{d}/fr.yaml:2:1: unknown field `statuss` in a rules file (did you mean `status`?)
+{d}/fr.yaml:6:12: `state` must be one of `proposed`, `enacted`, `rejected` or `repealed`, not `enated` (did you mean `enacted`?)
+{d}/fr.yaml:13:25: `percent` must be a number such as 10, not "10%"
+{d}/it.yaml:3:1: a tab cannot indent YAML: indent with spaces
+{d}/uk.yaml:1:15: unknown jurisdiction `UK`: {unknown} (did you mean `GB` for United Kingdom?)
+{d}: 8 error(s), 0 warning(s)
+"#
+        )
+    );
+}
+
 #[test]
 fn validate_fails_on_a_missing_directory_with_a_message() {
     let o = marketgate(&["validate", "no/such/dir"]);
