@@ -5,9 +5,12 @@
 
 use std::fmt::Write;
 
-use crate::engine::{describe, Audience, Decision, Part, Request, Source, Step};
-use crate::location::Jurisdiction;
-use crate::rules::{FeatureId, FeatureSet, Mode, RuleSet};
+use jiff::Timestamp;
+
+use crate::engine::{decide, describe, Audience, Decision, Part, Request, Source, Step};
+use crate::location::{Jurisdiction, Location};
+use crate::overrides::OverrideSet;
+use crate::rules::{FeatureId, FeatureSet, Group, Mode, RuleSet, Status};
 
 fn names(rules: &RuleSet, set: FeatureSet) -> String {
     set.iter()
@@ -61,6 +64,129 @@ pub fn render(
     if let Some(k) = req.key {
         let _ = writeln!(o, "key           {k}");
     }
+    o.push_str(&body(rules, d, req, feature));
+    let _ = writeln!(o, "\nrules {}", rules.version());
+    o
+}
+
+/// Renders a group as its members: the decision of each member at `at` (with `key`),
+/// members with the same decision and trail in one block, in declaration order of their
+/// first member. Each block names its members, the chain (the member first) and the
+/// text [`render`] gives for any of them.
+pub fn render_group(
+    rules: &RuleSet,
+    overrides: &OverrideSet,
+    group: &Group,
+    key: Option<&str>,
+    at: Timestamp,
+    feature: Option<FeatureId>,
+) -> String {
+    /// Members whose decisions read the same after the member's own code.
+    struct Block {
+        status: Status,
+        /// The chain after the member (`EU → EEA → *`).
+        chain: String,
+        text: String,
+        members: Vec<String>,
+    }
+    let mut blocks: Vec<Block> = Vec::new();
+    for member in &group.members {
+        let req = Request {
+            location: Location::country(*member),
+            key,
+            at,
+        };
+        let d = decide(rules, overrides, &req);
+        let rest: Vec<String> = d
+            .chain(rules)
+            .iter()
+            .skip(1)
+            .map(|j| j.to_string())
+            .collect();
+        let chain = rest.join(" → ");
+        let text = body(rules, &d, &req, feature);
+        match blocks
+            .iter_mut()
+            .find(|b| b.chain == chain && b.text == text)
+        {
+            Some(b) => b.members.push(member.to_string()),
+            None => blocks.push(Block {
+                status: d.status,
+                chain,
+                text,
+                members: vec![member.to_string()],
+            }),
+        }
+    }
+    let mut o = String::new();
+    let title = match rules
+        .level_of(&Jurisdiction::Group(group.name.clone()))
+        .and_then(|l| l.name.as_deref())
+    {
+        Some(n) => format!("{} ({n})", group.name),
+        None => group.name.to_string(),
+    };
+    let n = group.members.len();
+    let _ = writeln!(o, "group         {title}, {n} member{}", plural(n));
+    let _ = writeln!(o, "at            {at}");
+    if let Some(k) = key {
+        let _ = writeln!(o, "key           {k}");
+    }
+    let counts: Vec<String> = blocks
+        .iter()
+        .map(|b| {
+            format!(
+                "{} for {}",
+                b.status.as_str().to_uppercase(),
+                b.members.len()
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "decisions     {} distinct: {}",
+        blocks.len(),
+        counts.join(", ")
+    );
+    for Block {
+        status,
+        chain,
+        text,
+        members,
+    } in &blocks
+    {
+        let n = members.len();
+        let _ = writeln!(
+            o,
+            "\n{} for {n} member{}: {}",
+            status.as_str().to_uppercase(),
+            plural(n),
+            members.join(", ")
+        );
+        let first = if n == 1 {
+            members[0].as_str()
+        } else {
+            "each member"
+        };
+        let _ = writeln!(o, "chain         {first} → {chain}");
+        o.push_str(text);
+    }
+    let _ = writeln!(o, "\nrules {}", rules.version());
+    o
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A decision from its status on: features, the trail, what is pending, shadow
+/// changes. The same for every member of a group that the same rules decide.
+fn body(rules: &RuleSet, d: &Decision, req: &Request<'_>, feature: Option<FeatureId>) -> String {
+    let mut o = String::new();
     let _ = writeln!(o, "status        {}", d.status.as_str().to_uppercase());
     let on = d.features;
     let off = rules.all_features().difference(on);
@@ -144,7 +270,6 @@ pub fn render(
             c.id, s.to, s.from
         );
     }
-    let _ = writeln!(o, "\nrules {}", rules.version());
     o
 }
 
@@ -246,4 +371,58 @@ pub fn pending(rules: &RuleSet, d: &Decision, req: &Request<'_>) -> Vec<String> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::tests::{build, GLOBAL};
+
+    /// Members with the same decision and trail share a block; a member its own rules
+    /// decide otherwise gets one of its own, with its chain.
+    #[test]
+    fn a_group_is_one_block_per_distinct_decision() {
+        let global = GLOBAL.replace("EU: [FR, DE]", "EU: [FR, DE, AT]");
+        let (rules, _) = build(&[
+            ("_global.yaml", &global),
+            ("de.yaml", "jurisdiction: DE\nfeatures: { payments: off }\n"),
+        ])
+        .unwrap();
+        let eu = &rules.groups()[0];
+        let at: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let text = render_group(&rules, &OverrideSet::default(), eu, None, at, None);
+        let text = text.replace(rules.version(), "[version]");
+        assert_eq!(
+            text,
+            "\
+group         EU, 3 members
+at            2026-06-01T00:00:00Z
+decisions     2 distinct: SERVED for 2, LIMITED for 1
+
+SERVED for 2 members: FR, AT
+chain         each member → EU → *
+status        SERVED
+features on   secret_chats, payments, channels
+features off  (none)
+
+how it was decided
+  0. defaults: status served; features on by default: secret_chats, payments, channels
+  (no rule, change, demand or override applies)
+
+LIMITED for 1 member: DE
+chain         DE → EU → *
+status        LIMITED
+features on   secret_chats, channels
+features off  payments
+
+how it was decided
+  0. defaults: status served; features on by default: secret_chats, payments, channels
+  1. rule of DE [regions/de.yaml:2:23]
+       → off: payments
+  status is at least limited because a feature is off
+
+rules [version]
+"
+        );
+    }
 }

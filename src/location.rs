@@ -148,6 +148,102 @@ impl Location {
     }
 }
 
+/// Why the country (and subdivision) someone asked about is not a location. Made by
+/// [`parse_location`], the one parser of `country=`/`subdivision=` (HTTP API, OFREP)
+/// and `marketgate explain --country/--subdivision`, so that both refuse the same codes
+/// with the same words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocationError {
+    /// A subdivision in the country code (`US-CA`) and another on its own.
+    SubdivisionTwice,
+    /// Not an assigned ISO 3166-1 alpha-2 code. `shown` is the code as written when it
+    /// is safe to repeat (see [`echo`]).
+    Country {
+        shown: Option<String>,
+        suggestion: Option<crate::iso::Suggestion>,
+    },
+    /// Not an ISO 3166-2 code of an assigned country.
+    Subdivision {
+        shown: Option<String>,
+        suggestion: Option<crate::iso::Suggestion>,
+    },
+}
+
+impl fmt::Display for LocationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (shown, what, suggestion) = match self {
+            LocationError::SubdivisionTwice => {
+                return f
+                    .write_str("a subdivision is given twice: in the country code and on its own")
+            }
+            LocationError::Country { shown, suggestion } => (
+                shown,
+                "an assigned ISO 3166-1 alpha-2 country code",
+                suggestion,
+            ),
+            LocationError::Subdivision { shown, suggestion } => {
+                (shown, "an ISO 3166-2 subdivision code", suggestion)
+            }
+        };
+        match shown {
+            Some(s) => write!(f, "`{s}` is not {what}")?,
+            None => write!(f, "the code given is not {what}")?,
+        }
+        if let Some(s) = suggestion {
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LocationError {}
+
+/// `FR`, `US-CA`, (`US`, `CA`) or `unknown` (without a subdivision), as a person or a
+/// client asks about a market: only assigned ISO 3166 codes, case-insensitive. A code
+/// that is not is refused with the [`crate::iso::suggest_code`] suggestion (`UK` →
+/// `GB`). Groups are not locations: `explain` looks them up in the rules first.
+pub fn parse_location(country: &str, subdivision: Option<&str>) -> Result<Location, LocationError> {
+    use crate::iso::{self, Accepted};
+    if country == "unknown" && subdivision.is_none() {
+        return Ok(Location::UNKNOWN);
+    }
+    let (c, s) = match (country.split_once('-'), subdivision) {
+        (Some(_), Some(_)) => return Err(LocationError::SubdivisionTwice),
+        (Some((c, s)), None) => (c, Some(s)),
+        (None, s) => (country, s),
+    };
+    let Some(code) = CountryCode::parse(c).filter(|c| iso::is_country(*c)) else {
+        return Err(LocationError::Country {
+            shown: echo(c).map(str::to_string),
+            suggestion: iso::suggest_code(c, Accepted::COUNTRIES),
+        });
+    };
+    let Some(s) = s else {
+        return Ok(Location::country(code));
+    };
+    match SubdivisionCode::parse(s) {
+        Some(sub) if iso::is_subdivision(code, sub) => Ok(Location::subdivision(code, sub)),
+        parsed => Err(LocationError::Subdivision {
+            shown: match parsed {
+                Some(sub) => Some(format!("{code}-{sub}")),
+                None => echo(s).map(|s| format!("{code}-{s}")),
+            },
+            suggestion: iso::suggest_code(&format!("{code}-{s}"), Accepted::LOCATIONS),
+        }),
+    }
+}
+
+/// A short, safe rendering of a user-supplied token for messages: echoed only when it
+/// looks like a code (letters, `-`, `_`, at most 32 characters), so that an address
+/// pasted into the wrong parameter is never written back.
+pub fn echo(s: &str) -> Option<&str> {
+    (s.len() <= 32
+        && !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_'))
+    .then_some(s)
+}
+
 /// Where a request comes from, as far as can be told: a location (maybe `unknown`,
 /// an address without a country), or a client that could not be established from a
 /// trusted proxy's data, which gets the strictest answer.

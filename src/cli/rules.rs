@@ -9,9 +9,9 @@ use jiff::Timestamp;
 
 use crate::engine::{self, DecisionView, Request};
 use crate::explain;
-use crate::location::{CountryCode, Location, SubdivisionCode};
+use crate::location::{parse_location, Location, LocationError};
 use crate::overrides::OverrideSet;
-use crate::rules::{Diagnostics, RuleSet};
+use crate::rules::{Diagnostics, FeatureId, Group, RuleSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -83,7 +83,12 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// ISO 3166-1 alpha-2 country code (`FR`), or `unknown`.
+    /// What to explain: an ISO 3166-1 alpha-2 country code (`FR`), a subdivision
+    /// (`US-CA`), `unknown`, or a group the rules declare (`EU`). Codes are refused as
+    /// the HTTP API refuses them, with a suggestion (`UK`: did you mean `GB`?). A group
+    /// is explained as its members: one block per distinct decision, listing the
+    /// members that get it, then that decision and its trail (with `--format json`,
+    /// `{"group", "members": [the decision of each member]}`).
     #[arg(long)]
     pub country: String,
     /// ISO 3166-2 subdivision suffix (`CA` for `US-CA`).
@@ -109,26 +114,42 @@ pub struct ExplainArgs {
     pub assume: Vec<crate::rules::Assumption>,
 }
 
-/// Parses `--country`/`--subdivision` (also `--country US-CA`) into a location.
-pub fn location_arg(country: &str, subdivision: Option<&str>) -> anyhow::Result<Location> {
-    if country == "unknown" {
-        return Ok(Location::UNKNOWN);
-    }
-    let (c, s) = match (country.split_once('-'), subdivision) {
-        (Some((c, s)), None) => (c, Some(s)),
-        (_, s) => (country, s),
-    };
-    let c = CountryCode::parse(c)
-        .with_context(|| format!("`{country}` is not a two-letter country code"))?;
-    match s {
-        None => Ok(Location::country(c)),
-        Some(s) => {
-            let s = SubdivisionCode::parse(s).with_context(|| {
-                format!("`{s}` is not a subdivision code (one to three letters or digits)")
-            })?;
-            Ok(Location::subdivision(c, s))
+/// What `explain` is asked about.
+enum Subject<'a> {
+    Location(Location),
+    Group(&'a Group),
+}
+
+/// A group the rules declare (its name in any case), else `--country`/`--subdivision`
+/// through the parser of the HTTP API's `country=`/`subdivision=`, so that `explain`
+/// refuses exactly the codes the API refuses, with the same message.
+fn subject<'a>(
+    rules: &'a RuleSet,
+    country: &str,
+    subdivision: Option<&str>,
+) -> anyhow::Result<Subject<'a>> {
+    let groups = rules.groups();
+    let group = groups
+        .iter()
+        .find(|g| &*g.name == country)
+        .or_else(|| groups.iter().find(|g| g.name.eq_ignore_ascii_case(country)));
+    if let Some(g) = group {
+        if subdivision.is_some() {
+            anyhow::bail!(
+                "`{}` is a group of countries: it has no subdivisions",
+                g.name
+            );
         }
+        return Ok(Subject::Group(g));
     }
+    parse_location(country, subdivision)
+        .map(Subject::Location)
+        .map_err(|e| match e {
+            LocationError::SubdivisionTwice => anyhow::anyhow!(
+                "give `--country US-CA` or `--country US --subdivision CA`, not both"
+            ),
+            e => e.into(),
+        })
 }
 
 fn load(dir: &std::path::Path, at: Timestamp) -> anyhow::Result<RuleSet> {
@@ -145,7 +166,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     } else {
         rules.assume(&args.assume, at).map_err(anyhow::Error::msg)?
     };
-    let location = location_arg(&args.country, args.subdivision.as_deref())?;
+    let subject = subject(&rules, &args.country, args.subdivision.as_deref())?;
     let feature = match &args.feature {
         Some(f) => Some(rules.feature_id(f).with_context(|| {
             format!(
@@ -160,44 +181,70 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
-    let req = Request {
-        location,
-        key: args.key.as_deref(),
-        at,
-    };
-    let decision = engine::decide(&rules, &OverrideSet::default(), &req);
+    let overrides = OverrideSet::default();
+    let key = args.key.as_deref();
     let mut out = std::io::stdout().lock();
-    match args.format {
-        OutputFormat::Json => {
-            let mut view = serde_json::to_value(DecisionView::new(
-                &rules,
-                &decision,
-                at,
-                engine::Audience::Operator,
-            ))?;
-            // What is on the chain but not in force at the instant (proposed, rejected,
-            // repealed or waiting laws; future, shadow or out-of-rollout changes), as
-            // the text's "not in force" list says it.
-            if let Some(obj) = view.as_object_mut() {
-                obj.insert(
-                    "not_in_force".into(),
-                    serde_json::json!(crate::explain::pending(&rules, &decision, &req)),
-                );
-            }
-            if let (Some(id), Some(obj)) = (feature, view.as_object_mut()) {
-                let name = rules.feature(id).name.to_string();
-                obj.insert(
-                    "feature".into(),
-                    serde_json::json!({"name": name, "on": decision.feature_on(id)}),
-                );
-            }
+    match (subject, args.format) {
+        (Subject::Location(location), OutputFormat::Json) => {
+            let view = decision_json(&rules, &overrides, location, key, at, feature)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
         }
-        OutputFormat::Text => {
+        (Subject::Location(location), OutputFormat::Text) => {
+            let req = Request { location, key, at };
+            let decision = engine::decide(&rules, &overrides, &req);
             write!(out, "{}", explain::render(&rules, &decision, &req, feature))?;
+        }
+        (Subject::Group(g), OutputFormat::Json) => {
+            let members = g
+                .members
+                .iter()
+                .map(|c| decision_json(&rules, &overrides, Location::country(*c), key, at, feature))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let body = serde_json::json!({"group": &*g.name, "members": members});
+            writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
+        }
+        (Subject::Group(g), OutputFormat::Text) => {
+            let text = explain::render_group(&rules, &overrides, g, key, at, feature);
+            write!(out, "{text}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The decision body of the HTTP API, plus `feature` when one was asked about.
+fn decision_json(
+    rules: &RuleSet,
+    overrides: &OverrideSet,
+    location: Location,
+    key: Option<&str>,
+    at: Timestamp,
+    feature: Option<FeatureId>,
+) -> anyhow::Result<serde_json::Value> {
+    let req = Request { location, key, at };
+    let decision = engine::decide(rules, overrides, &req);
+    let mut view = serde_json::to_value(DecisionView::new(
+        rules,
+        &decision,
+        at,
+        engine::Audience::Operator,
+    ))?;
+    // What is on the chain but not in force at the instant (proposed, rejected, repealed
+    // or waiting laws; future, shadow or out-of-rollout changes), as the text's "not in
+    // force" list says it.
+    if let Some(obj) = view.as_object_mut() {
+        obj.insert(
+            "not_in_force".into(),
+            serde_json::json!(crate::explain::pending(rules, &decision, &req)),
+        );
+    }
+    if let (Some(id), Some(obj)) = (feature, view.as_object_mut()) {
+        let name = rules.feature(id).name.to_string();
+        obj.insert(
+            "feature".into(),
+            serde_json::json!({"name": name, "on": decision.feature_on(id)}),
+        );
+    }
+    Ok(view)
 }
 
 pub fn schema() -> anyhow::Result<ExitCode> {

@@ -314,6 +314,17 @@ fn origin(f: &Parsed, path: &str) -> Origin {
 
 /// ` (did you mean `x`?)` when a candidate is close to `name`.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    suggest_name(name, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// The candidate closest to `name` when one is close enough to be a slip of the pen
+/// (a third of its letters or fewer differ).
+pub fn suggest_name<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -325,8 +336,7 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         })
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default()
+        .map(|(_, c)| c.to_string())
 }
 
 fn parse_file(f: &SourceFile, diags: &mut Diagnostics) -> Option<Parsed> {
@@ -351,53 +361,26 @@ fn parse_file(f: &SourceFile, diags: &mut Diagnostics) -> Option<Parsed> {
             return None;
         }
     };
-    match serde_yaml::from_str::<RawFile>(&f.text) {
+    // Every structural error of the file, each where it stands (see `structure`).
+    match super::structure::read(&f.text, &pos) {
         Ok(raw) => Some(Parsed {
             name: f.name.as_str().into(),
             raw,
             pos,
         }),
-        Err(e) => {
-            let mut at = e
-                .location()
-                .map(|l| (l.line() as u32, l.column() as u32))
-                .unwrap_or((0, 0));
-            // serde_yaml points a duplicate at the mapping; point at the second key.
-            let msg = e.to_string();
-            if let Some((path, rest)) = msg.split_once(": duplicate key `") {
-                if let Some(key) = rest.split('`').next() {
-                    at = pos.key(&format!("{path}.{key}"));
-                }
+        Err(problems) => {
+            for p in problems {
+                diags.push(Diagnostic {
+                    file: f.name.clone(),
+                    line: p.line,
+                    column: p.column,
+                    severity: Severity::Error,
+                    message: p.message,
+                });
             }
-            let (line, column) = at;
-            diags.push(Diagnostic {
-                file: f.name.clone(),
-                line,
-                column,
-                severity: Severity::Error,
-                message: yaml_message(&e),
-            });
             None
         }
     }
-}
-
-/// serde_yaml's message without its trailing ` at line L column C`, which the
-/// diagnostic already carries.
-fn yaml_message(e: &serde_yaml::Error) -> String {
-    let s = e.to_string();
-    let s = match s.rfind(" at line ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    };
-    let s = s.replace(
-        "recursion limit exceeded",
-        "nesting too deep (recursion limit exceeded)",
-    );
-    s.replace(
-        "repetition limit exceeded",
-        "too many alias expansions (a YAML bomb?): repetition limit exceeded",
-    )
 }
 
 fn is_feature_name(s: &str) -> bool {
@@ -605,7 +588,7 @@ pub fn compile(
                         &mpath,
                         format!(
                             "unknown country `{m}` in group `{name}`: not an ISO 3166-1 alpha-2 code{}",
-                            suggest(m, crate::iso::country_codes())
+                            crate::iso::did_you_mean(m, crate::iso::Accepted::COUNTRIES)
                         ),
                     ),
                 }
@@ -698,17 +681,17 @@ pub fn compile(
         }
         let j = match Jurisdiction::parse(code) {
             Some(Jurisdiction::Group(g)) if !group_names.contains(&g) => {
-                let candidates: Vec<&str> = group_names
-                    .iter()
-                    .map(|g| &**g)
-                    .chain(crate::iso::all_codes().map(|c| -> &str { c }))
-                    .collect();
+                let groups: Vec<&str> = group_names.iter().map(|g| &**g).collect();
+                let accepted = crate::iso::Accepted {
+                    subdivisions: true,
+                    groups: &groups,
+                };
                 cx.error(
                     p,
                     "jurisdiction",
                     format!(
                         "unknown jurisdiction `{code}`: not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group{}",
-                        suggest(code, candidates)
+                        crate::iso::did_you_mean(code, accepted)
                     ),
                 );
                 continue;
@@ -727,7 +710,8 @@ pub fn compile(
                     p,
                     "jurisdiction",
                     format!(
-                        "`{code}` is not a jurisdiction code (`*`, `FR`, `US-CA` or a group name)"
+                        "`{code}` is not a jurisdiction code (`*`, `FR`, `US-CA` or a group name){}",
+                        crate::iso::did_you_mean(code, crate::iso::Accepted::LOCATIONS)
                     ),
                 );
                 continue;

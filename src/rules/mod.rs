@@ -9,8 +9,10 @@ mod diagnostic;
 mod positions;
 pub mod raw;
 pub mod schema;
+mod structure;
 #[cfg(test)]
 pub(crate) mod tests;
+mod wording;
 
 use std::collections::HashMap;
 use std::fmt;

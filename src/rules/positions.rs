@@ -29,14 +29,20 @@ impl Positions {
                 Ok(x) => x,
                 Err(e) => {
                     let (line, column) = within(text, pos(e.marker()));
+                    if e.info().contains("recursion limit") {
+                        let message = format!("nesting too deep: {}", e.info());
+                        return Err(Refused {
+                            line,
+                            column,
+                            message,
+                        });
+                    }
+                    let (line, column, message) =
+                        super::wording::yaml_syntax(text, e.info(), line, column);
                     return Err(Refused {
                         line,
                         column,
-                        message: if e.info().contains("recursion limit") {
-                            format!("nesting too deep: {}", e.info())
-                        } else {
-                            format!("invalid YAML: {}", e.info())
-                        },
+                        message,
                     });
                 }
             };
@@ -82,6 +88,11 @@ impl Positions {
                 None => return (1, 1),
             }
         }
+    }
+
+    /// Whether the file has a node (or a key) at `path`.
+    pub fn has(&self, path: &str) -> bool {
+        self.values.contains_key(path) || self.keys.contains_key(path)
     }
 
     /// Position of the key that introduces `path` (`features.paymnts` → the key
@@ -254,7 +265,10 @@ mod tests {
         // yaml-rust2 puts this error at 3:1, past the end of the last line.
         let e = Positions::scan("a: 1\nb: {c: d, e: f").unwrap_err();
         assert_eq!((e.line, e.column), (2, 15), "{e:?}");
-        assert!(e.message.starts_with("invalid YAML"), "{e:?}");
+        assert_eq!(
+            e.message,
+            "a `{` above is not closed: add `}` (or a `,` between entries)"
+        );
         let e = Positions::scan("a: 1\nb: {c: d, e: f\n").unwrap_err();
         assert!(e.line <= 3, "{e:?}");
     }

@@ -191,13 +191,4 @@ pub fn path_error(
     ApiError::InvalidParameter("the path is malformed".into()).into()
 }
 
-/// A short, safe rendering of a user-supplied token for messages: echoed only when it
-/// looks like a code (letters, digits, `-`, `_`, at most 32 characters), so that an
-/// address pasted into the wrong parameter is never written back.
-pub fn echo(s: &str) -> Option<&str> {
-    (s.len() <= 32
-        && !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_'))
-    .then_some(s)
-}
+pub use crate::location::echo;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{
     self, describe, Audience, Decision, DecisionView, Part, Request, Source, SourceInfo,
 };
-use crate::location::{CountryCode, Location, Place, SubdivisionCode};
+use crate::location::{CountryCode, Location, LocationError, Place};
 use crate::path::{parse_target, Target, Uncertain};
 use crate::rules::{FeatureId, RuleSet, Status};
 
@@ -150,39 +150,16 @@ pub(crate) fn location_of<'a>(
     ))
 }
 
-/// `country=FR`, `country=US-CA`, `country=US&subdivision=CA`, `country=unknown`.
+/// `country=FR`, `country=US-CA`, `country=US&subdivision=CA`, `country=unknown`:
+/// [`crate::location::parse_location`], the parser `explain` uses too.
 pub fn parse_location(country: &str, subdivision: Option<&str>) -> Result<Location, ApiError> {
-    if country == "unknown" && subdivision.is_none() {
-        return Ok(Location::UNKNOWN);
-    }
-    let (c, s) = match (country.split_once('-'), subdivision) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::ConflictingParameters(
-                "give `country=US-CA` or `country=US&subdivision=CA`, not both",
-            ))
-        }
-        (Some((c, s)), None) => (c, Some(s)),
-        (None, s) => (country, s),
-    };
-    let code = CountryCode::parse(c).filter(|c| crate::iso::is_country(*c));
-    let Some(code) = code else {
-        return Err(ApiError::InvalidCountry(match echo(c) {
-            Some(c) => format!("`{c}` is not an assigned ISO 3166-1 alpha-2 country code"),
-            None => "`country` is not an ISO 3166-1 alpha-2 country code".into(),
-        }));
-    };
-    match s {
-        None => Ok(Location::country(code)),
-        Some(s) => {
-            let sub = SubdivisionCode::parse(s).filter(|s| crate::iso::is_subdivision(code, *s));
-            sub.map(|s| Location::subdivision(code, s)).ok_or_else(|| {
-                ApiError::InvalidSubdivision(match SubdivisionCode::parse(s) {
-                    Some(s) => format!("`{code}-{s}` is not an ISO 3166-2 subdivision code"),
-                    None => "`subdivision` is not an ISO 3166-2 subdivision code".into(),
-                })
-            })
-        }
-    }
+    crate::location::parse_location(country, subdivision).map_err(|e| match e {
+        LocationError::SubdivisionTwice => ApiError::ConflictingParameters(
+            "give `country=US-CA` or `country=US&subdivision=CA`, not both",
+        ),
+        LocationError::Country { .. } => ApiError::InvalidCountry(e.to_string()),
+        LocationError::Subdivision { .. } => ApiError::InvalidSubdivision(e.to_string()),
+    })
 }
 
 pub(crate) fn parse_at(state: &AppState, at: Option<&str>) -> Result<Timestamp, ApiError> {

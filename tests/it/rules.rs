@@ -87,6 +87,37 @@ fn validate_reports_every_problem_with_its_location() {
     insta::assert_json_snapshot!("validate_broken_json", v["diagnostics"]);
 }
 
+/// What legal-ops read for the mistakes they make: codes written another way (`UK`,
+/// `AUS`, `EL`), a misspelled field, every structural error of one file (an unknown
+/// field, an unknown state, "10%"), a tab.
+#[test]
+fn validate_explains_codes_and_words() {
+    let o = marketgate(&[
+        "validate",
+        "tests/fixtures/words",
+        "--at",
+        "2026-06-01T00:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let d = "tests/fixtures/words";
+    let unknown = "not an ISO 3166-1 country, an ISO 3166-2 subdivision or a declared group";
+    assert_eq!(
+        stderr(&o),
+        format!(
+            r#"{d}/_global.yaml:9:16: unknown country `EL` in group `EU`: not an ISO 3166-1 alpha-2 code (did you mean `GR` for Greece?)
+{d}/aus.yaml:1:15: unknown jurisdiction `AUS`: {unknown} (did you mean `AU` for Australia?)
+{d}/de.yaml:6:5: unknown field `efective` in a demand (did you mean `effective`?)
+{d}/fr.yaml:2:1: unknown field `statuss` in a rules file (did you mean `status`?)
+{d}/fr.yaml:6:12: `state` must be one of `proposed`, `enacted`, `in_force`, `amended`, `rejected` or `repealed`, not `enated` (did you mean `enacted`?)
+{d}/fr.yaml:13:25: `percent` must be a number such as 10, not "10%"
+{d}/it.yaml:3:1: a tab cannot indent YAML: indent with spaces
+{d}/uk.yaml:1:15: unknown jurisdiction `UK`: {unknown} (did you mean `GB` for United Kingdom?)
+{d}: 8 error(s), 0 warning(s)
+"#
+        )
+    );
+}
+
 #[test]
 fn validate_fails_on_a_missing_directory_with_a_message() {
     let o = marketgate(&["validate", "no/such/dir"]);
@@ -163,10 +194,9 @@ fn explain_json_is_the_decision_body() {
 fn explain_refuses_bad_input_clearly() {
     let o = marketgate(&["explain", "--country", "France"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("`France` is not a two-letter country code"),
-        "{}",
-        stderr(&o)
+    assert_eq!(
+        stderr(&o),
+        "marketgate: `France` is not an assigned ISO 3166-1 alpha-2 country code (did you mean `FR` for France?)\n"
     );
     let o = marketgate(&["explain", "--country", "FR", "--feature", "paymnts"]);
     assert!(
@@ -192,4 +222,69 @@ fn the_committed_json_schema_is_current_and_accepts_the_regions() {
     );
     let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
     assert_eq!(schema["additionalProperties"], false);
+}
+
+/// `explain` refuses exactly the codes the HTTP API refuses, with the API's message and
+/// its suggestion, and fails: a code that is not a country is never "served because no
+/// rule applies".
+#[test]
+fn explain_refuses_the_codes_the_api_refuses() {
+    for (args, message) in [
+        (
+            vec!["--country", "UK"],
+            "`UK` is not an assigned ISO 3166-1 alpha-2 country code (did you mean `GB` for United Kingdom?)",
+        ),
+        (
+            vec!["--country", "AUS"],
+            "`AUS` is not an assigned ISO 3166-1 alpha-2 country code (did you mean `AU` for Australia?)",
+        ),
+        (
+            vec!["--country", "UK-SCT"],
+            "`UK` is not an assigned ISO 3166-1 alpha-2 country code (did you mean `GB` for United Kingdom?)",
+        ),
+        (
+            vec!["--country", "US", "--subdivision", "XX"],
+            "`US-XX` is not an ISO 3166-2 subdivision code (did you mean `US-TX` for Texas?)",
+        ),
+    ] {
+        let o = marketgate(&[&["explain"], &args[..]].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stdout(&o));
+        assert_eq!(stderr(&o), format!("marketgate: {message}\n"), "{args:?}");
+        assert!(stdout(&o).is_empty(), "{args:?}: {}", stdout(&o));
+        // The same words as the API's `invalid_country`/`invalid_subdivision` body.
+        let api = marketgate::server::handlers::parse_location(args[1], args.get(3).copied())
+            .unwrap_err();
+        assert_eq!(api.to_string(), message, "{args:?}");
+    }
+}
+
+/// A group is explained as its members: one block per distinct decision, naming the
+/// members that get it.
+#[test]
+fn explain_a_group_lists_its_members() {
+    let o = marketgate(&["explain", "--country", "EU", "--at", "2026-12-02T00:00:00Z"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = without_version(&stdout(&o));
+    assert!(
+        text.contains("\nSERVED for 27 members: AT, BE, BG, HR, CY, CZ, DK, EE, FI, FR, DE, GR, HU, IE, IT, LV, LT, LU, MT, NL, PL, PT, RO, SK, SI, ES, SE\nchain         each member → EU → EEA → *\n"),
+        "{text}"
+    );
+    insta::assert_snapshot!("explain_eu_group", text);
+
+    let o = marketgate(&[
+        "explain",
+        "--country",
+        "eu",
+        "--at",
+        "2026-12-02T00:00:00Z",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["group"], "EU");
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 27);
+    assert_eq!(members[0]["jurisdiction"]["code"], "AT");
+    assert_eq!(members[0]["status"], "served");
 }

@@ -289,6 +289,12 @@ fn bad_input_is_a_4xx_with_the_error_shape() {
     let a = check("/v1/decision?ip=999.1.1.1", 400, "invalid_ip");
     assert!(!a.body.contains("999.1.1.1"), "{}", a.body);
     check("/v1/decision?country=QQ", 400, "invalid_country");
+    // The message suggests the ISO code for one written another way, as `explain` does.
+    let a = check("/v1/decision?country=UK", 400, "invalid_country");
+    assert_eq!(
+        a.json()["error"]["message"],
+        "`UK` is not an assigned ISO 3166-1 alpha-2 country code (did you mean `GB` for United Kingdom?)"
+    );
     check(
         "/v1/decision?country=US&subdivision=ZZZ",
         400,
