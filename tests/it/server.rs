@@ -608,7 +608,7 @@ fn health_metrics_and_openapi() {
     let m = get(&s.url("/metrics"), &[]).body;
     for want in [
         r#"marketgate_decisions_total{jurisdiction="RU",status="withdrawn"} 1"#,
-        r#"marketgate_shadow_divergence_total{change="gb-scanning-notice-exit",from="served",to="withdrawn"} 1"#,
+        r#"marketgate_shadow_divergence_total{change="gb-scanning-notice-exit",from="served",jurisdiction="GB",to="withdrawn"} 1"#,
         "marketgate_geoip_misses_total 1",
         r#"marketgate_rules_reload_total{result="failure"} 0"#,
         "marketgate_rules_info{version=\"sha256:",
