@@ -58,6 +58,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener; bound only when at least one admin token is configured.
     pub admin_listen: SocketAddr,
+    /// The layer that set `admin_listen`, when one did (not the default): without an
+    /// admin token that setting does nothing, and `serve` warns at start
+    /// ([`Config::admin_listen_without_token`]).
+    pub admin_listen_set_by: Option<Layer>,
     /// Bearer tokens accepted by the admin listener.
     pub admin_tokens: Vec<Secret>,
     /// Bearer tokens of server callers, whose `ip`, `country`, `subdivision` and `at`
@@ -155,6 +159,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_listen_set_by: None,
             admin_tokens: Vec::new(),
             evaluation_tokens: Vec::new(),
             regions: PathBuf::from("regions"),
@@ -455,6 +460,7 @@ impl Config {
             c.apply(layer, raw, &mut errors);
         }
         c.check_across(layers, &mut errors);
+        c.admin_listen_set_by = last_layer(layers, "admin_listen", |r| r.admin_listen.is_some());
         if errors.is_empty() {
             Ok(c)
         } else {
@@ -685,21 +691,7 @@ impl Config {
     /// Checks between keys, once every layer is applied; a problem names the key and the
     /// last layer that set it.
     fn check_across(&self, layers: &[(Layer, RawConfig)], errors: &mut Vec<ConfigError>) {
-        let source = |key: &'static str, set: fn(&RawConfig) -> bool| {
-            layers
-                .iter()
-                .rev()
-                .find(|(_, raw)| set(raw))
-                .map(|(layer, _)| match layer {
-                    Layer::File(p) => Layer::File(p.clone()),
-                    Layer::Env(_) => Layer::Env(
-                        KEYS.iter()
-                            .find(|(k, _)| *k == key)
-                            .map_or(String::new(), |(_, v)| (*v).to_string()),
-                    ),
-                    Layer::Flag(_) => Layer::Flag(flag_name(key).to_string()),
-                })
-        };
+        let source = |key: &'static str, set: fn(&RawConfig) -> bool| last_layer(layers, key, set);
         // A CA file says the operator expects TLS: a URL without it would send the
         // password in clear while the config reads as if it did not.
         if self.redis_ca_file.is_some()
@@ -729,6 +721,17 @@ impl Config {
         }
     }
 
+    /// With `admin_listen` set but no admin token, the warning `serve` logs at start:
+    /// the listener is not bound, and how to set a token (each flag, variable and key).
+    pub fn admin_listen_without_token(&self) -> Option<String> {
+        let layer = self.admin_listen_set_by.as_ref()?;
+        self.admin_tokens.is_empty().then(|| {
+            format!(
+                "config key `admin_listen` (from {layer}) is set, but no admin token is configured, so the admin listener is not started: set a token of at least 16 characters with --admin-token TOKEN (repeatable), the environment variable MARKETGATE_ADMIN_TOKENS (comma-separated) or the config file key `admin_tokens`, or name a file with one token per line with --admin-tokens-file FILE, MARKETGATE_ADMIN_TOKENS_FILE or the key `admin_tokens_file`"
+            )
+        })
+    }
+
     /// The client-address rules for [`crate::client_addr`].
     pub fn client_addr(&self) -> ClientAddrConfig {
         let header = |h: &Option<String>| {
@@ -742,6 +745,28 @@ impl Config {
             country_header: header(&self.country_header),
         }
     }
+}
+
+/// The last layer (highest precedence) that sets `key`, named precisely: the file, the
+/// environment variable or the flag.
+fn last_layer(
+    layers: &[(Layer, RawConfig)],
+    key: &'static str,
+    set: fn(&RawConfig) -> bool,
+) -> Option<Layer> {
+    layers
+        .iter()
+        .rev()
+        .find(|(_, raw)| set(raw))
+        .map(|(layer, _)| match layer {
+            Layer::File(p) => Layer::File(p.clone()),
+            Layer::Env(_) => Layer::Env(
+                KEYS.iter()
+                    .find(|(k, _)| *k == key)
+                    .map_or(String::new(), |(_, v)| (*v).to_string()),
+            ),
+            Layer::Flag(_) => Layer::Flag(flag_name(key).to_string()),
+        })
 }
 
 /// `auto`, `geoip2`, `flat`, or `country=PATH[,subdivision=PATH][,registered_country=PATH]`
@@ -1090,6 +1115,53 @@ mod tests {
             assert!(err.contains(problem), "{url}: {err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    /// `admin_listen` without a token does nothing: the warning names where it was set
+    /// and every way to set a token; the default listener address warns about nothing.
+    #[test]
+    fn admin_listen_without_a_token_is_a_warning_that_says_what_to_set() {
+        let load = |vars: &[(&str, &str)], flags: RawConfig| {
+            Config::load(None, &env(vars), flags).unwrap()
+        };
+        assert_eq!(
+            load(&[], RawConfig::default()).admin_listen_without_token(),
+            None
+        );
+        let flag = load(
+            &[],
+            RawConfig {
+                admin_listen: Some("127.0.0.1:9091".into()),
+                ..RawConfig::default()
+            },
+        );
+        let w = flag.admin_listen_without_token().expect("a warning");
+        assert!(w.contains("(from flag --admin-listen)"), "{w}");
+        for how in [
+            "--admin-token",
+            "MARKETGATE_ADMIN_TOKENS",
+            "`admin_tokens`",
+            "--admin-tokens-file",
+            "MARKETGATE_ADMIN_TOKENS_FILE",
+            "`admin_tokens_file`",
+        ] {
+            assert!(w.contains(how), "{how} missing: {w}");
+        }
+        let from_env = load(
+            &[("MARKETGATE_ADMIN_LISTEN", "127.0.0.1:9091")],
+            RawConfig::default(),
+        );
+        assert!(from_env
+            .admin_listen_without_token()
+            .is_some_and(|w| w.contains("environment variable MARKETGATE_ADMIN_LISTEN")));
+        let with_token = load(
+            &[
+                ("MARKETGATE_ADMIN_LISTEN", "127.0.0.1:9091"),
+                ("MARKETGATE_ADMIN_TOKENS", "0123456789abcdef0123"),
+            ],
+            RawConfig::default(),
+        );
+        assert_eq!(with_token.admin_listen_without_token(), None);
     }
 
     #[test]

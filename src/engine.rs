@@ -481,15 +481,37 @@ pub enum Part {
     Feature(FeatureId),
 }
 
-/// Who a description is for. An override's `reason` and `actor` are the operators':
-/// [`Audience::Operator`] views (the admin listener, `marketgate explain`, `diff`) show
-/// them; [`Audience::Public`] views (`/v1/decision`, the 451 body of `/v1/gate` and of
-/// the middleware) show only the override's `public_reason`, or
-/// [`OVERRIDE_PUBLIC_TEXT`], and never the actor.
+/// Who a description is for; the one place that decides what each reader sees.
+///
+/// - [`Audience::Public`] (`/v1/decision` without an evaluation token, the 451 body of
+///   `/v1/gate` and of the middleware, the transparency page): no rules internals (no
+///   file, line or column, no shadow change, nothing of a demand or change marked
+///   `public: false` but its kind), and of an override only its `public_reason`, or
+///   [`OVERRIDE_PUBLIC_TEXT`], never the actor.
+/// - [`Audience::Evaluator`] (`/v1/decision` with an evaluation token: a backend of the
+///   operator's own): the rules internals too, but an override still as the public sees
+///   it (its `reason` and `actor` are operators' words).
+/// - [`Audience::Operator`] (the admin listener, `marketgate explain`, `diff`,
+///   `status`): everything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Audience {
     Public,
+    Evaluator,
     Operator,
+}
+
+impl Audience {
+    /// Whether the rules internals are shown: where each rule, change and demand was
+    /// written, shadow changes, and the ids, texts and references of demands and
+    /// changes marked `public: false`.
+    pub fn sees_rules_internals(self) -> bool {
+        self != Audience::Public
+    }
+
+    /// Whether an override's internal `reason` and its `actor` are shown.
+    pub fn sees_operator_text(self) -> bool {
+        self == Audience::Operator
+    }
 }
 
 /// What a public answer says of an override without a `public_reason`.
@@ -503,12 +525,15 @@ pub struct SourceInfo {
     pub jurisdiction: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `file:line:column` of the rule, change or demand.
+    /// `file:line:column` of the rule, change or demand: on the admin listener and for
+    /// a caller with an evaluation token only, never in a public answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
     /// Human words: the change's reason, the demand's kind and law; for an override, its
     /// `public_reason` (or "an operator override") in public answers, its internal
-    /// `reason` on the admin listener.
+    /// `reason` on the admin listener. A public answer gives a demand marked
+    /// `public: false` as its kind and the response only, and a change marked
+    /// `public: false` without its id, reason or reference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -551,7 +576,10 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
         effective: None,
         effective_as_written: None,
     };
-    let loc = |o: &Origin| Some(o.to_string());
+    let internals = audience.sees_rules_internals();
+    // Where a rule was written names a file of the rules directory (an absolute path,
+    // often): the rules' internals, not for the public.
+    let loc = |o: &Origin| internals.then(|| o.to_string());
     match source {
         Source::Rule(l) => {
             let level = rules.level(*l);
@@ -561,18 +589,23 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                 .map(|(_, o)| o)
                 .or(level.features_origin.as_ref());
             SourceInfo {
-                at: at.map(|o| o.to_string()),
+                at: at.and_then(loc),
                 ..blank("rule", level.jurisdiction.to_string())
             }
         }
         Source::Change(l, i) => {
             let level = rules.level(*l);
             let c = &level.changes[*i as usize];
+            let shown = c.public || internals;
             SourceInfo {
-                id: Some(c.id.to_string()),
+                id: shown.then(|| c.id.to_string()),
                 at: loc(&c.origin),
-                text: Some(c.reason.to_string()),
-                reference: c.reference.as_deref().map(str::to_string),
+                text: shown.then(|| c.reason.to_string()),
+                reference: c
+                    .reference
+                    .as_deref()
+                    .filter(|_| shown)
+                    .map(str::to_string),
                 effective: Some(c.at.utc),
                 effective_as_written: as_written(&c.at),
                 ..blank("change", level.jurisdiction.to_string())
@@ -596,15 +629,22 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                 crate::rules::Trigger::Law => response,
                 crate::rules::Trigger::Order => format!("{response}, on an order under the law"),
             };
-            let text = match &d.law {
+            // A demand that is not public shows its kind and the company's response
+            // (what the answer is about), not its id, law or reference.
+            let shown = d.public || internals;
+            let text = match d.law.as_deref().filter(|_| shown) {
                 Some(law) => format!("{} ({response}): {law}", d.kind),
                 None => format!("{} ({response})", d.kind),
             };
             SourceInfo {
-                id: Some(d.id.to_string()),
+                id: shown.then(|| d.id.to_string()),
                 at: loc(&d.origin),
                 text: Some(text),
-                reference: d.reference.as_deref().map(str::to_string),
+                reference: d
+                    .reference
+                    .as_deref()
+                    .filter(|_| shown)
+                    .map(str::to_string),
                 demand_kind: Some(d.kind.to_string()),
                 effective: Some(d.effective.utc),
                 effective_as_written: as_written(&d.effective),
@@ -618,14 +658,15 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
             ..blank("client", Jurisdiction::Unestablished.to_string())
         },
         Source::Override(o) => {
-            let (text, actor) = match audience {
-                Audience::Operator => (o.reason.clone(), Some(o.actor.clone())),
-                Audience::Public => (
+            let (text, actor) = if audience.sees_operator_text() {
+                (o.reason.clone(), Some(o.actor.clone()))
+            } else {
+                (
                     o.public_reason
                         .clone()
                         .unwrap_or_else(|| OVERRIDE_PUBLIC_TEXT.to_string()),
                     None,
-                ),
+                )
             };
             SourceInfo {
                 text: Some(text),
@@ -750,8 +791,9 @@ pub struct ReasonView {
     pub source: SourceInfo,
 }
 
-/// The JSON body of a decision, as `/v1/decision` (for [`Audience::Public`]) and
-/// `explain --format json` and the admin API (for [`Audience::Operator`]) give it.
+/// The JSON body of a decision, as `/v1/decision` (for [`Audience::Public`], or
+/// [`Audience::Evaluator`] with an evaluation token) and `explain --format json` and the
+/// admin API (for [`Audience::Operator`]) give it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecisionView {
     pub status: Status,
@@ -766,6 +808,9 @@ pub struct DecisionView {
     pub rules_version: String,
     #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
+    /// The shadow changes (`mode: shadow`) that would have changed this decision: on
+    /// the admin listener and for a caller with an evaluation token only, never in a
+    /// public answer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<ShadowView>,
 }
@@ -780,7 +825,11 @@ pub struct JurisdictionView {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ShadowView {
+    /// The shadow change's id.
     pub change: String,
+    /// The jurisdiction whose rules hold the change (`GB`, `EU`).
+    pub jurisdiction: String,
+    /// The decision's status, and the status the change would have given it.
     pub from: Status,
     pub to: Status,
 }
@@ -833,10 +882,12 @@ impl DecisionView {
             shadow: d
                 .shadow
                 .iter()
+                .filter(|_| audience.sees_rules_internals())
                 .map(|s| ShadowView {
                     change: rules.level(s.level).changes[s.change as usize]
                         .id
                         .to_string(),
+                    jurisdiction: rules.level(s.level).jurisdiction.to_string(),
                     from: s.from,
                     to: s.to,
                 })

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::rules::{SourceFile, MAX_FILES, MAX_FILE_BYTES};
+use crate::rules::{SourceFile, MAX_DEPTH, MAX_FILES, MAX_FILE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -33,6 +33,11 @@ pub enum GitError {
     /// refused as the directory loader refuses one, never read as rules.
     #[error("{name}: not a regular file at this revision (git mode {mode}); rules files must be regular files")]
     NotARegularFile { name: String, mode: String },
+    /// A folder the rules cannot be read from at a revision: a submodule (its files are
+    /// not in the revision), a symlink to a folder (not followed at a revision), or one
+    /// nested too deep. Refused, never left out in silence.
+    #[error("{name}: {why}")]
+    Folder { name: String, why: String },
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
@@ -58,10 +63,14 @@ pub fn toplevel(dir: &Path) -> Result<PathBuf, GitError> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
 }
 
-/// Reads the `*.yaml`/`*.yml` files (not hidden ones) directly in `path` (relative to
-/// the repository's top directory) at revision `rev`; an entry with such a name that is
-/// not a regular file (a symlink, a directory) is an error, as in a rules directory. Files are named `REV:PATH/NAME`,
-/// git's own notation, so diagnostics and reasons point at the revision.
+/// Reads the `*.yaml`/`*.yml` files (not hidden ones, and not in hidden folders) in
+/// `path` (relative to the repository's top directory) and in its folders at any depth,
+/// at revision `rev`, in name order by the path relative to `path`, as the directory
+/// loader reads a rules directory. An entry with such a name that is not a regular file
+/// (a symlink, a directory) is an error, as in a rules directory; so are a submodule, a
+/// symlink to a folder of the revision (not followed here) and a folder nested deeper
+/// than [`MAX_DEPTH`]. Files are named `REV:PATH/RELATIVE/NAME`, git's own notation, so
+/// diagnostics and reasons point at the revision.
 pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFile>, GitError> {
     if rev.starts_with('-') {
         return Err(GitError::BadRevision {
@@ -90,11 +99,14 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
         format!("{commit}:{path}")
     };
     // `--full-tree`: without it, git filters the listing by the current directory.
-    let listing = git(repo, &["ls-tree", "--full-tree", "-l", "-z", &tree]).map_err(|_| {
-        GitError::NotADirectory {
-            rev: rev.into(),
-            path: path.into(),
-        }
+    // `-r -t`: every file below, and the folders on the way.
+    let listing = git(
+        repo,
+        &["ls-tree", "--full-tree", "-r", "-t", "-l", "-z", &tree],
+    )
+    .map_err(|_| GitError::NotADirectory {
+        rev: rev.into(),
+        path: path.into(),
     })?;
     let shown = |name: &str| {
         if path.is_empty() || path == "." {
@@ -114,9 +126,34 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
         let [mode, kind, object, size] = fields.as_slice() else {
             continue;
         };
-        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-        if name.starts_with('.') || !yaml {
+        // Hidden entries, and everything in hidden folders, are not the rules.
+        if name.split('/').any(|c| c.starts_with('.')) {
             continue;
+        }
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        let folder = |why: String| GitError::Folder {
+            name: shown(name),
+            why,
+        };
+        if !yaml {
+            match (*kind, *mode) {
+                ("tree", _) if name.split('/').count() > MAX_DEPTH => {
+                    return Err(folder(format!(
+                        "folder nested deeper than {MAX_DEPTH} levels below the rules directory"
+                    )))
+                }
+                ("commit", _) => {
+                    return Err(folder(
+                        "a submodule: its files are not part of the revision, so the rules cannot be read from it".into(),
+                    ))
+                }
+                ("blob", "120000") if points_at_folder(repo, &commit, path, name, object)? => {
+                    return Err(folder(
+                        "a symlink to a folder: symlinks are not followed at a revision; put the folder itself here".into(),
+                    ))
+                }
+                _ => continue,
+            }
         }
         // A symlink is a blob holding its target's path: never read it as rules.
         if *kind != "blob" || !matches!(*mode, "100644" | "100755") {
@@ -157,6 +194,43 @@ pub fn read_rules_at(repo: &Path, rev: &str, path: &str) -> Result<Vec<SourceFil
         files.push(SourceFile { name, text });
     }
     Ok(files)
+}
+
+/// Whether the symlink `name` (under `path`, at `commit`, its blob `object`) points at a
+/// folder of the revision. A target outside the repository, or an absolute one, is not
+/// in the revision (and a link to a file is not a rules file by its name): `false`.
+fn points_at_folder(
+    repo: &Path,
+    commit: &str,
+    path: &str,
+    name: &str,
+    object: &str,
+) -> Result<bool, GitError> {
+    let target = git(repo, &["cat-file", "blob", object])?;
+    let target = String::from_utf8_lossy(&target);
+    if target.starts_with('/') {
+        return Ok(false);
+    }
+    // Resolved by its words from the link's folder, relative to the top directory.
+    let mut parts: Vec<&str> = path
+        .split('/')
+        .chain(name.split('/'))
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    parts.pop();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Ok(false);
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    let spec = format!("{commit}:{}", parts.join("/"));
+    Ok(git(repo, &["cat-file", "-t", &spec]).is_ok_and(|t| t.trim_ascii() == b"tree"))
 }
 
 /// The path of `dir` inside its work tree (`regions/`; empty at the top), for
@@ -367,6 +441,53 @@ mod tests {
             read_rules_at(d, "HEAD", "regions/a.yaml"),
             Err(GitError::NotADirectory { .. })
         ));
+    }
+
+    /// Folders are read as the directory loader reads them: every rules file below, in
+    /// name order by the relative path, hidden folders left out; a symlink to a folder
+    /// is refused (not followed at a revision), a symlink to a file with another name
+    /// is not the rules. The version is the directory's.
+    #[cfg(unix)]
+    #[test]
+    fn folders_are_read_as_the_directory_loader_reads_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        run(d, &["init", "-q", "-b", "main"]);
+        let global = "features:\n  payments: { default: on }\nresponses:\n  data_localization: { disable: [payments] }\n";
+        std::fs::create_dir_all(d.join("regions/asia/south")).unwrap();
+        std::fs::create_dir_all(d.join("regions/.hidden")).unwrap();
+        std::fs::write(d.join("regions/_global.yaml"), global).unwrap();
+        std::fs::write(d.join("regions/in.yml"), "jurisdiction: IN\n").unwrap();
+        std::fs::write(d.join("regions/asia/south/lk.yaml"), "jurisdiction: LK\n").unwrap();
+        std::fs::write(d.join("regions/asia/jp.yaml"), "jurisdiction: JP\n").unwrap();
+        std::fs::write(d.join("regions/.hidden/x.yaml"), "jurisdiction: XX\n").unwrap();
+        std::fs::write(d.join("notes.md"), "x").unwrap();
+        std::os::unix::fs::symlink("../notes.md", d.join("regions/README")).unwrap();
+        run(d, &["add", "."]);
+        commit(d, "folders");
+        let files = read_rules_at(d, "HEAD", "regions").unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "HEAD:regions/_global.yaml",
+                "HEAD:regions/asia/jp.yaml",
+                "HEAD:regions/asia/south/lk.yaml",
+                "HEAD:regions/in.yml",
+            ]
+        );
+        let now = jiff::Timestamp::now();
+        let from_git = crate::rules::compile(&files, now).unwrap().0;
+        let from_dir = crate::rules::load_dir(&d.join("regions"), now).unwrap().0;
+        assert_eq!(from_git.version(), from_dir.version());
+
+        std::os::unix::fs::symlink("asia", d.join("regions/again")).unwrap();
+        run(d, &["add", "."]);
+        commit(d, "a second name");
+        assert_eq!(
+            read_rules_at(d, "HEAD", "regions").unwrap_err().to_string(),
+            "HEAD:regions/again: a symlink to a folder: symlinks are not followed at a revision; put the folder itself here"
+        );
     }
 
     /// As the directory loader: a symlink or a directory named like a rules file is

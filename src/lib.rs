@@ -18,6 +18,7 @@ pub mod overrides;
 pub mod path;
 pub mod rules;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod timeline;

@@ -195,66 +195,17 @@ pub struct Ground {
 /// and `overrides`, history from every set. Pure.
 pub fn report(history: &History, overrides: &OverrideSet, at: Timestamp) -> Report {
     let rules = &**history.current();
-    let none = OverrideSet::new([]);
-    let points = history.points(at);
-    let first = &*history.segments[0].1;
-    let mut markets = Vec::new();
-    let mut events = Vec::new();
-    for (j, location) in jurisdictions(history) {
-        let name = jurisdiction_name(rules, &j);
-        // History: the rules alone (overrides are live, not history).
-        let status_at = |r: &RuleSet, t: Timestamp| {
-            engine::decide_uncached(r, &none, &request(location, t)).status
-        };
-        let mut last = status_at(first, Timestamp::MIN);
-        let mut since: Option<Timestamp> = None;
-        for (t, r) in &points {
-            let d = engine::decide_uncached(r, &none, &request(location, *t));
-            if d.status != last {
-                events.push(Event {
-                    id: event_id(&j, *t, d.status),
-                    jurisdiction: j.to_string(),
-                    name: name.clone(),
-                    at: *t,
-                    from: last,
-                    to: d.status,
-                    grounds: grounds(r, &d, *t),
-                });
-                last = d.status;
-                since = Some(*t);
-            }
-        }
-        let d = engine::decide_uncached(rules, overrides, &request(location, at));
-        if d.status == Status::Served {
-            continue;
-        }
-        let overridden = d.steps.iter().find_map(|s| match &s.source {
-            Source::Override(o) => Some(o.created_at),
-            _ => None,
-        });
-        let since = match overridden {
-            Some(created) if d.status != last => Some(created),
-            _ => since,
-        };
-        markets.push(Market {
-            jurisdiction: j.to_string(),
-            name,
-            status: d.status,
-            since,
-            // A withdrawn market has everything off: the list would say nothing more.
-            disabled: match d.status {
-                Status::Withdrawn => Vec::new(),
-                _ => rules
-                    .defaults()
-                    .difference(d.features)
-                    .iter()
-                    .map(|f| rules.feature(f).name.to_string())
-                    .collect(),
-            },
-            grounds: grounds(rules, &d, at),
-        });
-    }
-    events.sort_by(|a, b| b.at.cmp(&a.at).then(a.jurisdiction.cmp(&b.jurisdiction)));
+    let Assessed {
+        mut markets,
+        events,
+    } = assess(
+        history,
+        overrides,
+        at,
+        &jurisdictions(history),
+        Audience::Public,
+    );
+    markets.retain(|m| m.status != Status::Served);
     // Withdrawn before limited, then by code.
     markets.sort_by(|a, b| {
         b.status
@@ -301,6 +252,92 @@ pub fn report(history: &History, overrides: &OverrideSet, at: Timestamp) -> Repo
         markets,
         upcoming,
         history: events,
+    }
+}
+
+/// Markets assessed at an instant, and their status changes up to it.
+#[derive(Clone, Debug)]
+pub struct Assessed {
+    /// One per market asked about, served ones included, in the order asked.
+    pub markets: Vec<Market>,
+    /// Every status change of those markets up to the instant, by the rule sets alone
+    /// (overrides are live state, not history), newest first.
+    pub events: Vec<Event>,
+}
+
+/// Assesses each market of `markets` (a jurisdiction and the location decided for it)
+/// at `at`: its status by the current rules (the history's last set) and `overrides`,
+/// since when, the default features off, and the grounds `audience` may see (for
+/// [`Audience::Public`] only what is public). The one computation behind the public
+/// [`report`] and the operators' [`crate::status`]. Pure.
+pub fn assess(
+    history: &History,
+    overrides: &OverrideSet,
+    at: Timestamp,
+    markets: &[(Jurisdiction, Location)],
+    audience: Audience,
+) -> Assessed {
+    let rules = &**history.current();
+    let none = OverrideSet::new([]);
+    let points = history.points(at);
+    let first = &*history.segments[0].1;
+    let mut assessed = Vec::new();
+    let mut events = Vec::new();
+    for (j, location) in markets.iter().cloned() {
+        let name = jurisdiction_name(rules, &j);
+        // History: the rules alone (overrides are live, not history).
+        let status_at = |r: &RuleSet, t: Timestamp| {
+            engine::decide_uncached(r, &none, &request(location, t)).status
+        };
+        let mut last = status_at(first, Timestamp::MIN);
+        let mut since: Option<Timestamp> = None;
+        for (t, r) in &points {
+            let d = engine::decide_uncached(r, &none, &request(location, *t));
+            if d.status != last {
+                events.push(Event {
+                    id: event_id(&j, *t, d.status),
+                    jurisdiction: j.to_string(),
+                    name: name.clone(),
+                    at: *t,
+                    from: last,
+                    to: d.status,
+                    grounds: grounds(r, &d, *t, audience),
+                });
+                last = d.status;
+                since = Some(*t);
+            }
+        }
+        let d = engine::decide_uncached(rules, overrides, &request(location, at));
+        let overridden = d.steps.iter().find_map(|s| match &s.source {
+            Source::Override(o) => Some(o.created_at),
+            _ => None,
+        });
+        let since = match overridden {
+            Some(created) if d.status != last => Some(created),
+            _ => since,
+        };
+        assessed.push(Market {
+            jurisdiction: j.to_string(),
+            name,
+            status: d.status,
+            since,
+            // A withdrawn market has everything off: the list would say nothing more.
+            disabled: match d.status {
+                Status::Withdrawn => Vec::new(),
+                _ => rules
+                    .defaults()
+                    .difference(d.features)
+                    .iter()
+                    .map(|f| rules.feature(f).name.to_string())
+                    .collect(),
+            },
+            grounds: grounds(rules, &d, at, audience),
+        });
+    }
+    events.sort_by(|a, b| b.at.cmp(&a.at).then(a.jurisdiction.cmp(&b.jurisdiction)));
+    Assessed {
+        markets: assessed,
+        events,
     }
 }
 
@@ -356,16 +393,17 @@ fn event_id(j: &Jurisdiction, at: Timestamp, to: Status) -> String {
     )
 }
 
-/// The public grounds of a decision: every public demand in force on its chain, then
+/// The grounds of a decision for `audience`: every demand in force on its chain, then
 /// what set its status and each default feature that is off (changes, rules, overrides;
-/// demands that set them are already listed). A demand or change that is not public is
-/// left out; an override shows its public reason only.
-fn grounds(rules: &RuleSet, d: &Decision, at: Timestamp) -> Vec<Ground> {
+/// demands that set them are already listed). For the public, a demand or change that
+/// is not public is left out and an override shows its public reason only.
+fn grounds(rules: &RuleSet, d: &Decision, at: Timestamp, audience: Audience) -> Vec<Ground> {
+    let internals = audience.sees_rules_internals();
     let mut out: Vec<Ground> = Vec::new();
     for j in d.chain(rules).iter().rev() {
         if let Some(l) = rules.level_of(j) {
             for (i, dm) in l.demands.iter().enumerate() {
-                if dm.public && dm.in_force(at) {
+                if (dm.public || internals) && dm.in_force(at) {
                     push(&mut out, demand_ground(rules, l, i));
                 }
             }
@@ -384,12 +422,12 @@ fn grounds(rules: &RuleSet, d: &Decision, at: Timestamp) -> Vec<Ground> {
             Source::Change(l, i) => {
                 let level = rules.level(*l);
                 let c = &level.changes[*i as usize];
-                (c.public && c.mode == Mode::Enforce)
+                ((c.public || internals) && c.mode == Mode::Enforce)
                     .then(|| change_ground(rules, &level.jurisdiction, c))
             }
             Source::Rule(l) => Some(blank("rule", &rules.level(*l).jurisdiction)),
             Source::Override(o) => {
-                let info = engine::describe(rules, &s.source, Audience::Public);
+                let info = engine::describe(rules, &s.source, audience);
                 Some(Ground {
                     text: info.text,
                     expires_at: o.expires_at,

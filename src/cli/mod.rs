@@ -5,6 +5,7 @@ mod override_cmd;
 mod rollout;
 mod rules;
 mod serve;
+mod status;
 mod transparency;
 
 use std::process::ExitCode;
@@ -51,6 +52,19 @@ pub enum Command {
     /// The public transparency report: `render --out DIR` writes the page, its JSON and
     /// its Atom feed as static files.
     Transparency(transparency::TransparencyArgs),
+    /// Every market with rules: its status, the features off, why and since when (from
+    /// the rules only).
+    ///
+    /// Every market that has rules (countries, subdivisions, the members of a group with
+    /// rules, `unknown` for addresses without a GeoIP country, and `*` for every other
+    /// market): its status at an instant (served, limited or withdrawn, and the features
+    /// off), why (the demands, scheduled changes and rules responsible, with law and
+    /// reference, private ones included) and since when (from the dates in the rules).
+    ///
+    /// From the rules only: operator overrides live in the running service and are not
+    /// included; for the status with overrides, see the ops console or `GET
+    /// /admin/v1/rules` on the admin listener.
+    Status(status::StatusArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -65,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Timeline(args) => rollout::timeline(args),
         Command::Healthcheck(args) => healthcheck::run(args),
         Command::Transparency(args) => transparency::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
 

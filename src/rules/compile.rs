@@ -3,11 +3,11 @@
 //! panics on input, and hostile YAML (aliases, deep nesting, huge files) is refused by
 //! serde_yaml's limits and the size cap before any tree is built. A directory entry is
 //! read only when it is a regular file whose real path lies inside the directory, so
-//! loading never blocks on a FIFO and never echoes another file's content.
+//! loading never blocks on a FIFO and never echoes another file's content; folders are
+//! read too, with the same rule, so no rules file is left out in silence.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -27,6 +27,10 @@ use crate::location::{CountryCode, Jurisdiction};
 pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// Most files accepted in one rules directory.
 pub const MAX_FILES: usize = 4096;
+/// Most folders read in one rules directory (itself included), and how deep they nest:
+/// a rules directory pointed at a large tree by mistake is an error, not a long walk.
+pub const MAX_FOLDERS: usize = 1024;
+pub const MAX_DEPTH: usize = 16;
 
 /// A rules file's name (as reported in diagnostics) and text.
 #[derive(Clone, Debug)]
@@ -35,29 +39,41 @@ pub struct SourceFile {
     pub text: String,
 }
 
-/// Reads every `*.yaml`/`*.yml` entry of `dir` (not hidden ones) in name order and
-/// compiles them. Red lines are checked at `now`.
+/// Reads every `*.yaml`/`*.yml` entry of `dir` and of its folders, at any depth (not
+/// hidden ones), in name order by the path relative to `dir`, and compiles them. Red
+/// lines are checked at `now`. Each file is named `dir/relative/path.yaml` in
+/// diagnostics and reasons.
 ///
-/// Symlinks are followed (a Kubernetes ConfigMap volume holds `name -> ..data/name`),
-/// but an entry whose real path lies outside `dir` is refused unread, so no other file
-/// (a token file, say) can reach a diagnostic, the reload record or an API answer. An
-/// entry that is not a regular file (a directory, a FIFO, a device), cannot be resolved
-/// or read, or is larger than [`MAX_FILE_BYTES`] is an error: never a hang, never a file
-/// silently left out.
+/// Symlinks are followed (a Kubernetes ConfigMap volume holds `name -> ..data/name`,
+/// and `folder -> ..data/folder` for keys with a folder), but an entry whose real path
+/// lies outside `dir` is refused unread, so no other file (a token file, say) can reach
+/// a diagnostic, the reload record or an API answer. An entry named like a rules file
+/// that is not a regular file (a directory, a FIFO, a device), cannot be resolved or
+/// read, or is larger than [`MAX_FILE_BYTES`] is an error, as is a folder that cannot be
+/// read or is reached a second time (a symlink loop, a second name for a folder): never
+/// a hang, never a file silently left out.
 pub fn load_dir(dir: &Path, now: Timestamp) -> Result<(RuleSet, Diagnostics), Diagnostics> {
     let mut diags = Diagnostics::default();
     let shown = dir.display().to_string();
-    let (root, names) =
-        match std::fs::canonicalize(dir).and_then(|root| Ok((root, rules_entries(dir)?))) {
-            Ok(listed) => listed,
-            Err(e) => {
-                diags.push(whole_file(
-                    &shown,
-                    format!("cannot read rules directory: {e}"),
-                ));
-                return Err(diags);
-            }
-        };
+    let (root, listing) = match std::fs::canonicalize(dir)
+        .and_then(|root| Ok((root.clone(), rules_entries(dir, &root)?)))
+    {
+        Ok(listed) => listed,
+        Err(e) => {
+            diags.push(whole_file(
+                &shown,
+                format!("cannot read rules directory: {e}"),
+            ));
+            return Err(diags);
+        }
+    };
+    let Listing {
+        files: names,
+        refused,
+    } = listing;
+    for (rel, refusal) in refused {
+        diags.push(whole_file(&dir.join(rel).display().to_string(), refusal));
+    }
     if names.len() > MAX_FILES {
         diags.push(whole_file(
             &shown,
@@ -88,20 +104,121 @@ pub fn load_dir(dir: &Path, now: Timestamp) -> Result<(RuleSet, Diagnostics), Di
     }
 }
 
-/// The names in `dir` that are rules files by name (`*.yaml`, `*.yml`, not hidden), in
-/// name order. Hidden entries are left out: a ConfigMap volume's `..data` and
-/// `..2026_…` directories hold the files the visible names point at.
-fn rules_entries(dir: &Path) -> std::io::Result<Vec<OsString>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let b = name.as_encoded_bytes();
-        if !b.starts_with(b".") && (b.ends_with(b".yaml") || b.ends_with(b".yml")) {
-            names.push(name);
+/// What [`rules_entries`] found: the rules files by name, relative to the directory, in
+/// name order; and the folders it refused, with why.
+struct Listing {
+    files: Vec<PathBuf>,
+    refused: Vec<(PathBuf, String)>,
+}
+
+/// The entries under `dir` (canonical: `root`) that are rules files by name (`*.yaml`,
+/// `*.yml`, not hidden), in its folders too, relative to `dir`, in name order by that
+/// path. Hidden entries are left out: a ConfigMap volume's `..data` and `..2026_…`
+/// directories hold the files the visible names point at. A folder is entered when it
+/// is a directory, or a symlink to one, whose real path lies inside `root` and has not
+/// been entered before (directories first, then symlinks in name order, so the one
+/// refused as a second name is always a symlink); otherwise it is refused (an error at
+/// its name), as is a folder that cannot be read. Only an unreadable `dir` itself fails
+/// the listing.
+fn rules_entries(dir: &Path, root: &Path) -> std::io::Result<Listing> {
+    let mut listing = Listing {
+        files: Vec::new(),
+        refused: Vec::new(),
+    };
+    let mut entered = vec![root.to_path_buf()];
+    let mut pending = vec![(PathBuf::new(), std::fs::read_dir(dir)?)];
+    // Symlinks to folders, entered once every directory has been.
+    let mut links: Vec<PathBuf> = Vec::new();
+    loop {
+        let Some((rel, entries)) = pending.pop() else {
+            links.sort_by(|a, b| b.as_os_str().cmp(a.as_os_str()));
+            let Some(link) = links.pop() else { break };
+            match enter(dir, root, &link, &mut entered) {
+                Ok(entries) => pending.push((link, entries)),
+                Err(why) => listing.refused.push((link, why)),
+            }
+            continue;
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    listing
+                        .refused
+                        .push((rel.clone(), format!("cannot read folder: {e}")));
+                    continue;
+                }
+            };
+            let name = entry.file_name();
+            let b = name.as_encoded_bytes();
+            if b.starts_with(b".") {
+                continue;
+            }
+            let path = rel.join(&name);
+            if b.ends_with(b".yaml") || b.ends_with(b".yml") {
+                // Read (or refused) as a file, whatever it is: see `read_entry`.
+                listing.files.push(path);
+                continue;
+            }
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => match enter(dir, root, &path, &mut entered) {
+                    Ok(entries) => pending.push((path, entries)),
+                    Err(why) => listing.refused.push((path, why)),
+                },
+                // A symlink to a folder (a ConfigMap key with a folder: `asia ->
+                // ..data/asia`); a link to a file with another name is not the rules.
+                Ok(t)
+                    if t.is_symlink()
+                        && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()) =>
+                {
+                    links.push(path)
+                }
+                _ => {}
+            }
         }
     }
-    names.sort();
-    Ok(names)
+    listing.files.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    listing.refused.sort();
+    Ok(listing)
+}
+
+/// Opens the folder `rel` of `dir` (canonical: `root`) for [`rules_entries`], unless it
+/// lies outside `root`, was entered before, or is past [`MAX_DEPTH`] or [`MAX_FOLDERS`]:
+/// then why it is refused.
+fn enter(
+    dir: &Path,
+    root: &Path,
+    rel: &Path,
+    entered: &mut Vec<PathBuf>,
+) -> Result<std::fs::ReadDir, String> {
+    let path = dir.join(rel);
+    let real = std::fs::canonicalize(&path).map_err(|e| FileRefusal::Resolve(e).to_string())?;
+    if !real.starts_with(root) {
+        return Err(FileRefusal::Outside.to_string());
+    }
+    if entered.contains(&real) {
+        return Err(
+            "folder reached a second time (a symlink loop, or a second name for a folder): refused"
+                .into(),
+        );
+    }
+    if rel.components().count() > MAX_DEPTH {
+        return Err(format!(
+            "folder nested deeper than {MAX_DEPTH} levels below the rules directory"
+        ));
+    }
+    if entered.len() >= MAX_FOLDERS {
+        return Err(format!(
+            "more than {MAX_FOLDERS} folders in the rules directory"
+        ));
+    }
+    let entries = std::fs::read_dir(&path).map_err(|e| format!("cannot read folder: {e}"))?;
+    entered.push(real);
+    Ok(entries)
 }
 
 /// Why an entry of a rules directory is not read. Each is an error at the entry.
@@ -225,13 +342,11 @@ fn too_big(file: &str, len: usize) -> Diagnostic {
     whole_file(file, FileRefusal::TooBig(len as u64).to_string())
 }
 
-/// `sha256:` over each file's base name and contents, in name order.
+/// `sha256:` over each file's relative name and contents, in name order.
 fn version_of(files: &[SourceFile]) -> String {
-    let mut sorted: Vec<&SourceFile> = files.iter().collect();
-    sorted.sort_by(|a, b| base_name(&a.name).cmp(base_name(&b.name)));
     let mut h = Sha256::new();
-    for f in sorted {
-        h.update(base_name(&f.name).as_bytes());
+    for (name, f) in in_name_order(files) {
+        h.update(name.as_bytes());
         h.update([0]);
         h.update((f.text.len() as u64).to_be_bytes());
         h.update(f.text.as_bytes());
@@ -239,8 +354,33 @@ fn version_of(files: &[SourceFile]) -> String {
     format!("sha256:{:x}", h.finalize())
 }
 
-fn base_name(name: &str) -> &str {
-    name.rsplit(['/', '\\']).next().unwrap_or(name)
+/// The files with their names relative to the folder they all lie in (`fr.yaml` and
+/// `in/in.yaml` for `regions/fr.yaml` and `regions/in/in.yaml`), ordered by that name:
+/// the order they are compiled in and the names the version hashes, the same whether
+/// the files were read from a directory or from git (`REV:regions/…`).
+fn in_name_order(files: &[SourceFile]) -> Vec<(&str, &SourceFile)> {
+    let cut = match files.split_first() {
+        None => 0,
+        Some((first, rest)) => {
+            let a = first.name.as_bytes();
+            let common = rest.iter().fold(a.len(), |n, f| {
+                n.min(
+                    a.iter()
+                        .zip(f.name.as_bytes())
+                        .take_while(|(x, y)| x == y)
+                        .count(),
+                )
+            });
+            // Back to a separator (ASCII, so a character boundary).
+            a[..common]
+                .iter()
+                .rposition(|b| matches!(b, b'/' | b'\\'))
+                .map_or(0, |i| i + 1)
+        }
+    };
+    let mut named: Vec<(&str, &SourceFile)> = files.iter().map(|f| (&f.name[cut..], f)).collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    named
 }
 
 struct Parsed {
@@ -407,11 +547,9 @@ pub fn compile(
         today: now.to_zoned(jiff::tz::TimeZone::UTC).date(),
     };
     let version = version_of(files);
-    let mut sorted: Vec<&SourceFile> = files.iter().collect();
-    sorted.sort_by(|a, b| base_name(&a.name).cmp(base_name(&b.name)));
-    let parsed: Vec<Parsed> = sorted
+    let parsed: Vec<Parsed> = in_name_order(files)
         .into_iter()
-        .filter_map(|f| parse_file(f, &mut cx.diags))
+        .filter_map(|(_, f)| parse_file(f, &mut cx.diags))
         .collect();
     let shape_errors = cx.diags.has_errors();
 

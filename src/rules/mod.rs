@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::location::{CountryCode, Jurisdiction, SubdivisionCode};
 
 pub use assume::{Assumed, Assumption};
-pub use compile::{compile, load_dir, suggest, SourceFile, MAX_FILES, MAX_FILE_BYTES};
+pub use compile::{
+    compile, load_dir, suggest, SourceFile, MAX_DEPTH, MAX_FILES, MAX_FILE_BYTES, MAX_FOLDERS,
+};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 
 /// Market status, in severity order: `Served < Limited < Withdrawn`.
@@ -784,8 +786,8 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Loads and compiles every `*.yaml`/`*.yml` file of `dir`, checking red lines at
-    /// `now`. On success, also returns the warnings.
+    /// Loads and compiles every `*.yaml`/`*.yml` file of `dir` and of its folders,
+    /// checking red lines at `now`. On success, also returns the warnings.
     pub fn load(dir: &Path, now: Timestamp) -> Result<(RuleSet, Diagnostics), Diagnostics> {
         load_dir(dir, now)
     }

@@ -390,6 +390,8 @@ pub struct RulesTable {
     pub features: Vec<String>,
     #[schema(value_type = Vec<Object>)]
     pub jurisdictions: Vec<serde_json::Value>,
+    /// Shadow divergence counts since start (`marketgate_shadow_divergence_total`):
+    /// `{change, jurisdiction, from, to, count}`.
     #[schema(value_type = Vec<Object>)]
     pub shadow: Vec<serde_json::Value>,
     /// Every `mode: shadow` change in the rules (counted or not yet):

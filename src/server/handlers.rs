@@ -1,8 +1,10 @@
 //! Handlers of the public listener: `/v1/decision`, `/v1/gate`, health, metrics and the
 //! OpenAPI document. Owns turning HTTP inputs into a [`Request`] and decisions into
 //! answers; never decides itself (that is [`crate::engine`]), never writes a client
-//! address anywhere, and describes decisions only for [`Audience::Public`] (an override
-//! shows its public reason, never its internal reason or actor).
+//! address anywhere, and describes decisions for [`Audience::Public`] (no file paths,
+//! shadow changes or what is not public in the rules; an override shows its public
+//! reason, never its internal reason or actor), or for [`Audience::Evaluator`] when
+//! `/v1/decision` is asked with an evaluation token.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -236,6 +238,12 @@ pub struct FeatureAnswer {
 }
 
 /// The decision for a request, an address or a jurisdiction, with its reasons.
+///
+/// Without a token the answer is public: no file positions (`at` of a reason), no
+/// shadow changes, and of a demand or change marked `public: false` nothing but its
+/// kind. With `Authorization: Bearer` and an evaluation token (a backend of the
+/// operator's own) the answer also carries those; an override still shows only its
+/// public reason. A wrong token is no token: the public answer, not a 401.
 #[utoipa::path(
     get,
     path = "/v1/decision",
@@ -244,6 +252,7 @@ pub struct FeatureAnswer {
         (status = 200, description = "The decision", body = DecisionBody),
         (status = 400, description = "Bad input", body = super::error::ErrorBody),
     ),
+    security((), ("evaluation_token" = [])),
     tag = "decisions"
 )]
 pub async fn decision(
@@ -281,7 +290,7 @@ pub async fn decision(
             name: rules.feature(id).name.to_string(),
             on: d.feature_on(id),
         }),
-        decision: DecisionView::new(&rules, &d, at, Audience::Public),
+        decision: DecisionView::new(&rules, &d, at, state.audience(&req)),
     };
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "private, no-store"))
@@ -370,7 +379,7 @@ pub struct BlockedBody {
     /// The demand, change, override or default that blocked it. An override shows its
     /// public reason only (never its internal reason or actor).
     pub blocked_by: SourceInfo,
-    /// The law or instrument behind a demand.
+    /// The law or instrument behind a demand (not for a demand marked `public: false`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub law: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -400,11 +409,16 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
             effective_as_written: None,
         },
     };
+    // A demand that is not public keeps its law to itself, as in `blocked_by`.
     let law = step.and_then(|s| match &s.source {
-        Source::Demand(l, i) => rules.level(*l).demands[*i as usize]
-            .law
-            .as_deref()
-            .map(str::to_string),
+        Source::Demand(l, i) => {
+            let demand = &rules.level(*l).demands[*i as usize];
+            demand
+                .law
+                .as_deref()
+                .filter(|_| demand.public)
+                .map(str::to_string)
+        }
         _ => None,
     });
     let what = match (&blocked_by.demand_kind, blocked_by.kind) {

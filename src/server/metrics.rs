@@ -120,9 +120,9 @@ impl Metrics {
         let shadow_divergence = IntCounterVec::new(
             Opts::new(
                 "marketgate_shadow_divergence_total",
-                "Decisions a shadow change would have changed, by change and statuses",
+                "Decisions a shadow change would have changed, by change, the jurisdiction whose rules hold it, and statuses",
             ),
-            &["change", "from", "to"],
+            &["change", "jurisdiction", "from", "to"],
         )
         .expect("static metric definition");
         let geoip_build_time = IntGauge::new(
@@ -191,9 +191,16 @@ impl Metrics {
         self.decision_counter(d.status, d.location, d.is_unestablished())
             .inc();
         for s in &d.shadow {
-            let id = &rules.level(s.level).changes[s.change as usize].id;
+            // The level's jurisdiction, never the request's: as bounded as the change ids.
+            let level = rules.level(s.level);
+            let id = &level.changes[s.change as usize].id;
             self.shadow_divergence
-                .with_label_values(&[&**id, s.from.as_str(), s.to.as_str()])
+                .with_label_values(&[
+                    &**id,
+                    &level.jurisdiction.to_string(),
+                    s.from.as_str(),
+                    s.to.as_str(),
+                ])
                 .inc();
         }
     }
@@ -220,7 +227,7 @@ impl Metrics {
         })
     }
 
-    /// The shadow divergence counts so far: `[{change, from, to, count}]`.
+    /// The shadow divergence counts so far: `[{change, jurisdiction, from, to, count}]`.
     pub fn shadow_counts(&self) -> Vec<serde_json::Value> {
         use prometheus::core::Collector;
         let mut out = Vec::new();
@@ -234,6 +241,7 @@ impl Metrics {
                 };
                 out.push(serde_json::json!({
                     "change": label("change"),
+                    "jurisdiction": label("jurisdiction"),
                     "from": label("from"),
                     "to": label("to"),
                     "count": m.get_counter().get_value() as u64,

@@ -235,9 +235,13 @@ impl Application {
             source,
         })?;
         let (admin, admin_addr) = if config.admin_tokens.is_empty() {
-            tracing::info!(
-                "admin listener disabled: no admin token configured; set MARKETGATE_ADMIN_TOKENS, --admin-token or --admin-tokens-file to turn it on"
-            );
+            // Asked for a listener that is not there: a warning that says what to set.
+            match config.admin_listen_without_token() {
+                Some(warning) => tracing::warn!(key = "admin_listen", "{warning}"),
+                None => tracing::info!(
+                    "admin listener disabled: no admin token configured; set MARKETGATE_ADMIN_TOKENS, --admin-token or --admin-tokens-file to turn it on"
+                ),
+            }
             (None, None)
         } else {
             let d = data.clone();

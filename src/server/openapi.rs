@@ -51,7 +51,8 @@ use super::{admin, error, handlers, ofrep, transparency};
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "transparency", description = "The public transparency report: markets withdrawn or limited, their grounds, upcoming demands, history"),
-    )
+    ),
+    modifiers(&EvaluationToken),
 )]
 struct PublicApi;
 
@@ -107,6 +108,28 @@ impl utoipa::Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The optional bearer token of `/v1/decision`: an evaluation token (config key
+/// `evaluation_tokens`).
+struct EvaluationToken;
+
+impl utoipa::Modify for EvaluationToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "evaluation_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An evaluation token (config key `evaluation_tokens`): location claims are believed, and decisions carry the rules internals (positions, shadow changes, what is not public)",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

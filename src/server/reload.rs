@@ -14,8 +14,9 @@ pub enum WatchError {
     Watch { dir: String, source: notify::Error },
 }
 
-/// Watches the rules directory (not files: editors and `git checkout` replace files by
-/// rename) and reloads after `debounce` of quiet. The returned watcher must be kept.
+/// Watches the rules directory and its folders (not files: editors and `git checkout`
+/// replace files by rename) and reloads after `debounce` of quiet. The returned watcher
+/// must be kept.
 pub fn watch_rules(
     state: AppState,
     debounce: Duration,
@@ -34,7 +35,7 @@ pub fn watch_rules(
         source,
     })?;
     watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
+        .watch(&dir, RecursiveMode::Recursive)
         .map_err(|source| WatchError::Watch {
             dir: dir.display().to_string(),
             source,

@@ -392,6 +392,20 @@ impl AppState {
         self.inner.geo.peer_is_trusted(req)
             || super::bearer::matches(req, &self.inner.evaluation_tokens)
     }
+    /// Who a public-listener answer describes a decision for: a caller presenting an
+    /// evaluation token (a backend of the operator's own) sees the rules internals
+    /// ([`Audience::Evaluator`]); anyone else, a trusted peer included (a gateway passes
+    /// its clients' requests on), gets the public view.
+    ///
+    /// [`Audience::Evaluator`]: crate::engine::Audience::Evaluator
+    pub fn audience(&self, req: &actix_web::HttpRequest) -> crate::engine::Audience {
+        if super::bearer::matches(req, &self.inner.evaluation_tokens) {
+            crate::engine::Audience::Evaluator
+        } else {
+            crate::engine::Audience::Public
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.readiness() == Readiness::Ready
     }

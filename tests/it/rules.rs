@@ -288,3 +288,109 @@ fn explain_a_group_lists_its_members() {
     assert_eq!(members[0]["jurisdiction"]["code"], "AT");
     assert_eq!(members[0]["status"], "served");
 }
+
+/// A copy of the shipped `regions/` in a temporary directory.
+fn regions_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("regions")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// Rules in folders of the rules directory are read (India once became unrestricted
+/// when its file moved into a folder and `validate` said "ok"), named by their path
+/// relative to the directory in diagnostics; hidden folders stay unread (a ConfigMap's
+/// `..data`), and a folder that cannot be read for certain is an error at its name.
+#[cfg(unix)]
+#[test]
+fn validate_reads_rules_in_folders_and_names_them_by_their_path() {
+    let dir = regions_copy();
+    let d = dir.path();
+    let shown = d.display().to_string();
+    std::fs::create_dir_all(d.join("asia/south")).unwrap();
+    std::fs::rename(d.join("in.yaml"), d.join("asia/south/in.yaml")).unwrap();
+    std::fs::create_dir(d.join(".hidden")).unwrap();
+    std::fs::write(d.join(".hidden/x.yaml"), "not: rules\n").unwrap();
+    let o = marketgate(&["validate", &shown, "--deny-warnings"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("{shown}: ok: 9 files")),
+        "{}",
+        stdout(&o)
+    );
+    // India is limited as before, and its reason names the file's path.
+    let o = marketgate(&[
+        "explain",
+        "--regions",
+        &shown,
+        "--country",
+        "IN",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["status"], "limited", "{v}");
+    assert_eq!(
+        v["reasons"][0]["at"],
+        format!("{shown}/asia/south/in.yaml:7:9")
+    );
+
+    // A problem in a folder: at its relative path.
+    std::fs::write(
+        d.join("asia/jp.yaml"),
+        "jurisdiction: JP\nstatus: sideways\n",
+    )
+    .unwrap();
+    // A symlinked folder out of the directory, and one looping back: refused unread.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("secret.yaml"),
+        "jurisdiction: s3cr3t-token\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), d.join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink("..", d.join("asia/loop")).unwrap();
+    let o = marketgate(&["validate", &shown]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    for want in [
+        format!("{shown}/asia/jp.yaml:2:9: "),
+        format!("{shown}/asia/loop:0:0: folder reached a second time"),
+        format!("{shown}/elsewhere:0:0: path resolves outside the rules directory: refused unread"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+    assert!(!err.contains("s3cr3t"), "{err}");
+}
+
+/// A ConfigMap whose keys carry folders (`items: [{key: …, path: asia/in.yaml}]`):
+/// the kubelet links `asia -> ..data/asia`; the folder is read through the link, once.
+#[cfg(unix)]
+#[test]
+fn validate_reads_a_configmap_folder_through_its_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let payload = d.join("..2026_11_29_12_00_00.000000001");
+    std::fs::create_dir_all(payload.join("asia")).unwrap();
+    std::os::unix::fs::symlink(payload.file_name().unwrap(), d.join("..data")).unwrap();
+    for entry in std::fs::read_dir(repo().join("regions")).unwrap() {
+        let name = entry.unwrap().file_name();
+        let inside = if name == "in.yaml" {
+            std::path::Path::new("asia").join(&name)
+        } else {
+            std::path::PathBuf::from(&name)
+        };
+        std::fs::copy(repo().join("regions").join(&name), payload.join(&inside)).unwrap();
+        if name != "in.yaml" {
+            std::os::unix::fs::symlink(std::path::Path::new("..data").join(&name), d.join(&name))
+                .unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("..data/asia", d.join("asia")).unwrap();
+    let o = marketgate(&["validate", d.to_str().unwrap(), "--deny-warnings"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("ok: 9 files"), "{}", stdout(&o));
+}

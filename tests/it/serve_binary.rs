@@ -612,3 +612,69 @@ fn events_of_a_request_carry_its_id_as_its_line_does() {
         .expect("a `stopped` event");
     assert!(stopped.get("span").is_none(), "{stopped}");
 }
+
+/// `--admin-listen` without an admin token binds no admin listener: a warning at start
+/// says so, names where the address came from and every way to set a token, and the
+/// admin address refuses connections. Without `--admin-listen`, no warning.
+#[test]
+fn admin_listen_without_a_token_warns_at_start_what_to_set() {
+    let admin = format!("127.0.0.1:{}", crate::support::free_port());
+    let mut child = spawn_serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--drain-delay",
+            "0s",
+            "--admin-listen",
+            &admin,
+        ],
+        Stdio::piped(),
+    );
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (addr, lines) = until_serving(&mut stderr);
+    let warnings: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "WARN" && v["key"] == "admin_listen")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{lines:#?}");
+    let message = warnings[0]["message"].as_str().unwrap();
+    for want in [
+        "`admin_listen` (from flag --admin-listen)",
+        "the admin listener is not started",
+        "--admin-token TOKEN",
+        "MARKETGATE_ADMIN_TOKENS",
+        "`admin_tokens`",
+        "--admin-tokens-file FILE",
+        "MARKETGATE_ADMIN_TOKENS_FILE",
+        "`admin_tokens_file`",
+    ] {
+        assert!(message.contains(want), "missing {want:?} in {message}");
+    }
+    assert_eq!(get(&format!("http://{addr}/healthz"), &[]).status, 200);
+    assert!(
+        std::net::TcpStream::connect(&admin).is_err(),
+        "the admin address is bound"
+    );
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    let mut child = spawn_serve(
+        &["--listen", "127.0.0.1:0", "--drain-delay", "0s"],
+        Stdio::piped(),
+    );
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (_, lines) = until_serving(&mut stderr);
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("\"WARN\"") && l.contains("admin")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("admin listener disabled")),
+        "{lines:#?}"
+    );
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

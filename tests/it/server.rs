@@ -614,7 +614,7 @@ fn health_metrics_and_openapi() {
     let m = get(&s.url("/metrics"), &[]).body;
     for want in [
         r#"marketgate_decisions_total{jurisdiction="RU",status="withdrawn"} 1"#,
-        r#"marketgate_shadow_divergence_total{change="gb-scanning-notice-exit",from="served",to="withdrawn"} 1"#,
+        r#"marketgate_shadow_divergence_total{change="gb-scanning-notice-exit",from="served",jurisdiction="GB",to="withdrawn"} 1"#,
         "marketgate_geoip_misses_total 1",
         r#"marketgate_rules_reload_total{result="failure"} 0"#,
         "marketgate_rules_info{version=\"sha256:",
@@ -757,6 +757,163 @@ fn reload_swaps_good_rules_and_keeps_the_last_good_set() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// The public listener shows no rules internals: no shadow change (a planned exit in
+/// shadow mode), no file path of the rules, nothing of a demand or change marked
+/// `public: false` but its kind. A caller with an evaluation token and the admin
+/// listener see them; the shadow counter names the jurisdiction that holds the change.
+#[test]
+fn rules_internals_reach_only_evaluation_tokens_and_the_admin_listener() {
+    const EVAL: &str = "evaluation-token-internals-0001";
+    let dir = tempfile::tempdir().unwrap();
+    let regions = dir.path().join("regions");
+    std::fs::create_dir(&regions).unwrap();
+    copy_dir(&repo().join("regions"), &regions);
+    // India's demand becomes private; Japan gets a private change in force.
+    let india = regions.join("in.yaml");
+    let text = std::fs::read_to_string(&india).unwrap();
+    std::fs::write(
+        &india,
+        text.replace(
+            "    state: enacted\n",
+            "    state: enacted\n    public: false\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        regions.join("jp.yaml"),
+        "jurisdiction: JP\nchanges:\n  - id: jp-secret-pause\n    at: 2026-01-01T00:00:00Z\n    features: { channels: off }\n    reason: pause while counsel reviews the notice\n    reference: https://example.org/jp-internal-memo\n    public: false\n",
+    )
+    .unwrap();
+    let s = TestServer::start(|c| {
+        c.regions = regions.clone();
+        c.evaluation_tokens = vec![Secret::new(EVAL)];
+    });
+    let bearer = format!("Bearer {EVAL}");
+    let rules_dir = regions.display().to_string();
+    let private = [
+        "gb-scanning-notice-exit",
+        "in-payment-data-localization",
+        "Payment system data must be stored only in the country",
+        "https://example.org/in-payment-data-storage",
+        "jp-secret-pause",
+        "pause while counsel reviews the notice",
+        "jp-internal-memo",
+    ];
+    let no_internals = |what: &str, body: &str| {
+        for p in private {
+            assert!(!body.contains(p), "{what} shows {p:?}: {body}");
+        }
+        assert!(
+            !body.contains("shadow"),
+            "{what} shows a shadow change: {body}"
+        );
+        assert!(
+            !body.contains(&rules_dir),
+            "{what} shows the rules directory: {body}"
+        );
+        assert!(
+            !body.contains("regions/"),
+            "{what} shows a rules path: {body}"
+        );
+        assert!(!body.contains(".yaml"), "{what} shows a rules file: {body}");
+    };
+
+    // Public: the default test server's peer is a trusted proxy, so `country=` is
+    // believed, and still nothing internal is shown.
+    let gb = get(&s.url("/v1/decision?country=GB"), &[]);
+    assert_eq!(gb.status, 200, "{}", gb.body);
+    assert_eq!(gb.json()["status"], "served");
+    no_internals("public GB", &gb.body);
+    let india = get(&s.url("/v1/decision?country=IN"), &[]);
+    no_internals("public IN", &india.body);
+    let reason = &india.json()["reasons"][0];
+    assert_eq!(
+        (&reason["kind"], &reason["demand_kind"], &reason["text"]),
+        (
+            &json!("demand"),
+            &json!("data_localization"),
+            &json!("data_localization (disable payments)")
+        ),
+        "{reason}"
+    );
+    let japan = get(&s.url("/v1/decision?country=JP"), &[]);
+    no_internals("public JP", &japan.body);
+    let reason = &japan.json()["reasons"][0];
+    assert_eq!(
+        (&reason["kind"], &reason["jurisdiction"]),
+        (&json!("change"), &json!("JP"))
+    );
+    assert!(
+        reason.get("id").is_none() && reason.get("text").is_none(),
+        "{reason}"
+    );
+    // The 451 of a private demand: its kind, no id, law or reference.
+    let gate = get(
+        &s.url("/v1/gate/api/payments/x"),
+        &[("X-Forwarded-For", "103.21.124.1")],
+    );
+    assert_eq!(gate.status, 451, "{}", gate.body);
+    no_internals("451", &gate.body);
+    assert!(gate.body.contains("data_localization"), "{}", gate.body);
+    // A wrong token is no token.
+    let wrong = get(
+        &s.url("/v1/decision?country=GB"),
+        &[("Authorization", "Bearer evaluation-token-wrong-0000")],
+    );
+    no_internals("wrong token", &wrong.body);
+
+    // An evaluation token: the shadow change, positions and private ids.
+    let gb = get(
+        &s.url("/v1/decision?country=GB"),
+        &[("Authorization", &bearer)],
+    )
+    .json();
+    assert_eq!(
+        gb["shadow"],
+        json!([{"change": "gb-scanning-notice-exit", "jurisdiction": "GB", "from": "served", "to": "withdrawn"}]),
+        "{gb}"
+    );
+    let india = get(
+        &s.url("/v1/decision?country=IN"),
+        &[("Authorization", &bearer)],
+    )
+    .json();
+    let reason = &india["reasons"][0];
+    assert_eq!(reason["id"], "in-payment-data-localization", "{reason}");
+    assert_eq!(reason["at"], format!("{rules_dir}/in.yaml:7:9"), "{reason}");
+    let japan = get(
+        &s.url("/v1/decision?country=JP"),
+        &[("Authorization", &bearer)],
+    )
+    .json();
+    assert_eq!(japan["reasons"][0]["id"], "jp-secret-pause", "{japan}");
+
+    // The admin listener: everything.
+    let detail = s.admin("GET", "/admin/v1/jurisdictions/GB", None).json();
+    assert_eq!(
+        detail["decision"]["shadow"][0]["change"], "gb-scanning-notice-exit",
+        "{detail}"
+    );
+    let detail = s.admin("GET", "/admin/v1/jurisdictions/IN", None).json();
+    assert!(
+        detail["decision"]["reasons"][0]["at"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&rules_dir)),
+        "{detail}"
+    );
+
+    // The shadow counter: by the jurisdiction whose rules hold the change.
+    let m = get(&s.url("/metrics"), &[]).body;
+    let want = r#"marketgate_shadow_divergence_total{change="gb-scanning-notice-exit",from="served",jurisdiction="GB",to="withdrawn"} "#;
+    let count = m
+        .lines()
+        .find_map(|l| l.strip_prefix(want))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert_eq!(count, Some(3), "three GB decisions: {m}");
+    let table = s.admin("GET", "/admin/v1/rules", None).json();
+    assert_eq!(table["shadow"][0]["jurisdiction"], "GB", "{table}");
 }
 
 /// An `X-Request-Id` is kept only from a trusted proxy and only in a format gateways
