@@ -146,11 +146,11 @@ fn ground_words(g: &Ground) -> String {
             if let Some(k) = &g.demand_kind {
                 what.push(k.clone());
             }
-            if let Some(s) = g.legal_state {
-                what.push(format!("{s:?}").to_lowercase());
-            }
-            if let Some(e) = g.effective {
-                what.push(format!("in force since {e}"));
+            match (g.legal_state, g.effective) {
+                (Some(s), Some(e)) => what.push(format!("{} since {e}", s.words())),
+                (Some(s), None) => what.push(s.words().to_string()),
+                (None, Some(e)) => what.push(format!("since {e}")),
+                (None, None) => {}
             }
             let _ = write!(out, ": {}", what.join(", "));
             if let Some(r) = g.response {
@@ -398,7 +398,7 @@ mod tests {
                 "withdrawn",
                 "2018-06-30T21:00:00Z",
                 "all",
-                "demand ru-keys (RU): encryption_backdoor, enacted, in force since 2018-06-30T21:00:00Z; response: withdraw; law: Keys law <https://example.org/ru>"
+                "demand ru-keys (RU): encryption_backdoor, in force since 2018-06-30T21:00:00Z; response: withdraw; law: Keys law <https://example.org/ru>"
             ]
         );
         assert_eq!(
@@ -411,7 +411,7 @@ mod tests {
         );
         let md = render_markdown(&r);
         assert!(
-            md.contains("| DE Germany | served | - | - | demand eu-orders (EU): court_order_subscriber_data, enacted, in force since 2023-01-01T00:00:00Z; response: comply; law: Orders \\| law |"),
+            md.contains("| DE Germany | served | - | - | demand eu-orders (EU): court_order_subscriber_data, in force since 2023-01-01T00:00:00Z; response: comply; law: Orders \\| law |"),
             "{md}"
         );
         assert!(

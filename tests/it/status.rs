@@ -107,7 +107,7 @@ fn status_lists_every_market_with_rules_why_and_since_when() {
             "withdrawn",
             "2018-06-30T21:00:00Z",
             "all",
-            "demand ru-decryption-keys (RU): encryption_backdoor, enacted, in force since 2018-06-30T21:00:00Z; response: withdraw; law: Federal law requiring messaging services to provide decryption keys <https://example.org/ru-decryption-keys-law>",
+            "demand ru-decryption-keys (RU): encryption_backdoor, in force since 2018-06-30T21:00:00Z; response: withdraw; law: Federal law requiring messaging services to provide decryption keys <https://example.org/ru-decryption-keys-law>",
         ]
     );
     assert_eq!(
@@ -117,7 +117,7 @@ fn status_lists_every_market_with_rules_why_and_since_when() {
             "limited",
             "2018-10-14T18:30:00Z",
             "payments",
-            "demand in-payment-data-localization (IN): data_localization, enacted, in force since 2018-10-14T18:30:00Z; response: disable payments; law: Payment system data must be stored only in the country <https://example.org/in-payment-data-storage>",
+            "demand in-payment-data-localization (IN): data_localization, in force since 2018-10-14T18:30:00Z; response: disable payments; law: Payment system data must be stored only in the country <https://example.org/in-payment-data-storage>",
         ]
     );
     assert_eq!(
@@ -161,7 +161,7 @@ fn status_lists_every_market_with_rules_why_and_since_when() {
         "{md}"
     );
     assert!(
-        md.contains("\n| RU Russia | withdrawn | 2018-06-30T21:00:00Z | all | demand ru-decryption-keys (RU): encryption_backdoor, enacted, in force since 2018-06-30T21:00:00Z; response: withdraw; law: Federal law requiring messaging services to provide decryption keys ([reference](<https://example.org/ru-decryption-keys-law>)) |\n"),
+        md.contains("\n| RU Russia | withdrawn | 2018-06-30T21:00:00Z | all | demand ru-decryption-keys (RU): encryption_backdoor, in force since 2018-06-30T21:00:00Z; response: withdraw; law: Federal law requiring messaging services to provide decryption keys ([reference](<https://example.org/ru-decryption-keys-law>)) |\n"),
         "{md}"
     );
     assert!(
