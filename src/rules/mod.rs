@@ -472,7 +472,11 @@ impl Demand {
     /// and who answers for it (`owner …, ticket …, review by …`).
     pub fn detail_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if !self.history.is_empty() {
+        // The shorthand's single event says nothing `legal_words` does not.
+        let written = self.before.is_none()
+            || self.history.len() > 1
+            || self.history.iter().any(|e| e.note.is_some() || e.reference.is_some());
+        if written && !self.history.is_empty() {
             out.push(format!(
                 "history: {}",
                 self.history

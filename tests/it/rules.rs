@@ -266,7 +266,12 @@ fn explain_a_group_lists_its_members() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = without_version(&stdout(&o));
     assert!(
-        text.contains("\nSERVED for 27 members: AT, BE, BG, HR, CY, CZ, DK, EE, FI, FR, DE, GR, HU, IE, IT, LV, LT, LU, MT, NL, PL, PT, RO, SK, SI, ES, SE\nchain         each member → EU → EEA → *\n"),
+        text.contains("\nSERVED for 26 members: AT, BE, BG, HR, CY, CZ, DK, EE, FI, DE, GR, HU, IE, IT, LV, LT, LU, MT, NL, PL, PT, RO, SK, SI, ES, SE\nchain         each member → EU → EEA → *\n"),
+        "{text}"
+    );
+    // France has its own file (a rejected bill), so its chain and trail are its own.
+    assert!(
+        text.contains("\nSERVED for 1 member: FR\nchain         FR → EU → EEA → *\n"),
         "{text}"
     );
     insta::assert_snapshot!("explain_eu_group", text);
