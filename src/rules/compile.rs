@@ -398,12 +398,16 @@ struct Ctx {
     today: jiff::civil::Date,
 }
 
+/// Reads a list of feature names as a set; the error is the index of the first unknown
+/// name and the message for it.
+type FeatureNames<'a> = dyn Fn(&[String]) -> Result<FeatureSet, (usize, String)> + 'a;
+
 /// What the global file declares, which every level's rules are checked against.
 struct Declared<'a> {
     feature_names: &'a [&'a str],
     kinds: &'a [&'a str],
     responses: &'a [KindResponse],
-    feature_set: &'a dyn Fn(&[String]) -> Result<FeatureSet, (usize, String)>,
+    feature_set: &'a FeatureNames<'a>,
     /// The global file's `transparency.public` (default `true`).
     public: bool,
 }
@@ -1065,7 +1069,7 @@ fn check_reference(cx: &mut Ctx, p: &Parsed, path: &str, r: &Option<String>) {
 
 fn compile_response(
     r: &RawResponse,
-    feature_set: &dyn Fn(&[String]) -> Result<FeatureSet, (usize, String)>,
+    feature_set: &FeatureNames<'_>,
 ) -> Result<Response, (usize, String)> {
     Ok(match &r.action {
         RawAction::Withdraw => Response::Withdraw,

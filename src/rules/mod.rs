@@ -358,7 +358,7 @@ pub struct Order {
 
 impl Order {
     pub fn in_effect(&self, t: Timestamp) -> bool {
-        self.received <= t && !self.withdrawn.as_ref().is_some_and(|w| *w <= t)
+        self.received <= t && self.withdrawn.as_ref().is_none_or(|w| *w > t)
     }
 }
 
@@ -475,7 +475,10 @@ impl Demand {
         // The shorthand's single event says nothing `legal_words` does not.
         let written = self.before.is_none()
             || self.history.len() > 1
-            || self.history.iter().any(|e| e.note.is_some() || e.reference.is_some());
+            || self
+                .history
+                .iter()
+                .any(|e| e.note.is_some() || e.reference.is_some());
         if written && !self.history.is_empty() {
             out.push(format!(
                 "history: {}",

@@ -7,9 +7,9 @@ const AT: &str = "2026-11-29T00:00:00Z";
 
 /// The markets of the shipped rules, in the order `status` lists them.
 const MARKETS: [&str; 35] = [
-    "RU", "BR", "IN", "US-UT", "AT", "AU", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR",
-    "GB", "GR", "HR", "HU", "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI",
-    "SK", "unknown", "*",
+    "RU", "BR", "IN", "US-UT", "AT", "AU", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI",
+    "FR", "GB", "GR", "HR", "HU", "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE",
+    "SI", "SK", "unknown", "*",
 ];
 
 /// `marketgate status ARGS`, at [`AT`] unless `ARGS` say `--at`.
