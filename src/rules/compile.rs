@@ -951,6 +951,7 @@ fn compile_demand(
         effective,
         reference: d.reference.as_deref().map(Into::into),
         law: d.law.as_deref().map(Into::into),
+        description: d.description.as_deref().map(Into::into),
         response: response.clone(),
         public: d.public.unwrap_or(declared.public),
         origin: origin(p, &format!("{path}.id")),

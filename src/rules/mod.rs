@@ -177,6 +177,8 @@ pub struct Demand {
     pub reference: Option<Arc<str>>,
     /// The law or instrument, in words, for people (and the 451 body).
     pub law: Option<Arc<str>>,
+    /// Free text for reviewers (`diff`, `timeline`).
+    pub description: Option<Arc<str>>,
     pub response: Response,
     /// Published on the transparency page (its own `public`, else the global default).
     pub public: bool,
