@@ -201,7 +201,7 @@ fn git_base_reads_the_old_rules_from_a_revision() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("no decision, scheduled change or demand differs"),
+        out.contains("no decision, rule, scheduled change or demand differs"),
         "{out}"
     );
 
