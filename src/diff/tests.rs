@@ -406,3 +406,541 @@ fn a_rejected_red_line_is_shown_as_rejected_and_sources_are_shown() {
     assert!(render_text(&a, &c, &d)
         .contains("RED LINE: withdraws every market it reaches from 2027-01-01T00:00:00Z"));
 }
+
+// ---------------------------------------------------------------------------------
+// The property: a diff misses nothing that decides.
+
+mod property {
+    use proptest::prelude::*;
+
+    use super::super::*;
+    use crate::engine::{decide, Request};
+    use crate::rules::{compile, SourceFile};
+
+    const LEVELS: [&str; 7] = ["*", "EU", "EEA", "FR", "DE", "US", "US-CA"];
+    const MEMBERS: [&str; 4] = ["FR", "DE", "IT", "NO"];
+    const FEATURES: [&str; 3] = ["secret_chats", "payments", "channels"];
+    const KINDS: [&str; 3] = ["encryption_backdoor", "data_localization", "court_order"];
+    const RESPONSES: [&str; 4] = [
+        "withdraw",
+        "comply",
+        "{ disable: [payments] }",
+        "{ disable: [channels, secret_chats] }",
+    ];
+    const STATES: [&str; 4] = ["proposed", "enacted", "rejected", "repealed"];
+    const STATUSES: [&str; 3] = ["served", "limited", "withdrawn"];
+    const PATHS: [&str; 3] = ["[]", "[\"/a/\"]", "[\"/a/\", \"/b/\"]"];
+    const PERCENTS: [u8; 4] = [0, 30, 60, 100];
+    const PLACES: [&str; 9] = [
+        "FR", "DE", "IT", "NO", "US", "US-CA", "US-NY", "GB", "unknown",
+    ];
+
+    /// Few instants, so that boundaries coincide and changes share instants.
+    fn day(d: i64) -> Timestamp {
+        let base: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        base + jiff::SignedDuration::from_hours(24 * 100 * d)
+    }
+
+    #[derive(Clone, Debug)]
+    struct DemandSpec {
+        kind: usize,
+        state: usize,
+        day: i64,
+        law: bool,
+    }
+
+    #[derive(Clone, Debug)]
+    struct ChangeSpec {
+        features: Vec<(usize, bool)>,
+        withdraw: bool,
+        day: i64,
+        percent: Option<usize>,
+        shadow: bool,
+        reason: bool,
+    }
+
+    #[derive(Clone, Debug)]
+    struct LevelSpec {
+        status: Option<usize>,
+        features: Vec<(usize, bool)>,
+        demands: [Option<DemandSpec>; 2],
+        changes: [Option<ChangeSpec>; 2],
+        /// Changes written in the other order.
+        reversed: bool,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Spec {
+        defaults: [bool; 3],
+        paths: [usize; 3],
+        responses: [usize; 3],
+        eu: [bool; 4],
+        eea: [bool; 4],
+        eea_first: bool,
+        unknown: (Option<usize>, Vec<(usize, bool)>),
+        public: bool,
+        levels: Vec<LevelSpec>,
+    }
+
+    fn switches() -> impl Strategy<Value = Vec<(usize, bool)>> + Clone {
+        proptest::collection::vec((0..3usize, any::<bool>()), 0..3)
+    }
+
+    /// A demand effective on one of the first `days` instants.
+    fn demand(days: i64) -> impl Strategy<Value = DemandSpec> + Clone {
+        (0..3usize, 0..4usize, 0..days, any::<bool>()).prop_map(|(kind, state, day, law)| {
+            DemandSpec {
+                kind,
+                state,
+                day,
+                law,
+            }
+        })
+    }
+
+    /// A change at one of the first `days` instants, with at least one switch: few
+    /// instants, so that two changes of a level often apply at one instant and disagree.
+    fn change(days: i64) -> impl Strategy<Value = ChangeSpec> + Clone {
+        (
+            proptest::collection::vec((0..3usize, any::<bool>()), 1..3),
+            proptest::bool::weighted(0.3),
+            0..days,
+            proptest::option::of(0..4usize),
+            proptest::bool::weighted(0.2),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(features, withdraw, day, percent, shadow, reason)| ChangeSpec {
+                    features,
+                    withdraw,
+                    day,
+                    percent,
+                    shadow,
+                    reason,
+                },
+            )
+    }
+
+    fn level() -> impl Strategy<Value = LevelSpec> {
+        (
+            proptest::option::of(0..3usize),
+            switches(),
+            [
+                proptest::option::weighted(0.7, demand(4)),
+                proptest::option::weighted(0.7, demand(4)),
+            ],
+            [
+                proptest::option::weighted(0.7, change(3)),
+                proptest::option::weighted(0.7, change(3)),
+            ],
+            any::<bool>(),
+        )
+            .prop_map(|(status, features, demands, changes, reversed)| LevelSpec {
+                status,
+                features,
+                demands,
+                changes,
+                reversed,
+            })
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            (
+                any::<[bool; 3]>(),
+                [0..3usize, 0..3usize, 0..3usize],
+                [0..4usize, 0..4usize, 0..4usize],
+                any::<[bool; 4]>(),
+                any::<[bool; 4]>(),
+                any::<bool>(),
+                (proptest::option::of(0..3usize), switches()),
+                any::<bool>(),
+            ),
+            proptest::collection::vec(level(), LEVELS.len()),
+        )
+            .prop_map(
+                |((defaults, paths, responses, eu, eea, eea_first, unknown, public), levels)| {
+                    Spec {
+                        defaults,
+                        paths,
+                        responses,
+                        eu,
+                        eea,
+                        eea_first,
+                        unknown,
+                        public,
+                        levels,
+                    }
+                },
+            )
+    }
+
+    /// One edit of a spec: a single field, so that an edit the diff cannot see is not
+    /// hidden by others that come with it.
+    #[derive(Clone, Debug)]
+    enum Edit {
+        Default(usize),
+        Paths(usize, usize),
+        Response(usize, usize),
+        /// Toggles a member of EU or (`true`) EEA.
+        Member(bool, usize),
+        GroupOrder,
+        Unknown(Option<usize>, Vec<(usize, bool)>),
+        Public,
+        Status(usize, Option<usize>),
+        Features(usize, Vec<(usize, bool)>),
+        /// Adds, removes or replaces a demand or (`true`) a change.
+        Slot(bool, usize, usize, Option<DemandSpec>, Option<ChangeSpec>),
+        DemandKind(usize, usize, usize),
+        DemandState(usize, usize, usize),
+        DemandDay(usize, usize, i64),
+        DemandLaw(usize, usize),
+        ChangeFeatures(usize, usize, Vec<(usize, bool)>),
+        ChangeWithdraw(usize, usize),
+        ChangeDay(usize, usize, i64),
+        ChangePercent(usize, usize, Option<usize>),
+        ChangeShadow(usize, usize),
+        ChangeReason(usize, usize),
+        ChangeOrder(usize),
+    }
+
+    /// One to three edits, each kind about as likely as any other.
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        let (l, i) = (0..LEVELS.len(), 0..2usize);
+        let edit = prop_oneof![
+            1 => (0..3usize).prop_map(Edit::Default),
+            1 => (0..3usize, 0..3usize).prop_map(|(f, p)| Edit::Paths(f, p)),
+            1 => (0..3usize, 0..4usize).prop_map(|(k, r)| Edit::Response(k, r)),
+            1 => (any::<bool>(), 0..4usize).prop_map(|(g, m)| Edit::Member(g, m)),
+            1 => Just(Edit::GroupOrder),
+            1 => (proptest::option::of(0..3usize), switches()).prop_map(|(s, f)| Edit::Unknown(s, f)),
+            1 => Just(Edit::Public),
+            1 => (l.clone(), proptest::option::of(0..3usize)).prop_map(|(l, s)| Edit::Status(l, s)),
+            1 => (l.clone(), switches()).prop_map(|(l, f)| Edit::Features(l, f)),
+            // Added, removed, replaced: three times as likely as one field.
+            3 => (
+                any::<bool>(),
+                l.clone(),
+                i.clone(),
+                // Also at instants no other item has.
+                proptest::option::of(demand(8)),
+                proptest::option::of(change(8))
+            )
+                .prop_map(|(c, l, i, d, ch)| Edit::Slot(c, l, i, d, ch)),
+            1 => (l.clone(), i.clone(), 0..3usize).prop_map(|(l, i, k)| Edit::DemandKind(l, i, k)),
+            2 => (l.clone(), i.clone(), 0..4usize).prop_map(|(l, i, s)| Edit::DemandState(l, i, s)),
+            // Moved also to instants no other item has.
+            2 => (l.clone(), i.clone(), 0..8i64).prop_map(|(l, i, d)| Edit::DemandDay(l, i, d)),
+            1 => (l.clone(), i.clone()).prop_map(|(l, i)| Edit::DemandLaw(l, i)),
+            1 => (l.clone(), i.clone(), switches()).prop_map(|(l, i, f)| Edit::ChangeFeatures(l, i, f)),
+            1 => (l.clone(), i.clone()).prop_map(|(l, i)| Edit::ChangeWithdraw(l, i)),
+            2 => (l.clone(), i.clone(), 0..8i64).prop_map(|(l, i, d)| Edit::ChangeDay(l, i, d)),
+            1 => (l.clone(), i.clone(), proptest::option::of(0..4usize))
+                .prop_map(|(l, i, p)| Edit::ChangePercent(l, i, p)),
+            1 => (l.clone(), i.clone()).prop_map(|(l, i)| Edit::ChangeShadow(l, i)),
+            1 => (l.clone(), i).prop_map(|(l, i)| Edit::ChangeReason(l, i)),
+            // Shows only when two changes share an instant and disagree.
+            3 => l.prop_map(Edit::ChangeOrder),
+        ];
+        proptest::collection::vec(edit, 1..4)
+    }
+
+    /// `a` with `edits` made.
+    fn edit(a: &Spec, edits: &[Edit]) -> Spec {
+        let mut s = a.clone();
+        for e in edits {
+            match e.clone() {
+                Edit::Default(f) => s.defaults[f] = !s.defaults[f],
+                Edit::Paths(f, p) => s.paths[f] = p,
+                Edit::Response(k, r) => s.responses[k] = r,
+                Edit::Member(eea, m) => {
+                    let g = if eea { &mut s.eea } else { &mut s.eu };
+                    g[m] = !g[m];
+                }
+                Edit::GroupOrder => s.eea_first = !s.eea_first,
+                Edit::Unknown(st, f) => s.unknown = (st, f),
+                Edit::Public => s.public = !s.public,
+                Edit::Status(l, st) => s.levels[l].status = st,
+                Edit::Features(l, f) => s.levels[l].features = f,
+                Edit::Slot(false, l, i, d, _) => s.levels[l].demands[i] = d,
+                Edit::Slot(true, l, i, _, c) => s.levels[l].changes[i] = c,
+                Edit::DemandKind(l, i, k) => {
+                    s.levels[l].demands[i].iter_mut().for_each(|d| d.kind = k)
+                }
+                Edit::DemandState(l, i, st) => {
+                    s.levels[l].demands[i].iter_mut().for_each(|d| d.state = st)
+                }
+                Edit::DemandDay(l, i, day) => {
+                    s.levels[l].demands[i].iter_mut().for_each(|d| d.day = day)
+                }
+                Edit::DemandLaw(l, i) => s.levels[l].demands[i]
+                    .iter_mut()
+                    .for_each(|d| d.law = !d.law),
+                Edit::ChangeFeatures(l, i, f) => s.levels[l].changes[i]
+                    .iter_mut()
+                    .for_each(|c| c.features = f.clone()),
+                Edit::ChangeWithdraw(l, i) => s.levels[l].changes[i]
+                    .iter_mut()
+                    .for_each(|c| c.withdraw = !c.withdraw),
+                Edit::ChangeDay(l, i, day) => {
+                    s.levels[l].changes[i].iter_mut().for_each(|c| c.day = day)
+                }
+                Edit::ChangePercent(l, i, p) => s.levels[l].changes[i]
+                    .iter_mut()
+                    .for_each(|c| c.percent = p),
+                Edit::ChangeShadow(l, i) => s.levels[l].changes[i]
+                    .iter_mut()
+                    .for_each(|c| c.shadow = !c.shadow),
+                Edit::ChangeReason(l, i) => s.levels[l].changes[i]
+                    .iter_mut()
+                    .for_each(|c| c.reason = !c.reason),
+                Edit::ChangeOrder(l) => s.levels[l].reversed = !s.levels[l].reversed,
+            }
+        }
+        s
+    }
+
+    fn switch_map(fs: &[(usize, bool)]) -> String {
+        let mut seen = std::collections::HashSet::new();
+        let items: Vec<String> = fs
+            .iter()
+            .filter(|(f, _)| seen.insert(*f))
+            .map(|(f, on)| format!("{}: {}", FEATURES[*f], if *on { "on" } else { "off" }))
+            .collect();
+        format!("{{ {} }}", items.join(", "))
+    }
+
+    fn render_level(l: usize, s: &LevelSpec) -> String {
+        let mut y = String::new();
+        if let Some(st) = s.status {
+            y.push_str(&format!("status: {}\n", STATUSES[st]));
+        }
+        if LEVELS[l] != "*" && !s.features.is_empty() {
+            y.push_str(&format!("features: {}\n", switch_map(&s.features)));
+        }
+        y.push_str("demands:\n");
+        for (i, d) in s.demands.iter().enumerate() {
+            if let Some(d) = d {
+                y.push_str(&format!(
+                    "  - {{ id: d{l}-{i}, kind: {}, state: {}, effective: \"{}\"{} }}\n",
+                    KINDS[d.kind],
+                    STATES[d.state],
+                    day(d.day),
+                    if d.law { ", law: a law" } else { "" }
+                ));
+            }
+        }
+        y.push_str("changes:\n");
+        let mut order = [0, 1];
+        if s.reversed {
+            order.reverse();
+        }
+        for i in order {
+            if let Some(c) = &s.changes[i] {
+                y.push_str(&format!(
+                    "  - id: c{l}-{i}\n    at: \"{}\"\n    reason: {}\n    features: {}\n",
+                    day(c.day),
+                    if c.reason { "one" } else { "another" },
+                    switch_map(&c.features)
+                ));
+                if c.withdraw {
+                    y.push_str("    status: withdrawn\n");
+                }
+                if let Some(p) = c.percent {
+                    y.push_str(&format!("    rollout: {{ percent: {} }}\n", PERCENTS[p]));
+                }
+                if c.shadow {
+                    y.push_str("    mode: shadow\n");
+                }
+            }
+        }
+        y.replace("demands:\nchanges:", "changes:")
+            .trim_end_matches("changes:\n")
+            .to_string()
+    }
+
+    fn compile_spec(s: &Spec) -> Option<RuleSet> {
+        let members = |m: &[bool; 4]| {
+            MEMBERS
+                .iter()
+                .zip(m)
+                .filter(|(_, on)| **on)
+                .map(|(c, _)| *c)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut g = String::from("features:\n");
+        for (i, f) in FEATURES.iter().enumerate() {
+            g.push_str(&format!(
+                "  {f}: {{ default: {}, paths: {} }}\n",
+                if s.defaults[i] { "on" } else { "off" },
+                PATHS[s.paths[i]]
+            ));
+        }
+        g.push_str("responses:\n");
+        for (i, k) in KINDS.iter().enumerate() {
+            g.push_str(&format!("  {k}: {}\n", RESPONSES[s.responses[i]]));
+        }
+        let (eu, eea) = (
+            format!("  EU: [{}]\n", members(&s.eu)),
+            format!("  EEA: [{}]\n", members(&s.eea)),
+        );
+        g.push_str("groups:\n");
+        if s.eea_first {
+            g.push_str(&eea);
+            g.push_str(&eu);
+        } else {
+            g.push_str(&eu);
+            g.push_str(&eea);
+        }
+        g.push_str("unknown:\n");
+        if let Some(st) = s.unknown.0 {
+            g.push_str(&format!("  status: {}\n", STATUSES[st]));
+        }
+        g.push_str(&format!("  features: {}\n", switch_map(&s.unknown.1)));
+        g.push_str(&format!("transparency: {{ public: {} }}\n", s.public));
+        let mut files = Vec::new();
+        for (l, j) in LEVELS.iter().enumerate() {
+            let body = render_level(l, &s.levels[l]);
+            if *j == "*" {
+                files.push(SourceFile {
+                    name: "r/_global.yaml".into(),
+                    text: format!("{g}{body}"),
+                });
+            } else {
+                files.push(SourceFile {
+                    name: format!("r/{l}.yaml"),
+                    text: format!("jurisdiction: \"{j}\"\n{body}"),
+                });
+            }
+        }
+        // Validated before any generated instant, so no red line is "in force now".
+        match compile(&files, "2000-01-01T00:00:00Z".parse().unwrap()) {
+            Ok((r, _)) => Some(r),
+            Err(d) => panic!("generated rules do not compile:\n{d}\n{files:#?}"),
+        }
+    }
+
+    fn place(p: &str) -> Location {
+        if p == "unknown" {
+            Location::UNKNOWN
+        } else {
+            Location::parse(p).unwrap()
+        }
+    }
+
+    /// What a decision is: status and the features on, by name.
+    fn outcome(
+        r: &RuleSet,
+        loc: Location,
+        key: Option<&str>,
+        at: Timestamp,
+    ) -> (Status, Vec<String>) {
+        let none = crate::overrides::OverrideSet::default();
+        let d = decide(
+            r,
+            &none,
+            &Request {
+                location: loc,
+                key,
+                at,
+            },
+        );
+        let mut on = feature_names(r, d.features);
+        on.sort();
+        (d.status, on)
+    }
+
+    /// Every instant at which a decision of either set may differ from the one before:
+    /// each boundary, just before it, between two, and before and after them all.
+    fn probe_instants(old: &RuleSet, new: &RuleSet) -> Vec<Timestamp> {
+        let b = boundaries(old, new);
+        let mut out = vec![day(-10), day(10)];
+        for (i, t) in b.iter().enumerate() {
+            out.push(*t);
+            out.push(just_before(*t));
+            if let Some(next) = b.get(i + 1) {
+                out.push(*t + t.duration_until(*next) / 2);
+            }
+        }
+        out
+    }
+
+    /// Both sets' boundaries, in order (not the diff's own list, which is under test).
+    fn boundaries(old: &RuleSet, new: &RuleSet) -> Vec<Timestamp> {
+        let all: std::collections::BTreeSet<Timestamp> = old
+            .boundaries()
+            .iter()
+            .chain(new.boundaries())
+            .copied()
+            .collect();
+        all.into_iter().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whenever a decision differs between two rule sets, at any instant, for any
+        /// place and key, the diff lists an item that reaches the place; and every
+        /// keyless difference from the diff's instant on is listed where it starts or
+        /// changes (a decision row at the diff's instant, a consequence after it).
+        #[test]
+        fn the_diff_lists_what_changes_any_decision(
+            a in spec(),
+            edits in edits(),
+            backwards in any::<bool>(),
+            at in -1..5i64,
+            key in "[a-z0-9]{1,6}",
+        ) {
+            let (mut old, mut new) = (compile_spec(&a).unwrap(), compile_spec(&edit(&a, &edits)).unwrap());
+            if backwards {
+                std::mem::swap(&mut old, &mut new);
+            }
+            let at = day(at);
+            let d = diff(&old, &new, at);
+            let keys = [None, Some(key.as_str()), Some("key-1"), Some("key-7")];
+            for p in PLACES {
+                let loc = place(p);
+                let listed = d.items.iter().any(|i| i.reaches(&old, &new, &loc));
+                for t in probe_instants(&old, &new) {
+                    for k in keys {
+                        let (o, n) = (outcome(&old, loc, k, t), outcome(&new, loc, k, t));
+                        prop_assert!(
+                            o == n || listed,
+                            "{p} with key {k:?} at {t}: {o:?} → {n:?}, but no listed item reaches it: {:#?}",
+                            d.items
+                        );
+                    }
+                }
+            }
+            // Keyless differences from `at` on, where each starts or turns into another.
+            for loc in locations(&[&old, &new]) {
+                let mut before: Option<Transition> = None;
+                let later = boundaries(&old, &new).into_iter().filter(|t| *t > at);
+                for (k, t) in std::iter::once(at).chain(later).enumerate() {
+                    let now = Transition::between(
+                        &old,
+                        &decide_rules(&old, loc, None, t),
+                        &new,
+                        &decide_rules(&new, loc, None, t),
+                    );
+                    if let Some(tr) = &now {
+                        if k == 0 {
+                            prop_assert!(
+                                d.decisions.iter().any(|r| r.transition == *tr),
+                                "{loc} at {t}: {tr:?} is not a decision row"
+                            );
+                        } else if before.as_ref() != Some(tr) {
+                            prop_assert!(
+                                d.items.iter().any(|i| i.consequences.iter().any(|c| c.at == t && c.transition == *tr)),
+                                "{loc} at {t}: {tr:?} is listed under no item: {:#?}",
+                                d.items
+                            );
+                        }
+                    }
+                    before = now;
+                }
+            }
+        }
+    }
+}
