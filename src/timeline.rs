@@ -1,7 +1,8 @@
 //! `marketgate timeline`: every scheduled change and demand effective date of one rule
-//! set in time order, with the decisions just before (one nanosecond) and at the
-//! instant for the jurisdictions it reaches. Pure: takes compiled rules and a window,
-//! never reads files or the clock.
+//! set in time order, with where each comes from (reason or law, reference,
+//! description) and the decisions just before (one nanosecond) and at the instant for
+//! the jurisdictions it reaches. Pure: takes compiled rules and a window, never reads
+//! files or the clock.
 
 use std::fmt::Write;
 
@@ -9,8 +10,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::diff::{
-    change_effect, collapse, decide_rules, just_before, label, locations, percent, reaches,
-    response_text, sample_key, ItemKind, Transition,
+    change_effect, collapse, decide_rules, instant, just_before, label, locations, percent,
+    reaches, response_text, sample_key, ItemKind, Sources, Transition,
 };
 use crate::rules::{DemandState, LevelId, Mode, RuleSet, Status, When};
 
@@ -26,7 +27,11 @@ pub struct Event {
     pub jurisdiction: String,
     /// `file:line:column` of the change or demand.
     pub origin: String,
+    /// What it does, with a change's reason or a demand's law.
     pub summary: String,
+    /// A change's reason; a demand's law, reference and description.
+    #[serde(flatten)]
+    pub sources: Sources,
     /// Whether it changes decisions when its time comes: `false` for a shadow change
     /// (measured only) and a demand that is only proposed.
     pub applies: bool,
@@ -121,10 +126,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                         percent(c.rollout_bp_at(at).unwrap_or(10_000))
                     )
                 };
-                let mut summary = format!("{}: {}{step}", change_effect(rules, c), c.reason);
-                if let Some(r) = &c.reference {
-                    let _ = write!(summary, " <{r}>");
-                }
+                let summary = format!("{}: {}{step}", change_effect(rules, c), c.reason);
                 events.push(Event {
                     at,
                     at_as_written: as_written(&when),
@@ -133,6 +135,11 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                     jurisdiction: level.jurisdiction.to_string(),
                     origin: c.origin.to_string(),
                     summary,
+                    sources: Sources {
+                        reason: Some(c.reason.to_string()),
+                        reference: c.reference.as_deref().map(str::to_string),
+                        ..Sources::default()
+                    },
                     applies: c.mode == Mode::Enforce,
                     red_line: false,
                     rollout: partial.map(percent),
@@ -213,9 +220,6 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                 if let Some(law) = &d.law {
                     let _ = write!(summary, ": {law}");
                 }
-                if let Some(r) = &d.reference {
-                    let _ = write!(summary, " <{r}>");
-                }
                 events.push(Event {
                     at,
                     at_as_written: as_written(&when),
@@ -224,6 +228,12 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                     jurisdiction: level.jurisdiction.to_string(),
                     origin: d.origin.to_string(),
                     summary,
+                    sources: Sources {
+                        law: d.law.as_deref().map(str::to_string),
+                        reference: d.reference.as_deref().map(str::to_string),
+                        description: d.description.as_deref().map(str::to_string),
+                        ..Sources::default()
+                    },
                     applies,
                     red_line,
                     rollout: None,
@@ -263,9 +273,9 @@ fn grouped(rules: &RuleSet, ts: &[Transition]) -> Vec<String> {
 pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
     let mut o = String::new();
     let window = match (tl.from, tl.to) {
-        (Some(f), Some(t)) => format!("from {f} to {t}"),
-        (Some(f), None) => format!("from {f}"),
-        (None, Some(t)) => format!("until {t}"),
+        (Some(f), Some(t)) => format!("from {} to {}", instant(f), instant(t)),
+        (Some(f), None) => format!("from {}", instant(f)),
+        (None, Some(t)) => format!("until {}", instant(t)),
         (None, None) => "all time".into(),
     };
     let _ = writeln!(o, "timeline of rules {} ({window})", tl.rules_version);
@@ -276,10 +286,7 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
         );
     }
     for e in &tl.events {
-        let kind = match e.kind {
-            ItemKind::Change => "change",
-            ItemKind::Demand => "demand",
-        };
+        let kind = e.kind.as_str();
         let at = match &e.at_as_written {
             Some(w) => format!("{w} ({})", e.at),
             None => e.at.to_string(),
@@ -290,12 +297,21 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
             e.id, e.jurisdiction, e.origin
         );
         let _ = writeln!(o, "    {}", e.summary);
+        // The reason or law is in the summary.
+        for (name, v) in [
+            ("reference", &e.sources.reference),
+            ("description", &e.sources.description),
+        ] {
+            if let Some(v) = v {
+                let _ = writeln!(o, "    {name}: {v}");
+            }
+        }
         if !e.applies {
             let why = match e.kind {
-                ItemKind::Change => "shadow: measured, decisions do not change",
                 ItemKind::Demand => {
                     "no decision changes: the law's response does not start or stop here"
                 }
+                _ => "shadow: measured, decisions do not change",
             };
             let _ = writeln!(o, "    ({why})");
         }

@@ -508,7 +508,10 @@ fn demand_ground(rules: &RuleSet, level: &Level, i: usize) -> Ground {
         legal_state: Some(d.state),
         law: d.law.as_deref().map(str::to_string),
         reference: d.reference.as_deref().map(str::to_string),
-        effective: Some(d.effective.utc),
+        // A law whose written history never puts it in force has no date to show (its
+        // latest event is when it was proposed, not when it would apply).
+        effective: (d.before.is_some() || d.history.iter().any(|e| e.state.applies()))
+            .then_some(d.effective.utc),
         response: Some(response),
         features_off,
         ..blank("demand", &level.jurisdiction)

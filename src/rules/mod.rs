@@ -129,8 +129,9 @@ impl fmt::Display for DemandState {
 /// An instant as the rules wrote it: the instant itself (compared, computed with) and
 /// the text (with its offset or named zone) shown to people beside UTC, so that
 /// `2027-06-01T00:00:00+02:00` never reads as `2027-05-31` to a reviewer. Equal,
-/// ordered and hashed by the instant alone.
-#[derive(Clone, Debug)]
+/// ordered and hashed by the instant alone; its `Debug` is the shown text (one value, as
+/// `diff` compares items by their `Debug`).
+#[derive(Clone)]
 pub struct When {
     pub utc: Timestamp,
     pub written: Arc<str>,
@@ -149,6 +150,12 @@ impl When {
     pub fn written_in_utc(&self) -> bool {
         let w = &*self.written;
         w.ends_with('Z') || w.ends_with('z') || w.ends_with("+00:00") || w.ends_with("[UTC]")
+    }
+}
+
+impl fmt::Debug for When {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
     }
 }
 
@@ -396,6 +403,7 @@ pub struct Demand {
     pub reference: Option<Arc<str>>,
     /// The law or instrument, in words, for people (and the 451 body).
     pub law: Option<Arc<str>>,
+    /// Free text for reviewers (`diff`, `timeline`, `explain`).
     pub description: Option<Arc<str>>,
     pub sources: Vec<Source>,
     /// The answer: the demand's own `response` (never looser than its kind's), else the

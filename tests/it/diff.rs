@@ -201,7 +201,7 @@ fn git_base_reads_the_old_rules_from_a_revision() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("no decision, scheduled change or demand differs"),
+        out.contains("no decision, rule, scheduled change or demand differs"),
         "{out}"
     );
 
@@ -217,4 +217,433 @@ fn git_base_reads_the_old_rules_from_a_revision() {
         err.contains("`policy` is not a directory at revision `main`"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Edits of the example policy (`regions/`) that change no decision at `--at`, or none
+// at all, and still must be listed: issue 23.
+
+/// A copy of the example policy with `(file, from, to)` edits, each replacing text that
+/// must be there once; an empty `from` writes `to` as a new file.
+pub fn policy(edits: &[(&str, &str, &str)]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("regions"), tmp.path());
+    for (file, from, to) in edits {
+        let path = tmp.path().join(file);
+        if from.is_empty() {
+            std::fs::write(&path, to).unwrap();
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches(from).count(), 1, "{from:?} once in {file}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+    tmp
+}
+
+/// The EU scanning demand enacted, effective 2027-06-01T00:00:00+02:00 (after `AT`).
+pub const EU_SCANNING_ENACTED: (&str, &str, &str) = (
+    "eu.yaml",
+    "    state: proposed\n    effective: 2027-06-01",
+    "    state: enacted\n    effective: 2027-06-01",
+);
+/// DE removed from the group `EU` (it stays in `EEA`).
+pub const DE_LEAVES_EU: (&str, &str, &str) = (
+    "_global.yaml",
+    "  EU: [AT, BE, BG, HR, CY, CZ, DK, EE, FI, FR, DE, GR,",
+    "  EU: [AT, BE, BG, HR, CY, CZ, DK, EE, FI, FR, GR,",
+);
+
+/// `diff OLD NEW` plus `extra`, for two directories, `--at AT` unless `extra` has one.
+fn diff_dirs(old: &Path, new: &Path, extra: &[&str]) -> (i32, String, String) {
+    let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
+    let mut args = vec!["diff", old, new];
+    if !extra.contains(&"--at") {
+        args.extend(["--at", AT]);
+    }
+    args.extend_from_slice(extra);
+    run_in(&root(), &args)
+}
+
+/// The exit code for each `--fail-on`: withdraw, limit, any.
+fn fail_on_codes(old: &Path, new: &Path) -> [i32; 3] {
+    ["withdraw", "limit", "any"].map(|f| diff_dirs(old, new, &["--fail-on", f]).0)
+}
+
+fn json(old: &Path, new: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--format", "json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = diff_dirs(old, new, &args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn de_leaving_eu_shows_the_future_red_line_it_escapes_at_its_instant() {
+    let old = policy(&[EU_SCANNING_ENACTED]);
+    let new = policy(&[EU_SCANNING_ENACTED, DE_LEAVES_EU]);
+    let (code, out, err) = diff_dirs(old.path(), new.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("0 jurisdictions change now; 1 no longer withdrawn by a red line; 1 item (rules, scheduled changes, demands) differs"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("\ndecisions at"),
+        "nothing differs at --at: {out}"
+    );
+    let global = new.path().join("_global.yaml");
+    for line in [
+        format!("  ~ changed group EU [{}:41:7]", global.display()),
+        "      26 countries: AT, BE, BG, HR, CY, CZ, DK, EE, FI, FR, GR,".to_string(),
+        "      members: -DE".to_string(),
+        "      at 2027-05-31T22:00:00Z: DE: withdrawn → served (red line lifted: demand eu-csa-regulation, client_side_scanning, no longer withdraws it)".to_string(),
+        "  ! DE is no longer withdrawn by red line eu-csa-regulation (client_side_scanning) from 2027-05-31T22:00:00Z on, by group EU (changed in this diff)".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} in\n{out}");
+    }
+    // A red line lifted is no withdrawal and no restriction, but it is a difference.
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 0, 1]);
+    // The other way, DE joins EU and its red line: a withdrawal, dated.
+    assert_eq!(fail_on_codes(new.path(), old.path()), [1, 1, 1]);
+
+    let v = json(old.path(), new.path(), &[]);
+    assert_eq!(v["decisions"], serde_json::json!([]));
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{v:#}");
+    let g = &items[0];
+    assert_eq!(
+        (g["kind"].as_str(), g["id"].as_str()),
+        (Some("group"), Some("EU"))
+    );
+    assert_eq!(g["fields"], serde_json::json!(["members"]));
+    assert_eq!(g["substantive"], true);
+    assert_eq!(
+        g["consequences"],
+        serde_json::json!([{
+            "at": "2027-05-31T22:00:00Z",
+            "jurisdiction": "DE",
+            "before": "withdrawn",
+            "after": "served",
+            "red_line": "lifted",
+            "demand": "eu-csa-regulation",
+            "kind": "client_side_scanning",
+        }])
+    );
+
+    let (_, md, _) = diff_dirs(old.path(), new.path(), &["--format", "markdown"]);
+    assert!(
+        md.contains("> **Red line lifted**: DE is no longer withdrawn by red line eu-csa-regulation (client_side_scanning) from 2027-05-31T22:00:00Z on, by group EU (changed in this diff)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| changed | group `EU` | * | on deploy | 26 countries: "),
+        "{md}"
+    );
+
+    // After the instant, the decision itself differs.
+    let (code, out, _) = diff_dirs(old.path(), new.path(), &["--at", "2027-07-01T00:00:00Z"]);
+    assert_eq!(code, 0);
+    for line in [
+        "  DE: withdrawn → served\n",
+        "      red line lifted: demand eu-csa-regulation (client_side_scanning) no longer withdraws DE\n",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+}
+
+/// A message disclosure order for GB, enacted, effective after `AT`.
+const GB_DISCLOSURE: (&str, &str, &str) = (
+    "gb-disclosure.yaml",
+    "",
+    "jurisdiction: GB-SCT\ndemands:\n  - id: sct-disclosure\n    kind: message_disclosure\n    state: enacted\n    effective: 2027-03-01T00:00:00Z\n    law: Disclosure order\n",
+);
+const DISCLOSURE_COMPLY: (&str, &str, &str) = (
+    "_global.yaml",
+    "  message_disclosure: withdraw           # red line\n",
+    "  message_disclosure: comply\n",
+);
+
+#[test]
+fn a_changed_response_is_listed_with_the_decisions_it_changes_later() {
+    // No demand of the kind: nothing decides differently, the answer still changed.
+    let (old, new) = (policy(&[]), policy(&[DISCLOSURE_COMPLY]));
+    let (code, out, err) = diff_dirs(old.path(), new.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "0 jurisdictions change now; 1 item (rules, scheduled changes, demands) differs"
+        ),
+        "{out}"
+    );
+    let global = new.path().join("_global.yaml");
+    assert!(
+        out.contains(&format!(
+            "  ~ changed response to message_disclosure [{}]\n      comply\n      response: withdraw (red line) → comply\n",
+            global.display()
+        )),
+        "{out}"
+    );
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 0, 1]);
+
+    // With an enacted demand of the kind, effective later: listed at its instant, under
+    // the response and the demand (whose response it is).
+    let (old, new) = (
+        policy(&[GB_DISCLOSURE]),
+        policy(&[GB_DISCLOSURE, DISCLOSURE_COMPLY]),
+    );
+    let v = json(old.path(), new.path(), &[]);
+    assert_eq!(v["decisions"], serde_json::json!([]));
+    let items = v["items"].as_array().unwrap();
+    let got: Vec<(&str, &str, &serde_json::Value)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["kind"].as_str().unwrap(),
+                i["id"].as_str().unwrap(),
+                &i["details"],
+            )
+        })
+        .collect();
+    let details = serde_json::json!(["response: withdraw (red line) → comply"]);
+    assert_eq!(
+        got,
+        [
+            ("response", "message_disclosure", &details),
+            ("demand", "sct-disclosure", &details),
+        ]
+    );
+    for i in items {
+        assert_eq!(
+            i["consequences"],
+            serde_json::json!([{
+                "at": "2027-03-01T00:00:00Z",
+                "jurisdiction": "GB-SCT",
+                "before": "withdrawn",
+                "after": "served",
+                "red_line": "lifted",
+                "demand": "sct-disclosure",
+                "kind": "message_disclosure",
+            }, {
+                // GB's staged restriction of channels starts: Scotland, served now,
+                // would be limited from then instead of withdrawn.
+                "at": "2027-04-05T08:00:00Z",
+                "jurisdiction": "GB-SCT",
+                "before": "withdrawn",
+                "after": "limited",
+                "red_line": "lifted",
+                "demand": "sct-disclosure",
+                "kind": "message_disclosure",
+            }])
+        );
+    }
+    // The demand is no red line any more.
+    assert_eq!(items[1]["red_line"], false);
+    assert_eq!(items[1]["withdraws"], false);
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 0, 1]);
+    assert_eq!(fail_on_codes(new.path(), old.path()), [1, 1, 1]);
+}
+
+#[test]
+fn an_added_response_is_listed() {
+    let old = policy(&[]);
+    let new = policy(&[(
+        "_global.yaml",
+        "  court_order_subscriber_data: comply\n",
+        "  court_order_subscriber_data: comply\n  traffic_data_retention: { disable: [voice_calls] }\n",
+    )]);
+    let (code, out, err) = diff_dirs(old.path(), new.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "  + added response to traffic_data_retention [{}]\n      disable voice_calls\n",
+            new.path().join("_global.yaml").display()
+        )),
+        "{out}"
+    );
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 0, 1]);
+    let v = json(old.path(), new.path(), &[]);
+    assert_eq!(v["items"][0]["change"], "added");
+    assert_eq!(v["items"][0]["kind"], "response");
+    let (_, md, _) = diff_dirs(old.path(), new.path(), &["--format", "markdown"]);
+    assert!(
+        md.contains(
+            "| added | response `traffic_data_retention` | * | on deploy | disable voice_calls |"
+        ),
+        "{md}"
+    );
+}
+
+#[test]
+fn a_changed_feature_path_is_listed() {
+    let old = policy(&[]);
+    let new = policy(&[(
+        "_global.yaml",
+        "    paths: [\"/api/payments/\"]\n",
+        "    paths: [\"/api/payments/\", \"/api/pay/\"]\n",
+    )]);
+    let (code, out, err) = diff_dirs(old.path(), new.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "  ~ changed feature payments [{}:17:5]\n      default on; paths /api/payments/, /api/pay/\n      paths: /api/payments/ → /api/payments/, /api/pay/\n",
+            new.path().join("_global.yaml").display()
+        )),
+        "{out}"
+    );
+    // Paths decide what a gate blocks: more than words.
+    let v = json(old.path(), new.path(), &[]);
+    assert_eq!(v["items"][0]["fields"], serde_json::json!(["paths"]));
+    assert_eq!(v["items"][0]["substantive"], true);
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 0, 1]);
+}
+
+#[test]
+fn a_changed_unknown_policy_is_listed_with_its_decision() {
+    let old = policy(&[]);
+    let new = policy(&[(
+        "_global.yaml",
+        "unknown:\n  status: served\n",
+        "unknown:\n  status: served\n  features: { payments: off }\n",
+    )]);
+    let (code, out, err) = diff_dirs(old.path(), new.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let global = new.path().join("_global.yaml");
+    for line in [
+        "1 jurisdiction changes now; 1 item (rules, scheduled changes, demands) differs\n"
+            .to_string(),
+        "  unknown: served → limited (off: payments)\n".to_string(),
+        format!("      rule of unknown [{}:45:11]\n", global.display()),
+        format!(
+            "  ~ changed rules of unknown [{}:45:11]\n",
+            global.display()
+        ),
+        "      status served; off: payments\n      features off: (none) → payments\n".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} in\n{out}");
+    }
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 1, 1]);
+    let withdrawn = policy(&[(
+        "_global.yaml",
+        "unknown:\n  status: served\n",
+        "unknown:\n  status: withdrawn\n",
+    )]);
+    assert_eq!(fail_on_codes(old.path(), withdrawn.path()), [1, 1, 1]);
+}
+
+#[test]
+fn groups_in_another_order_are_listed_with_the_chains_they_change() {
+    // EEA switches channels off, EU back on: the group declared first is the more
+    // specific, so the order decides.
+    let eea = (
+        "eea.yaml",
+        "",
+        "jurisdiction: EEA\nfeatures: { channels: off }\n",
+    );
+    let eu = (
+        "eu.yaml",
+        "name: European Union\n",
+        "name: European Union\nfeatures: { channels: on }\n",
+    );
+    let old = policy(&[eea, eu]);
+    let eu_line = "  EU: [AT, BE, BG, HR, CY, CZ, DK, EE, FI, FR, DE, GR, HU, IE, IT, LV, LT, LU, MT, NL, PL, PT, RO, SK, SI, ES, SE]\n";
+    let eea_line = "  EEA: [AT, BE, BG, HR, CY, CZ, DK, EE, FI, FR, DE, GR, HU, IE, IT, LV, LT, LU, MT, NL, PL, PT, RO, SK, SI, ES, SE, IS, LI, NO]\n";
+    let new = policy(&[
+        eea,
+        eu,
+        (
+            "_global.yaml",
+            &format!("{eu_line}{eea_line}"),
+            &format!("{eea_line}{eu_line}"),
+        ),
+    ]);
+    let (code, out, err) = diff_dirs(old.path(), new.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "  EU (27 countries): served → limited (off: channels)\n".to_string(),
+        format!(
+            "      rule of EEA [{}:2:23]\n",
+            new.path().join("eea.yaml").display()
+        ),
+        format!(
+            "      no longer: rule of EU [{}:5:23]\n",
+            old.path().join("eu.yaml").display()
+        ),
+        format!(
+            "  ~ changed order of groups [{}:41:8]\n",
+            new.path().join("_global.yaml").display()
+        ),
+        "      order: EU, EEA → EEA, EU\n".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} in\n{out}");
+    }
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 1, 1]);
+}
+
+#[test]
+fn sources_are_shown_and_a_rejected_bill_is_no_red_line() {
+    let described = (
+        "eu.yaml",
+        "    reference: https://example.org/eu-csa-regulation-proposal\n",
+        "    reference: https://example.org/eu-csa-regulation-proposal\n    description: Chat control; see the council's position\n",
+    );
+    let rejected = (
+        "eu.yaml",
+        "    state: proposed\n    effective: 2027-06-01",
+        "    state: rejected\n    effective: 2027-06-01",
+    );
+    let old = policy(&[]);
+    let new = policy(&[described, rejected]);
+    let (code, out, err) = diff_dirs(old.path(), new.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("RED LINE"), "{out}");
+    for line in [
+        "      rejected client_side_scanning (the answer would have been: withdraw (red line)): Proposed regulation laying down rules to prevent and combat child sexual abuse\n",
+        "      reference: https://example.org/eu-csa-regulation-proposal\n",
+        "      state: proposed → rejected\n",
+        "      history: (none) → rejected 2027-06-01T00:00:00+02:00[Europe/Brussels] (2027-05-31T22:00:00Z)\n",
+        "      description: (none) → Chat control; see the council's position\n",
+        "      rejected: never in force, changes no decision\n",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+    let (_, md, _) = diff_dirs(old.path(), new.path(), &["--format", "markdown"]);
+    assert!(!md.contains('🛑') && !md.contains("RED LINE"), "{md}");
+    assert!(
+        md.contains("| changed | demand `eu-csa-regulation` | EU | 2027-06-01T00:00:00+02:00[Europe/Brussels] (2027-05-31T22:00:00Z) | rejected client_side_scanning (the answer would have been: withdraw (red line)): Proposed regulation laying down rules to prevent and combat child sexual abuse<br>reference: https://example.org/eu-csa-regulation-proposal<br>state: proposed → rejected<br>history: (none) → rejected 2027-06-01T00:00:00+02:00[Europe/Brussels] (2027-05-31T22:00:00Z)<br>description: (none) → Chat control; see the council's position<br>rejected: never in force, changes no decision |"),
+        "{md}"
+    );
+    let v = json(old.path(), new.path(), &[]);
+    let i = &v["items"][0];
+    assert_eq!(i["state"], "rejected");
+    assert_eq!(i["red_line"], false);
+    assert_eq!(
+        i["law"],
+        "Proposed regulation laying down rules to prevent and combat child sexual abuse"
+    );
+    assert_eq!(
+        i["reference"],
+        "https://example.org/eu-csa-regulation-proposal"
+    );
+    assert_eq!(i["description"], "Chat control; see the council's position");
+    assert_eq!(
+        i["fields"],
+        serde_json::json!(["state", "history", "description"])
+    );
+    // Words and a rejection: nothing is withdrawn or restricted.
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 0, 1]);
+
+    // A change's reason and reference.
+    let v = json(
+        old.path(),
+        policy(&[("gb.yaml", "    mode: shadow\n", "")]).path(),
+        &[],
+    );
+    let i = &v["items"][0];
+    assert_eq!(i["id"], "gb-scanning-notice-exit");
+    assert_eq!(
+        i["reason"],
+        "A scanning notice would require client-side scanning; measure the impact of leaving"
+    );
+    assert_eq!(i["reference"], "https://example.org/gb-scanning-notice");
 }

@@ -148,7 +148,7 @@ fn a_staged_restriction_raises_its_share_at_each_step() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["id"] == "eu-csa-secret-chats-staged")
+        .filter(|e| e["id"] == "gb-channels-age-checks-staged")
         .map(|e| {
             (
                 e["at_as_written"].as_str().unwrap(),
@@ -159,9 +159,9 @@ fn a_staged_restriction_raises_its_share_at_each_step() {
     assert_eq!(
         steps,
         [
-            ("2027-05-03T00:00:00+02:00[Europe/Brussels]", "10%"),
-            ("2027-05-17T00:00:00+02:00[Europe/Brussels]", "50%"),
-            ("2027-05-31T00:00:00+02:00[Europe/Brussels]", "100%"),
+            ("2027-04-05T09:00:00+01:00[Europe/London]", "10%"),
+            ("2027-04-19T09:00:00+01:00[Europe/London]", "50%"),
+            ("2027-05-03T09:00:00+01:00[Europe/London]", "100%"),
         ]
     );
 }

@@ -107,8 +107,9 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
     for code in ["US", "FR", "GB"] {
         assert!(market(&r, code).is_none(), "{code}: {r}");
     }
-    // To come, soonest first: Brazil's staged payments launch, the EU's staged
-    // restriction of secret chats, the EU's scanning proposal, the retention proposal.
+    // To come: the retention proposal (no date yet) first, then soonest first: Brazil's
+    // staged payments launch, Great Britain's staged restriction of channels, the EU's
+    // scanning proposal.
     let upcoming: Vec<&Value> = r["upcoming"]
         .as_array()
         .unwrap()
@@ -116,6 +117,9 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
         .map(|u| &u["ground"])
         .collect();
     assert_eq!(upcoming.len(), 4, "{upcoming:?}");
+    assert_eq!(upcoming[0]["id"], "eu-chat-retention-proposal");
+    assert!(upcoming[0].get("effective").is_none(), "{}", upcoming[0]);
+    let upcoming = &upcoming[1..];
     assert_eq!(
         *upcoming[0],
         json!({
@@ -126,13 +130,12 @@ fn the_page_json_and_feed_list_every_market_left_or_limited_and_why() {
             "text": "Payments launch after the payment institution licence",
         })
     );
-    assert_eq!(upcoming[1]["id"], "eu-csa-secret-chats-staged");
+    assert_eq!(upcoming[1]["id"], "gb-channels-age-checks-staged");
     assert_eq!(upcoming[1]["rollout_percent"], 10.0);
     assert_eq!(upcoming[2]["id"], "eu-csa-regulation");
     assert_eq!(upcoming[2]["legal_state"], "proposed");
-    assert_eq!(upcoming[3]["id"], "eu-chat-retention-proposal");
     // A rejected bill and a law waiting for an order are not "to come".
-    for u in &upcoming {
+    for u in upcoming {
         assert!(
             u["id"] != "fr-2025-messaging-backdoor" && u["id"] != "au-assistance-and-access",
             "{u}"
