@@ -167,14 +167,9 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                             "{} {} (the answer would have been: {})",
                             e.state.words(),
                             d.kind,
-                            response_text(rules, &d.response)
+                            demand_response(rules, d)
                         ),
-                        s => format!(
-                            "{} {}, {}",
-                            s.words(),
-                            d.kind,
-                            response_text(rules, &d.response)
-                        ),
+                        s => format!("{} {}, {}", s.words(), d.kind, demand_response(rules, d)),
                     };
                     let ended = matches!(e.state, DemandState::Rejected | DemandState::Repealed);
                     (e.at.clone(), what, d.is_red_line() && !ended)
@@ -187,7 +182,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                         "order {} received under {}, {}",
                         o.id,
                         d.kind,
-                        response_text(rules, &d.response)
+                        demand_response(rules, d)
                     ),
                     d.is_red_line(),
                 ));
@@ -204,7 +199,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                     format!(
                         "proposed {}, planned date, {} if enacted",
                         d.kind,
-                        response_text(rules, &d.response)
+                        demand_response(rules, d)
                     ),
                     d.is_red_line(),
                 ));
@@ -343,8 +338,92 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
     o
 }
 
+/// A demand's answer in words, with what makes it fire when that is an order.
+fn demand_response(rules: &RuleSet, d: &crate::rules::Demand) -> String {
+    match d.trigger {
+        crate::rules::Trigger::Law => response_text(rules, &d.response),
+        crate::rules::Trigger::Order => format!(
+            "{}, on an order under the law",
+            response_text(rules, &d.response)
+        ),
+    }
+}
+
 fn as_written(w: &When) -> Option<String> {
     (!w.written_in_utc()).then(|| w.written.to_string())
+}
+
+/// Markdown for a pull request or a wiki page: one table row per event, with its
+/// instant as written, what it is, its law, reason, reference and description, and the
+/// decisions it changes.
+pub fn render_markdown(rules: &RuleSet, tl: &Timeline) -> String {
+    use crate::diff::cell;
+    let mut o = String::new();
+    let window = match (tl.from, tl.to) {
+        (Some(f), Some(t)) => format!("from `{f}` to `{t}`"),
+        (Some(f), None) => format!("from `{f}`"),
+        (None, Some(t)) => format!("until `{t}`"),
+        (None, None) => "all time".into(),
+    };
+    let _ = writeln!(o, "### marketgate timeline ({window})\n");
+    let _ = writeln!(o, "Rules `{}`.\n", tl.rules_version);
+    if tl.events.is_empty() {
+        let _ = writeln!(
+            o,
+            "No scheduled change or demand takes effect in this window."
+        );
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "| When | Item | Jurisdiction | What | Decisions | Where |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for e in &tl.events {
+        let when = match &e.at_as_written {
+            Some(w) => format!("{w} ({})", e.at),
+            None => e.at.to_string(),
+        };
+        let mut what = vec![cell(&e.summary)];
+        for (name, v) in [
+            ("reference", &e.sources.reference),
+            ("description", &e.sources.description),
+        ] {
+            if let Some(v) = v {
+                what.push(format!("{name}: {}", cell(v)));
+            }
+        }
+        if let Some(p) = &e.rollout {
+            what.push(format!("rollout {p}"));
+        }
+        let mut decisions: Vec<String> = grouped(rules, &e.transitions)
+            .iter()
+            .map(|l| cell(l))
+            .collect();
+        decisions.extend(
+            grouped(rules, &e.shadow)
+                .iter()
+                .map(|l| format!("shadow: would make {}", cell(l))),
+        );
+        if e.red_line && e.applies {
+            decisions.insert(0, "**red line**: withdraws every market it reaches".into());
+        }
+        if decisions.is_empty() {
+            decisions.push("no decision changes".into());
+        }
+        let _ = writeln!(
+            o,
+            "| {} | {} `{}` | {} | {} | {} | `{}` |",
+            cell(&when),
+            e.kind.as_str(),
+            cell(&e.id),
+            cell(&e.jurisdiction),
+            what.join("<br>"),
+            decisions.join("<br>"),
+            cell(&e.origin)
+        );
+    }
+    o
 }
 
 /// Whether any event withdraws a market.

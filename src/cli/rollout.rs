@@ -67,8 +67,9 @@ pub struct TimelineArgs {
     /// Only events at or before this instant.
     #[arg(long, value_parser = super::parse_instant)]
     pub to: Option<Timestamp>,
-    #[arg(long, value_enum, default_value_t = super::OutputFormat::Text)]
-    pub format: super::OutputFormat,
+    /// `markdown`: a table for a pull request or a wiki page.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
 }
 
 fn load_dir(dir: &Path, at: Timestamp) -> anyhow::Result<RuleSet> {
@@ -156,8 +157,9 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<ExitCode> {
     let rules = load_dir(&args.regions, from.unwrap_or(now))?;
     let tl = timeline::timeline(&rules, from, args.to);
     let text = match args.format {
-        super::OutputFormat::Text => timeline::render_text(&rules, &tl),
-        super::OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&tl)?),
+        DiffFormat::Text => timeline::render_text(&rules, &tl),
+        DiffFormat::Markdown => timeline::render_markdown(&rules, &tl),
+        DiffFormat::Json => format!("{}\n", serde_json::to_string_pretty(&tl)?),
     };
     std::io::stdout()
         .lock()

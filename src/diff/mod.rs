@@ -27,6 +27,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use render::cell;
 pub use render::{headline, render_markdown, render_text, withdrawal_notes};
 
 // ---------------------------------------------------------------------------------

@@ -413,7 +413,7 @@ fn rollout_text(r: &RolloutEffect) -> String {
 }
 
 /// Escapes a table cell.
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 

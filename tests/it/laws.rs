@@ -165,3 +165,30 @@ fn a_staged_restriction_raises_its_share_at_each_step() {
         ]
     );
 }
+
+#[test]
+fn the_timeline_as_markdown_shows_instants_as_written_and_sources() {
+    let md = ok(&["timeline", "--all", "--format", "markdown"]);
+    assert!(
+        md.starts_with("### marketgate timeline (all time)\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| When | Item | Jurisdiction | What | Decisions | Where |\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 2018-07-01T00:00:00+03:00 (2018-06-30T21:00:00Z) | demand `ru-decryption-keys` | RU | in force encryption_backdoor, withdraw (red line): Federal law requiring messaging services to provide decryption keys<br>reference: https://example.org/ru-decryption-keys-law | **red line**: withdraws every market it reaches<br>RU: served → withdrawn | `regions/ru.yaml:7:9` |\n"),
+        "{md}"
+    );
+    // The law waiting for an order says so, and changes no decision.
+    assert!(
+        md.contains("| in force capability_notice, withdraw (red line), on an order under the law: Telecommunications and Other Legislation Amendment (Assistance and Access) Act 2018<br>reference: https://example.org/au-assistance-and-access-act | no decision changes |"),
+        "{md}"
+    );
+    // The rejected bill is a row, not a red line.
+    assert!(
+        md.contains("| demand `fr-2025-messaging-backdoor` | FR | rejected encryption_backdoor (the answer would have been: withdraw (red line)): Amendment to the 2025 organised-crime bill requiring access to encrypted messages<br>description: The amendment was struck out; the bill passed without it. | no decision changes |"),
+        "{md}"
+    );
+}
