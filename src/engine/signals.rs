@@ -168,6 +168,6 @@ pub fn decide_signals(
 }
 
 /// Orders feature sets by how few features they have on (more off sorts higher).
-fn fewer(f: FeatureSet) -> std::cmp::Reverse<usize> {
-    std::cmp::Reverse(f.iter().count())
+fn fewer(f: FeatureSet) -> std::cmp::Reverse<u32> {
+    std::cmp::Reverse(f.len())
 }

@@ -317,6 +317,10 @@ impl FeatureSet {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+    /// How many features are in the set (one instruction, not a walk of the ids).
+    pub fn len(self) -> u32 {
+        self.0.count_ones()
+    }
     pub fn iter(self) -> impl Iterator<Item = FeatureId> {
         (0..MAX_FEATURES as u8).filter(move |i| self.contains(*i))
     }
