@@ -12,8 +12,11 @@ use crate::location::{Jurisdiction, Location};
 use crate::overrides::{Override, OverrideSet};
 use crate::path::{Forms, Target};
 use crate::rules::{
-    Applies, Chain, FeatureId, FeatureSet, LevelId, Mode, Origin, Response, RuleSet, Status,
+    Applies, Chain, FeatureId, FeatureSet, LevelId, Mode, Origin, Response, RuleSet, SignalKind,
+    Status,
 };
+
+pub mod signals;
 
 /// What a decision is asked about.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +40,10 @@ pub enum Source {
     /// The client's own hop could not be established from a trusted proxy's data: the
     /// strictest answer, whatever the rules and overrides say (see [`unestablished`]).
     Unestablished,
+    /// Another signal's jurisdiction, under the global file's `signals` rule: the
+    /// features it has off that the deciding signal's jurisdiction has on (see
+    /// [`signals::decide_signals`]).
+    Signal(SignalKind, Jurisdiction),
 }
 
 /// One entry of the trail: a source and what it set.
@@ -520,7 +527,7 @@ pub const OVERRIDE_PUBLIC_TEXT: &str = "an operator override";
 /// A source, described for people and tools.
 #[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SourceInfo {
-    /// `rule`, `change`, `demand`, `override` or `default`.
+    /// `rule`, `change`, `demand`, `override`, `signal`, `client` or `default`.
     pub kind: &'static str,
     pub jurisdiction: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -656,6 +663,12 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                 "the client's address could not be established from the trusted proxies' forwarding data, so the strictest answer applies".into(),
             ),
             ..blank("client", Jurisdiction::Unestablished.to_string())
+        },
+        Source::Signal(kind, j) => SourceInfo {
+            text: Some(format!(
+                "off for the {kind} signal's jurisdiction; the strictest decision of the signals applies"
+            )),
+            ..blank("signal", j.to_string())
         },
         Source::Override(o) => {
             let (text, actor) = if audience.sees_operator_text() {

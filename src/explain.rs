@@ -301,6 +301,7 @@ fn source_line(rules: &RuleSet, source: &Source, at: jiff::Timestamp) -> String 
             info.actor.as_deref().unwrap_or("?")
         ),
         Source::Unestablished => "client not established".to_string(),
+        Source::Signal(kind, _) => format!("{kind} signal in {}", info.jurisdiction),
     };
     if let Some(t) = &info.text {
         let _ = write!(s, ": {t}");

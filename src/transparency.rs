@@ -418,7 +418,9 @@ fn grounds(rules: &RuleSet, d: &Decision, at: Timestamp, audience: Audience) -> 
     }
     for s in steps {
         let g = match &s.source {
-            Source::Demand(..) | Source::Unestablished => None,
+            // A market is assessed for itself: one jurisdiction, never a request's
+            // several signals.
+            Source::Demand(..) | Source::Unestablished | Source::Signal(..) => None,
             Source::Change(l, i) => {
                 let level = rules.level(*l);
                 let c = &level.changes[*i as usize];

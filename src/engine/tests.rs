@@ -756,3 +756,198 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Several signals: the strictest of the decisions for each signal's jurisdiction.
+
+mod signals {
+    use std::rc::Rc;
+
+    use proptest::prelude::*;
+
+    use super::super::signals::{decide_signals, Reading, Signal};
+    use super::super::{decide, Part, Request, Source};
+    use super::*;
+    use crate::rules::SignalKind;
+
+    fn located(kind: SignalKind, loc: &str) -> Signal {
+        let location = if loc == "unknown" {
+            Location::UNKNOWN
+        } else {
+            Location::parse(loc).unwrap()
+        };
+        Signal::located(kind, location)
+    }
+
+    fn when() -> Timestamp {
+        t("2026-06-01T00:00:00Z")
+    }
+
+    const POLICY: [(&str, &str); 3] = [
+        ("fr.yaml", "jurisdiction: FR\nfeatures: { payments: off }\n"),
+        ("ru.yaml", "jurisdiction: RU\nstatus: withdrawn\n"),
+        ("us.yaml", "jurisdiction: US\nfeatures: { channels: off }\n"),
+    ];
+
+    #[test]
+    fn one_signal_is_decide_itself() {
+        let r = rules(&POLICY);
+        let o = OverrideSet::default();
+        let c = decide_signals(&r, &o, &[located(SignalKind::Address, "FR")], None, when());
+        let direct = decide(
+            &r,
+            &o,
+            &Request {
+                location: Location::parse("FR").unwrap(),
+                key: None,
+                at: when(),
+            },
+        );
+        // The same memoized value, not a copy: the one-signal path adds nothing.
+        assert!(Rc::ptr_eq(&c.decision, &direct));
+        assert_eq!(c.decided_by, Some(0));
+    }
+
+    #[test]
+    fn strictest_status_and_every_feature_off_that_any_has_off() {
+        let r = rules(&POLICY);
+        let o = OverrideSet::default();
+        let sig = [
+            located(SignalKind::Address, "DE"),
+            located(SignalKind::Phone, "RU"),
+        ];
+        let c = decide_signals(&r, &o, &sig, None, when());
+        assert_eq!(c.decision.status, Status::Withdrawn);
+        assert!(c.decision.features.is_empty());
+        assert_eq!(c.decided_by, Some(1));
+        assert_eq!(c.decision.location, Location::parse("RU").unwrap());
+
+        // FR has payments off, US channels off: limited, both off; the phone's
+        // jurisdiction is the reason for the feature the deciding one has on.
+        let sig = [
+            located(SignalKind::Address, "FR"),
+            located(SignalKind::Phone, "US"),
+        ];
+        let c = decide_signals(&r, &o, &sig, None, when());
+        assert_eq!(c.decision.status, Status::Limited);
+        let on: Vec<&str> = r
+            .features()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.decision.features.contains(*i as u8 as _))
+            .map(|(_, f)| &*f.name)
+            .collect();
+        assert_eq!(on, ["secret_chats"]);
+        let decider = c.decided_by.unwrap();
+        let other = 1 - decider;
+        let other_feature = if other == 1 { "channels" } else { "payments" };
+        let f = r.feature_id(other_feature).unwrap();
+        let reason = c.decision.reason_for(Part::Feature(f)).unwrap();
+        assert_eq!(
+            reason.source,
+            Source::Signal(sig[other].kind, sig[other].jurisdiction())
+        );
+        assert!(reason.off.contains(f));
+    }
+
+    #[test]
+    fn an_unreadable_signal_is_the_strictest_answer() {
+        let r = rules(&POLICY);
+        let o = OverrideSet::default();
+        let sig = [
+            located(SignalKind::Address, "DE"),
+            Signal {
+                kind: SignalKind::Phone,
+                reading: Reading::Unreadable,
+            },
+        ];
+        let c = decide_signals(&r, &o, &sig, None, when());
+        assert_eq!(c.decision.status, Status::Withdrawn);
+        assert!(c.decision.is_unestablished());
+        // No counted signal at all: the strictest answer too.
+        let c = decide_signals(&r, &o, &[], None, when());
+        assert!(c.decision.is_unestablished());
+        assert_eq!(c.decided_by, None);
+    }
+
+    #[test]
+    fn a_signal_the_rules_do_not_count_changes_nothing() {
+        let global = format!("{GLOBAL}signals: {{ count: [address, declared] }}\n");
+        let mut files = vec![("_global.yaml", global.as_str())];
+        files.extend_from_slice(&POLICY);
+        let (r, _) = crate::rules::tests::build(&files).unwrap();
+        let o = OverrideSet::default();
+        let sig = [
+            located(SignalKind::Address, "DE"),
+            located(SignalKind::Phone, "RU"),
+            Signal {
+                kind: SignalKind::Phone,
+                reading: Reading::Unreadable,
+            },
+        ];
+        let c = decide_signals(&r, &o, &sig, None, when());
+        assert_eq!(c.decision.status, Status::Served);
+        assert_eq!(c.decided_by, Some(0));
+        assert!(c.signals[1].decision.is_none() && c.signals[2].decision.is_none());
+        let sig = [
+            located(SignalKind::Address, "DE"),
+            located(SignalKind::Declared, "RU"),
+        ];
+        let c = decide_signals(&r, &o, &sig, None, when());
+        assert_eq!(c.decision.status, Status::Withdrawn);
+    }
+
+    const KINDS: [SignalKind; 3] = [SignalKind::Address, SignalKind::Phone, SignalKind::Declared];
+
+    fn signal() -> impl Strategy<Value = Signal> {
+        (0..KINDS.len(), proptest::option::of(0..LOCATIONS.len())).prop_map(|(k, l)| match l {
+            Some(l) => located(KINDS[k], LOCATIONS[l]),
+            None => Signal {
+                kind: KINDS[k],
+                reading: Reading::Unreadable,
+            },
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Under `strictest`, adding a signal never makes a decision more permissive:
+        /// the status never goes down and no feature turns on. And the answer is what
+        /// it says it is: the highest status of the signals' decisions, the features
+        /// on for all of them, the trail's status that of the deciding signal.
+        #[test]
+        fn adding_a_signal_is_never_more_permissive(
+            (specs, o, _, key, when) in scenario(),
+            given in proptest::collection::vec(signal(), 1..4),
+            extra in signal(),
+        ) {
+            let r = compile_specs(&specs);
+            let o = OverrideSet::new(o.iter().cloned());
+            let at = t(&day(when));
+            let before = decide_signals(&r, &o, &given, key.as_deref(), at);
+            let mut more = given.clone();
+            more.push(extra);
+            let after = decide_signals(&r, &o, &more, key.as_deref(), at);
+            prop_assert!(after.decision.status >= before.decision.status);
+            prop_assert!(after.decision.features.difference(before.decision.features).is_empty());
+
+            for c in [&before, &after] {
+                let ds: Vec<_> = c.signals.iter().filter_map(|s| s.decision.as_ref()).collect();
+                let max = ds.iter().map(|d| d.status).max().unwrap();
+                prop_assert_eq!(c.decision.status, max);
+                for d in &ds {
+                    prop_assert!(c.decision.features.difference(d.features).is_empty());
+                }
+                let decider = c.signals[c.decided_by.unwrap()].decision.as_ref().unwrap();
+                prop_assert_eq!(c.decision.reason_for(Part::Status), decider.reason_for(Part::Status));
+                // A feature the deciding signal has on and the answer has off is
+                // explained by the signal that has it off.
+                for f in decider.features.difference(c.decision.features).iter() {
+                    let step = c.decision.reason_for(Part::Feature(f)).unwrap();
+                    prop_assert!(matches!(step.source, Source::Signal(..)) && step.off.contains(f));
+                }
+            }
+        }
+    }
+}

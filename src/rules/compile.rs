@@ -15,11 +15,11 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{Diagnostic, Diagnostics, Severity};
 use super::positions::Positions;
-use super::raw::{RawAction, RawChange, RawDemand, RawFeature, RawFile, RawResponse};
+use super::raw::{RawAction, RawChange, RawDemand, RawFeature, RawFile, RawResponse, RawSignals};
 use super::{
     Chain, Change, Demand, DemandState, Feature, FeatureId, FeatureSet, Group, KindResponse,
-    LawEvent, Level, LevelId, Mode, Order, Origin, Response, RolloutStep, RuleSet, Source, Status,
-    Trigger, When, MAX_FEATURES,
+    LawEvent, Level, LevelId, Mode, Order, Origin, Response, RolloutStep, RuleSet, SignalKind,
+    SignalRule, Source, Status, Trigger, When, MAX_FEATURES,
 };
 use crate::location::{CountryCode, Jurisdiction};
 
@@ -793,6 +793,9 @@ pub fn compile(
             }
         }
     }
+    let signals = global
+        .and_then(|g| g.raw.signals.as_ref().map(|raw| (g, raw)))
+        .map_or_else(SignalRule::default, |(g, raw)| signal_rule(&mut cx, g, raw));
     levels.push(global_level);
     levels.push(unknown_level);
     let global_id: LevelId = 0;
@@ -812,6 +815,7 @@ pub fn compile(
             ("groups", !p.raw.groups.0.is_empty()),
             ("unknown", p.raw.unknown.is_some()),
             ("transparency", p.raw.transparency.is_some()),
+            ("signals", p.raw.signals.is_some()),
         ] {
             if present {
                 cx.error_key(
@@ -953,8 +957,41 @@ pub fn compile(
         by_jurisdiction,
         boundaries,
         files: parsed.iter().map(|p| p.name.clone()).collect(),
+        signals,
     };
     Ok((rules, cx.diags))
+}
+
+/// The global file's `signals`: `address` among the signals that count (a signal named
+/// twice is a warning, as a country named twice in a group).
+fn signal_rule(cx: &mut Ctx, g: &Parsed, raw: &RawSignals) -> SignalRule {
+    let mut rule = SignalRule {
+        origin: Some(origin(g, "signals")),
+        combine: raw.combine.unwrap_or_default(),
+        ..SignalRule::default()
+    };
+    if let Some(list) = &raw.count {
+        rule.count = [false; 3];
+        for (i, kind) in list.iter().enumerate() {
+            if rule.count[*kind as usize] {
+                cx.warn(
+                    g,
+                    &format!("signals.count[{i}]"),
+                    format!("`{kind}` is listed twice in `signals.count`"),
+                );
+            }
+            rule.count[*kind as usize] = true;
+        }
+        if !rule.counts(SignalKind::Address) {
+            cx.error_key(
+                g,
+                "signals.count",
+                "`signals.count` must list `address`: a request that carries no other signal would have no jurisdiction".into(),
+            );
+            rule.count[SignalKind::Address as usize] = true;
+        }
+    }
+    rule
 }
 
 /// A new rule-set id, unique in this process.

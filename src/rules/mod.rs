@@ -61,6 +61,71 @@ impl Status {
     }
 }
 
+/// A signal of where a request's market is: the request's origin (its address through
+/// GeoIP, or a trusted CDN's country header), a phone number's country, or a country
+/// the user declared (billing or profile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalKind {
+    Address,
+    Phone,
+    Declared,
+}
+
+impl SignalKind {
+    pub const ALL: [SignalKind; 3] = [SignalKind::Address, SignalKind::Phone, SignalKind::Declared];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Address => "address",
+            SignalKind::Phone => "phone",
+            SignalKind::Declared => "declared",
+        }
+    }
+}
+
+impl fmt::Display for SignalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the decisions for several signals' jurisdictions make one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    /// The most restrictive of the decisions: withdrawn over limited over served, and
+    /// a feature off for any signal's jurisdiction is off.
+    #[default]
+    Strictest,
+}
+
+/// The global file's `signals` rule: which signals count and how they combine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignalRule {
+    /// Indexed by `SignalKind as usize`; `address` always counts.
+    pub count: [bool; 3],
+    pub combine: Combine,
+    /// Where the rule was written; `None` for the default (every signal, strictest).
+    pub origin: Option<Origin>,
+}
+
+impl Default for SignalRule {
+    fn default() -> Self {
+        SignalRule {
+            count: [true; 3],
+            combine: Combine::Strictest,
+            origin: None,
+        }
+    }
+}
+
+impl SignalRule {
+    pub fn counts(&self, kind: SignalKind) -> bool {
+        self.count[kind as usize]
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -251,6 +316,10 @@ impl FeatureSet {
     }
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+    /// How many features are in the set (one instruction, not a walk of the ids).
+    pub fn len(self) -> u32 {
+        self.0.count_ones()
     }
     pub fn iter(self) -> impl Iterator<Item = FeatureId> {
         (0..MAX_FEATURES as u8).filter(move |i| self.contains(*i))
@@ -798,6 +867,8 @@ pub struct RuleSet {
     /// Every instant at which a decision may change, sorted and deduplicated.
     pub(crate) boundaries: Vec<Timestamp>,
     pub(crate) files: Vec<Arc<str>>,
+    /// The global file's `signals` rule (the default: every signal, strictest).
+    pub(crate) signals: SignalRule,
 }
 
 impl RuleSet {
@@ -879,6 +950,10 @@ impl RuleSet {
     /// The precomputed chain of a country (`None` for unassigned codes).
     pub fn country_chain(&self, c: CountryCode) -> Option<&Chain> {
         self.country_chains.get(c.index()).and_then(Option::as_ref)
+    }
+    /// Which signals count and how they combine (the global file's `signals`).
+    pub fn signals(&self) -> &SignalRule {
+        &self.signals
     }
     pub fn unknown_chain(&self) -> &Chain {
         &self.unknown_chain

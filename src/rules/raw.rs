@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{DemandState, Mode, Status, Trigger};
+use super::{Combine, DemandState, Mode, SignalKind, Status, Trigger};
 
 /// One rules file. A file without `jurisdiction` (or with `jurisdiction: "*"`) is the
 /// global file: it declares features, responses, groups and the `unknown` policy.
@@ -39,6 +39,18 @@ pub struct RawFile {
     pub changes: Vec<RawChange>,
     /// Global file: what the transparency page publishes by default.
     pub transparency: Option<RawTransparency>,
+    /// Global file only: which signals count and how they combine.
+    pub signals: Option<RawSignals>,
+}
+
+/// The global file's `signals` key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignals {
+    /// The signals that count (default: all); `address` must be among them.
+    pub count: Option<Vec<SignalKind>>,
+    /// How they combine (default and only: `strictest`).
+    pub combine: Option<Combine>,
 }
 
 /// The global file's `transparency` key.

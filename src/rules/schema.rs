@@ -34,6 +34,20 @@ pub fn rules_file_schema() -> Value {
             "public": {"type": "boolean", "default": true, "description": "whether demands and changes without their own `public` are published"}
         }
     });
+    let signals = json!({
+        "type": "object",
+        "description": "global file: which signals of a request's market count and how their decisions combine",
+        "additionalProperties": false,
+        "properties": {
+            "count": {
+                "type": "array",
+                "description": "the signals that count (default: all): address (GeoIP, or a trusted CDN's country header; must be listed), phone (a phone number's country), declared (a country the user declared)",
+                "items": {"enum": ["address", "phone", "declared"]},
+                "contains": {"const": "address"}
+            },
+            "combine": {"enum": ["strictest"], "default": "strictest", "description": "strictest: the most restrictive of the decisions for each signal's jurisdiction (withdrawn over limited over served; a feature off for one is off)"}
+        }
+    });
     let demand_public = json!({"type": "boolean", "description": "shown on the transparency page; default: the global file's `transparency.public`"});
     let change_public = json!({"type": "boolean", "description": "shown on the transparency page (shadow changes never are); default: the global file's `transparency.public`"});
     let percent = json!({"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01});
@@ -217,6 +231,7 @@ pub fn rules_file_schema() -> Value {
                 }
             },
             "transparency": transparency,
+            "signals": signals,
             "demands": demands,
             "changes": changes
         }

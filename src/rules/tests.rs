@@ -915,3 +915,50 @@ fn assumptions_preview_a_law_without_editing_files() {
         "unknown state `enacte` in `de-scan=enacte`: expected one of `proposed`, `enacted`, `in_force`, `amended`, `rejected`, `repealed` or `order` (did you mean `enacted`?)"
     );
 }
+
+#[test]
+fn signals_rule_defaults_to_every_signal_strictest() {
+    use super::{Combine, SignalKind};
+    let (r, _) = build(&[("_global.yaml", GLOBAL)]).unwrap();
+    assert!(SignalKind::ALL.iter().all(|k| r.signals().counts(*k)));
+    assert_eq!(r.signals().combine, Combine::Strictest);
+    assert_eq!(r.signals().origin, None);
+
+    let global = format!("{GLOBAL}signals: {{ count: [address, declared], combine: strictest }}\n");
+    let (r, w) = build(&[("_global.yaml", &global)]).unwrap();
+    assert!(w.0.is_empty(), "{w}");
+    assert!(r.signals().counts(SignalKind::Address));
+    assert!(!r.signals().counts(SignalKind::Phone));
+    assert!(r.signals().counts(SignalKind::Declared));
+    assert_eq!(r.signals().origin.as_ref().map(|o| o.line), Some(13));
+}
+
+#[test]
+fn signals_rule_is_checked() {
+    let with = |signals: &str| {
+        let global = format!("{GLOBAL}{signals}");
+        diagnostics(&[("_global.yaml", &global)])
+    };
+    assert_eq!(
+        with("signals: { count: [phone, declared] }\n"),
+        ["regions/_global.yaml:13:12: `signals.count` must list `address`: a request that carries no other signal would have no jurisdiction"]
+    );
+    assert_eq!(
+        with("signals:\n  count: [address, phone, phone]\n"),
+        ["regions/_global.yaml:14:27: warning: `phone` is listed twice in `signals.count`"]
+    );
+    let bad_kind = with("signals: { count: [address, email] }\n");
+    assert_eq!(bad_kind.len(), 1, "{bad_kind:?}");
+    assert!(
+        bad_kind[0].starts_with("regions/_global.yaml:13:"),
+        "{bad_kind:?}"
+    );
+    assert!(bad_kind[0].contains("`email`"), "{bad_kind:?}");
+    let bad_combine = with("signals: { combine: loosest }\n");
+    assert_eq!(bad_combine.len(), 1, "{bad_combine:?}");
+    assert!(bad_combine[0].contains("`loosest`"), "{bad_combine:?}");
+    check(
+        "jurisdiction: FR\nsignals: { combine: strictest }\n",
+        &["regions/x.yaml:2:1: `signals` belongs in the global file, not in the rules of `FR`"],
+    );
+}

@@ -675,7 +675,7 @@ mod blocked {
 
     use crate::engine::{Decision, Part, Source};
     use crate::location::{Jurisdiction, Location};
-    use crate::rules::{FeatureId, LevelId, RuleSet, Status};
+    use crate::rules::{FeatureId, LevelId, RuleSet, SignalKind, Status};
 
     /// Entries per worker before the cache starts over (distinct blocked locations,
     /// features and grounds; overrides that come and go can add more).
@@ -697,6 +697,7 @@ mod blocked {
         Demand(LevelId, u16),
         Override(Jurisdiction),
         Unestablished,
+        Signal(SignalKind, Jurisdiction),
     }
 
     #[derive(Clone, PartialEq, Eq, Hash)]
@@ -744,6 +745,7 @@ mod blocked {
                 Some(Source::Demand(l, i)) => Ground::Demand(*l, *i),
                 Some(Source::Override(o)) => Ground::Override(o.jurisdiction.clone()),
                 Some(Source::Unestablished) => Ground::Unestablished,
+                Some(Source::Signal(k, j)) => Ground::Signal(*k, j.clone()),
             },
         };
         CACHE.with(|cache| {
