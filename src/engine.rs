@@ -564,10 +564,6 @@ pub struct SourceInfo {
     pub effective_as_written: Option<String>,
 }
 
-fn as_written(w: &crate::rules::When) -> Option<String> {
-    (!w.written_in_utc()).then(|| w.written.to_string())
-}
-
 /// Describes a source against the rules it came from, for `audience`.
 pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceInfo {
     let blank = |kind, jurisdiction: String| SourceInfo {
@@ -614,7 +610,7 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                     .filter(|_| shown)
                     .map(str::to_string),
                 effective: Some(c.at.utc),
-                effective_as_written: as_written(&c.at),
+                effective_as_written: c.at.as_written(),
                 ..blank("change", level.jurisdiction.to_string())
             }
         }
@@ -654,7 +650,7 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                     .map(str::to_string),
                 demand_kind: Some(d.kind.to_string()),
                 effective: Some(d.effective.utc),
-                effective_as_written: as_written(&d.effective),
+                effective_as_written: d.effective.as_written(),
                 ..blank("demand", level.jurisdiction.to_string())
             }
         }

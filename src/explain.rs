@@ -32,16 +32,7 @@ fn jurisdiction_title(j: &Jurisdiction) -> String {
 }
 
 fn effect(rules: &RuleSet, step: &Step) -> String {
-    let mut parts = Vec::new();
-    if let Some(s) = step.status {
-        parts.push(format!("status {s}"));
-    }
-    if !step.on.is_empty() {
-        parts.push(format!("on: {}", names(rules, step.on)));
-    }
-    if !step.off.is_empty() {
-        parts.push(format!("off: {}", names(rules, step.off)));
-    }
+    let parts = crate::diff::effect_parts(rules, step.status, step.on, step.off);
     if parts.is_empty() {
         "no product change".into()
     } else {
@@ -276,10 +267,10 @@ fn body(rules: &RuleSet, d: &Decision, req: &Request<'_>, feature: Option<Featur
 fn source_line(rules: &RuleSet, source: &Source, at: jiff::Timestamp) -> String {
     // The operator's view: this text is for `explain` and the admin listener only.
     let info = describe(rules, source, Audience::Operator);
-    let when = || match (&info.effective, &info.effective_as_written) {
-        (Some(t), Some(w)) => format!("{w} ({t})"),
-        (Some(t), None) => t.to_string(),
-        _ => String::new(),
+    let when = || {
+        info.effective
+            .map(|t| crate::diff::instant_written(t, info.effective_as_written.as_deref()))
+            .unwrap_or_default()
     };
     let mut s = match source {
         Source::Rule(_) => format!("rule of {}", info.jurisdiction),

@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::diff::{
-    change_effect, collapse, decide_rules, instant, just_before, label, locations, percent,
-    reaches, response_text, sample_key, ItemKind, Sources, Transition,
+    change_effect, collapse, decide_rules, instant, instant_written, just_before, label, locations,
+    percent, reaches, response_with_trigger, sample_key, ItemKind, Sources, Transition,
 };
 use crate::rules::{DemandState, LevelId, Mode, RuleSet, Status, When};
 
@@ -129,7 +129,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                 let summary = format!("{}: {}{step}", change_effect(rules, c), c.reason);
                 events.push(Event {
                     at,
-                    at_as_written: as_written(&when),
+                    at_as_written: when.as_written(),
                     kind: ItemKind::Change,
                     id: c.id.to_string(),
                     jurisdiction: level.jurisdiction.to_string(),
@@ -167,9 +167,14 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                             "{} {} (the answer would have been: {})",
                             e.state.words(),
                             d.kind,
-                            demand_response(rules, d)
+                            response_with_trigger(rules, &d.response, d.trigger)
                         ),
-                        s => format!("{} {}, {}", s.words(), d.kind, demand_response(rules, d)),
+                        s => format!(
+                            "{} {}, {}",
+                            s.words(),
+                            d.kind,
+                            response_with_trigger(rules, &d.response, d.trigger)
+                        ),
                     };
                     let ended = matches!(e.state, DemandState::Rejected | DemandState::Repealed);
                     (e.at.clone(), what, d.is_red_line() && !ended)
@@ -182,7 +187,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                         "order {} received under {}, {}",
                         o.id,
                         d.kind,
-                        demand_response(rules, d)
+                        response_with_trigger(rules, &d.response, d.trigger)
                     ),
                     d.is_red_line(),
                 ));
@@ -199,7 +204,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                     format!(
                         "proposed {}, planned date, {} if enacted",
                         d.kind,
-                        demand_response(rules, d)
+                        response_with_trigger(rules, &d.response, d.trigger)
                     ),
                     d.is_red_line(),
                 ));
@@ -217,7 +222,7 @@ pub fn timeline(rules: &RuleSet, from: Option<Timestamp>, to: Option<Timestamp>)
                 }
                 events.push(Event {
                     at,
-                    at_as_written: as_written(&when),
+                    at_as_written: when.as_written(),
                     kind: ItemKind::Demand,
                     id: d.id.to_string(),
                     jurisdiction: level.jurisdiction.to_string(),
@@ -282,10 +287,7 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
     }
     for e in &tl.events {
         let kind = e.kind.as_str();
-        let at = match &e.at_as_written {
-            Some(w) => format!("{w} ({})", e.at),
-            None => e.at.to_string(),
-        };
+        let at = instant_written(e.at, e.at_as_written.as_deref());
         let _ = writeln!(
             o,
             "\n{at}  {kind} {} on {} [{}]",
@@ -338,21 +340,6 @@ pub fn render_text(rules: &RuleSet, tl: &Timeline) -> String {
     o
 }
 
-/// A demand's answer in words, with what makes it fire when that is an order.
-fn demand_response(rules: &RuleSet, d: &crate::rules::Demand) -> String {
-    match d.trigger {
-        crate::rules::Trigger::Law => response_text(rules, &d.response),
-        crate::rules::Trigger::Order => format!(
-            "{}, on an order under the law",
-            response_text(rules, &d.response)
-        ),
-    }
-}
-
-fn as_written(w: &When) -> Option<String> {
-    (!w.written_in_utc()).then(|| w.written.to_string())
-}
-
 /// Markdown for a pull request or a wiki page: one table row per event, with its
 /// instant as written, what it is, its law, reason, reference and description, and the
 /// decisions it changes.
@@ -380,10 +367,7 @@ pub fn render_markdown(rules: &RuleSet, tl: &Timeline) -> String {
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|");
     for e in &tl.events {
-        let when = match &e.at_as_written {
-            Some(w) => format!("{w} ({})", e.at),
-            None => e.at.to_string(),
-        };
+        let when = instant_written(e.at, e.at_as_written.as_deref());
         let mut what = vec![cell(&e.summary)];
         for (name, v) in [
             ("reference", &e.sources.reference),

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 
 use super::canonical::{canonical, changed_fields, set_fields, FieldChange, Value};
 use super::{
-    change_effect, feature_names, instant, response_text, response_words, rollout_words, state_str,
+    change_effect, effect_parts, instant, response_text, response_words, rollout_words, state_str,
     ItemChange, ItemDiff, ItemKind, Sources,
 };
 use crate::location::Jurisdiction;
@@ -187,22 +187,8 @@ impl<'r> Item<'r> {
                 format!("{} countries: {}", codes.len(), codes.join(", "))
             }
             Item::Rules(l) => {
-                let mut parts = Vec::new();
-                if let Some((s, _)) = &l.status {
-                    parts.push(format!("status {s}"));
-                }
-                if !l.features_on.is_empty() {
-                    parts.push(format!(
-                        "on: {}",
-                        feature_names(rules, l.features_on).join(", ")
-                    ));
-                }
-                if !l.features_off.is_empty() {
-                    parts.push(format!(
-                        "off: {}",
-                        feature_names(rules, l.features_off).join(", ")
-                    ));
-                }
+                let status = l.status.as_ref().map(|(s, _)| *s);
+                let parts = effect_parts(rules, status, l.features_on, l.features_off);
                 if parts.is_empty() {
                     "no status or features of its own".into()
                 } else {
@@ -497,10 +483,7 @@ pub(super) fn compare(old: &RuleSet, new: &RuleSet) -> Vec<ItemDiff> {
             jurisdiction: item.jurisdiction(),
             change,
             effective: item.at(),
-            effective_as_written: item
-                .when()
-                .filter(|w| !w.written_in_utc())
-                .map(|w| w.written.to_string()),
+            effective_as_written: item.when().and_then(When::as_written),
             previous_effective: match (change, o) {
                 (ItemChange::Moved, Some(o)) => o.at(),
                 _ => None,

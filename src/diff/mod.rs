@@ -218,24 +218,28 @@ pub fn collapse<K: PartialEq + Clone>(
     out
 }
 
-/// A change's effect in words: `status withdrawn; off: payments; rollout 25%; shadow`.
-pub fn change_effect(rules: &RuleSet, c: &Change) -> String {
+/// A status and feature switches in words: `status withdrawn`, `on: a, b`, `off: c`.
+pub fn effect_parts(
+    rules: &RuleSet,
+    status: Option<Status>,
+    on: FeatureSet,
+    off: FeatureSet,
+) -> Vec<String> {
     let mut parts = Vec::new();
-    if let Some(s) = c.status {
+    if let Some(s) = status {
         parts.push(format!("status {s}"));
     }
-    if !c.features_on.is_empty() {
-        parts.push(format!(
-            "on: {}",
-            feature_names(rules, c.features_on).join(", ")
-        ));
+    for (word, set) in [("on", on), ("off", off)] {
+        if !set.is_empty() {
+            parts.push(format!("{word}: {}", feature_names(rules, set).join(", ")));
+        }
     }
-    if !c.features_off.is_empty() {
-        parts.push(format!(
-            "off: {}",
-            feature_names(rules, c.features_off).join(", ")
-        ));
-    }
+    parts
+}
+
+/// A change's effect in words: `status withdrawn; off: payments; rollout 25%; shadow`.
+pub fn change_effect(rules: &RuleSet, c: &Change) -> String {
+    let mut parts = effect_parts(rules, c.status, c.features_on, c.features_off);
     if c.is_staged() {
         parts.push(format!("rollout {}", rollout_words(c)));
     }
@@ -254,17 +258,19 @@ pub fn response_text(rules: &RuleSet, r: &Response) -> String {
     }
 }
 
-/// The global file's answer to a kind, with what makes it fire when that is an order.
-pub fn response_words(rules: &RuleSet, r: &crate::rules::KindResponse) -> String {
-    match r.trigger {
-        crate::rules::Trigger::Law => response_text(rules, &r.response),
+/// An answer with what makes it fire when that is an order.
+pub fn response_with_trigger(rules: &RuleSet, r: &Response, t: crate::rules::Trigger) -> String {
+    match t {
+        crate::rules::Trigger::Law => response_text(rules, r),
         crate::rules::Trigger::Order => {
-            format!(
-                "{}, on an order under the law",
-                response_text(rules, &r.response)
-            )
+            format!("{}, on an order under the law", response_text(rules, r))
         }
     }
+}
+
+/// The global file's answer to a kind, with what makes it fire when that is an order.
+pub fn response_words(rules: &RuleSet, r: &crate::rules::KindResponse) -> String {
+    response_with_trigger(rules, &r.response, r.trigger)
 }
 
 /// A change's rollout: `25%`, or its steps `10% from … → 50% from …`.

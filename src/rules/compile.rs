@@ -886,7 +886,7 @@ pub fn compile(
     }
 
     check_red_lines(&mut cx, &parsed, &levels, &groups, now);
-    check_stacked_rollouts(&mut cx, &parsed, &levels, &feature_names);
+    check_stacked_rollouts(&mut cx, &levels, &feature_names);
 
     // Chains.
     let mut country_chains: Vec<Option<Chain>> = vec![None; 26 * 26];
@@ -1439,9 +1439,6 @@ fn compile_demand(
             }
         }
     }
-    if trigger == Trigger::Order && orders.is_empty() {
-        // Not an error: the law without an order is the case this expresses.
-    }
     if trigger == Trigger::Law && !orders.is_empty() {
         cx.warn(
             p,
@@ -1630,12 +1627,7 @@ fn compile_change(
 /// Two staged changes of one level that touch the same thing (the status, or a feature)
 /// draw their keys independently: together they reach `1 - (1-a)(1-b)` of the keys, more
 /// than either says. A warning at the later one, with the figure.
-fn check_stacked_rollouts(
-    cx: &mut Ctx,
-    parsed: &[Parsed],
-    levels: &[Level],
-    feature_names: &[&str],
-) {
+fn check_stacked_rollouts(cx: &mut Ctx, levels: &[Level], feature_names: &[&str]) {
     for level in levels {
         let staged: Vec<&Change> = level
             .changes
@@ -1666,10 +1658,6 @@ fn check_stacked_rollouts(
                 };
                 let (pa, pb) = (a.max_bp() as f64 / 10_000.0, b.max_bp() as f64 / 10_000.0);
                 let together = 1.0 - (1.0 - pa) * (1.0 - pb);
-                let Some(p) = parsed.iter().find(|p| p.name == b.origin.file) else {
-                    continue;
-                };
-                let _ = p;
                 cx.diags.push(Diagnostic {
                     file: b.origin.file.to_string(),
                     line: b.origin.line,

@@ -211,6 +211,11 @@ impl When {
         }
     }
 
+    /// The text as written, when it is not UTC (what answers carry beside the instant).
+    pub fn as_written(&self) -> Option<String> {
+        (!self.written_in_utc()).then(|| self.written.to_string())
+    }
+
     /// Whether the text is in UTC already (then it is shown once).
     pub fn written_in_utc(&self) -> bool {
         let w = &*self.written;

@@ -682,8 +682,7 @@ pub async fn jurisdiction(
                 kind: d.kind.to_string(),
                 state: d.state,
                 effective: d.effective.utc,
-                effective_as_written: (!d.effective.written_in_utc())
-                    .then(|| d.effective.written.to_string()),
+                effective_as_written: d.effective.as_written(),
                 legal: d.legal_words(at),
                 trigger: d.trigger.as_str(),
                 details: d.detail_lines(),
