@@ -771,12 +771,13 @@ impl Change {
     /// rollout includes the key; for a request without a key, under a partial rollout
     /// that has started (above 0%), its narrowing parts.
     pub fn applies(&self, key: Option<&str>, t: Timestamp) -> Applies {
-        if self.includes(key, t) {
-            Applies::Fully
-        } else if key.is_none() && self.rollout_bp_at(t).is_some_and(|bp| bp > 0) {
-            Applies::Narrowing
-        } else {
-            Applies::Not
+        // The share at `t` is looked up once (per request on a keyed chain).
+        match (self.rollout_bp_at(t), key) {
+            (None, _) => Applies::Fully,
+            (Some(bp), _) if bp >= 10_000 => Applies::Fully,
+            (Some(bp), Some(k)) if rollout_bucket(&self.id, k) < bp => Applies::Fully,
+            (Some(bp), None) if bp > 0 => Applies::Narrowing,
+            _ => Applies::Not,
         }
     }
 
