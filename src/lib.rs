@@ -16,6 +16,7 @@ pub mod location;
 pub mod middleware;
 pub mod overrides;
 pub mod path;
+pub mod phone;
 pub mod rules;
 pub mod server;
 pub mod status;
