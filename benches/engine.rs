@@ -1,6 +1,6 @@
 //! `decide` on the shipped example policy: known jurisdictions, a subdivision, an
 //! unknown location and a rollout change; and `decide_signals`, a decision from two
-//! signals against one. Run: `cargo bench --bench engine`.
+//! signals against one, and resolving a phone number. Run: `cargo bench --bench engine`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -96,5 +96,41 @@ fn bench_signals(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decide, bench_signals);
+/// What a phone signal costs before its decision: resolving the number. A calling code
+/// of one country (FR: a table lookup), a shared one (+1: libphonenumber's number
+/// patterns, then the area-code table), and the whole decision from an address and a
+/// number as the gate makes it (resolve + `decide_signals`).
+fn bench_phone(c: &mut Criterion) {
+    let at: jiff::Timestamp = "2026-12-02T00:00:00Z".parse().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regions");
+    let (rules, _) = RuleSet::load(&dir, at).expect("regions load");
+    let none = OverrideSet::default();
+    marketgate::phone::warm();
+    let mut g = c.benchmark_group("phone");
+    for (name, number) in [
+        ("resolve_fr", "+33612345678"),
+        ("resolve_us_ut", "+18015550123"),
+        ("resolve_gb", "+447400123456"),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| marketgate::phone::resolve(black_box(number)))
+        });
+    }
+    let address = Signal::located(SignalKind::Address, Location::parse("DE").unwrap());
+    g.bench_function("address_and_phone_us_ut", |b| {
+        b.iter(|| {
+            let phone = marketgate::phone::resolve(black_box("+18015550123")).unwrap();
+            decide_signals(
+                black_box(&rules),
+                black_box(&none),
+                &[address, Signal::located(SignalKind::Phone, phone)],
+                None,
+                at,
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_decide, bench_signals, bench_phone);
 criterion_main!(benches);

@@ -37,9 +37,11 @@ pub enum Source {
     /// A demand in force: level and index in its `demands`.
     Demand(LevelId, u16),
     Override(Arc<Override>),
-    /// The client's own hop could not be established from a trusted proxy's data: the
-    /// strictest answer, whatever the rules and overrides say (see [`unestablished`]).
-    Unestablished,
+    /// A signal a trusted source gave could not be read: for `address`, the client's
+    /// own hop could not be established from a trusted proxy's data; for `phone` or
+    /// `declared`, the value a trusted peer or the application sent is malformed. The
+    /// strictest answer, whatever the rules and overrides say (see [`unreadable`]).
+    Unestablished(SignalKind),
     /// Another signal's jurisdiction, under the global file's `signals` rule: the
     /// features it has off that the deciding signal's jurisdiction has on (see
     /// [`signals::decide_signals`]).
@@ -106,9 +108,15 @@ pub fn decide(rules: &RuleSet, overrides: &OverrideSet, req: &Request<'_>) -> Rc
 /// read with certainty never makes an answer more permissive, so this is never the
 /// `unknown` policy, which is for addresses the GeoIP database has no country for.
 pub fn unestablished(rules: &RuleSet) -> Rc<Decision> {
+    unreadable(rules, SignalKind::Address)
+}
+
+/// The decision for a signal a trusted source gave that cannot be read (see
+/// [`Source::Unestablished`]): withdrawn, every feature off, as [`unestablished`].
+pub fn unreadable(rules: &RuleSet, kind: SignalKind) -> Rc<Decision> {
     let mut steps = Steps::new();
     steps.push(Step {
-        source: Source::Unestablished,
+        source: Source::Unestablished(kind),
         status: Some(Status::Withdrawn),
         on: FeatureSet::EMPTY,
         off: rules.all_features(),
@@ -654,11 +662,17 @@ pub fn describe(rules: &RuleSet, source: &Source, audience: Audience) -> SourceI
                 ..blank("demand", level.jurisdiction.to_string())
             }
         }
-        Source::Unestablished => SourceInfo {
+        Source::Unestablished(SignalKind::Address) => SourceInfo {
             text: Some(
                 "the client's address could not be established from the trusted proxies' forwarding data, so the strictest answer applies".into(),
             ),
             ..blank("client", Jurisdiction::Unestablished.to_string())
+        },
+        Source::Unestablished(kind) => SourceInfo {
+            text: Some(format!(
+                "the {kind} signal a trusted source sent could not be read, so the strictest answer applies"
+            )),
+            ..blank("signal", Jurisdiction::Unestablished.to_string())
         },
         Source::Signal(kind, j) => SourceInfo {
             text: Some(format!(
@@ -708,13 +722,19 @@ impl Decision {
     /// Whether this is the strictest answer for a client that could not be established
     /// ([`unestablished`]).
     pub fn is_unestablished(&self) -> bool {
-        matches!(
-            self.steps.first(),
+        self.unreadable().is_some()
+    }
+
+    /// The signal that could not be read, when this is the strictest answer for it
+    /// ([`unreadable`]).
+    pub fn unreadable(&self) -> Option<SignalKind> {
+        match self.steps.first() {
             Some(Step {
-                source: Source::Unestablished,
+                source: Source::Unestablished(kind),
                 ..
-            })
-        )
+            }) => Some(*kind),
+            _ => None,
+        }
     }
 
     /// The chain of jurisdictions, most specific first.
@@ -822,6 +842,14 @@ pub struct DecisionView {
     /// public answer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<ShadowView>,
+    /// When the request carried signals besides its address (a phone number, a declared
+    /// country): each signal's jurisdiction and decision, `address` first. Never the
+    /// phone number itself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<signals::SignalView>,
+    /// With `signals`: the signal whose decision is the answer (the strictest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<SignalKind>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -844,6 +872,20 @@ pub struct ShadowView {
 }
 
 impl DecisionView {
+    /// The view of a decision from several signals: [`DecisionView::new`] of the
+    /// combined decision, with each signal's jurisdiction and which one decided.
+    pub fn of_signals(
+        rules: &RuleSet,
+        c: &signals::Combined,
+        at: Timestamp,
+        audience: Audience,
+    ) -> Self {
+        let mut v = DecisionView::new(rules, &c.decision, at, audience);
+        v.signals = c.views();
+        v.decided_by = c.decider();
+        v
+    }
+
     pub fn new(rules: &RuleSet, d: &Decision, at: Timestamp, audience: Audience) -> Self {
         let mut reasons = Vec::new();
         if let Some(step) = d.reason_for(Part::Status) {
@@ -901,6 +943,8 @@ impl DecisionView {
                     to: s.to,
                 })
                 .collect(),
+            signals: Vec::new(),
+            decided_by: None,
         }
     }
 }

@@ -7,10 +7,11 @@ use std::fmt::Write;
 
 use jiff::Timestamp;
 
+use crate::engine::signals::Combined;
 use crate::engine::{decide, describe, Audience, Decision, Part, Request, Source, Step};
 use crate::location::{Jurisdiction, Location};
 use crate::overrides::OverrideSet;
-use crate::rules::{FeatureId, FeatureSet, Group, Mode, RuleSet, Status};
+use crate::rules::{FeatureId, FeatureSet, Group, Mode, RuleSet, SignalKind, Status};
 
 fn names(rules: &RuleSet, set: FeatureSet) -> String {
     set.iter()
@@ -57,6 +58,55 @@ pub fn render(
     }
     o.push_str(&body(rules, d, req, feature));
     let _ = writeln!(o, "\nrules {}", rules.version());
+    o
+}
+
+/// Renders a decision from several signals: each signal's jurisdiction and the status
+/// there (or that the rules do not count it), which one decided, then [`render`] of the
+/// answer at the deciding signal's jurisdiction. Never the value of a signal (a phone
+/// number) itself.
+pub fn render_signals(
+    rules: &RuleSet,
+    c: &Combined,
+    key: Option<&str>,
+    at: Timestamp,
+    feature: Option<FeatureId>,
+) -> String {
+    let mut o = String::new();
+    let counted: Vec<&str> = SignalKind::ALL
+        .iter()
+        .filter(|k| rules.signals().counts(**k))
+        .map(|k| k.as_str())
+        .collect();
+    let _ = writeln!(
+        o,
+        "signals       strictest of {} (the global file's `signals` rule)",
+        counted.join(", ")
+    );
+    for (i, s) in c.signals.iter().enumerate() {
+        let status = match &s.decision {
+            Some(d) => d.status.as_str().to_uppercase(),
+            None => "not counted".into(),
+        };
+        let mark = if c.decided_by == Some(i) {
+            "  ← decides"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            o,
+            "  {:<10}  {}  {status}{mark}",
+            s.signal.kind.as_str(),
+            jurisdiction_title(&s.signal.jurisdiction()),
+        );
+    }
+    o.push('\n');
+    let req = Request {
+        location: c.decision.location,
+        key,
+        at,
+    };
+    o.push_str(&render(rules, &c.decision, &req, feature));
     o
 }
 
@@ -291,7 +341,8 @@ fn source_line(rules: &RuleSet, source: &Source, at: jiff::Timestamp) -> String 
             info.jurisdiction,
             info.actor.as_deref().unwrap_or("?")
         ),
-        Source::Unestablished => "client not established".to_string(),
+        Source::Unestablished(SignalKind::Address) => "client not established".to_string(),
+        Source::Unestablished(kind) => format!("{kind} signal unreadable"),
         Source::Signal(kind, _) => format!("{kind} signal in {}", info.jurisdiction),
     };
     if let Some(t) = &info.text {

@@ -25,6 +25,7 @@
 
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
@@ -32,8 +33,9 @@ use actix_web::http::header::HeaderValue;
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest};
 
 use crate::location::Jurisdiction;
-use crate::rules::Status;
+use crate::rules::{SignalKind, Status};
 use crate::server::handlers::{self, DenyMode};
+pub use crate::server::signals::Signals;
 use crate::server::AppState;
 
 /// What a handler behind [`MarketGate`] learns about its request's market. Read it with
@@ -48,6 +50,9 @@ pub struct MarketDecision {
     pub disabled: Vec<String>,
     /// The rules version the decision was made with.
     pub rules_version: String,
+    /// With signals besides the address ([`MarketGate::signals`]): the one whose
+    /// jurisdiction the answer is.
+    pub decided_by: Option<SignalKind>,
 }
 
 impl MarketDecision {
@@ -65,6 +70,7 @@ impl std::fmt::Debug for MarketDecision {
             .field("jurisdiction", &self.jurisdiction.to_string())
             .field("disabled", &self.disabled)
             .field("rules_version", &self.rules_version)
+            .field("decided_by", &self.decided_by)
             .finish()
     }
 }
@@ -88,15 +94,50 @@ impl FromRequest for MarketDecision {
     }
 }
 
+/// What the application knows of a request's account besides its address (see
+/// [`MarketGate::signals`]).
+type SignalSource = Arc<dyn Fn(&ServiceRequest) -> Signals + Send + Sync>;
+
 /// The middleware: `App::new().wrap(MarketGate::new(state))`.
 #[derive(Clone)]
 pub struct MarketGate {
     state: AppState,
+    signals: Option<SignalSource>,
 }
 
 impl MarketGate {
     pub fn new(state: AppState) -> MarketGate {
-        MarketGate { state }
+        MarketGate {
+            state,
+            signals: None,
+        }
+    }
+
+    /// The signals of a request besides its address, as the application knows them
+    /// from its session: the account's phone number, the country the user declared.
+    /// The application is trusted, so they are believed; they are decided with the
+    /// address by the global file's `signals` rule (default: the strictest), and a value
+    /// that cannot be read (a malformed number) gets the strictest answer, as at the
+    /// gate. Runs before the wrapped service, on every request.
+    ///
+    /// ```no_run
+    /// # fn f(state: marketgate::server::AppState) {
+    /// use marketgate::middleware::{MarketGate, Signals};
+    /// let gate = MarketGate::new(state).signals(|req| {
+    ///     // Say, from a session the application's own middleware resolved earlier.
+    ///     match req.headers().get("x-session-phone").and_then(|v| v.to_str().ok()) {
+    ///         Some(phone) => Signals::new().phone(phone),
+    ///         None => Signals::new(),
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn signals(
+        mut self,
+        source: impl Fn(&ServiceRequest) -> Signals + Send + Sync + 'static,
+    ) -> MarketGate {
+        self.signals = Some(Arc::new(source));
+        self
     }
 }
 
@@ -116,6 +157,7 @@ where
         ready(Ok(MarketGateService {
             service,
             state: self.state.clone(),
+            signals: self.signals.clone(),
         }))
     }
 }
@@ -124,6 +166,7 @@ where
 pub struct MarketGateService<S> {
     service: S,
     state: AppState,
+    signals: Option<SignalSource>,
 }
 
 type Answer<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, Error>>>>;
@@ -149,10 +192,15 @@ where
             .get(state.key_header())
             .and_then(|v| v.to_str().ok());
         let geo = state.geo();
+        let extra = match &self.signals {
+            Some(source) => source(&req).read_or_strictest(),
+            None => Default::default(),
+        };
         let d = handlers::decide(
             state,
             &rules,
             || geo.client_place(http, state.metrics()),
+            &extra,
             key,
             state.now(),
         );
@@ -167,13 +215,14 @@ where
             ),
         };
         if d.status == Status::Withdrawn || blocked_feature.is_some() {
-            let res = handlers::blocked_response(
+            let mut res = handlers::blocked_response(
                 &rules,
                 &d,
                 blocked_feature,
                 DenyMode::Status451,
                 state.blocked_by_link(),
             );
+            handlers::decided_by_header(&mut res, &d);
             return Box::pin(ready(Ok(req.into_response(res).map_into_right_body())));
         }
         let status = HeaderValue::from_static(d.status.as_str());
@@ -182,6 +231,7 @@ where
             jurisdiction: d.jurisdiction(),
             disabled: d.disabled(&rules).map(str::to_string).collect(),
             rules_version: rules.version().to_string(),
+            decided_by: d.signals.as_ref().and_then(|c| c.decider()),
         });
         drop(rules);
         let inner = self.service.call(req);

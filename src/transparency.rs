@@ -420,7 +420,7 @@ fn grounds(rules: &RuleSet, d: &Decision, at: Timestamp, audience: Audience) -> 
         let g = match &s.source {
             // A market is assessed for itself: one jurisdiction, never a request's
             // several signals.
-            Source::Demand(..) | Source::Unestablished | Source::Signal(..) => None,
+            Source::Demand(..) | Source::Unestablished(_) | Source::Signal(..) => None,
             Source::Change(l, i) => {
                 let level = rules.level(*l);
                 let c = &level.changes[*i as usize];

@@ -15,6 +15,8 @@
     at: null,          // null = now, else an ISO instant
     selected: null,    // jurisdiction code
     overrides: [],
+    phone: '',         // signals the jurisdiction panel explains a request with
+    declared: '',
     loadedAt: 0,
     skew: 0            // the service's clock minus this browser's, in ms
   };
@@ -85,6 +87,20 @@
     });
   }
   function atQuery() { return state.at ? '?at=' + encodeURIComponent(state.at) : ''; }
+  // The jurisdiction panel's query: the instant, and the signals the operator explains
+  // a request with (a phone number, a declared country).
+  function detailQuery() {
+    var q = [];
+    if (state.at) q.push('at=' + encodeURIComponent(state.at));
+    if (state.phone) q.push('phone=' + encodeURIComponent(state.phone));
+    if (state.declared) q.push('declared=' + encodeURIComponent(state.declared));
+    return q.length ? '?' + q.join('&') : '';
+  }
+  function clearSignals() {
+    state.phone = '';
+    state.declared = '';
+    select(state.selected);
+  }
   function errorText(res) {
     var e = res.body && res.body.error;
     return e ? e.message + ' (' + e.code + ', HTTP ' + res.status + ')' : 'HTTP ' + res.status;
@@ -362,7 +378,7 @@
     state.selected = code;
     paintMap();
     var seq = ++selectSeq;
-    return api('GET', 'v1/jurisdictions/' + encodeURIComponent(code) + atQuery()).then(function (res) {
+    return api('GET', 'v1/jurisdictions/' + encodeURIComponent(code) + detailQuery()).then(function (res) {
       if (seq !== selectSeq) return; // a later selection or instant answers instead
       var box = $('detail');
       var message = keepMessage ? $('detail-message') : null;
@@ -371,6 +387,9 @@
       if (!res.ok) {
         box.appendChild(el('h2', null, code));
         box.appendChild(el('p', { 'class': 'error', role: 'alert' }, errorText(res)));
+        if (state.phone || state.declared) {
+          box.appendChild(el('button', { type: 'button', id: 'signals-clear', on: { click: clearSignals } }, 'Clear the signals'));
+        }
         return;
       }
       renderDetail(box, res.body);
@@ -393,6 +412,7 @@
     }
     box.appendChild(head);
     box.appendChild(el('p', { 'class': 'muted' }, 'chain ' + j.chain.join(' → ') + ' · at ' + when(j.at)));
+    if (d) box.appendChild(signalsForm(d));
 
     if (j.override) {
       var o = j.override;
@@ -434,6 +454,33 @@
       box.appendChild(el('pre', { id: 'detail-explain' }, j.explanation));
     }
     box.appendChild(overrideForm(j));
+  }
+
+  // Explain a request from this market that also carries a phone number or a declared
+  // country: each signal's jurisdiction and status, and which one decided.
+  function signalsForm(d) {
+    var phone = el('input', { id: 'signal-phone', type: 'tel', placeholder: '+14155550123', autocomplete: 'off', value: state.phone || '' });
+    var declared = el('input', { id: 'signal-declared', placeholder: 'FR', size: 6, autocomplete: 'off', value: state.declared || '' });
+    var form = el('form', { id: 'signals-form' },
+      el('h3', null, 'With other signals'),
+      el('label', null, 'Phone ', phone), ' ',
+      el('label', null, 'Declared country ', declared), ' ',
+      el('button', { type: 'submit', id: 'signals-explain' }, 'Explain'), ' ',
+      state.phone || state.declared ? el('button', { type: 'button', id: 'signals-clear', on: { click: clearSignals } }, 'Clear') : null);
+    form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      state.phone = phone.value.trim();
+      state.declared = declared.value.trim();
+      select(state.selected);
+    });
+    if (d.signals && d.signals.length) {
+      form.appendChild(el('ul', { id: 'detail-signals' }, d.signals.map(function (s) {
+        return el('li', { 'data-kind': s.kind }, s.kind + ': ' + s.jurisdiction + ' ',
+          s.counted ? badge(s.status) : el('span', { 'class': 'muted' }, 'not counted'),
+          d.decided_by === s.kind ? el('strong', null, ' ← decides') : null);
+      })));
+    }
+    return form;
   }
 
   // An instant as the rules wrote it (offset or named zone) beside UTC.

@@ -65,6 +65,10 @@ pub enum Command {
     /// included; for the status with overrides, see the ops console or `GET
     /// /admin/v1/rules` on the admin listener.
     Status(status::StatusArgs),
+    /// The version of marketgate and of the data built into it: the phone numbering
+    /// plans (libphonenumber metadata), the area-code table, the ISO 3166 codes and the
+    /// bundled GeoIP database.
+    Version,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -80,7 +84,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Healthcheck(args) => healthcheck::run(args),
         Command::Transparency(args) => transparency::run(args),
         Command::Status(args) => status::run(args),
+        Command::Version => {
+            print!("{}", version_text());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// What `marketgate version` prints: one `name: value` line per component.
+pub fn version_text() -> String {
+    format!(
+        "marketgate {}\nphone metadata: libphonenumber {}\narea codes: {}\niso 3166: {}\ngeoip (bundled): {}\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::phone::METADATA_VERSION,
+        crate::phone::AREA_CODES_SOURCE,
+        crate::iso::SOURCE,
+        crate::geoip::BUNDLED_SOURCE,
+    )
 }
 
 /// Parses `--at`: an RFC 3339 instant with an offset, or `now`.

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use jiff::Timestamp;
 
+use crate::engine::signals::{decide_signals, Combined, Signal};
 use crate::engine::{self, DecisionView, Request};
 use crate::explain;
 use crate::location::{parse_location, Location, LocationError};
 use crate::overrides::OverrideSet;
-use crate::rules::{Diagnostics, FeatureId, Group, RuleSet};
+use crate::rules::{Diagnostics, FeatureId, Group, RuleSet, SignalKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -89,8 +90,23 @@ pub struct ExplainArgs {
     /// is explained as its members: one block per distinct decision, listing the
     /// members that get it, then that decision and its trail (with `--format json`,
     /// `{"group", "members": [the decision of each member]}`).
+    #[arg(long, required_unless_present = "ip", conflicts_with = "ip")]
+    pub country: Option<String>,
+    /// Or: an address, located through the GeoIP database (`--geoip`, default the
+    /// bundled one), as the service locates a client.
     #[arg(long)]
-    pub country: String,
+    pub ip: Option<String>,
+    /// MaxMind DB file for `--ip`; default: the bundled country database.
+    #[arg(long, env = "MARKETGATE_GEOIP", value_name = "FILE")]
+    pub geoip: Option<PathBuf>,
+    /// A second signal: a phone number in E.164 (`+14155550123`), located by its
+    /// numbering plan and decided with the address by the global file's `signals` rule.
+    /// The output shows its jurisdiction, never the number.
+    #[arg(long)]
+    pub phone: Option<String>,
+    /// A further signal: the country the user declared (`FR`, `US-CA`).
+    #[arg(long)]
+    pub declared: Option<String>,
     /// ISO 3166-2 subdivision suffix (`CA` for `US-CA`).
     #[arg(long)]
     pub subdivision: Option<String>,
@@ -152,6 +168,22 @@ fn subject<'a>(
         })
 }
 
+/// `--ip` through the GeoIP database, as `lookup` reads it.
+fn locate(ip: &str, geoip: Option<&std::path::Path>) -> anyhow::Result<Location> {
+    use crate::geoip::{GeoDb, LookupOptions};
+    let ip: std::net::IpAddr = ip
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`--ip` is not an IP address"))?;
+    let options = LookupOptions::default();
+    let db = match geoip {
+        Some(path) => GeoDb::open(path, &options)
+            .with_context(|| format!("cannot load geoip database {}", path.display()))?,
+        None => GeoDb::bundled(&options).context("cannot load the bundled geoip database")?,
+    };
+    Ok(db.lookup(ip))
+}
+
 fn load(dir: &std::path::Path, at: Timestamp) -> anyhow::Result<RuleSet> {
     RuleSet::load(dir, at)
         .map(|(r, _)| r)
@@ -166,7 +198,24 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     } else {
         rules.assume(&args.assume, at).map_err(anyhow::Error::msg)?
     };
-    let subject = subject(&rules, &args.country, args.subdivision.as_deref())?;
+    let subject = match (&args.country, &args.ip) {
+        (Some(country), _) => subject(&rules, country, args.subdivision.as_deref())?,
+        (None, Some(ip)) => {
+            if args.subdivision.is_some() {
+                anyhow::bail!("`--subdivision` goes with `--country`, not `--ip`");
+            }
+            Subject::Location(locate(ip, args.geoip.as_deref())?)
+        }
+        (None, None) => anyhow::bail!("give `--country` or `--ip`"),
+    };
+    let mut given = crate::server::signals::Signals::new();
+    if let Some(p) = &args.phone {
+        given = given.phone(p.as_str());
+    }
+    if let Some(d) = &args.declared {
+        given = given.declared(d.as_str());
+    }
+    let extra = given.read().map_err(|e| anyhow::anyhow!("{e}"))?;
     let feature = match &args.feature {
         Some(f) => Some(rules.feature_id(f).with_context(|| {
             format!(
@@ -184,9 +233,31 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let overrides = OverrideSet::default();
     let key = args.key.as_deref();
     let mut out = std::io::stdout().lock();
+    if !extra.is_empty() {
+        let Subject::Location(location) = subject else {
+            anyhow::bail!("`--phone` and `--declared` explain one request: give a country, a subdivision or `--ip`, not a group");
+        };
+        let mut all = vec![Signal::located(SignalKind::Address, location)];
+        all.extend_from_slice(&extra);
+        let c = decide_signals(&rules, &overrides, &all, key, at);
+        match args.format {
+            OutputFormat::Json => {
+                let view = decision_json(&rules, &overrides, Some(&c), location, key, at, feature)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
+            }
+            OutputFormat::Text => {
+                write!(
+                    out,
+                    "{}",
+                    explain::render_signals(&rules, &c, key, at, feature)
+                )?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match (subject, args.format) {
         (Subject::Location(location), OutputFormat::Json) => {
-            let view = decision_json(&rules, &overrides, location, key, at, feature)?;
+            let view = decision_json(&rules, &overrides, None, location, key, at, feature)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
         }
         (Subject::Location(location), OutputFormat::Text) => {
@@ -198,7 +269,17 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             let members = g
                 .members
                 .iter()
-                .map(|c| decision_json(&rules, &overrides, Location::country(*c), key, at, feature))
+                .map(|c| {
+                    decision_json(
+                        &rules,
+                        &overrides,
+                        None,
+                        Location::country(*c),
+                        key,
+                        at,
+                        feature,
+                    )
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let body = serde_json::json!({"group": &*g.name, "members": members});
             writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
@@ -211,23 +292,31 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The decision body of the HTTP API, plus `feature` when one was asked about.
+/// The decision body of the HTTP API, plus `feature` when one was asked about; with
+/// `signals`, the decision from several signals (the address at `location` first).
 fn decision_json(
     rules: &RuleSet,
     overrides: &OverrideSet,
+    signals: Option<&Combined>,
     location: Location,
     key: Option<&str>,
     at: Timestamp,
     feature: Option<FeatureId>,
 ) -> anyhow::Result<serde_json::Value> {
+    let audience = engine::Audience::Operator;
+    let (decision, location, mut view) = match signals {
+        Some(c) => (
+            c.decision.clone(),
+            c.decision.location,
+            serde_json::to_value(DecisionView::of_signals(rules, c, at, audience))?,
+        ),
+        None => {
+            let d = engine::decide(rules, overrides, &Request { location, key, at });
+            let view = serde_json::to_value(DecisionView::new(rules, &d, at, audience))?;
+            (d, location, view)
+        }
+    };
     let req = Request { location, key, at };
-    let decision = engine::decide(rules, overrides, &req);
-    let mut view = serde_json::to_value(DecisionView::new(
-        rules,
-        &decision,
-        at,
-        engine::Audience::Operator,
-    ))?;
     // What is on the chain but not in force at the instant (proposed, rejected, repealed
     // or waiting laws; future, shadow or out-of-rollout changes), as the text's "not in
     // force" list says it.

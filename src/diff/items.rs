@@ -15,7 +15,8 @@ use super::{
 };
 use crate::location::Jurisdiction;
 use crate::rules::{
-    Change, Demand, DemandState, Feature, Group, KindResponse, Level, Mode, RuleSet, Status, When,
+    Change, Demand, DemandState, Feature, Group, KindResponse, Level, Mode, RuleSet, SignalKind,
+    SignalRule, Status, When,
 };
 
 /// Fields that decide nothing: words for people, and whether the transparency page
@@ -47,6 +48,7 @@ pub(super) enum Item<'r> {
     Rules(&'r Level),
     Change(&'r Level, &'r Change),
     Demand(&'r Level, &'r Demand),
+    Signals(&'r SignalRule),
 }
 
 pub(super) type Key = (ItemKind, String);
@@ -63,6 +65,10 @@ pub(super) fn items(rules: &RuleSet) -> BTreeMap<Key, Item<'_>> {
     for g in rules.groups() {
         out.insert((ItemKind::Group, g.name.to_string()), Item::Group(g));
     }
+    out.insert(
+        (ItemKind::Signals, "signals".to_string()),
+        Item::Signals(rules.signals()),
+    );
     for l in rules.levels() {
         out.insert(
             (ItemKind::Rules, l.jurisdiction.to_string()),
@@ -121,6 +127,10 @@ impl<'r> Item<'r> {
                 .map_or_else(|| l.file.to_string(), ToString::to_string),
             // The model keeps no position for a response: its file.
             Item::Response(..) => rules.level(rules.global_level()).file.to_string(),
+            Item::Signals(s) => s.origin.as_ref().map_or_else(
+                || rules.level(rules.global_level()).file.to_string(),
+                ToString::to_string,
+            ),
         }
     }
 
@@ -144,6 +154,7 @@ impl<'r> Item<'r> {
         match self {
             Item::Feature(f) => canonical(*f, rules, &["name", "origin", "prefixes"]),
             Item::Response(r) => canonical(*r, rules, &["kind"]),
+            Item::Signals(s) => canonical(*s, rules, &["origin"]),
             Item::Group(g) => canonical(*g, rules, &["name", "origin"]),
             Item::Change(l, c) => with_jurisdiction(l, canonical(*c, rules, &["origin"])),
             // `before` is the shorthand's reading of the time before its event, shown
@@ -182,6 +193,17 @@ impl<'r> Item<'r> {
                 s
             }
             Item::Response(r) => response_words(rules, r),
+            Item::Signals(s) => {
+                let counted: Vec<&str> = SignalKind::ALL
+                    .iter()
+                    .filter(|k| s.counts(**k))
+                    .map(|k| k.as_str())
+                    .collect();
+                format!(
+                    "the strictest of {} decides requests that carry several signals (a phone number, a declared country)",
+                    counted.join(", ")
+                )
+            }
             Item::Group(g) => {
                 let codes: Vec<String> = g.members.iter().map(|c| c.to_string()).collect();
                 format!("{} countries: {}", codes.len(), codes.join(", "))
@@ -295,6 +317,8 @@ fn reach(
     let mut out: Vec<Jurisdiction> = Vec::new();
     match key.0 {
         ItemKind::Feature | ItemKind::Order => out.push(Jurisdiction::Global),
+        // No one market's decision: see `ItemKind::Signals`.
+        ItemKind::Signals => {}
         ItemKind::Response => {
             for r in [old, new] {
                 for l in r.levels() {
@@ -358,6 +382,19 @@ fn detail(
         _ => None,
     };
     match fc.name.as_str() {
+        // The signals that count, by name.
+        "count" => {
+            let words = |i: Option<&Item>| match i {
+                Some(Item::Signals(s)) => SignalKind::ALL
+                    .iter()
+                    .filter(|k| s.counts(**k))
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => "(none)".into(),
+            };
+            return format!("signals counted: {} → {}", words(o), words(n));
+        }
         "response" => {
             if let (Some(a), Some(b)) = (response(o, old), response(n, new)) {
                 return format!("response: {a} → {b}");

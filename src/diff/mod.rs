@@ -395,6 +395,10 @@ pub enum ItemKind {
     Rules,
     Change,
     Demand,
+    /// The global file's `signals` rule (id `signals`): which signals count and how they
+    /// combine. It changes only decisions of requests with a phone number or a declared
+    /// country, which the decision rows (one market each) do not show.
+    Signals,
 }
 
 impl ItemKind {
@@ -407,6 +411,7 @@ impl ItemKind {
             ItemKind::Rules => "rules",
             ItemKind::Change => "change",
             ItemKind::Demand => "demand",
+            ItemKind::Signals => "signals",
         }
     }
 }
@@ -708,6 +713,8 @@ fn attribute(
                 .iter()
                 .any(|r| r.source.demand_kind.as_deref() == Some(&i.id)),
             ItemKind::Group | ItemKind::Order => true,
+            // One market's decision has one signal, which always counts.
+            ItemKind::Signals => false,
             ItemKind::Feature => {
                 d.transition.features_on.contains(&i.id)
                     || d.transition.features_off.contains(&i.id)

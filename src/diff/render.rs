@@ -126,6 +126,7 @@ fn item_title(i: &ItemDiff) -> String {
         ItemKind::Rules => format!("rules of {}", i.id),
         ItemKind::Response => format!("response to {}", i.id),
         ItemKind::Order => format!("order of {}", i.id),
+        ItemKind::Signals => "signals rule".to_string(),
         ItemKind::Feature | ItemKind::Group => format!("{} {}", i.kind.as_str(), i.id),
     }
 }

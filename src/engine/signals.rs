@@ -6,8 +6,9 @@
 use std::rc::Rc;
 
 use jiff::Timestamp;
+use serde::Serialize;
 
-use super::{decide, unestablished, Decision, Request, Source, Step, Steps};
+use super::{decide, unestablished, unreadable, Decision, Request, Source, Step, Steps};
 use crate::location::{Jurisdiction, Location};
 use crate::overrides::OverrideSet;
 use crate::rules::{Combine, FeatureSet, RuleSet, SignalKind, Status};
@@ -93,7 +94,7 @@ pub fn decide_signals(
         .map(|s| SignalDecision {
             signal: *s,
             decision: rule.counts(s.kind).then(|| match s.reading {
-                Reading::Unreadable => unestablished(rules),
+                Reading::Unreadable => unreadable(rules, s.kind),
                 Reading::Location(location) => {
                     decide(rules, overrides, &Request { location, key, at })
                 }
@@ -164,6 +165,41 @@ pub fn decide_signals(
         }),
         signals: decided,
         decided_by: Some(at_index),
+    }
+}
+
+/// One signal of a decision as answers show it: its kind, its jurisdiction, and the
+/// status there when the rules count it. Never the value (a phone number) itself.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct SignalView {
+    pub kind: SignalKind,
+    /// `FR`, `US-CA`, `unknown` (a number of no country), or `unestablished` (given by
+    /// a trusted source but unreadable: the strictest answer).
+    pub jurisdiction: String,
+    /// Whether the global file's `signals.count` counts this kind.
+    pub counted: bool,
+    /// The decision for this signal's jurisdiction, when counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl Combined {
+    /// Each signal as answers show it, in the order given.
+    pub fn views(&self) -> Vec<SignalView> {
+        self.signals
+            .iter()
+            .map(|s| SignalView {
+                kind: s.signal.kind,
+                jurisdiction: s.signal.jurisdiction().to_string(),
+                counted: s.decision.is_some(),
+                status: s.decision.as_ref().map(|d| d.status),
+            })
+            .collect()
+    }
+
+    /// The kind of the signal that decided, if any counted.
+    pub fn decider(&self) -> Option<SignalKind> {
+        self.decided_by.map(|i| self.signals[i].signal.kind)
     }
 }
 

@@ -64,7 +64,19 @@ impl Status {
 /// A signal of where a request's market is: the request's origin (its address through
 /// GeoIP, or a trusted CDN's country header), a phone number's country, or a country
 /// the user declared (billing or profile).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SignalKind {
     Address,

@@ -9,10 +9,11 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::state::{AppState, ReloadError, Reloaded};
+use crate::engine::signals::{decide_signals, Signal};
 use crate::engine::{self, Request};
 use crate::location::{Jurisdiction, Location};
 use crate::overrides::{conflict, Override, OverrideRequest, OverrideSet, RequestError, MAX_TEXT};
-use crate::rules::{RuleSet, Status};
+use crate::rules::{RuleSet, SignalKind, Status};
 use crate::store::{Cleared, StoreError};
 
 /// Checks `Authorization: Bearer <token>` against every configured admin token (see
@@ -626,10 +627,25 @@ pub struct JurisdictionDetail {
     pub chain_overrides: Vec<OverrideView>,
 }
 
+/// Query of `GET /admin/v1/jurisdictions/{jurisdiction}`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct DetailQuery {
+    /// The instant (RFC 3339 with an offset, or `now`); default now.
+    pub at: Option<String>,
+    /// Explain a request that also carries this phone number (E.164), decided with the
+    /// jurisdiction as its address by the global file's `signals` rule. For a country,
+    /// a subdivision or `unknown`; a group or `*` has no single request to explain.
+    pub phone: Option<String>,
+    /// Explain a request that also carries this declared country (`FR`, `US-CA`).
+    pub declared: Option<String>,
+}
+
 /// One jurisdiction at an instant: its decision and the trail `marketgate explain`
-/// prints, the demands on its chain, upcoming changes and demands, its override.
+/// prints, the demands on its chain, upcoming changes and demands, its override. With
+/// `phone` or `declared`, the decision of a request from the jurisdiction that carries
+/// those signals too, with each signal's jurisdiction and which one decided.
 #[utoipa::path(get, path = "/admin/v1/jurisdictions/{jurisdiction}",
-    params(("jurisdiction" = String, Path, description = "`*`, a group, `FR`, `US-CA` or `unknown`"), AtQuery),
+    params(("jurisdiction" = String, Path, description = "`*`, a group, `FR`, `US-CA` or `unknown`"), DetailQuery),
     responses(
         (status = 200, description = "The jurisdiction explained", body = JurisdictionDetail),
         (status = 400, description = "Unknown jurisdiction or bad `at`", body = super::error::ErrorBody),
@@ -639,11 +655,19 @@ pub async fn jurisdiction(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<AtQuery>,
+    query: web::Query<DetailQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     let now = state.now();
     let at = super::handlers::parse_at(&state, query.at.as_deref())?;
+    let mut given = super::signals::Signals::new();
+    if let Some(p) = &query.phone {
+        given = given.phone(p.as_str());
+    }
+    if let Some(d) = &query.declared {
+        given = given.declared(d.as_str());
+    }
+    let extra = given.read()?;
     let guard = state.rules();
     let rules: &RuleSet = &guard;
     let overrides = state.overrides();
@@ -658,6 +682,11 @@ pub async fn jurisdiction(
         Jurisdiction::Unknown => Some(Location::UNKNOWN),
         _ => None,
     };
+    if !extra.is_empty() && location.is_none() {
+        return Err(ApiError::InvalidParameter(
+            "`phone` and `declared` explain one request: ask about a country, a subdivision or `unknown`, not a group or `*`".into(),
+        ));
+    }
     let decided = location.map(|location| {
         let r = Request {
             location,
@@ -665,6 +694,11 @@ pub async fn jurisdiction(
             at,
         };
         (engine::decide(rules, &overrides, &r), r)
+    });
+    let combined = location.filter(|_| !extra.is_empty()).map(|location| {
+        let mut all = vec![Signal::located(SignalKind::Address, location)];
+        all.extend_from_slice(&extra);
+        decide_signals(rules, &overrides, &all, None, at)
     });
     let chain: Vec<Jurisdiction> = match &decided {
         Some((d, _)) => d.chain(rules),
@@ -719,12 +753,23 @@ pub async fn jurisdiction(
         at: at.to_string(),
         rules_version: rules.version().to_string(),
         chain: on_chain,
-        decision: decided
-            .as_ref()
-            .map(|(d, _)| engine::DecisionView::new(rules, d, at, engine::Audience::Operator)),
-        explanation: decided
-            .as_ref()
-            .map(|(d, r)| crate::explain::render(rules, d, r, None)),
+        decision: match &combined {
+            Some(c) => Some(engine::DecisionView::of_signals(
+                rules,
+                c,
+                at,
+                engine::Audience::Operator,
+            )),
+            None => decided
+                .as_ref()
+                .map(|(d, _)| engine::DecisionView::new(rules, d, at, engine::Audience::Operator)),
+        },
+        explanation: match &combined {
+            Some(c) => Some(crate::explain::render_signals(rules, c, None, at, None)),
+            None => decided
+                .as_ref()
+                .map(|(d, r)| crate::explain::render(rules, d, r, None)),
+        },
         demands,
         upcoming,
         over: active(&j).map(|o| view(o, now)),

@@ -14,6 +14,12 @@ pub enum ApiError {
     InvalidIp,
     #[error("{0}")]
     InvalidCountry(String),
+    /// `phone` is not an E.164 number that can be located. Never echoes the number.
+    #[error("{0}")]
+    InvalidPhone(crate::phone::PhoneError),
+    /// `declared` is not a country (or a country's subdivision).
+    #[error("{0}")]
+    InvalidDeclared(String),
     #[error("{0}")]
     InvalidSubdivision(String),
     #[error("{0}")]
@@ -64,6 +70,8 @@ impl ApiError {
         match self {
             ApiError::InvalidIp => "invalid_ip",
             ApiError::InvalidCountry(_) => "invalid_country",
+            ApiError::InvalidPhone(_) => "invalid_phone",
+            ApiError::InvalidDeclared(_) => "invalid_declared",
             ApiError::InvalidSubdivision(_) => "invalid_subdivision",
             ApiError::UnknownFeature(_) => "unknown_feature",
             ApiError::InvalidInstant(_) => "invalid_instant",

@@ -15,14 +15,18 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use std::rc::Rc;
+
+use crate::engine::signals::{Combined, Reading, Signal};
 use crate::engine::{
     self, describe, Audience, Decision, DecisionView, Part, Request, Source, SourceInfo,
 };
 use crate::location::{CountryCode, Location, LocationError, Place};
 use crate::path::{parse_target, Target, Uncertain};
-use crate::rules::{FeatureId, RuleSet, Status};
+use crate::rules::{FeatureId, RuleSet, SignalKind, Status};
 
 use super::error::{echo, ApiError};
+use super::signals::{Extra, Signals};
 use super::state::AppState;
 
 /// What the request log records about a decision (set by handlers, read by the log).
@@ -44,24 +48,59 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// A decision and, when the request carried signals besides its address, each
+/// signal's jurisdiction and decision and which one decided.
+pub(crate) struct Decided {
+    pub decision: Rc<Decision>,
+    pub signals: Option<Combined>,
+}
+
+impl std::ops::Deref for Decided {
+    type Target = Decision;
+    fn deref(&self) -> &Decision {
+        &self.decision
+    }
+}
+
 /// Decides, timing the lookup and the decision and counting the result. A client that
-/// cannot be established gets [`engine::unestablished`], the strictest answer.
+/// cannot be established gets [`engine::unestablished`], the strictest answer. With
+/// `extra` signals (a phone number, a declared country) the address is one signal of
+/// several, combined by the global file's `signals` rule
+/// ([`engine::signals::decide_signals`]); without, the plain decision.
 pub(crate) fn decide(
     state: &AppState,
     rules: &RuleSet,
     place: impl FnOnce() -> Place,
+    extra: &[Signal],
     key: Option<&str>,
     at: Timestamp,
-) -> std::rc::Rc<Decision> {
+) -> Decided {
     let start = Instant::now();
-    let d = match place() {
-        Place::At(location) => {
-            let overrides = state.overrides();
-            engine::decide(rules, &overrides, &Request { location, key, at })
-        }
-        Place::Unestablished => engine::unestablished(rules),
-    };
     let m = state.metrics();
+    let (d, signals) = match (place(), extra) {
+        (Place::At(location), []) => {
+            let overrides = state.overrides();
+            (
+                engine::decide(rules, &overrides, &Request { location, key, at }),
+                None,
+            )
+        }
+        (Place::Unestablished, []) => (engine::unestablished(rules), None),
+        (place, extra) => {
+            let address = match place {
+                Place::At(location) => Signal::located(SignalKind::Address, location),
+                Place::Unestablished => Signal {
+                    kind: SignalKind::Address,
+                    reading: Reading::Unreadable,
+                },
+            };
+            let mut all: smallvec::SmallVec<[Signal; 3]> = smallvec::smallvec![address];
+            all.extend_from_slice(extra);
+            let c = engine::signals::decide_signals(rules, &state.overrides(), &all, key, at);
+            m.record_signals(&c);
+            (c.decision.clone(), Some(c))
+        }
+    };
     m.decision_seconds.observe(start.elapsed().as_secs_f64());
     m.record(rules, &d);
     if state.request_log().any() && super::request_log::enabled() {
@@ -71,7 +110,10 @@ pub(crate) fn decide(
             status: d.status,
         });
     }
-    d
+    Decided {
+        decision: d,
+        signals,
+    }
 }
 
 /// What located a decision, as its answer says: the request's own connection (the
@@ -152,6 +194,20 @@ pub(crate) fn location_of<'a>(
     ))
 }
 
+/// The signals besides the address a caller gave (`phone`, `declared`), read for a
+/// server caller ([`AppState::is_server_caller`]) and refused with a 400 when
+/// malformed; anyone else's are not read, as its `ip` is not.
+pub(crate) fn signals_of(
+    state: &AppState,
+    req: &HttpRequest,
+    given: &Signals,
+) -> Result<Extra, ApiError> {
+    if given.is_empty() || !state.is_server_caller(req) {
+        return Ok(Extra::new());
+    }
+    given.read()
+}
+
 /// `country=FR`, `country=US-CA`, `country=US&subdivision=CA`, `country=unknown`:
 /// [`crate::location::parse_location`], the parser `explain` uses too.
 pub fn parse_location(country: &str, subdivision: Option<&str>) -> Result<Location, ApiError> {
@@ -206,6 +262,14 @@ pub struct DecisionQuery {
     pub country: Option<String>,
     /// ISO 3166-2 suffix (`CA`) with `country=US`.
     pub subdivision: Option<String>,
+    /// A second signal: the account's phone number in E.164 (`+14155550123`), located
+    /// by its numbering plan (country; US state or Canadian province by area code).
+    /// Decided with the address by the global file's `signals` rule (default: the
+    /// strictest). Server callers only, as `ip`; never repeated in any answer or log.
+    pub phone: Option<String>,
+    /// A further signal: the country the user declared (billing or profile), `FR` or
+    /// `US-CA`. Server callers only, as `ip`.
+    pub declared: Option<String>,
     /// Also answer whether this feature is on.
     pub feature: Option<String>,
     /// Rollout key (user id); default the configured key header.
@@ -283,14 +347,26 @@ pub async fn decision(
         .get(state.key_header())
         .and_then(|v| v.to_str().ok());
     let key = q.key.as_deref().or(header_key);
-    let d = decide(&state, &rules, place, key, at);
+    let mut given = Signals::new();
+    if let Some(p) = &q.phone {
+        given = given.phone(p.as_str());
+    }
+    if let Some(c) = &q.declared {
+        given = given.declared(c.as_str());
+    }
+    let extra = signals_of(&state, &req, &given)?;
+    let d = decide(&state, &rules, place, &extra, key, at);
+    let audience = state.audience(&req);
     let body = DecisionBody {
         located_by,
         feature: feature.map(|id| FeatureAnswer {
             name: rules.feature(id).name.to_string(),
             on: d.feature_on(id),
         }),
-        decision: DecisionView::new(&rules, &d, at, state.audience(&req)),
+        decision: match &d.signals {
+            Some(c) => DecisionView::of_signals(&rules, c, at, audience),
+            None => DecisionView::new(&rules, &d, at, audience),
+        },
     };
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "private, no-store"))
@@ -427,10 +503,11 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
         (None, "change") => "a scheduled change".to_string(),
         (None, k) => format!("the {k} rules"),
     };
-    let message = match feature {
-        None if d.is_unestablished() => "the client's address could not be established from the trusted proxies' forwarding data, so the request is refused".to_string(),
-        None => format!("the service is withdrawn from {jurisdiction} because of {what}"),
-        Some(f) => format!(
+    let message = match (feature, d.unreadable()) {
+        (None, Some(SignalKind::Address)) => "the client's address could not be established from the trusted proxies' forwarding data, so the request is refused".to_string(),
+        (None, Some(kind)) => format!("the {kind} signal a trusted source sent could not be read, so the request is refused"),
+        (None, None) => format!("the service is withdrawn from {jurisdiction} because of {what}"),
+        (Some(f), _) => format!(
             "`{}` is unavailable in {jurisdiction} because of {what}",
             rules.feature(f).name
         ),
@@ -456,12 +533,15 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
         ("deny" = Option<String>, Query, description = "`403` for nginx auth_request (with `X-Marketgate-Deny: 451`); default `451`. Read only at `/v1/gate` itself: under a tail the query is the forwarded request's", example = "451", pattern = "^(451|403)$"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original URI (nginx, Traefik, Caddy)"),
         ("X-Original-URI" = Option<String>, Header, description = "The original URI (nginx)"),
+        ("X-Marketgate-Phone" = Option<String>, Header, description = "A second signal: the account's phone number (E.164), set by a trusted peer from the session; a client's own is never read. Decided with the address by the global file's `signals` rule (default: the strictest); a value that cannot be read gets the strictest answer. Empty is absent"),
+        ("X-Marketgate-Declared" = Option<String>, Header, description = "A further signal: the country the user declared (`FR`, `US-CA`), from a trusted peer only, as `X-Marketgate-Phone`"),
     ),
     responses(
         (status = 200, description = "Served or limited", headers(
             ("X-Marketgate-Status" = String, description = "`served` or `limited`"),
             ("X-Marketgate-Jurisdiction" = String, description = "`FR`, `US-CA` or `unknown`"),
             ("X-Marketgate-Disabled" = String, description = "Disabled features, comma-separated; empty when none"),
+            ("X-Marketgate-Decided-By" = String, description = "With signals besides the address: the one whose jurisdiction the answer is (`address`, `phone`, `declared`)"),
             ("Cache-Control" = String, description = "`private, no-store`"),
         )),
         (status = 451, description = "Withdrawn, or the path belongs to a disabled feature; the body names the ground, its law and reference", body = BlockedBody, headers(
@@ -498,10 +578,14 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         .and_then(|v| v.to_str().ok());
     let at = state.now();
     let geo = state.geo();
+    // A trusted peer's signal headers; a client's own are not read.
+    let extra =
+        Signals::from_headers(req.headers(), || state.is_server_caller(&req)).read_or_strictest();
     let d = decide(
         &state,
         &rules,
         || geo.client_place(&req, state.metrics()),
+        &extra,
         key,
         at,
     );
@@ -524,15 +608,23 @@ pub async fn gate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
             headers.insert(name, value);
         }
         headers.insert(CACHE_CONTROL, NO_STORE);
+        decided_by_header(&mut res, &d);
         return Ok(res);
     }
-    Ok(blocked_response(
-        &rules,
-        &d,
-        blocked_feature,
-        deny,
-        state.blocked_by_link(),
-    ))
+    let mut res = blocked_response(&rules, &d, blocked_feature, deny, state.blocked_by_link());
+    decided_by_header(&mut res, &d);
+    Ok(res)
+}
+
+const X_DECIDED_BY: HeaderName = HeaderName::from_static("x-marketgate-decided-by");
+
+/// `X-Marketgate-Decided-By: phone` (or `address`, `declared`) on an answer decided
+/// from several signals: which one's jurisdiction the answer is.
+pub(crate) fn decided_by_header<B>(res: &mut HttpResponse<B>, d: &Decided) {
+    if let Some(kind) = d.signals.as_ref().and_then(Combined::decider) {
+        res.headers_mut()
+            .insert(X_DECIDED_BY, HeaderValue::from_static(kind.as_str()));
+    }
 }
 
 /// Every two-letter code `AA`..`ZZ` in index order, so that a country's header value is a
@@ -696,7 +788,7 @@ mod blocked {
         Change(LevelId, u16),
         Demand(LevelId, u16),
         Override(Jurisdiction),
-        Unestablished,
+        Unestablished(SignalKind),
         Signal(SignalKind, Jurisdiction),
     }
 
@@ -744,7 +836,7 @@ mod blocked {
                 Some(Source::Change(l, i)) => Ground::Change(*l, *i),
                 Some(Source::Demand(l, i)) => Ground::Demand(*l, *i),
                 Some(Source::Override(o)) => Ground::Override(o.jurisdiction.clone()),
-                Some(Source::Unestablished) => Ground::Unestablished,
+                Some(Source::Unestablished(k)) => Ground::Unestablished(*k),
                 Some(Source::Signal(k, j)) => Ground::Signal(*k, j.clone()),
             },
         };
@@ -826,6 +918,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     if let Some(why) = &store.refused {
         body.push_str(&format!("refused: {why}\n"));
     }
+    body.push_str(&format!(
+        "phone metadata: libphonenumber {}\n",
+        crate::phone::METADATA_VERSION
+    ));
     if let Some(r) = store.last_restore {
         body.push_str(&format!(
             "restored: redis had lost data; {} overrides at version {} restored from this instance's snapshot at {}\n",

@@ -9,6 +9,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::engine::signals::{Combined, Reading};
 use crate::engine::Decision;
 use crate::location::Location;
 use crate::rules::{RuleSet, Status};
@@ -40,6 +41,8 @@ pub struct Metrics {
     pub shadow_divergence: IntCounterVec,
     pub geoip_build_time: IntGauge,
     pub geoip_reloads: IntCounterVec,
+    /// The signals of decisions made from several (`signal`, `outcome`).
+    signals: IntCounterVec,
 }
 
 impl Metrics {
@@ -138,8 +141,17 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let signals = IntCounterVec::new(
+            Opts::new(
+                "marketgate_signals_total",
+                "Signals of decisions made from several (address, phone, declared), by outcome: decided (its jurisdiction's decision is the answer), outranked (a stricter signal decided), uncounted (the global file's `signals.count` leaves it out), unreadable (a trusted source sent a value that cannot be read: the strictest answer)",
+            ),
+            &["signal", "outcome"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(signals.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(geoip_misses.clone()),
             Box::new(rules_reloads.clone()),
@@ -183,6 +195,22 @@ impl Metrics {
             shadow_divergence,
             geoip_build_time,
             geoip_reloads,
+            signals,
+        }
+    }
+
+    /// Counts the signals of a decision made from several.
+    pub fn record_signals(&self, c: &Combined) {
+        for (i, s) in c.signals.iter().enumerate() {
+            let outcome = match (s.signal.reading, &s.decision) {
+                (Reading::Unreadable, _) => "unreadable",
+                (_, None) => "uncounted",
+                _ if c.decided_by == Some(i) => "decided",
+                _ => "outranked",
+            };
+            self.signals
+                .with_label_values(&[s.signal.kind.as_str(), outcome])
+                .inc();
         }
     }
 

@@ -18,6 +18,7 @@ pub mod ofrep;
 pub mod openapi;
 pub mod reload;
 pub mod request_log;
+pub mod signals;
 pub mod state;
 pub mod transparency;
 
@@ -209,6 +210,8 @@ impl Application {
     /// configured. Port 0 picks a free port ([`Application::addr`] tells which). Must be
     /// called inside an actix system; the servers start accepting at once.
     pub fn build(config: &Config, state: AppState) -> Result<Application, ServeError> {
+        // The numbering plans load on first use: before the first request, not during it.
+        crate::phone::warm();
         let data = web::Data::new(state.clone());
         let d = data.clone();
         let metrics = config.metrics_listener;

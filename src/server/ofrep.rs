@@ -13,8 +13,9 @@ use crate::engine::{Decision, Part, Source};
 use crate::rules::{FeatureId, RuleSet};
 
 use super::error::ApiError;
-use super::handlers::{decide, location_of, LocatedBy};
+use super::handlers::{decide, location_of, signals_of, Decided, LocatedBy};
 use super::limits::{read_body, BodyError};
+use super::signals::Signals;
 use super::state::AppState;
 
 /// The flag that carries the market status.
@@ -121,6 +122,8 @@ pub struct Context {
     pub country: Option<String>,
     pub subdivision: Option<String>,
     pub targeting_key: Option<String>,
+    /// `phone` and `declared`, not yet read (a phone number's `Debug` never shows it).
+    pub signals: Signals,
 }
 
 async fn read_context(
@@ -182,11 +185,19 @@ pub fn parse_context(bytes: &[u8], key: Option<&str>) -> Result<Context, OfrepEr
             }),
         }
     };
+    let mut signals = Signals::new();
+    if let Some(p) = field(&ctx, "phone")? {
+        signals = signals.phone(p);
+    }
+    if let Some(d) = field(&ctx, "declared")? {
+        signals = signals.declared(d);
+    }
     Ok(Context {
         ip: field(&ctx, "ip")?,
         country: field(&ctx, "country")?,
         subdivision: field(&ctx, "subdivision")?,
         targeting_key: field(&ctx, "targetingKey")?,
+        signals,
     })
 }
 
@@ -237,6 +248,13 @@ pub struct EvaluationContext {
     pub subdivision: Option<String>,
     /// The rollout key.
     pub targeting_key: Option<String>,
+    /// A second signal: the account's phone number in E.164 (`+14155550123`), decided
+    /// with the address by the global file's `signals` rule (default: the strictest).
+    /// Server callers only; a malformed number is `INVALID_CONTEXT`. Never repeated.
+    pub phone: Option<String>,
+    /// A further signal: the country the user declared (`FR`, `US-CA`). Server callers
+    /// only.
+    pub declared: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -261,18 +279,30 @@ fn reason(rules: &RuleSet, d: &Decision, part: Part) -> &'static str {
 
 /// `jurisdiction`, `rulesVersion` and `locatedBy` (`connection`: the caller's own
 /// connection; `address` or `jurisdiction`: a server caller's context `ip` or
-/// `country`).
-fn metadata(rules: &RuleSet, d: &Decision, located_by: LocatedBy) -> Map<String, Value> {
+/// `country`); with signals besides the address, `decidedBy` (the signal whose
+/// jurisdiction the answer is) and `signal.KIND` (each signal's jurisdiction).
+fn metadata(rules: &RuleSet, d: &Decided, located_by: LocatedBy) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("jurisdiction".into(), d.jurisdiction().to_string().into());
     m.insert("rulesVersion".into(), rules.version().into());
     m.insert("locatedBy".into(), located_by.as_str().into());
+    if let Some(c) = &d.signals {
+        if let Some(kind) = c.decider() {
+            m.insert("decidedBy".into(), kind.as_str().into());
+        }
+        for s in &c.signals {
+            m.insert(
+                format!("signal.{}", s.signal.kind),
+                s.signal.jurisdiction().to_string().into(),
+            );
+        }
+    }
     m
 }
 
 fn evaluate(
     rules: &RuleSet,
-    d: &Decision,
+    d: &Decided,
     key: &str,
     flag: Flag,
     located_by: LocatedBy,
@@ -310,7 +340,7 @@ fn evaluate(
     post,
     path = "/ofrep/v1/evaluate/flags/{key}",
     params(("key" = String, Path, description = "`market` or a feature name", example = "market")),
-    request_body(content = Option<EvaluationRequest>, description = "`{\"context\": {\"ip\"?, \"country\"?, \"subdivision\"?, \"targetingKey\"?}}`; an empty body is an empty context"),
+    request_body(content = Option<EvaluationRequest>, description = "`{\"context\": {\"ip\"?, \"country\"?, \"subdivision\"?, \"phone\"?, \"declared\"?, \"targetingKey\"?}}`; an empty body is an empty context"),
     responses(
         (status = 200, description = "Evaluated", body = Evaluation),
         (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = OfrepErrorBody),
@@ -345,8 +375,17 @@ pub async fn evaluate_one(
         ctx.subdivision.as_deref(),
     )
     .map_err(|e| OfrepError::context(Some(&key), e))?;
+    let extra =
+        signals_of(&state, &req, &ctx.signals).map_err(|e| OfrepError::context(Some(&key), e))?;
     let at = state.now();
-    let d = decide(&state, &rules, place, ctx.targeting_key.as_deref(), at);
+    let d = decide(
+        &state,
+        &rules,
+        place,
+        &extra,
+        ctx.targeting_key.as_deref(),
+        at,
+    );
     Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag, located_by)))
 }
 
@@ -380,8 +419,16 @@ pub async fn evaluate_all(
         ctx.subdivision.as_deref(),
     )
     .map_err(|e| OfrepError::context(None, e))?;
+    let extra = signals_of(&state, &req, &ctx.signals).map_err(|e| OfrepError::context(None, e))?;
     let at = state.now();
-    let d = decide(&state, &rules, place, ctx.targeting_key.as_deref(), at);
+    let d = decide(
+        &state,
+        &rules,
+        place,
+        &extra,
+        ctx.targeting_key.as_deref(),
+        at,
+    );
     let mut flags = vec![evaluate(&rules, &d, MARKET_FLAG, Flag::Market, located_by)];
     for (i, f) in rules.features().iter().enumerate() {
         flags.push(evaluate(

@@ -594,6 +594,14 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
         "{tip}"
     );
     until("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('(IN)')").await;
+    // The panel explains a request from IN that also carries a phone number: each
+    // signal's jurisdiction and status, and the Russian number decides.
+    type_in("#signal-phone", "+79161234567").await;
+    press("#signals-explain").await;
+    until("var u = document.getElementById('detail-signals'); return !!u && u.textContent.includes('phone: RU') && u.querySelector('[data-kind=phone] strong') !== null && u.textContent.includes('address: IN')").await;
+    until("var h = document.getElementById('detail-explain'); return !!h && h.textContent.includes('← decides')").await;
+    press("#signals-clear").await;
+    until("return document.getElementById('detail-signals') === null && document.getElementById('signal-phone').value === ''").await;
 
     // The shadow panel lists the GB change; its count is the service's counter.
     let gb = c

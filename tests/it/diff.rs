@@ -647,3 +647,38 @@ fn sources_are_shown_and_a_rejected_bill_is_no_red_line() {
     );
     assert_eq!(i["reference"], "https://example.org/gb-scanning-notice");
 }
+
+/// The global file's `signals` rule decides requests with a phone number or a declared
+/// country, which no decision row (one market each) shows: an edit is still listed, in
+/// words, and trips `--fail-on any`.
+#[test]
+fn a_signals_rule_edit_is_listed() {
+    let old = policy(&[]);
+    let new = policy(&[(
+        "_global.yaml",
+        "unknown:\n  status: served",
+        "signals:\n  count: [address, declared]\n\nunknown:\n  status: served",
+    )]);
+    let (code, out, err) = diff_dirs(old.path(), new.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "  ~ changed signals rule",
+        "      the strictest of address, declared decides requests that carry several signals (a phone number, a declared country)",
+        "      signals counted: address, phone, declared → address, declared",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+    assert_eq!(fail_on_codes(old.path(), new.path()), [0, 0, 1]);
+    let v = json(old.path(), new.path(), &[]);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{v:#}");
+    assert_eq!(items[0]["kind"], "signals");
+    assert_eq!(items[0]["fields"], serde_json::json!(["count"]));
+    // The same rule written out as the default is no edit.
+    let same = policy(&[(
+        "_global.yaml",
+        "unknown:\n  status: served",
+        "signals: { count: [address, phone, declared], combine: strictest }\n\nunknown:\n  status: served",
+    )]);
+    assert_eq!(fail_on_codes(old.path(), same.path()), [0, 0, 0]);
+}

@@ -18,6 +18,7 @@ mod redis_server;
 mod rules;
 mod serve_binary;
 mod server;
+mod signals;
 mod status;
 mod store;
 mod support;

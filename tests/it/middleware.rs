@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use marketgate::config::Config;
-use marketgate::middleware::{MarketDecision, MarketGate};
+use marketgate::middleware::{MarketDecision, MarketGate, Signals};
 use marketgate::server::{AppState, Clock};
 use serde_json::json;
 
@@ -35,18 +35,51 @@ async fn seen(req: HttpRequest, calls: web::Data<AtomicUsize>) -> HttpResponse {
     calls.fetch_add(1, Ordering::SeqCst);
     let ext = req.extensions();
     let m = ext.get::<MarketDecision>().expect("decision in extensions");
-    HttpResponse::Ok().json(json!({
+    let mut body = json!({
         "status": m.status,
         "jurisdiction": m.jurisdiction.to_string(),
         "disabled": m.disabled,
         "payments": m.feature_on("payments"),
-    }))
+    });
+    if let Some(kind) = m.decided_by {
+        body["decided_by"] = json!(kind);
+    }
+    HttpResponse::Ok().json(body)
 }
 
 /// The same through the extractor.
 async fn extracted(m: MarketDecision, calls: web::Data<AtomicUsize>) -> HttpResponse {
     calls.fetch_add(1, Ordering::SeqCst);
     HttpResponse::Ok().body(m.jurisdiction.to_string())
+}
+
+/// The accounts of the app's sessions: the session cookie's value → (phone number,
+/// declared country). The app supplies these to the gate from its session.
+pub const SESSIONS: [(&str, &str, &str); 6] = [
+    ("alice", "+79161234567", ""),
+    ("bob", "+18015550123", "FR"),
+    ("carol", "+33612345678", "FR"),
+    ("mallory", "+7 916 123-45-67", ""),
+    // The privacy test's canaries (`tests/it/privacy.rs`).
+    ("canary", "+447400123461", "GB"),
+    ("canary-bad", "+44740012346199999", ""),
+];
+
+/// The signals of a request's account, from the app's session (a `session` cookie
+/// looked up in [`SESSIONS`]); none without a session.
+fn session_signals(req: &actix_web::dev::ServiceRequest) -> Signals {
+    let session = req
+        .headers()
+        .get("cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split("; ").find_map(|kv| kv.strip_prefix("session=")));
+    let Some(session) = session else {
+        return Signals::new();
+    };
+    match SESSIONS.iter().find(|(name, _, _)| *name == session) {
+        Some((_, phone, declared)) => Signals::new().phone(*phone).declared(*declared),
+        None => Signals::new(),
+    }
 }
 
 impl EmbeddedApp {
@@ -85,7 +118,7 @@ impl EmbeddedApp {
                     .expect("store opens");
                 let state =
                     AppState::load(&config, Clock::Fixed(at()), store).expect("state loads");
-                let gate = MarketGate::new(state.clone());
+                let gate = MarketGate::new(state.clone()).signals(session_signals);
                 let server = HttpServer::new(move || {
                     log_here();
                     App::new()
@@ -259,4 +292,46 @@ fn a_forged_forwarded_for_from_an_untrusted_peer_changes_nothing() {
         assert_eq!(a.json()["jurisdiction"], "unknown", "{xff}");
     }
     assert_eq!(app.calls(), 3);
+}
+
+#[test]
+fn the_application_supplies_signals_from_its_session() {
+    let app = EmbeddedApp::start(&["127.0.0.0/8"]);
+    let as_user = |user: &str, path: &str| {
+        let cookie = format!("session={user}");
+        get(
+            &app.url(path),
+            &[("X-Forwarded-For", "8.8.8.8"), ("Cookie", cookie.as_str())],
+        )
+    };
+    // No session: the address alone (US, served).
+    let a = get(&app.url("/app"), &[("X-Forwarded-For", "8.8.8.8")]);
+    assert_eq!(a.json()["status"], "served", "{}", a.body);
+    assert_eq!(a.json()["decided_by"], serde_json::Value::Null);
+    // alice's number is Russian: withdrawn, and the handler is never reached.
+    let calls = app.calls();
+    let a = as_user("alice", "/app");
+    assert_eq!(a.status, 451, "{}", a.body);
+    assert_eq!(a.header("x-marketgate-decided-by"), Some("phone"));
+    assert!(!a.body.contains("9161234567"), "{}", a.body);
+    assert_eq!(app.calls(), calls);
+    // bob's number is in Utah: channels off, the rest served.
+    let a = as_user("bob", "/app");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let j = a.json();
+    assert_eq!(j["status"], "limited");
+    assert_eq!(j["decided_by"], "phone");
+    assert_eq!(j["jurisdiction"], "US-UT");
+    assert_eq!(as_user("bob", "/api/channels/1").status, 451);
+    // carol's signals agree with a served address.
+    let j = as_user("carol", "/app").json();
+    assert_eq!(
+        (&j["status"], &j["decided_by"]),
+        (&json!("served"), &json!("address")),
+        "{j}"
+    );
+    // mallory's session holds a number that cannot be read: the strictest answer.
+    let a = as_user("mallory", "/app");
+    assert_eq!(a.status, 451, "{}", a.body);
+    assert_eq!(a.json()["jurisdiction"], "unestablished");
 }

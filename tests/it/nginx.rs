@@ -54,6 +54,12 @@ fn start_nginx(
     );
     let conf = edit(&conf, "server 127.0.0.1:3000;", &format!("server {app};"));
     let conf = edit(&conf, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+    // The session's phone number: a test header stands for what authentication sets.
+    let conf = edit(
+        &conf,
+        r#"set $marketgate_phone "";"#,
+        "set $marketgate_phone $http_x_test_session_phone;",
+    );
     // Every test request comes from 127.0.0.1, which plays the front proxy: its
     // X-Forwarded-For stands for the client.
     let conf = edit(
@@ -109,6 +115,23 @@ fn nginx_auth_request_serves_limits_and_withdraws_and_fails_closed() {
 
     check_decisions(&nginx, DenyBody::Nginx);
     check_forwarding(&nginx, &spy, RequestId::Own);
+    // Signals: the session's phone number reaches marketgate; a client's own header
+    // does not (nginx sends only the headers it sets).
+    let us = ("X-Forwarded-For", "8.8.8.8");
+    let a = nginx.get("/hello", &[us, ("X-Marketgate-Phone", "+79161234567")]);
+    assert_eq!(
+        a.status, 200,
+        "a client's own signal header reached marketgate: {}",
+        a.body
+    );
+    let a = nginx.get("/hello", &[us, ("X-Test-Session-Phone", "+79161234567")]);
+    assert_eq!(
+        a.status, 451,
+        "the session's number did not decide: {}",
+        a.body
+    );
+    let a = nginx.get("/hello", &[us, ("X-Test-Session-Phone", "+33612345678")]);
+    assert_eq!(a.status, 200, "{}", a.body);
     // nginx's realip trims trailing commas, so a front proxy's own empty entry
     // (`8.8.8.8,`) leaves the entry before it as the client. A client cannot cause this:
     // the front proxy appends after whatever the client wrote.
@@ -140,7 +163,9 @@ fn nginx_upstream_keepalive_ends_before_marketgates() {
         .expect("`keepalive_timeout` in `upstream marketgate`");
     assert_idle_timeout_shorter("nginx", seconds(idle));
     assert!(
-        !conf.contains("$http_x_user_id") && !conf.contains("$http_x_request_id"),
-        "the client's own rollout key or request id must not reach marketgate"
+        !conf.contains("$http_x_user_id")
+            && !conf.contains("$http_x_request_id")
+            && !conf.contains("$http_x_marketgate"),
+        "the client's own rollout key, request id or signals must not reach marketgate"
     );
 }

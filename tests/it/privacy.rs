@@ -1,6 +1,8 @@
 //! Privacy across every sink, in one test: canary client addresses (IPv4 and IPv6,
 //! resolvable and not) sent as the socket peer, in `X-Forwarded-For`, `Forwarded`,
-//! `X-Real-IP`, `ip=` and OFREP's context `ip`, through every entry point: the gate,
+//! `X-Real-IP`, `ip=` and OFREP's context `ip`, and canary phone numbers (`phone=`, the
+//! context's `phone`, the gate's `X-Marketgate-Phone`, an app session's number), through
+//! every entry point: the gate,
 //! the decision, OFREP, the admin API with overrides (real `marketgate serve` binaries
 //! sharing a real `redis-server`) and the embedded middleware (in this process). Then
 //! every sink is searched: the logs at `trace` (JSON), `/metrics`, every Redis key and
@@ -39,6 +41,57 @@ const DOC_V6: &str = "2001:db8:c0:ffee::1";
 const PEER: &str = "127.77.12.34";
 
 const CANARIES: [&str; 6] = [RU_V4, IN_V4, RU_V6, DOC_V4, DOC_V6, PEER];
+
+/// A canary phone number (GB), and one too long to be a number.
+/// Both contain [`PHONE_DIGITS`], the national number, which every form of the canary
+/// written down would contain (E.164, national, with or without `+`).
+const PHONE: &str = "+447400123461";
+const PHONE_BAD: &str = "+44740012346199999";
+const PHONE_DIGITS: &str = "7400123461";
+
+/// Requests that carry the canary numbers through every way a number reaches a public
+/// listener: `phone=` of the decision API, OFREP's context, the gate's header (from a
+/// trusted peer, and from a client that is not one).
+fn phone_traffic(base: &str, listener: SocketAddr) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for p in [PHONE, PHONE_BAD, "+44 7400 123461"] {
+        let q = p.replace('+', "%2B").replace(' ', "%20");
+        for path in [
+            format!("/v1/decision?phone={q}"),
+            format!("/v1/decision?country=FR&declared=GB&phone={q}&feature=payments"),
+            format!("/v1/decision?ip=8.8.8.8&phone={q}&feature=nope"),
+        ] {
+            bodies.push(get(&format!("{base}{path}"), &[]).body);
+        }
+        for ctx in [
+            json!({"context": {"phone": p, "targetingKey": "user-1"}}),
+            json!({"context": {"phone": p, "declared": "XX"}}),
+            json!({"context": {"phone": p, "ip": "8.8.8.8", "country": "FR"}}),
+        ] {
+            let ctx = ctx.to_string();
+            bodies.push(post(&format!("{base}/ofrep/v1/evaluate/flags/market"), &[], &ctx).body);
+            bodies.push(post(&format!("{base}/ofrep/v1/evaluate/flags"), &[], &ctx).body);
+        }
+        for path in ["/v1/gate", "/v1/gate/api/payments/1"] {
+            bodies.push(get(&format!("{base}{path}"), &[("X-Marketgate-Phone", p)]).body);
+        }
+        // Not from a trusted peer: not read, and not written anywhere either.
+        let target = v4_target(listener);
+        bodies.push(from_peer(
+            PEER,
+            target,
+            &format!("GET /v1/gate HTTP/1.1\r\nX-Marketgate-Phone: {p}"),
+            "",
+        ));
+        bodies.push(from_peer(
+            PEER,
+            target,
+            &format!("GET /v1/decision?phone={q} HTTP/1.1"),
+            "",
+        ));
+    }
+    bodies
+}
 
 /// Every way a canary could be written down: as sent, IPv4-mapped, IPv6 expanded.
 fn forms() -> Vec<String> {
@@ -516,6 +569,23 @@ fn canary_addresses_reach_no_sink_through_any_entry_point() {
             ("Forwarded", format!("for={c}")),
         ]
     }));
+    bodies.extend(phone_traffic(&base_a, addr_a));
+    bodies.extend(phone_traffic(&base_b, addr_b));
+    for q in [PHONE, PHONE_BAD] {
+        let q = q.replace('+', "%2B");
+        bodies.push(admin_call(
+            &admin,
+            "GET",
+            &format!("/admin/v1/jurisdictions/FR?phone={q}"),
+            &[],
+            Value::Null,
+        ));
+    }
+    for session in ["session=canary", "session=canary-bad"] {
+        for path in ["/app", "/api/payments/1", "/extracted"] {
+            bodies.push(get(&mw.url(path), &[("Cookie", session)]).body);
+        }
+    }
     // The embedded middleware: forwarding headers, the gateway header, the peer.
     for c in CANARIES {
         for h in [
@@ -553,7 +623,18 @@ fn canary_addresses_reach_no_sink_through_any_entry_point() {
     for m in &metrics {
         assert!(m.contains(r#"jurisdiction="RU""#), "{m}");
         assert!(m.contains(r#"jurisdiction="IN""#), "{m}");
+        // The canary numbers were decided from (and the bad one refused or strictest).
+        assert!(m.contains(r#"signal="phone""#), "{m}");
+        assert!(m.contains(r#"outcome="unreadable",signal="phone""#), "{m}");
     }
+    assert!(
+        bodies.iter().any(|b| b.contains(r#""decided_by":"#)),
+        "no answer was decided from several signals"
+    );
+    assert!(
+        bodies.iter().any(|b| b.contains("invalid_phone")),
+        "no malformed number was refused"
+    );
     assert!(audit.contains("privacy-test"), "{audit}");
 
     // Stop everything, so logs, snapshots and Redis are final.
@@ -635,7 +716,8 @@ fn canary_addresses_reach_no_sink_through_any_entry_point() {
             .iter()
             .map(|b| ("a response".to_string(), b.as_str())),
     );
-    let forms = forms();
+    let mut forms = forms();
+    forms.push(PHONE_DIGITS.to_string());
     for (name, text) in &sinks {
         for f in &forms {
             assert!(!text.contains(f.as_str()), "canary {f} in {name}: {text}");
