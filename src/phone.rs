@@ -85,10 +85,7 @@ pub fn resolve(number: &str) -> Result<Location, PhoneError> {
         .ok_or(PhoneError::UnknownCallingCode)?;
     let region = match regions.as_slice() {
         [only] => *only,
-        shared => {
-            let national = &digits[code_len(code)..];
-            region_by_plan(db, shared, national).ok_or(PhoneError::Unplaced)?
-        }
+        _ => region_by_plan(code, &digits[code_len(code)..]).ok_or(PhoneError::Unplaced)?,
     };
     if region == "001" {
         return Ok(Location::UNKNOWN);
@@ -123,19 +120,68 @@ fn code_len(code: u16) -> usize {
     }
 }
 
-/// The region of a shared calling code whose numbering plan claims `national` (the
-/// national significant number, leading zeros kept): libphonenumber's
-/// `getRegionCodeForNumberFromRegionList`, in the metadata's order (the main country
-/// first). A region with leading digits claims the numbers that start with them; any
-/// other, the numbers one of its number types matches. Written here over the crate's
-/// public metadata because the crate's own (`PhoneNumber::metadata`) drops the national
-/// number's leading zeros first, which places no Italian landline (+39 06 ...).
-fn region_by_plan<'a>(
-    db: &'a phonenumber::metadata::Database,
-    regions: &[&'a str],
-    national: &str,
-) -> Option<&'a str> {
+/// How one region of a shared calling code claims numbers: by their leading digits, or
+/// by a number type of its plan.
+struct Claim {
+    region: &'static str,
+    how: How,
+}
+
+enum How {
+    /// libphonenumber's `leadingDigits`, matched at the start of the number.
+    LeadingDigits(regex::Regex),
+    /// The plan's general pattern and its number types (premium rate, toll free, shared
+    /// cost, VoIP, personal, pager, UAN, voicemail, fixed line, mobile).
+    Types {
+        general: Pattern,
+        types: Vec<Pattern>,
+    },
+}
+
+/// A number pattern: the whole national number matches, at one of the lengths given
+/// (any, when the metadata gives none).
+struct Pattern {
+    regex: regex::Regex,
+    lengths: Vec<u16>,
+}
+
+impl Pattern {
+    fn new(d: &phonenumber::metadata::Descriptor) -> Option<Pattern> {
+        Some(Pattern {
+            regex: full(d.national_number().as_str(), true)?,
+            lengths: d.possible_length().to_vec(),
+        })
+    }
+
+    fn matches(&self, national: &str) -> bool {
+        (self.lengths.is_empty() || self.lengths.contains(&(national.len() as u16)))
+            && self.regex.is_match(national)
+    }
+}
+
+/// The metadata's pattern (free-spacing, as the crate reads it), anchored at the start
+/// and, for a whole number, at the end.
+fn full(pattern: &str, whole: bool) -> Option<regex::Regex> {
+    let anchored = if whole {
+        format!("^(?:{pattern})$")
+    } else {
+        format!("^(?:{pattern})")
+    };
+    regex::RegexBuilder::new(&anchored)
+        .ignore_whitespace(true)
+        .build()
+        .ok()
+}
+
+/// The claims of every shared calling code, built once from the crate's metadata, in
+/// the metadata's order of regions (the main country first). The crate's own matching
+/// (`PhoneNumber::metadata`) drops a national number's leading zeros (it placed no
+/// Italian landline), matches prefixes rather than whole numbers, and goes through a
+/// regex cache of 100 entries behind a lock, which the +1 and +44 plans alone outgrow
+/// (about 2 to 4.5 µs a number, recompiling); these are compiled once.
+fn claims() -> &'static std::collections::HashMap<u16, Vec<Claim>> {
     use phonenumber::Type;
+    use std::sync::OnceLock;
     const TYPES: [Type; 10] = [
         Type::PremiumRate,
         Type::TollFree,
@@ -148,20 +194,55 @@ fn region_by_plan<'a>(
         Type::FixedLine,
         Type::Mobile,
     ];
-    regions.iter().copied().find(|region| {
-        let Some(meta) = db.by_id(*region) else {
-            return false;
-        };
-        match meta.leading_digits() {
-            Some(lead) => lead.find(national).is_some_and(|m| m.start() == 0),
-            None => {
-                let d = meta.descriptors();
-                d.general().is_match(national)
-                    && TYPES
-                        .iter()
-                        .any(|t| d.get(*t).is_some_and(|x| x.is_match(national)))
-            }
+    static CLAIMS: OnceLock<std::collections::HashMap<u16, Vec<Claim>>> = OnceLock::new();
+    CLAIMS.get_or_init(|| {
+        let db: &'static phonenumber::metadata::Database = &phonenumber::metadata::DATABASE;
+        let mut out = std::collections::HashMap::new();
+        let codes: std::collections::BTreeSet<u16> = db.iter().map(|m| m.country_code()).collect();
+        for code in codes {
+            let Some(regions) = db.region(&code).filter(|r| r.len() > 1) else {
+                continue;
+            };
+            let claims = regions
+                .into_iter()
+                .filter_map(|region| {
+                    let meta = db.by_id(region)?;
+                    let how = match meta.leading_digits() {
+                        Some(lead) => How::LeadingDigits(full(lead.as_str(), false)?),
+                        None => {
+                            let d = meta.descriptors();
+                            How::Types {
+                                general: Pattern::new(d.general())?,
+                                types: TYPES
+                                    .iter()
+                                    .filter_map(|t| d.get(*t).and_then(Pattern::new))
+                                    .collect(),
+                            }
+                        }
+                    };
+                    Some(Claim { region, how })
+                })
+                .collect();
+            out.insert(code, claims);
         }
+        out
+    })
+}
+
+/// The region of a shared calling code whose numbering plan claims `national` (the
+/// national significant number, leading zeros kept): libphonenumber's
+/// `getRegionCodeForNumberFromRegionList`. A region with leading digits claims the
+/// numbers that start with them; any other, the numbers that its general pattern and
+/// one of its number types match whole.
+fn region_by_plan(code: u16, national: &str) -> Option<&'static str> {
+    claims().get(&code)?.iter().find_map(|c| {
+        let claimed = match &c.how {
+            How::LeadingDigits(lead) => lead.is_match(national),
+            How::Types { general, types } => {
+                general.matches(national) && types.iter().any(|t| t.matches(national))
+            }
+        };
+        claimed.then_some(c.region)
     })
 }
 
@@ -169,6 +250,7 @@ fn region_by_plan<'a>(
 /// the first request with a phone number does not pay for it.
 pub fn warm() {
     let _ = resolve("+14155550123");
+    claims();
 }
 
 #[cfg(test)]

@@ -335,6 +335,36 @@ fn evaluate(
     }
 }
 
+/// The decision for an evaluation context: located by its `ip`/`country` or the
+/// connection, with its `phone`/`declared` signals (each believed from server callers
+/// only); a bad value is `INVALID_CONTEXT` for the flag `key`.
+fn decide_context(
+    state: &AppState,
+    req: &HttpRequest,
+    rules: &RuleSet,
+    ctx: &Context,
+    key: Option<&str>,
+) -> Result<(Decided, LocatedBy), OfrepError> {
+    let (place, located_by) = location_of(
+        state,
+        req,
+        ctx.ip.as_deref(),
+        ctx.country.as_deref(),
+        ctx.subdivision.as_deref(),
+    )
+    .map_err(|e| OfrepError::context(key, e))?;
+    let extra = signals_of(state, req, &ctx.signals).map_err(|e| OfrepError::context(key, e))?;
+    let d = decide(
+        state,
+        rules,
+        place,
+        &extra,
+        ctx.targeting_key.as_deref(),
+        state.now(),
+    );
+    Ok((d, located_by))
+}
+
 /// Evaluates one flag.
 #[utoipa::path(
     post,
@@ -367,25 +397,7 @@ pub async fn evaluate_one(
         }
     };
     let ctx = read_context(&state, &req, payload, Some(&key)).await?;
-    let (place, located_by) = location_of(
-        &state,
-        &req,
-        ctx.ip.as_deref(),
-        ctx.country.as_deref(),
-        ctx.subdivision.as_deref(),
-    )
-    .map_err(|e| OfrepError::context(Some(&key), e))?;
-    let extra =
-        signals_of(&state, &req, &ctx.signals).map_err(|e| OfrepError::context(Some(&key), e))?;
-    let at = state.now();
-    let d = decide(
-        &state,
-        &rules,
-        place,
-        &extra,
-        ctx.targeting_key.as_deref(),
-        at,
-    );
+    let (d, located_by) = decide_context(&state, &req, &rules, &ctx, Some(&key))?;
     Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag, located_by)))
 }
 
@@ -411,24 +423,7 @@ pub async fn evaluate_all(
 ) -> Result<HttpResponse, OfrepError> {
     let rules = state.rules();
     let ctx = read_context(&state, &req, payload, None).await?;
-    let (place, located_by) = location_of(
-        &state,
-        &req,
-        ctx.ip.as_deref(),
-        ctx.country.as_deref(),
-        ctx.subdivision.as_deref(),
-    )
-    .map_err(|e| OfrepError::context(None, e))?;
-    let extra = signals_of(&state, &req, &ctx.signals).map_err(|e| OfrepError::context(None, e))?;
-    let at = state.now();
-    let d = decide(
-        &state,
-        &rules,
-        place,
-        &extra,
-        ctx.targeting_key.as_deref(),
-        at,
-    );
+    let (d, located_by) = decide_context(&state, &req, &rules, &ctx, None)?;
     let mut flags = vec![evaluate(&rules, &d, MARKET_FLAG, Flag::Market, located_by)];
     for (i, f) in rules.features().iter().enumerate() {
         flags.push(evaluate(
