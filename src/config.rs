@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::client_addr::{ClientAddrConfig, ForwardedHeader};
+use crate::governance::AdminToken;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,8 +63,11 @@ pub struct Config {
     /// admin token that setting does nothing, and `serve` warns at start
     /// ([`Config::admin_listen_without_token`]).
     pub admin_listen_set_by: Option<Layer>,
-    /// Bearer tokens accepted by the admin listener.
-    pub admin_tokens: Vec<Secret>,
+    /// Bearer tokens accepted by the admin listener, each with a role and a scope
+    /// ([`crate::governance`]). Tokens from `admin_tokens` are `admin` with scope `*`;
+    /// lines of `admin_tokens_file` may name a role, a scope and a holder, and may give
+    /// the token's SHA-256 instead of the token.
+    pub admin_tokens: Vec<AdminToken>,
     /// Bearer tokens of server callers, whose `ip`, `country`, `subdivision` and `at`
     /// (decision API) and context location (OFREP) are believed; peers in
     /// `trusted_proxies` are believed without one.
@@ -257,7 +261,8 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub admin_tokens: Option<Vec<String>>,
-    /// A file with one admin token per line (`#` comments); adds to `admin_tokens`.
+    /// A file with one admin token per line (`#` comments), each optionally followed by
+    /// `role=`, `scope=` and `name=`; adds to `admin_tokens`.
     pub admin_tokens_file: Option<String>,
     pub evaluation_tokens: Option<Vec<String>>,
     pub regions: Option<String>,
@@ -522,11 +527,16 @@ impl Config {
         }
         set!(listen, |v: &String| parse_addr(v));
         set!(admin_listen, |v: &String| parse_addr(v));
-        set!(admin_tokens, |v: &Vec<String>| tokens(v));
+        set!(admin_tokens, |v: &Vec<String>| admin_tokens(v));
         set!(evaluation_tokens, |v: &Vec<String>| tokens(v));
         if let Some(path) = &raw.admin_tokens_file {
             match read_tokens_file(Path::new(path)) {
-                Ok(tokens) => self.admin_tokens.extend(tokens),
+                Ok(tokens) => {
+                    self.admin_tokens.extend(tokens);
+                    if let Some(problem) = duplicate_admin_token(&self.admin_tokens) {
+                        bad("admin_tokens_file", problem);
+                    }
+                }
                 Err(problem) => bad("admin_tokens_file", problem),
             }
         }
@@ -806,9 +816,10 @@ fn parse_layout(v: &str) -> Result<crate::geoip::LayoutChoice, String> {
     })
 }
 
-/// Reads one token per line (blank lines and `#` comments skipped), each at least 16
-/// characters. Never echoes a token in a problem.
-fn read_tokens_file(path: &Path) -> Result<Vec<Secret>, String> {
+/// Reads one admin token per line (blank lines and `#` comments skipped): the token in
+/// clear (at least 16 characters) or `sha256:HEX`, optionally followed by `role=`,
+/// `scope=` and `name=` ([`AdminToken::parse_line`]). Never echoes a token in a problem.
+fn read_tokens_file(path: &Path) -> Result<Vec<AdminToken>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut tokens = Vec::new();
@@ -817,16 +828,24 @@ fn read_tokens_file(path: &Path) -> Result<Vec<Secret>, String> {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        if t.len() < 16 {
-            return Err(format!(
-                "{}:{}: a token must have at least 16 characters",
-                path.display(),
-                i + 1
-            ));
-        }
-        tokens.push(Secret::new(t));
+        let token = AdminToken::parse_line(t)
+            .map_err(|problem| format!("{}:{}: {problem}", path.display(), i + 1))?;
+        tokens.push(token);
     }
     Ok(tokens)
+}
+
+/// The same token configured twice (its role would be ambiguous), in words.
+fn duplicate_admin_token(tokens: &[AdminToken]) -> Option<String> {
+    for (i, a) in tokens.iter().enumerate() {
+        if let Some(b) = tokens[..i].iter().find(|b| b.digest() == a.digest()) {
+            return Some(format!(
+                "the same token is configured twice (as `{}` and as `{}`): give each holder its own token",
+                b.role, a.role
+            ));
+        }
+    }
+    None
 }
 
 impl Config {
@@ -851,6 +870,25 @@ impl Config {
 fn check_ca_file(path: &Path) -> Result<(), String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     crate::store::check_ca_pem(&pem).map_err(|problem| format!("{}: {problem}", path.display()))
+}
+
+/// Admin tokens from `admin_tokens`: role `admin`, scope `*` (as before roles existed);
+/// each the token in clear (at least 16 characters) or `sha256:HEX`.
+fn admin_tokens(v: &[String]) -> Result<Vec<AdminToken>, String> {
+    let tokens = v
+        .iter()
+        .map(|t| {
+            AdminToken::new(
+                t,
+                crate::governance::Role::Admin,
+                crate::governance::Scope::Global,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match duplicate_admin_token(&tokens) {
+        Some(problem) => Err(problem),
+        None => Ok(tokens),
+    }
 }
 
 /// Bearer tokens: at least 16 characters each.
@@ -1244,7 +1282,13 @@ mod tests {
     fn geoip_keys_and_the_state_and_token_files() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
-        std::fs::write(&tokens, "# ops\nop-token-0123456789abcdef\n\n").unwrap();
+        let hashed =
+            crate::governance::hex(&crate::governance::digest(b"eu-token-0123456789abcdef"));
+        std::fs::write(
+            &tokens,
+            format!("# ops\nop-token-0123456789abcdef\n\nsha256:{hashed} role=operator scope=EU name=eu-oncall\n"),
+        )
+        .unwrap();
         let file = dir.path().join("c.yaml");
         std::fs::write(
             &file,
@@ -1266,7 +1310,33 @@ mod tests {
         assert!(c.geoip_fallback_registered_country);
         assert_eq!(c.geoip_max_age_days, 7);
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/mg"));
-        assert_eq!(c.admin_tokens.len(), 1);
+        assert_eq!(c.admin_tokens.len(), 2);
+        // A bare token keeps its meaning from before roles: admin, every jurisdiction.
+        assert_eq!(c.admin_tokens[0].role, crate::governance::Role::Admin);
+        assert!(c.admin_tokens[0].scope.is_global());
+        assert_eq!(c.admin_tokens[1].role, crate::governance::Role::Operator);
+        assert_eq!(c.admin_tokens[1].name.as_deref(), Some("eu-oncall"));
+        assert_eq!(
+            c.admin_tokens[1].digest(),
+            &crate::governance::digest(b"eu-token-0123456789abcdef")
+        );
+        // The same token twice, and a bad line: reported with the file's line, never
+        // quoting the token.
+        std::fs::write(
+            &tokens,
+            "op-token-0123456789abcdef role=viewer\nop-token-0123456789abcdef\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), &env(&[]), RawConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("configured twice"), "{err}");
+        std::fs::write(&tokens, "\nop-token-0123456789abcdef role=root\n").unwrap();
+        let err = Config::load(Some(&file), &env(&[]), RawConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2: unknown role `root`"), "{err}");
+        assert!(!err.contains("op-token"), "{err}");
         let err = Config::load(
             None,
             &env(&[
@@ -1297,7 +1367,7 @@ mod tests {
     #[test]
     fn secrets_are_not_printed_by_debug() {
         let c = Config {
-            admin_tokens: vec![Secret::new("0123456789abcdefXYZ")],
+            admin_tokens: vec![AdminToken::admin(&Secret::new("0123456789abcdefXYZ"))],
             redis: Some(Secret::new("redis://:pw@host")),
             ..Config::default()
         };

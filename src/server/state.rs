@@ -85,7 +85,7 @@ struct Inner {
     limits: Limits,
     /// Which requests the request log writes.
     request_log: super::request_log::Settings,
-    admin_tokens: Vec<crate::config::Secret>,
+    admin_tokens: Vec<crate::governance::AdminToken>,
     evaluation_tokens: Vec<crate::config::Secret>,
     path_case_sensitive: bool,
     /// `transparency_url` as written, and the 451's `Link` header built from it once.
@@ -358,7 +358,7 @@ impl AppState {
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
-    pub fn admin_tokens(&self) -> &[crate::config::Secret] {
+    pub fn admin_tokens(&self) -> &[crate::governance::AdminToken] {
         &self.inner.admin_tokens
     }
 
