@@ -5,6 +5,7 @@
 //! anything about clients: only jurisdictions, the operator's actor and reason, and the
 //! override's public reason.
 
+pub mod chain;
 mod embedded;
 mod file;
 mod redis;
@@ -215,6 +216,13 @@ pub struct AuditEntry {
     /// jurisdictions whose overrides were restored or lifted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jurisdictions: Vec<Jurisdiction>,
+    /// The link of the entry before it in the log ([`chain`]); absent on the first entry
+    /// ever written and on entries written before the chain existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    /// SHA-256 of this entry's line without this member ([`chain`]); always last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 /// The actor named in `expire` and `restore` audit entries.
@@ -234,6 +242,8 @@ impl AuditEntry {
             features: o.features.clone(),
             expires_at: o.expires_at,
             jurisdictions: Vec::new(),
+            prev: None,
+            hash: None,
         }
     }
 
@@ -266,6 +276,8 @@ impl AuditEntry {
             features: BTreeMap::new(),
             expires_at: None,
             jurisdictions: Vec::new(),
+            prev: None,
+            hash: None,
         }
     }
 
@@ -713,6 +725,21 @@ impl Shared {
 
     fn persisted(&self, version: u64) {
         self.health().persisted_version = version;
+    }
+}
+
+/// Verifies the audit hash chain of the store `config` selects ([`chain`]): the JSONL
+/// files of the embedded store in `state_dir`, or the Redis stream. Reads only; runs
+/// beside live instances.
+pub async fn verify_audit(config: &StoreConfig) -> Result<chain::Report, StoreError> {
+    match &config.redis {
+        Some(redis) => self::redis::verify_audit(redis).await,
+        None => {
+            let dir = config.state_dir.clone();
+            tokio::task::spawn_blocking(move || embedded::verify_audit(&dir))
+                .await
+                .map_err(|source| StoreError::Task { source })?
+        }
     }
 }
 
