@@ -260,6 +260,9 @@ impl Inner {
         if let Err(e) = &written {
             tracing::error!(error = %super::error_chain(e), version = state.version, "override applied but its audit entry was not written");
         }
+        for e in entries {
+            self.shared.announce(e);
+        }
         written.map(|()| state.version)
     }
 

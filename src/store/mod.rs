@@ -594,6 +594,16 @@ impl OverrideStore {
         }
     }
 
+    /// The changes this instance makes from now on, as their audit entries (version set;
+    /// `hash` where the store knows it): what an operator set or cleared through this
+    /// instance, and the expiries, restores and adopt-empties it performed. With Redis,
+    /// exactly one instance makes each change, so each is announced once per fleet.
+    /// Sending never waits: a listener that falls more than 1024 changes behind is told
+    /// how many it lost.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<AuditEntry> {
+        self.shared.changes.subscribe()
+    }
+
     /// `embedded` or `redis`.
     pub fn backend(&self) -> &'static str {
         match &self.backend {
@@ -649,11 +659,17 @@ impl OverrideStore {
     }
 }
 
-/// The part every backend shares: the snapshot the engine reads and the health figures.
+/// The part every backend shares: the snapshot the engine reads, the health figures and
+/// the announcements of changes this instance made.
 struct Shared {
     snapshot: ArcSwap<OverrideSet>,
     health: Mutex<Health>,
+    changes: tokio::sync::broadcast::Sender<AuditEntry>,
 }
+
+/// Changes announced and not yet taken by a slow listener before the oldest are lost
+/// (the listener is told how many).
+const CHANGES_BUFFER: usize = 1024;
 
 #[derive(Default)]
 struct Health {
@@ -673,6 +689,7 @@ struct Health {
 impl Shared {
     fn new(version: u64, overrides: impl IntoIterator<Item = Override>) -> Arc<Shared> {
         Arc::new(Shared {
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             snapshot: ArcSwap::from_pointee(OverrideSet::new(overrides)),
             health: Mutex::new(Health {
                 version,
@@ -725,6 +742,11 @@ impl Shared {
 
     fn persisted(&self, version: u64) {
         self.health().persisted_version = version;
+    }
+
+    /// Announces a change this instance made (never waits; nobody listening is fine).
+    fn announce(&self, entry: AuditEntry) {
+        let _ = self.changes.send(entry);
     }
 }
 

@@ -592,6 +592,7 @@ impl RedisStore {
             }
         }
         self.inner.shared.synced();
+        self.inner.shared.announce(AuditEntry { version, ..entry });
         tracing::warn!(
             actor = %actor,
             version,
@@ -700,6 +701,11 @@ impl Inner {
         }
         if version > 0 {
             tracing::info!(version, audit_head = %head, "audit chain extended");
+            self.shared.announce(AuditEntry {
+                version: version as u64,
+                hash: Some(head),
+                ..entry.clone()
+            });
         }
         Ok((version as u64, epoch))
     }
@@ -908,6 +914,7 @@ impl Inner {
             &format!("restored from an instance's snapshot: {lost}"),
             jurisdictions,
         );
+        let restored_entry = entry.clone();
         let entry =
             serde_json::to_string(&entry).map_err(|source| StoreError::Encode { source })?;
         let notice = serde_json::json!({"epoch": epoch, "version": ours.version, "reset": true});
@@ -933,6 +940,10 @@ impl Inner {
         if done != 1 {
             return Ok(false);
         }
+        self.shared.announce(AuditEntry {
+            version: ours.version,
+            ..restored_entry
+        });
         self.shared.restored(Restore {
             version: ours.version,
             overrides: ours.overrides.len(),
