@@ -156,6 +156,16 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Quiet time after a change in the rules directory before reloading.
     pub reload_debounce: Duration,
+    /// Receivers of the change webhooks (`webhook_urls`; none: off). Secrets: a Slack URL
+    /// is one.
+    pub webhook_urls: Vec<Secret>,
+    /// The HMAC-SHA256 key webhook events are signed with; required with `webhook_urls`.
+    pub webhook_secret: Option<Secret>,
+    /// `json` (the event) or `slack` (`{"text"}` for a chat channel).
+    pub webhook_format: crate::governance::webhooks::WebhookFormat,
+    /// Wait before a failed delivery's first retry (doubles per retry; five attempts,
+    /// five seconds each). Not a key: fixed in `serve`, shortened by tests.
+    pub webhook_backoff: Duration,
 }
 
 impl Default for Config {
@@ -200,6 +210,10 @@ impl Default for Config {
             drain_delay: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
             reload_debounce: Duration::from_millis(250),
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
+            webhook_format: crate::governance::webhooks::WebhookFormat::Json,
+            webhook_backoff: Duration::from_millis(500),
         }
     }
 }
@@ -301,6 +315,10 @@ pub struct RawConfig {
     pub drain_delay: Option<String>,
     pub shutdown_timeout: Option<String>,
     pub reload_debounce: Option<String>,
+    pub webhook_urls: Option<Vec<String>>,
+    pub webhook_secret: Option<String>,
+    /// `json` or `slack`.
+    pub webhook_format: Option<String>,
 }
 
 /// A YAML scalar that may be written as a number or a string.
@@ -374,6 +392,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("drain_delay", "MARKETGATE_DRAIN_DELAY"),
     ("shutdown_timeout", "MARKETGATE_SHUTDOWN_TIMEOUT"),
     ("reload_debounce", "MARKETGATE_RELOAD_DEBOUNCE"),
+    ("webhook_urls", "MARKETGATE_WEBHOOK_URLS"),
+    ("webhook_secret", "MARKETGATE_WEBHOOK_SECRET"),
+    ("webhook_format", "MARKETGATE_WEBHOOK_FORMAT"),
 ];
 
 impl RawConfig {
@@ -451,6 +472,9 @@ impl RawConfig {
             drain_delay: get("drain_delay"),
             shutdown_timeout: get("shutdown_timeout"),
             reload_debounce: get("reload_debounce"),
+            webhook_urls: list("webhook_urls"),
+            webhook_secret: get("webhook_secret"),
+            webhook_format: get("webhook_format"),
         }
     }
 }
@@ -694,6 +718,20 @@ impl Config {
         set!(drain_delay, |v: &String| parse_duration(v));
         set!(shutdown_timeout, |v: &String| parse_duration(v));
         set!(reload_debounce, |v: &String| parse_duration(v));
+        set!(webhook_urls, |v: &Vec<String>| v
+            .iter()
+            .map(|u| webhook_url(u).map(|()| Secret::new(u.clone())))
+            .collect::<Result<Vec<_>, _>>());
+        set!(webhook_secret, |v: &String| if v.len() < 16 {
+            Err("a webhook secret must have at least 16 characters".to_string())
+        } else {
+            Ok(Some(Secret::new(v.clone())))
+        });
+        set!(webhook_format, |v: &String| match v.as_str() {
+            "json" => Ok(crate::governance::webhooks::WebhookFormat::Json),
+            "slack" => Ok(crate::governance::webhooks::WebhookFormat::Slack),
+            other => Err(format!("`{other}` is not json or slack")),
+        });
     }
 }
 
@@ -715,6 +753,16 @@ impl Config {
                     key: "redis_ca_file",
                     layer,
                     problem: "is set, but `redis` is not a rediss:// URL (TLS to one server)"
+                        .to_string(),
+                });
+            }
+        }
+        if !self.webhook_urls.is_empty() && self.webhook_secret.is_none() {
+            if let Some(layer) = source("webhook_urls", |r| r.webhook_urls.is_some()) {
+                errors.push(ConfigError::Invalid {
+                    key: "webhook_urls",
+                    layer,
+                    problem: "is set, but `webhook_secret` is not: events are always signed"
                         .to_string(),
                 });
             }
@@ -848,7 +896,38 @@ fn duplicate_admin_token(tokens: &[AdminToken]) -> Option<String> {
     None
 }
 
+/// A webhook receiver: an http(s) URL with a host. Never echoes the URL (a Slack URL is
+/// a secret).
+fn webhook_url(v: &str) -> Result<(), String> {
+    let lower = v.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or("a webhook URL must start with http:// or https://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty()
+        || v.bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err("a webhook URL needs a host and no white space".to_string());
+    }
+    Ok(())
+}
+
 impl Config {
+    /// The webhooks' configuration, when receivers are set.
+    pub fn webhooks(&self) -> Option<crate::governance::webhooks::WebhookConfig> {
+        let secret = self.webhook_secret.clone()?;
+        if self.webhook_urls.is_empty() {
+            return None;
+        }
+        let mut c =
+            crate::governance::webhooks::WebhookConfig::new(self.webhook_urls.clone(), secret);
+        c.format = self.webhook_format;
+        c.backoff = self.webhook_backoff;
+        Some(c)
+    }
+
     /// The override store's configuration: Redis when a URL is set, else embedded.
     pub fn store(&self) -> crate::store::StoreConfig {
         let mut c = crate::store::StoreConfig {
@@ -987,6 +1066,9 @@ pub fn flag_name(key: &str) -> &str {
         "drain_delay" => "drain-delay",
         "shutdown_timeout" => "shutdown-timeout",
         "reload_debounce" => "reload-debounce",
+        "webhook_urls" => "webhook-url",
+        "webhook_secret" => "webhook-secret",
+        "webhook_format" => "webhook-format",
         other => other,
     }
 }
@@ -1351,6 +1433,61 @@ mod tests {
         assert!(err.contains("config key `geoip_layout` (from environment variable MARKETGATE_GEOIP_LAYOUT): unknown layout field `cc`"), "{err}");
         assert!(err.contains("`geoip_fallback_registered_country`"), "{err}");
         assert!(err.contains("config key `admin_tokens_file`"), "{err}");
+    }
+
+    #[test]
+    fn webhook_keys_need_a_secret_and_never_echo_a_url() {
+        let c = Config::load(
+            None,
+            &env(&[
+                (
+                    "MARKETGATE_WEBHOOK_URLS",
+                    "https://hooks.example/T1/B2/sekrit,http://127.0.0.1:9/hook",
+                ),
+                ("MARKETGATE_WEBHOOK_SECRET", "0123456789abcdef-hmac"),
+                ("MARKETGATE_WEBHOOK_FORMAT", "slack"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        let w = c.webhooks().expect("webhooks on");
+        assert_eq!(w.urls.len(), 2);
+        assert_eq!(w.format, crate::governance::webhooks::WebhookFormat::Slack);
+        let shown = format!("{c:?} {w:?}");
+        assert!(
+            !shown.contains("sekrit") && !shown.contains("-hmac"),
+            "{shown}"
+        );
+        assert!(Config::load(None, &env(&[]), RawConfig::default())
+            .unwrap()
+            .webhooks()
+            .is_none());
+        let err = Config::load(
+            None,
+            &env(&[
+                (
+                    "MARKETGATE_WEBHOOK_URLS",
+                    "https://hooks.example/sekrit,ftp://x/sekrit2",
+                ),
+                ("MARKETGATE_WEBHOOK_FORMAT", "xml"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("config key `webhook_urls`"), "{err}");
+        assert!(err.contains("http:// or https://"), "{err}");
+        assert!(err.contains("`xml` is not json or slack"), "{err}");
+        assert!(!err.contains("sekrit"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("MARKETGATE_WEBHOOK_URLS", "https://hooks.example/sekrit")]),
+            RawConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`webhook_secret` is not"), "{err}");
+        assert!(!err.contains("sekrit"), "{err}");
     }
 
     #[test]

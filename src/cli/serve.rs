@@ -130,6 +130,15 @@ pub struct ServeArgs {
     /// Quiet time after a rules change before reloading [default 250ms; env MARKETGATE_RELOAD_DEBOUNCE; key reload_debounce].
     #[arg(long, value_name = "DURATION")]
     pub reload_debounce: Option<String>,
+    /// Receiver of the signed change webhooks, repeatable [env MARKETGATE_WEBHOOK_URLS, comma-separated; key webhook_urls].
+    #[arg(long = "webhook-url", value_name = "URL")]
+    pub webhook_urls: Vec<String>,
+    /// HMAC-SHA256 key of the webhooks' X-Marketgate-Signature, at least 16 characters [env MARKETGATE_WEBHOOK_SECRET; key webhook_secret].
+    #[arg(long, value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+    /// Webhook body: json or slack [default json; env MARKETGATE_WEBHOOK_FORMAT; key webhook_format].
+    #[arg(long, value_name = "FORMAT")]
+    pub webhook_format: Option<String>,
 }
 
 impl ServeArgs {
@@ -179,6 +188,9 @@ impl ServeArgs {
                 drain_delay: self.drain_delay,
                 shutdown_timeout: self.shutdown_timeout,
                 reload_debounce: self.reload_debounce,
+                webhook_urls: list(self.webhook_urls),
+                webhook_secret: self.webhook_secret,
+                webhook_format: self.webhook_format,
             },
         )
     }

@@ -1,8 +1,11 @@
 //! Who may do what on the admin listener: roles, scopes and the admin tokens that carry
 //! them. Owns the token file's line syntax (a token or its `sha256:` digest, then
 //! `role=`, `scope=`, `name=`) and the checks the admin API makes. Never holds a token in
-//! clear (only its SHA-256 digest), never prints one, and never does I/O. The engine
-//! never imports it.
+//! clear (only its SHA-256 digest), never prints one, and never does I/O (except
+//! `webhooks`, which announces the changes that alter decisions). The engine never
+//! imports it.
+
+pub mod webhooks;
 
 use std::fmt;
 

@@ -202,6 +202,8 @@ pub struct Application {
     drain_delay: Duration,
     /// Keeps the rules directory watch alive.
     _watch: Option<notify::RecommendedWatcher>,
+    /// Keeps the webhook deliveries running (`webhook_urls`).
+    _webhooks: Option<crate::governance::webhooks::Webhooks>,
 }
 
 impl Application {
@@ -209,6 +211,11 @@ impl Application {
     /// configured. Port 0 picks a free port ([`Application::addr`] tells which). Must be
     /// called inside an actix system; the servers start accepting at once.
     pub fn build(config: &Config, state: AppState) -> Result<Application, ServeError> {
+        let webhooks = config.webhooks().map(|c| {
+            let stats = crate::governance::webhooks::WebhookStats::default();
+            state.metrics().register(Box::new(stats.collector()));
+            crate::governance::webhooks::start(c, state.store().changes(), stats)
+        });
         let data = web::Data::new(state.clone());
         let d = data.clone();
         let metrics = config.metrics_listener;
@@ -280,6 +287,7 @@ impl Application {
             admin,
             drain_delay: config.drain_delay,
             _watch: watch,
+            _webhooks: webhooks,
         })
     }
 

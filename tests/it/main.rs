@@ -27,3 +27,4 @@ mod timeline;
 mod timing;
 mod traefik;
 mod transparency;
+mod webhooks;

@@ -1,0 +1,394 @@
+//! Webhooks: every override change this instance makes (set, cleared, expired, restored,
+//! every override lifted) is POSTed as a JSON event, signed with HMAC-SHA256, to each
+//! configured URL, retried with backoff, and counted when it had to be dropped. Owns the
+//! event body (ours or Slack-compatible), the signature and the delivery threads. Never
+//! makes a request or an admin write wait: the store announces without waiting, a
+//! listener task hands each event to a bounded queue per URL without waiting, and a
+//! thread per URL does the blocking HTTP. Never logs a URL (a Slack URL is a secret),
+//! the secret, or anything about clients (events hold jurisdictions, the operator's
+//! actor and reason, never an address).
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntCounterVec, Opts};
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+
+use crate::config::Secret;
+use crate::store::{AuditAction, AuditEntry};
+
+/// The body a receiver gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"id", "type", "at", "version", "jurisdiction", "entry"}`.
+    Json,
+    /// `{"text": "…"}`, what a Slack (or Mattermost, Rocket.Chat) incoming webhook takes;
+    /// signed all the same.
+    Slack,
+}
+
+/// Where and how events go.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Receivers (`http://` or `https://`); secrets, since a Slack URL is one.
+    pub urls: Vec<Secret>,
+    /// The HMAC-SHA256 key of `X-Marketgate-Signature`.
+    pub secret: Secret,
+    pub format: WebhookFormat,
+    /// Time allowed for one delivery attempt (connect to answer).
+    pub timeout: Duration,
+    /// Attempts per event and receiver before it is dropped.
+    pub attempts: u32,
+    /// Wait before the first retry; doubles per retry, at most 30 s.
+    pub backoff: Duration,
+    /// Events waiting per receiver before new ones are dropped.
+    pub queue: usize,
+}
+
+impl WebhookConfig {
+    /// Defaults for everything but the receivers and the secret.
+    pub fn new(urls: Vec<Secret>, secret: Secret) -> WebhookConfig {
+        WebhookConfig {
+            urls,
+            secret,
+            format: WebhookFormat::Json,
+            timeout: Duration::from_secs(5),
+            attempts: 5,
+            backoff: Duration::from_millis(500),
+            queue: 1000,
+        }
+    }
+}
+
+/// Delivery counts, exported as `marketgate_webhook_deliveries_total{result}`:
+/// `delivered`, `retried` (an attempt that failed and was retried), `dropped` (given up
+/// after every attempt, the receiver's queue full, or the listener fallen behind).
+#[derive(Clone)]
+pub struct WebhookStats {
+    family: IntCounterVec,
+    delivered: IntCounter,
+    retried: IntCounter,
+    dropped: IntCounter,
+}
+
+impl Default for WebhookStats {
+    fn default() -> Self {
+        let family = IntCounterVec::new(
+            Opts::new(
+                "marketgate_webhook_deliveries_total",
+                "Webhook events by result: delivered (a 2xx answer), retried (an attempt failed and was retried), dropped (given up after every attempt, or the queue of a slow receiver was full)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        WebhookStats {
+            delivered: family.with_label_values(&["delivered"]),
+            retried: family.with_label_values(&["retried"]),
+            dropped: family.with_label_values(&["dropped"]),
+            family,
+        }
+    }
+}
+
+impl WebhookStats {
+    /// The counter family, to register in a Prometheus registry.
+    pub fn collector(&self) -> IntCounterVec {
+        self.family.clone()
+    }
+    pub fn delivered(&self) -> u64 {
+        self.delivered.get()
+    }
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// `X-Marketgate-Signature`: `sha256=` and the hex HMAC-SHA256 of `{timestamp}.{body}`,
+/// so a receiver can refuse a replayed body by its timestamp.
+pub fn signature(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+    let mut msg = format!("{timestamp}.").into_bytes();
+    msg.extend_from_slice(body);
+    format!(
+        "sha256={}",
+        super::hex(&hmac_sha256(secret.expose().as_bytes(), &msg))
+    )
+}
+
+/// The event type of an audit entry.
+pub fn event_type(action: AuditAction) -> &'static str {
+    match action {
+        AuditAction::Set => "override.set",
+        AuditAction::Clear => "override.cleared",
+        AuditAction::Expire => "override.expired",
+        AuditAction::Restore => "overrides.restored",
+        AuditAction::AdoptEmpty => "overrides.lifted",
+    }
+}
+
+/// One event, ready to send: its id, type and body.
+#[derive(Debug)]
+pub struct Event {
+    /// Stable across retries and receivers: `{version}-{type}`, with the audit hash's
+    /// first 16 digits when the store knows it.
+    pub id: String,
+    pub kind: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Event {
+    pub fn new(entry: &AuditEntry, format: WebhookFormat) -> Event {
+        let kind = event_type(entry.action);
+        let mut id = format!("{}-{kind}", entry.version);
+        if let Some(h) = &entry.hash {
+            id.push('-');
+            id.push_str(&h[..h.len().min(16)]);
+        }
+        let body = match format {
+            WebhookFormat::Json => serde_json::json!({
+                "id": id,
+                "type": kind,
+                "at": entry.at.to_string(),
+                "version": entry.version,
+                "jurisdiction": entry.jurisdiction.to_string(),
+                "entry": entry,
+            }),
+            WebhookFormat::Slack => serde_json::json!({ "text": slack_text(entry) }),
+        };
+        Event {
+            id,
+            kind,
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        }
+    }
+}
+
+/// One line for a chat channel.
+fn slack_text(e: &AuditEntry) -> String {
+    let what = match e.action {
+        AuditAction::Set => {
+            let mut parts = Vec::new();
+            if let Some(s) = e.status {
+                parts.push(s.as_str().to_string());
+            }
+            for (f, on) in &e.features {
+                parts.push(format!("{f} {}", if *on { "on" } else { "off" }));
+            }
+            format!("override set on {}: {}", e.jurisdiction, parts.join(", "))
+        }
+        AuditAction::Clear => format!("override cleared on {}", e.jurisdiction),
+        AuditAction::Expire => format!("override expired on {}", e.jurisdiction),
+        AuditAction::Restore => format!(
+            "overrides restored into redis ({} jurisdictions)",
+            e.jurisdictions.len()
+        ),
+        AuditAction::AdoptEmpty => format!(
+            "every override lifted ({} jurisdictions)",
+            e.jurisdictions.len()
+        ),
+    };
+    let expiry = e
+        .expires_at
+        .map(|t| format!(", until {t}"))
+        .unwrap_or_default();
+    format!(
+        "marketgate: {what} by {}{expiry}: {} (version {})",
+        e.actor, e.reason, e.version
+    )
+}
+
+/// The running webhooks: a listener task and a delivery thread per receiver. Dropping
+/// it stops the listener; the threads end once their queues are empty.
+pub struct Webhooks {
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Starts delivering the changes `changes` announces, counting in `stats`. Needs a Tokio
+/// runtime.
+pub fn start(
+    config: WebhookConfig,
+    mut changes: broadcast::Receiver<AuditEntry>,
+    stats: WebhookStats,
+) -> Webhooks {
+    let config = Arc::new(config);
+    let queues: Vec<SyncSender<Arc<Event>>> = (0..config.urls.len())
+        .map(|i| {
+            let (tx, rx) = sync_channel(config.queue.max(1));
+            let (config, stats) = (config.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name(format!("marketgate-webhook-{i}"))
+                .spawn(move || deliver_loop(&config, i, rx, &stats))
+                .expect("spawn a webhook thread");
+            tx
+        })
+        .collect();
+    tracing::info!(
+        receivers = queues.len(),
+        format = ?config.format,
+        "webhooks on"
+    );
+    let listener = tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(entry) => {
+                    let event = Arc::new(Event::new(&entry, config.format));
+                    for (i, q) in queues.iter().enumerate() {
+                        match q.try_send(event.clone()) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(_)) => {
+                                stats.dropped.inc();
+                                tracing::warn!(receiver = i, event = %event.id, "webhook queue full; event dropped");
+                            }
+                            Err(TrySendError::Disconnected(_)) => {}
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    stats.dropped.inc_by(n * queues.len() as u64);
+                    tracing::warn!(lost = n, "webhook listener fell behind; events dropped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Webhooks { listener }
+}
+
+/// Delivers one receiver's events in order, each with its retries.
+fn deliver_loop(config: &WebhookConfig, i: usize, rx: Receiver<Arc<Event>>, stats: &WebhookStats) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(config.timeout))
+        .user_agent(concat!("marketgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let url = config.urls[i].expose();
+    while let Ok(event) = rx.recv() {
+        let mut wait = config.backoff;
+        let mut attempt = 1;
+        loop {
+            let now = jiff::Timestamp::now().as_second();
+            let result = agent
+                .post(url)
+                .header("Content-Type", "application/json")
+                .header("X-Marketgate-Event", event.kind)
+                .header("X-Marketgate-Delivery", &event.id)
+                .header("X-Marketgate-Timestamp", now.to_string())
+                .header(
+                    "X-Marketgate-Signature",
+                    signature(&config.secret, now, &event.body),
+                )
+                .send(&event.body[..]);
+            let failure = match result {
+                Ok(res) if res.status().is_success() => None,
+                Ok(res) => Some(format!("answered {}", res.status().as_u16())),
+                Err(e) => Some(e.to_string()),
+            };
+            match failure {
+                None => {
+                    stats.delivered.inc();
+                    tracing::debug!(receiver = i, event = %event.id, attempt, "webhook delivered");
+                    break;
+                }
+                Some(why) if attempt >= config.attempts.max(1) => {
+                    stats.dropped.inc();
+                    tracing::warn!(receiver = i, event = %event.id, attempts = attempt, why = %redact(&why, url), "webhook dropped after every attempt");
+                    break;
+                }
+                Some(why) => {
+                    stats.retried.inc();
+                    tracing::info!(receiver = i, event = %event.id, attempt, retry_in_ms = wait.as_millis() as u64, why = %redact(&why, url), "webhook attempt failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// An error's text without the receiver's URL (a Slack URL is a secret).
+fn redact(why: &str, url: &str) -> String {
+    why.replace(url, "[receiver]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::Jurisdiction;
+    use crate::rules::Status;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test cases 2 and 6 (a key longer than a block).
+        assert_eq!(
+            crate::governance::hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            crate::governance::hex(&hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        let s = signature(&Secret::new("k"), 1700000000, b"{}");
+        assert_eq!(
+            s,
+            format!(
+                "sha256={}",
+                crate::governance::hex(&hmac_sha256(b"k", b"1700000000.{}"))
+            )
+        );
+    }
+
+    #[test]
+    fn events_in_both_formats() {
+        let mut e: AuditEntry = serde_json::from_value(serde_json::json!({
+            "version": 7, "at": "2026-12-01T00:00:00Z", "action": "set",
+            "jurisdiction": "FR", "actor": "alice", "reason": "law 123",
+            "status": "withdrawn", "features": {"payments": false},
+        }))
+        .unwrap();
+        let ev = Event::new(&e, WebhookFormat::Json);
+        assert_eq!(ev.id, "7-override.set");
+        let v: serde_json::Value = serde_json::from_slice(&ev.body).unwrap();
+        assert_eq!(v["type"], "override.set");
+        assert_eq!(v["jurisdiction"], "FR");
+        assert_eq!(v["entry"]["reason"], "law 123");
+        e.hash = Some("ab".repeat(32));
+        let ev = Event::new(&e, WebhookFormat::Slack);
+        assert_eq!(ev.id, format!("7-override.set-{}", "ab".repeat(8)));
+        let v: serde_json::Value = serde_json::from_slice(&ev.body).unwrap();
+        assert_eq!(
+            v["text"],
+            "marketgate: override set on FR: withdrawn, payments off by alice: law 123 (version 7)"
+        );
+        assert_eq!(e.status, Some(Status::Withdrawn));
+        assert_eq!(e.jurisdiction, Jurisdiction::parse("FR").unwrap());
+    }
+}
