@@ -1,6 +1,8 @@
 //! Webhooks: every override change this instance makes (set, cleared, expired, restored,
-//! every override lifted) is POSTed as a JSON event, signed with HMAC-SHA256, to each
-//! configured URL, retried with backoff, and counted when it had to be dropped. Owns the
+//! every override lifted) and every rules reload that changed the version (with the
+//! decisions it changed, announced by one instance of a fleet) is POSTed as a JSON
+//! event, signed with HMAC-SHA256, to each configured URL, retried with backoff, and
+//! counted when it had to be dropped. Owns the
 //! event body (ours or Slack-compatible), the signature and the delivery threads. Never
 //! makes a request or an admin write wait: the store announces without waiting, a
 //! listener task hands each event to a bounded queue per URL without waiting, and a
@@ -17,7 +19,31 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use crate::config::Secret;
+use crate::rules::RuleSet;
 use crate::store::{AuditAction, AuditEntry};
+
+/// A swap of the rules in service, as the reload that made it saw it.
+#[derive(Clone)]
+pub struct RulesSwap {
+    pub from: Arc<RuleSet>,
+    pub to: Arc<RuleSet>,
+    /// `watch`, `sighup` or `admin`.
+    pub trigger: &'static str,
+    pub at: jiff::Timestamp,
+}
+
+/// Decides which instance of a fleet announces a fleet-wide event: the first to claim
+/// its name (see `OverrideStore::claim_announcement`).
+pub trait Claim: Send + Sync + 'static {
+    fn claim(
+        &self,
+        name: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
+}
+
+/// How long a claim on a rules version lasts: the fleet's reloads of one change land
+/// well within it.
+pub const RULES_CLAIM_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The body a receiver gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,13 +90,15 @@ impl WebhookConfig {
 
 /// Delivery counts, exported as `marketgate_webhook_deliveries_total{result}`:
 /// `delivered`, `retried` (an attempt that failed and was retried), `dropped` (given up
-/// after every attempt, the receiver's queue full, or the listener fallen behind).
+/// after every attempt, the receiver's queue full, or the listener fallen behind),
+/// `elsewhere` (a fleet-wide event another instance claimed).
 #[derive(Clone)]
 pub struct WebhookStats {
     family: IntCounterVec,
     delivered: IntCounter,
     retried: IntCounter,
     dropped: IntCounter,
+    elsewhere: IntCounter,
 }
 
 impl Default for WebhookStats {
@@ -78,7 +106,7 @@ impl Default for WebhookStats {
         let family = IntCounterVec::new(
             Opts::new(
                 "marketgate_webhook_deliveries_total",
-                "Webhook events by result: delivered (a 2xx answer), retried (an attempt failed and was retried), dropped (given up after every attempt, or the queue of a slow receiver was full)",
+                "Webhook events by result: delivered (a 2xx answer), retried (an attempt failed and was retried), dropped (given up after every attempt, or the queue of a slow receiver was full), elsewhere (a fleet-wide event another instance announced)",
             ),
             &["result"],
         )
@@ -87,6 +115,7 @@ impl Default for WebhookStats {
             delivered: family.with_label_values(&["delivered"]),
             retried: family.with_label_values(&["retried"]),
             dropped: family.with_label_values(&["dropped"]),
+            elsewhere: family.with_label_values(&["elsewhere"]),
             family,
         }
     }
@@ -102,6 +131,9 @@ impl WebhookStats {
     }
     pub fn dropped(&self) -> u64 {
         self.dropped.get()
+    }
+    pub fn elsewhere(&self) -> u64 {
+        self.elsewhere.get()
     }
 }
 
@@ -141,6 +173,74 @@ pub fn event_type(action: AuditAction) -> &'static str {
         AuditAction::Expire => "override.expired",
         AuditAction::Restore => "overrides.restored",
         AuditAction::AdoptEmpty => "overrides.lifted",
+    }
+}
+
+/// The rules event: versions, trigger, and the decisions (requests without a key) that
+/// differ at the reload's instant.
+pub fn rules_event(swap: &RulesSwap, format: WebhookFormat) -> Event {
+    let d = crate::diff::diff(&swap.from, &swap.to, swap.at);
+    let kind = "rules.reloaded";
+    let short = |v: &str| {
+        v.trim_start_matches("sha256:")
+            .chars()
+            .take(16)
+            .collect::<String>()
+    };
+    let id = format!("{}-{kind}-{}", short(&d.old_version), short(&d.new_version));
+    let transitions: Vec<&crate::diff::Transition> =
+        d.decisions.iter().map(|x| &x.transition).collect();
+    let body = match format {
+        WebhookFormat::Json => serde_json::json!({
+            "id": id,
+            "type": kind,
+            "at": swap.at.to_string(),
+            "from": d.old_version,
+            "to": d.new_version,
+            "trigger": swap.trigger,
+            "decisions_changed": transitions.len(),
+            "decisions": transitions,
+        }),
+        WebhookFormat::Slack => {
+            let mut text = format!(
+                "marketgate: rules reloaded ({} → {}): ",
+                short(&d.old_version),
+                short(&d.new_version)
+            );
+            if transitions.is_empty() {
+                text.push_str("no decision changes now");
+            } else {
+                let list: Vec<String> = transitions
+                    .iter()
+                    .map(|t| {
+                        let mut s = format!(
+                            "{} {} → {}",
+                            t.jurisdiction,
+                            t.before.as_str(),
+                            t.after.as_str()
+                        );
+                        if !t.features_off.is_empty() {
+                            s.push_str(&format!(" (off: {})", t.features_off.join(", ")));
+                        }
+                        if !t.features_on.is_empty() {
+                            s.push_str(&format!(" (on: {})", t.features_on.join(", ")));
+                        }
+                        s
+                    })
+                    .collect();
+                text.push_str(&format!(
+                    "{} decisions change now: {}",
+                    list.len(),
+                    list.join("; ")
+                ));
+            }
+            serde_json::json!({ "text": text })
+        }
+    };
+    Event {
+        id,
+        kind,
+        body: serde_json::to_vec(&body).unwrap_or_default(),
     }
 }
 
@@ -227,11 +327,14 @@ impl Drop for Webhooks {
     }
 }
 
-/// Starts delivering the changes `changes` announces, counting in `stats`. Needs a Tokio
-/// runtime.
+/// Starts delivering the override changes `changes` announces and the rules swaps
+/// `rules` announces (the latter only where `claim` wins, so once per fleet), counting in
+/// `stats`. Needs a Tokio runtime.
 pub fn start(
     config: WebhookConfig,
     mut changes: broadcast::Receiver<AuditEntry>,
+    mut rules: broadcast::Receiver<RulesSwap>,
+    claim: Arc<dyn Claim>,
     stats: WebhookStats,
 ) -> Webhooks {
     let config = Arc::new(config);
@@ -252,26 +355,49 @@ pub fn start(
         "webhooks on"
     );
     let listener = tokio::spawn(async move {
+        let enqueue = |event: Event| {
+            let event = Arc::new(event);
+            for (i, q) in queues.iter().enumerate() {
+                match q.try_send(event.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        stats.dropped.inc();
+                        tracing::warn!(receiver = i, event = %event.id, "webhook queue full; event dropped");
+                    }
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
+            }
+        };
+        let lagged = |n: u64| {
+            stats.dropped.inc_by(n * queues.len() as u64);
+            tracing::warn!(lost = n, "webhook listener fell behind; events dropped");
+        };
+        let mut rules_open = true;
         loop {
-            match changes.recv().await {
-                Ok(entry) => {
-                    let event = Arc::new(Event::new(&entry, config.format));
-                    for (i, q) in queues.iter().enumerate() {
-                        match q.try_send(event.clone()) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full(_)) => {
-                                stats.dropped.inc();
-                                tracing::warn!(receiver = i, event = %event.id, "webhook queue full; event dropped");
-                            }
-                            Err(TrySendError::Disconnected(_)) => {}
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(entry) => enqueue(Event::new(&entry, config.format)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => lagged(n),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                swap = rules.recv(), if rules_open => match swap {
+                    Ok(swap) => {
+                        let name = format!("rules:{}:{}", swap.from.version(), swap.to.version());
+                        if !claim.claim(name).await {
+                            stats.elsewhere.inc();
+                            tracing::debug!("rules reload announced by another instance");
+                            continue;
+                        }
+                        let format = config.format;
+                        // The diff evaluates every market: off the async workers.
+                        match tokio::task::spawn_blocking(move || rules_event(&swap, format)).await {
+                            Ok(event) => enqueue(event),
+                            Err(e) => tracing::error!(error = %e, "cannot summarise a rules reload"),
                         }
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    stats.dropped.inc_by(n * queues.len() as u64);
-                    tracing::warn!(lost = n, "webhook listener fell behind; events dropped");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(n)) => lagged(n),
+                    Err(broadcast::error::RecvError::Closed) => rules_open = false,
+                },
             }
         }
     });

@@ -214,7 +214,13 @@ impl Application {
         let webhooks = config.webhooks().map(|c| {
             let stats = crate::governance::webhooks::WebhookStats::default();
             state.metrics().register(Box::new(stats.collector()));
-            crate::governance::webhooks::start(c, state.store().changes(), stats)
+            crate::governance::webhooks::start(
+                c,
+                state.store().changes(),
+                state.rules_swaps(),
+                std::sync::Arc::new(state.clone()),
+                stats,
+            )
         });
         let data = web::Data::new(state.clone());
         let d = data.clone();

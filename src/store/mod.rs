@@ -604,6 +604,24 @@ impl OverrideStore {
         self.shared.changes.subscribe()
     }
 
+    /// Claims the announcement named `name` for this instance, so that among the
+    /// instances sharing a store only one announces it (a rules version reached by the
+    /// whole fleet). Embedded: always this instance. Redis: the first to claim within
+    /// `ttl` (`SET P:announced:NAME … NX`); when Redis cannot be asked, this instance
+    /// claims it too (an event twice rather than never).
+    pub async fn claim_announcement(&self, name: &str, ttl: Duration) -> bool {
+        match &self.backend {
+            Backend::Embedded(_) => true,
+            Backend::Redis(s) => match s.claim(name, ttl).await {
+                Ok(won) => won,
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "cannot claim an announcement in redis; announcing anyway");
+                    true
+                }
+            },
+        }
+    }
+
     /// `embedded` or `redis`.
     pub fn backend(&self) -> &'static str {
         match &self.backend {

@@ -15,6 +15,8 @@
 //! - `P:audit` stream: one entry per change, field `entry` = the audit JSON, sealed onto
 //!   the hash chain (`chain`) by the script that appends it
 //! - `P:audit:head` the link of the newest audit entry (the next one's `prev`)
+//! - `P:announced:NAME` a claim (with an expiry) on a fleet-wide webhook announcement,
+//!   such as a rules version reached by every instance
 //! - `P:changes` channel: `{"epoch","version","jurisdiction","override"|null}`, or
 //!   `{"epoch","version","reset":true}` after a restore or an adopt-empty
 //!
@@ -334,6 +336,8 @@ struct Keys {
     /// The link of the newest audit entry (see `chain`), beside the stream, so `audit
     /// verify` notices entries removed from its end.
     audit_head: String,
+    /// Prefix of the claims of fleet-wide announcements (`P:announced:NAME`).
+    announced: String,
     channel: String,
 }
 
@@ -345,6 +349,7 @@ impl Keys {
             epoch: format!("{prefix}:epoch"),
             audit: format!("{prefix}:audit"),
             audit_head: format!("{prefix}:audit:head"),
+            announced: format!("{prefix}:announced"),
             channel: format!("{prefix}:changes"),
         }
     }
@@ -600,6 +605,19 @@ impl RedisStore {
             "every override lifted: the empty set was adopted by an operator"
         );
         Ok((version, lifted))
+    }
+
+    /// `SET P:announced:NAME 1 NX PX ttl`: whether this instance is the first.
+    pub async fn claim(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}:{name}", self.inner.keys.announced))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        let mut conn = self.inner.conn.clone();
+        let answer: Option<String> = self.inner.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(answer.is_some())
     }
 
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {

@@ -352,3 +352,58 @@ fn on_redis_each_change_is_announced_once_per_fleet() {
     let last = check_signed(&receiver.hits()[2]);
     assert_eq!(last["entry"]["hash"].as_str().map(str::len), Some(64));
 }
+
+#[test]
+fn a_rules_reload_is_announced_with_the_decisions_it_changed_once_per_fleet() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start(Mode::Ok);
+    let rules = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(crate::support::repo().join("regions")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, rules.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let urls = [receiver.url()];
+    let start = || {
+        let (url, urls, dir) = (redis.url(), urls.clone(), rules.path().to_path_buf());
+        TestServer::start_with_clock(Clock::System, move |c| {
+            webhooks(&urls, c);
+            c.redis = Some(Secret::new(url));
+            c.regions = dir;
+        })
+    };
+    let (a, b) = (start(), start());
+    let version = |s: &TestServer| {
+        s.admin("GET", "/admin/v1/rules", None).json()["version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = version(&a);
+    std::fs::write(
+        rules.path().join("nz.yaml"),
+        "jurisdiction: NZ\nstatus: withdrawn\n",
+    )
+    .unwrap();
+    // Both reload (the directory watch may have been first; then this is `unchanged`).
+    for s in [&a, &b] {
+        assert_eq!(s.admin("POST", "/admin/v1/reload", None).status, 200);
+    }
+    assert_ne!(version(&a), before);
+    assert_eq!(version(&a), version(&b));
+    // One instance announced it, the other counted it as announced elsewhere.
+    eventually("one announcement", || {
+        metric(&a, "elsewhere") + metric(&b, "elsewhere") == 1
+            && metric(&a, "delivered") + metric(&b, "delivered") == 1
+    });
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 1);
+    let event = check_signed(&hits[0]);
+    assert_eq!(event["type"], "rules.reloaded");
+    assert_eq!(event["from"], before.as_str());
+    assert_eq!(event["to"], version(&a).as_str());
+    assert_eq!(event["decisions_changed"], 1, "{event}");
+    assert_eq!(
+        event["decisions"][0],
+        json!({"jurisdiction": "NZ", "before": "served", "after": "withdrawn"})
+    );
+}
