@@ -239,6 +239,11 @@ pub async fn put_override(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let token = permit(&state, &req, WRITE_OVERRIDE)?;
+    // Out of scope is said before anything about the body; an unknown jurisdiction is
+    // the body check's 400.
+    if let Some(j) = Jurisdiction::parse(&path).filter(|j| state.rules().knows(j)) {
+        permit_on(&state, token, WRITE_OVERRIDE, &j)?;
+    }
     let body: OverrideRequest = read_json(&state, &req, payload).await?;
     let now = state.now();
     let rules = state.rules();

@@ -153,7 +153,22 @@ fn a_scoped_operator_acts_inside_its_group_only() {
     );
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(overrides(&s), ["EU", "ES-CT", "US-CA"]);
+    // Out of scope is said before a bad body is.
+    let a = s.admin_as(
+        EU_OPERATOR,
+        "PUT",
+        "/admin/v1/overrides/US",
+        Some(json!({"status": "gone"})),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
     // Bad input is still a 400 for a token that may act.
+    let a = s.admin_as(
+        EU_OPERATOR,
+        "PUT",
+        "/admin/v1/overrides/FR",
+        Some(json!({"status": "gone"})),
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
     let a = s.admin_as(EU_OPERATOR, "PUT", "/admin/v1/overrides/XX-ZZ", withdraw());
     assert_eq!(a.status, 400, "{}", a.body);
 }
