@@ -32,14 +32,21 @@ pub struct RulesSwap {
     pub at: jiff::Timestamp,
 }
 
-/// Decides which instance of a fleet announces a fleet-wide event: the first to claim
-/// its name (see `OverrideStore::claim_announcement`).
-pub trait Claim: Send + Sync + 'static {
+/// What the webhooks ask of the running service: the rules in service (for the
+/// boundaries at which scheduled changes and demands take effect), and which instance of
+/// a fleet announces a fleet-wide event: the first to claim its name (see
+/// `OverrideStore::claim_announcement`).
+pub trait Fleet: Send + Sync + 'static {
+    fn rules(&self) -> Arc<RuleSet>;
     fn claim(
         &self,
         name: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
 }
+
+/// The longest the listener sleeps before looking at the clock again (a boundary years
+/// away, a clock stepped).
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 /// How long a claim on a rules version lasts: the fleet's reloads of one change land
 /// well within it.
@@ -244,6 +251,71 @@ pub fn rules_event(swap: &RulesSwap, format: WebhookFormat) -> Event {
     }
 }
 
+/// The `schedule.took_effect` event of the boundary `at` in `rules`: the scheduled changes
+/// and demands that took effect then, each with the decisions it changed; `None` when
+/// nothing that applies happens at `at` (a shadow change, a proposed demand).
+pub fn boundary_event(
+    rules: &RuleSet,
+    at: jiff::Timestamp,
+    format: WebhookFormat,
+) -> Option<Event> {
+    let events: Vec<crate::timeline::Event> = crate::timeline::timeline(rules, Some(at), Some(at))
+        .events
+        .into_iter()
+        .filter(|e| e.applies)
+        .collect();
+    if events.is_empty() {
+        return None;
+    }
+    let kind = "schedule.took_effect";
+    let version = rules
+        .version()
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(16)
+        .collect::<String>();
+    let id = format!("{version}-{kind}-{}", at.as_second());
+    let body = match format {
+        WebhookFormat::Json => serde_json::json!({
+            "id": id,
+            "type": kind,
+            "at": at.to_string(),
+            "rules_version": rules.version().to_string(),
+            "events": events,
+        }),
+        WebhookFormat::Slack => {
+            let list: Vec<String> = events
+                .iter()
+                .map(|e| {
+                    let changed: Vec<String> = e
+                        .transitions
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "{} {} → {}",
+                                t.jurisdiction,
+                                t.before.as_str(),
+                                t.after.as_str()
+                            )
+                        })
+                        .collect();
+                    if changed.is_empty() {
+                        format!("{} ({})", e.id, e.summary)
+                    } else {
+                        format!("{} ({}): {}", e.id, e.summary, changed.join(", "))
+                    }
+                })
+                .collect();
+            serde_json::json!({ "text": format!("marketgate: took effect at {at}: {}", list.join("; ")) })
+        }
+    };
+    Some(Event {
+        id,
+        kind,
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    })
+}
+
 /// One event, ready to send: its id, type and body.
 #[derive(Debug)]
 pub struct Event {
@@ -327,14 +399,15 @@ impl Drop for Webhooks {
     }
 }
 
-/// Starts delivering the override changes `changes` announces and the rules swaps
-/// `rules` announces (the latter only where `claim` wins, so once per fleet), counting in
-/// `stats`. Needs a Tokio runtime.
+/// Starts delivering the override changes `changes` announces, the rules swaps `rules`
+/// announces, and the scheduled changes and demands of the rules in service as their
+/// instants pass (the last two only where `fleet` wins the claim, so once per fleet),
+/// counting in `stats`. Boundaries go by the system clock. Needs a Tokio runtime.
 pub fn start(
     config: WebhookConfig,
     mut changes: broadcast::Receiver<AuditEntry>,
     mut rules: broadcast::Receiver<RulesSwap>,
-    claim: Arc<dyn Claim>,
+    fleet: Arc<dyn Fleet>,
     stats: WebhookStats,
 ) -> Webhooks {
     let config = Arc::new(config);
@@ -373,8 +446,36 @@ pub fn start(
             tracing::warn!(lost = n, "webhook listener fell behind; events dropped");
         };
         let mut rules_open = true;
+        let mut next = fleet.rules().next_boundary(jiff::Timestamp::now());
         loop {
+            let sleep = next.map_or(MAX_SLEEP, |t| {
+                Duration::try_from(t.duration_since(jiff::Timestamp::now()))
+                    .unwrap_or(Duration::ZERO)
+                    .min(MAX_SLEEP)
+            });
             tokio::select! {
+                _ = tokio::time::sleep(sleep) => {
+                    let now = jiff::Timestamp::now();
+                    let current = fleet.rules();
+                    match next {
+                        Some(t) if t <= now => {
+                            let name = format!("boundary:{}:{}", current.version(), t.as_second());
+                            if fleet.claim(name).await {
+                                let at_rules = current.clone();
+                                let format = config.format;
+                                match tokio::task::spawn_blocking(move || boundary_event(&at_rules, t, format)).await {
+                                    Ok(Some(event)) => enqueue(event),
+                                    Ok(None) => {}
+                                    Err(e) => tracing::error!(error = %e, "cannot summarise a scheduled change"),
+                                }
+                            } else {
+                                stats.elsewhere.inc();
+                            }
+                            next = current.next_boundary(t);
+                        }
+                        _ => next = current.next_boundary(now),
+                    }
+                }
                 change = changes.recv() => match change {
                     Ok(entry) => enqueue(Event::new(&entry, config.format)),
                     Err(broadcast::error::RecvError::Lagged(n)) => lagged(n),
@@ -382,8 +483,9 @@ pub fn start(
                 },
                 swap = rules.recv(), if rules_open => match swap {
                     Ok(swap) => {
+                        next = swap.to.next_boundary(jiff::Timestamp::now());
                         let name = format!("rules:{}:{}", swap.from.version(), swap.to.version());
-                        if !claim.claim(name).await {
+                        if !fleet.claim(name).await {
                             stats.elsewhere.inc();
                             tracing::debug!("rules reload announced by another instance");
                             continue;

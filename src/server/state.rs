@@ -113,8 +113,13 @@ struct Inner {
     rules_swaps: tokio::sync::broadcast::Sender<crate::governance::webhooks::RulesSwap>,
 }
 
-/// Fleet-wide webhook announcements are claimed in the override store.
-impl crate::governance::webhooks::Claim for AppState {
+/// What the webhooks ask of the service: the rules in service, and claims on fleet-wide
+/// announcements (in the override store).
+impl crate::governance::webhooks::Fleet for AppState {
+    fn rules(&self) -> Arc<RuleSet> {
+        self.inner.rules.load_full()
+    }
+
     fn claim(
         &self,
         name: String,

@@ -407,3 +407,61 @@ fn a_rules_reload_is_announced_with_the_decisions_it_changed_once_per_fleet() {
         json!({"jurisdiction": "NZ", "before": "served", "after": "withdrawn"})
     );
 }
+
+#[test]
+fn a_scheduled_change_taking_effect_is_announced_once_per_fleet() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start(Mode::Ok);
+    let rules = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(crate::support::repo().join("regions")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, rules.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let urls = [receiver.url()];
+    let start = || {
+        let (url, urls, dir) = (redis.url(), urls.clone(), rules.path().to_path_buf());
+        TestServer::start_with_clock(Clock::System, move |c| {
+            webhooks(&urls, c);
+            c.redis = Some(Secret::new(url));
+            c.regions = dir;
+        })
+    };
+    let (a, b) = (start(), start());
+    // A change a few seconds ahead, to the second.
+    let now = jiff::Timestamp::now().as_second();
+    let at = jiff::Timestamp::from_second(now + 4).unwrap();
+    std::fs::write(
+        rules.path().join("nz.yaml"),
+        format!(
+            "jurisdiction: NZ\nchanges:\n  - id: nz-exit\n    at: {at}\n    status: withdrawn\n    reason: Law 7 requires a backdoor\n    reference: https://example.org/nz-law-7\n"
+        ),
+    )
+    .unwrap();
+    for s in [&a, &b] {
+        assert_eq!(s.admin("POST", "/admin/v1/reload", None).status, 200);
+    }
+    let types = || -> Vec<String> {
+        receiver
+            .hits()
+            .iter()
+            .map(|h| check_signed(h)["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The reload, then the change when its instant passes; each by one instance.
+    eventually("the reload and the change announced", || {
+        metric(&a, "delivered") + metric(&b, "delivered") == 2
+            && metric(&a, "elsewhere") + metric(&b, "elsewhere") == 2
+    });
+    assert_eq!(types(), ["rules.reloaded", "schedule.took_effect"]);
+    assert!(jiff::Timestamp::now() >= at);
+    let event = check_signed(&receiver.hits()[1]);
+    assert_eq!(event["at"], at.to_string());
+    assert_eq!(event["events"].as_array().unwrap().len(), 1, "{event}");
+    let e = &event["events"][0];
+    assert_eq!(e["id"], "nz-exit");
+    assert_eq!(e["jurisdiction"], "NZ");
+    assert_eq!(
+        e["transitions"][0],
+        json!({"jurisdiction": "NZ", "before": "served", "after": "withdrawn"})
+    );
+}
