@@ -22,7 +22,7 @@ pub struct ServeArgs {
     /// Admin bearer token, repeatable, at least 16 characters [env MARKETGATE_ADMIN_TOKENS, comma-separated; key admin_tokens].
     #[arg(long = "admin-token", value_name = "TOKEN")]
     pub admin_tokens: Vec<String>,
-    /// File with one admin token per line [env MARKETGATE_ADMIN_TOKENS_FILE; key admin_tokens_file].
+    /// File with one admin token (or `sha256:HEX`) per line, optionally followed by `role=`, `scope=`, `name=` [env MARKETGATE_ADMIN_TOKENS_FILE; key admin_tokens_file].
     #[arg(long, value_name = "FILE")]
     pub admin_tokens_file: Option<String>,
     /// Bearer token of server callers whose location claims (`ip`, `country`, OFREP context) are believed, repeatable, at least 16 characters [env MARKETGATE_EVALUATION_TOKENS, comma-separated; key evaluation_tokens].

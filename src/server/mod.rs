@@ -211,6 +211,18 @@ impl Application {
     /// configured. Port 0 picks a free port ([`Application::addr`] tells which). Must be
     /// called inside an actix system; the servers start accepting at once.
     pub fn build(config: &Config, state: AppState) -> Result<Application, ServeError> {
+        // A scope naming a group the rules do not declare covers only that name: say so.
+        for t in &config.admin_tokens {
+            if let crate::governance::Scope::Only(list) = &t.scope {
+                for j in list.iter().filter(|j| !state.rules().knows(j)) {
+                    tracing::warn!(
+                        token = t.name.as_deref().unwrap_or("unnamed"),
+                        group = %j,
+                        "an admin token's scope names a group the rules do not declare; it covers nothing else"
+                    );
+                }
+            }
+        }
         let webhooks = config.webhooks().map(|c| {
             let stats = crate::governance::webhooks::WebhookStats::default();
             state.metrics().register(Box::new(stats.collector()));
