@@ -55,9 +55,21 @@ impl TestServer {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let store = marketgate::store::OverrideStore::open(&config.store())
-                    .await
-                    .expect("store opens");
+                // A server stopped just before on the same state directory (a restart
+                // test) releases the directory's lock when its last actix worker thread
+                // drops the state, which can come after `stop` returned on a busy
+                // machine: wait for it, bounded, on that error only.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                let store = loop {
+                    match marketgate::store::OverrideStore::open(&config.store()).await {
+                        Err(marketgate::store::StoreError::Locked { .. })
+                            if std::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                        }
+                        r => break r.expect("store opens"),
+                    }
+                };
                 let state = AppState::load(&config, clock, store).expect("state loads");
                 let app = Application::build(&config, state.clone()).expect("binds");
                 tx.send((app.addr(), app.admin_addr(), state, app.handles()))
