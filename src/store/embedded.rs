@@ -204,6 +204,11 @@ impl EmbeddedStore {
 /// rotated files, against the head `overrides.json` records). Reads only: safe beside a
 /// running instance (a rotation during the read may report a break; run it again).
 pub fn verify_audit(dir: &Path) -> Result<chain::Report, StoreError> {
+    // A wrong path must not read as an intact, empty log.
+    std::fs::read_dir(dir).map_err(|source| StoreError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let snapshot = file::read_snapshot(&dir.join(EMBEDDED_SNAPSHOT))?;
     let lines = file::all_audit_lines(&dir.join(EMBEDDED_AUDIT))?;
     Ok(chain::verify(

@@ -106,6 +106,10 @@ async fn the_embedded_audit_is_a_chain_and_verify_names_the_first_bad_entry() {
     assert_eq!(r["chain_starts_at"], "audit.jsonl line 1");
     let text = marketgate(&["audit", "verify", "--state-dir", state]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("intact"));
+    // A wrong path is an error, not an intact empty log.
+    let missing = dir.path().join("no-such-dir");
+    let o = marketgate(&["audit", "verify", "--state-dir", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
 
     let path = dir.path().join("audit.jsonl");
     let good = lines(&path);
