@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::client_addr::{ClientAddrConfig, ForwardedHeader};
+use crate::governance::AdminToken;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,8 +63,11 @@ pub struct Config {
     /// admin token that setting does nothing, and `serve` warns at start
     /// ([`Config::admin_listen_without_token`]).
     pub admin_listen_set_by: Option<Layer>,
-    /// Bearer tokens accepted by the admin listener.
-    pub admin_tokens: Vec<Secret>,
+    /// Bearer tokens accepted by the admin listener, each with a role and a scope
+    /// ([`crate::governance`]). Tokens from `admin_tokens` are `admin` with scope `*`;
+    /// lines of `admin_tokens_file` may name a role, a scope and a holder, and may give
+    /// the token's SHA-256 instead of the token.
+    pub admin_tokens: Vec<AdminToken>,
     /// Bearer tokens of server callers, whose `ip`, `country`, `subdivision` and `at`
     /// (decision API) and context location (OFREP) are believed; peers in
     /// `trusted_proxies` are believed without one.
@@ -152,6 +156,16 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Quiet time after a change in the rules directory before reloading.
     pub reload_debounce: Duration,
+    /// Receivers of the change webhooks (`webhook_urls`; none: off). Secrets: a Slack URL
+    /// is one.
+    pub webhook_urls: Vec<Secret>,
+    /// The HMAC-SHA256 key webhook events are signed with; required with `webhook_urls`.
+    pub webhook_secret: Option<Secret>,
+    /// `json` (the event) or `slack` (`{"text"}` for a chat channel).
+    pub webhook_format: crate::governance::webhooks::WebhookFormat,
+    /// Wait before a failed delivery's first retry (doubles per retry; five attempts,
+    /// five seconds each). Not a key: fixed in `serve`, shortened by tests.
+    pub webhook_backoff: Duration,
 }
 
 impl Default for Config {
@@ -196,6 +210,10 @@ impl Default for Config {
             drain_delay: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
             reload_debounce: Duration::from_millis(250),
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
+            webhook_format: crate::governance::webhooks::WebhookFormat::Json,
+            webhook_backoff: Duration::from_millis(500),
         }
     }
 }
@@ -257,7 +275,8 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub admin_tokens: Option<Vec<String>>,
-    /// A file with one admin token per line (`#` comments); adds to `admin_tokens`.
+    /// A file with one admin token per line (`#` comments), each optionally followed by
+    /// `role=`, `scope=` and `name=`; adds to `admin_tokens`.
     pub admin_tokens_file: Option<String>,
     pub evaluation_tokens: Option<Vec<String>>,
     pub regions: Option<String>,
@@ -296,6 +315,10 @@ pub struct RawConfig {
     pub drain_delay: Option<String>,
     pub shutdown_timeout: Option<String>,
     pub reload_debounce: Option<String>,
+    pub webhook_urls: Option<Vec<String>>,
+    pub webhook_secret: Option<String>,
+    /// `json` or `slack`.
+    pub webhook_format: Option<String>,
 }
 
 /// A YAML scalar that may be written as a number or a string.
@@ -369,6 +392,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("drain_delay", "MARKETGATE_DRAIN_DELAY"),
     ("shutdown_timeout", "MARKETGATE_SHUTDOWN_TIMEOUT"),
     ("reload_debounce", "MARKETGATE_RELOAD_DEBOUNCE"),
+    ("webhook_urls", "MARKETGATE_WEBHOOK_URLS"),
+    ("webhook_secret", "MARKETGATE_WEBHOOK_SECRET"),
+    ("webhook_format", "MARKETGATE_WEBHOOK_FORMAT"),
 ];
 
 impl RawConfig {
@@ -446,6 +472,9 @@ impl RawConfig {
             drain_delay: get("drain_delay"),
             shutdown_timeout: get("shutdown_timeout"),
             reload_debounce: get("reload_debounce"),
+            webhook_urls: list("webhook_urls"),
+            webhook_secret: get("webhook_secret"),
+            webhook_format: get("webhook_format"),
         }
     }
 }
@@ -522,11 +551,16 @@ impl Config {
         }
         set!(listen, |v: &String| parse_addr(v));
         set!(admin_listen, |v: &String| parse_addr(v));
-        set!(admin_tokens, |v: &Vec<String>| tokens(v));
+        set!(admin_tokens, |v: &Vec<String>| admin_tokens(v));
         set!(evaluation_tokens, |v: &Vec<String>| tokens(v));
         if let Some(path) = &raw.admin_tokens_file {
             match read_tokens_file(Path::new(path)) {
-                Ok(tokens) => self.admin_tokens.extend(tokens),
+                Ok(tokens) => {
+                    self.admin_tokens.extend(tokens);
+                    if let Some(problem) = duplicate_admin_token(&self.admin_tokens) {
+                        bad("admin_tokens_file", problem);
+                    }
+                }
                 Err(problem) => bad("admin_tokens_file", problem),
             }
         }
@@ -684,6 +718,20 @@ impl Config {
         set!(drain_delay, |v: &String| parse_duration(v));
         set!(shutdown_timeout, |v: &String| parse_duration(v));
         set!(reload_debounce, |v: &String| parse_duration(v));
+        set!(webhook_urls, |v: &Vec<String>| v
+            .iter()
+            .map(|u| webhook_url(u).map(|()| Secret::new(u.clone())))
+            .collect::<Result<Vec<_>, _>>());
+        set!(webhook_secret, |v: &String| if v.len() < 16 {
+            Err("a webhook secret must have at least 16 characters".to_string())
+        } else {
+            Ok(Some(Secret::new(v.clone())))
+        });
+        set!(webhook_format, |v: &String| match v.as_str() {
+            "json" => Ok(crate::governance::webhooks::WebhookFormat::Json),
+            "slack" => Ok(crate::governance::webhooks::WebhookFormat::Slack),
+            other => Err(format!("`{other}` is not json or slack")),
+        });
     }
 }
 
@@ -705,6 +753,16 @@ impl Config {
                     key: "redis_ca_file",
                     layer,
                     problem: "is set, but `redis` is not a rediss:// URL (TLS to one server)"
+                        .to_string(),
+                });
+            }
+        }
+        if !self.webhook_urls.is_empty() && self.webhook_secret.is_none() {
+            if let Some(layer) = source("webhook_urls", |r| r.webhook_urls.is_some()) {
+                errors.push(ConfigError::Invalid {
+                    key: "webhook_urls",
+                    layer,
+                    problem: "is set, but `webhook_secret` is not: events are always signed"
                         .to_string(),
                 });
             }
@@ -806,9 +864,10 @@ fn parse_layout(v: &str) -> Result<crate::geoip::LayoutChoice, String> {
     })
 }
 
-/// Reads one token per line (blank lines and `#` comments skipped), each at least 16
-/// characters. Never echoes a token in a problem.
-fn read_tokens_file(path: &Path) -> Result<Vec<Secret>, String> {
+/// Reads one admin token per line (blank lines and `#` comments skipped): the token in
+/// clear (at least 16 characters) or `sha256:HEX`, optionally followed by `role=`,
+/// `scope=` and `name=` ([`AdminToken::parse_line`]). Never echoes a token in a problem.
+fn read_tokens_file(path: &Path) -> Result<Vec<AdminToken>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut tokens = Vec::new();
@@ -817,19 +876,58 @@ fn read_tokens_file(path: &Path) -> Result<Vec<Secret>, String> {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        if t.len() < 16 {
-            return Err(format!(
-                "{}:{}: a token must have at least 16 characters",
-                path.display(),
-                i + 1
-            ));
-        }
-        tokens.push(Secret::new(t));
+        let token = AdminToken::parse_line(t)
+            .map_err(|problem| format!("{}:{}: {problem}", path.display(), i + 1))?;
+        tokens.push(token);
     }
     Ok(tokens)
 }
 
+/// The same token configured twice (its role would be ambiguous), in words.
+fn duplicate_admin_token(tokens: &[AdminToken]) -> Option<String> {
+    for (i, a) in tokens.iter().enumerate() {
+        if let Some(b) = tokens[..i].iter().find(|b| b.digest() == a.digest()) {
+            return Some(format!(
+                "the same token is configured twice (as `{}` and as `{}`): give each holder its own token",
+                b.role, a.role
+            ));
+        }
+    }
+    None
+}
+
+/// A webhook receiver: an http(s) URL with a host. Never echoes the URL (a Slack URL is
+/// a secret).
+fn webhook_url(v: &str) -> Result<(), String> {
+    let lower = v.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or("a webhook URL must start with http:// or https://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty()
+        || v.bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err("a webhook URL needs a host and no white space".to_string());
+    }
+    Ok(())
+}
+
 impl Config {
+    /// The webhooks' configuration, when receivers are set.
+    pub fn webhooks(&self) -> Option<crate::governance::webhooks::WebhookConfig> {
+        let secret = self.webhook_secret.clone()?;
+        if self.webhook_urls.is_empty() {
+            return None;
+        }
+        let mut c =
+            crate::governance::webhooks::WebhookConfig::new(self.webhook_urls.clone(), secret);
+        c.format = self.webhook_format;
+        c.backoff = self.webhook_backoff;
+        Some(c)
+    }
+
     /// The override store's configuration: Redis when a URL is set, else embedded.
     pub fn store(&self) -> crate::store::StoreConfig {
         let mut c = crate::store::StoreConfig {
@@ -851,6 +949,25 @@ impl Config {
 fn check_ca_file(path: &Path) -> Result<(), String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     crate::store::check_ca_pem(&pem).map_err(|problem| format!("{}: {problem}", path.display()))
+}
+
+/// Admin tokens from `admin_tokens`: role `admin`, scope `*` (as before roles existed);
+/// each the token in clear (at least 16 characters) or `sha256:HEX`.
+fn admin_tokens(v: &[String]) -> Result<Vec<AdminToken>, String> {
+    let tokens = v
+        .iter()
+        .map(|t| {
+            AdminToken::new(
+                t,
+                crate::governance::Role::Admin,
+                crate::governance::Scope::Global,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match duplicate_admin_token(&tokens) {
+        Some(problem) => Err(problem),
+        None => Ok(tokens),
+    }
 }
 
 /// Bearer tokens: at least 16 characters each.
@@ -949,6 +1066,9 @@ pub fn flag_name(key: &str) -> &str {
         "drain_delay" => "drain-delay",
         "shutdown_timeout" => "shutdown-timeout",
         "reload_debounce" => "reload-debounce",
+        "webhook_urls" => "webhook-url",
+        "webhook_secret" => "webhook-secret",
+        "webhook_format" => "webhook-format",
         other => other,
     }
 }
@@ -1244,7 +1364,13 @@ mod tests {
     fn geoip_keys_and_the_state_and_token_files() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
-        std::fs::write(&tokens, "# ops\nop-token-0123456789abcdef\n\n").unwrap();
+        let hashed =
+            crate::governance::hex(&crate::governance::digest(b"eu-token-0123456789abcdef"));
+        std::fs::write(
+            &tokens,
+            format!("# ops\nop-token-0123456789abcdef\n\nsha256:{hashed} role=operator scope=EU name=eu-oncall\n"),
+        )
+        .unwrap();
         let file = dir.path().join("c.yaml");
         std::fs::write(
             &file,
@@ -1266,7 +1392,33 @@ mod tests {
         assert!(c.geoip_fallback_registered_country);
         assert_eq!(c.geoip_max_age_days, 7);
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/mg"));
-        assert_eq!(c.admin_tokens.len(), 1);
+        assert_eq!(c.admin_tokens.len(), 2);
+        // A bare token keeps its meaning from before roles: admin, every jurisdiction.
+        assert_eq!(c.admin_tokens[0].role, crate::governance::Role::Admin);
+        assert!(c.admin_tokens[0].scope.is_global());
+        assert_eq!(c.admin_tokens[1].role, crate::governance::Role::Operator);
+        assert_eq!(c.admin_tokens[1].name.as_deref(), Some("eu-oncall"));
+        assert_eq!(
+            c.admin_tokens[1].digest(),
+            &crate::governance::digest(b"eu-token-0123456789abcdef")
+        );
+        // The same token twice, and a bad line: reported with the file's line, never
+        // quoting the token.
+        std::fs::write(
+            &tokens,
+            "op-token-0123456789abcdef role=viewer\nop-token-0123456789abcdef\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), &env(&[]), RawConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("configured twice"), "{err}");
+        std::fs::write(&tokens, "\nop-token-0123456789abcdef role=root\n").unwrap();
+        let err = Config::load(Some(&file), &env(&[]), RawConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2: unknown role `root`"), "{err}");
+        assert!(!err.contains("op-token"), "{err}");
         let err = Config::load(
             None,
             &env(&[
@@ -1284,6 +1436,61 @@ mod tests {
     }
 
     #[test]
+    fn webhook_keys_need_a_secret_and_never_echo_a_url() {
+        let c = Config::load(
+            None,
+            &env(&[
+                (
+                    "MARKETGATE_WEBHOOK_URLS",
+                    "https://hooks.example/T1/B2/sekrit,http://127.0.0.1:9/hook",
+                ),
+                ("MARKETGATE_WEBHOOK_SECRET", "0123456789abcdef-hmac"),
+                ("MARKETGATE_WEBHOOK_FORMAT", "slack"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        let w = c.webhooks().expect("webhooks on");
+        assert_eq!(w.urls.len(), 2);
+        assert_eq!(w.format, crate::governance::webhooks::WebhookFormat::Slack);
+        let shown = format!("{c:?} {w:?}");
+        assert!(
+            !shown.contains("sekrit") && !shown.contains("-hmac"),
+            "{shown}"
+        );
+        assert!(Config::load(None, &env(&[]), RawConfig::default())
+            .unwrap()
+            .webhooks()
+            .is_none());
+        let err = Config::load(
+            None,
+            &env(&[
+                (
+                    "MARKETGATE_WEBHOOK_URLS",
+                    "https://hooks.example/sekrit,ftp://x/sekrit2",
+                ),
+                ("MARKETGATE_WEBHOOK_FORMAT", "xml"),
+            ]),
+            RawConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("config key `webhook_urls`"), "{err}");
+        assert!(err.contains("http:// or https://"), "{err}");
+        assert!(err.contains("`xml` is not json or slack"), "{err}");
+        assert!(!err.contains("sekrit"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("MARKETGATE_WEBHOOK_URLS", "https://hooks.example/sekrit")]),
+            RawConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`webhook_secret` is not"), "{err}");
+        assert!(!err.contains("sekrit"), "{err}");
+    }
+
+    #[test]
     fn unknown_file_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.yaml");
@@ -1297,7 +1504,7 @@ mod tests {
     #[test]
     fn secrets_are_not_printed_by_debug() {
         let c = Config {
-            admin_tokens: vec![Secret::new("0123456789abcdefXYZ")],
+            admin_tokens: vec![AdminToken::admin(&Secret::new("0123456789abcdefXYZ"))],
             redis: Some(Secret::new("redis://:pw@host")),
             ..Config::default()
         };

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod explain;
 pub mod geoip;
 pub mod git;
+pub mod governance;
 pub mod iso;
 mod iso_data;
 pub mod location;

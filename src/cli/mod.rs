@@ -1,5 +1,6 @@
 //! The command line: argument types and dispatch to the library. No business logic here.
 
+mod audit;
 mod healthcheck;
 mod override_cmd;
 mod rollout;
@@ -39,6 +40,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Set, list or clear operator overrides through the admin API.
     Override(override_cmd::OverrideArgs),
+    /// The audit log: `verify` checks its hash chain (embedded store or Redis) and names
+    /// the first entry edited, removed, added or moved.
+    Audit(audit::AuditArgs),
     /// Look addresses up in the GeoIP database and print one JSON line per address.
     Lookup(crate::geoip::cli::LookupArgs),
     /// Compare two rule sets: which markets change, what is responsible, and when.
@@ -79,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(*args),
         Command::Lookup(args) => crate::geoip::cli::run(args),
         Command::Override(args) => override_cmd::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Diff(args) => rollout::diff(args),
         Command::Timeline(args) => rollout::timeline(args),
         Command::Healthcheck(args) => healthcheck::run(args),

@@ -22,7 +22,7 @@ pub struct ServeArgs {
     /// Admin bearer token, repeatable, at least 16 characters [env MARKETGATE_ADMIN_TOKENS, comma-separated; key admin_tokens].
     #[arg(long = "admin-token", value_name = "TOKEN")]
     pub admin_tokens: Vec<String>,
-    /// File with one admin token per line [env MARKETGATE_ADMIN_TOKENS_FILE; key admin_tokens_file].
+    /// File with one admin token (or `sha256:HEX`) per line, optionally followed by `role=`, `scope=`, `name=` [env MARKETGATE_ADMIN_TOKENS_FILE; key admin_tokens_file].
     #[arg(long, value_name = "FILE")]
     pub admin_tokens_file: Option<String>,
     /// Bearer token of server callers whose location claims (`ip`, `country`, OFREP context) are believed, repeatable, at least 16 characters [env MARKETGATE_EVALUATION_TOKENS, comma-separated; key evaluation_tokens].
@@ -130,6 +130,15 @@ pub struct ServeArgs {
     /// Quiet time after a rules change before reloading [default 250ms; env MARKETGATE_RELOAD_DEBOUNCE; key reload_debounce].
     #[arg(long, value_name = "DURATION")]
     pub reload_debounce: Option<String>,
+    /// Receiver of the signed change webhooks, repeatable [env MARKETGATE_WEBHOOK_URLS, comma-separated; key webhook_urls].
+    #[arg(long = "webhook-url", value_name = "URL")]
+    pub webhook_urls: Vec<String>,
+    /// HMAC-SHA256 key of the webhooks' X-Marketgate-Signature, at least 16 characters [env MARKETGATE_WEBHOOK_SECRET; key webhook_secret].
+    #[arg(long, value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+    /// Webhook body: json or slack [default json; env MARKETGATE_WEBHOOK_FORMAT; key webhook_format].
+    #[arg(long, value_name = "FORMAT")]
+    pub webhook_format: Option<String>,
 }
 
 impl ServeArgs {
@@ -179,6 +188,9 @@ impl ServeArgs {
                 drain_delay: self.drain_delay,
                 shutdown_timeout: self.shutdown_timeout,
                 reload_debounce: self.reload_debounce,
+                webhook_urls: list(self.webhook_urls),
+                webhook_secret: self.webhook_secret,
+                webhook_format: self.webhook_format,
             },
         )
     }

@@ -1,7 +1,10 @@
 //! The admin listener: overrides (list, set, clear), the audit log, reload and the rules
 //! table, behind bearer tokens compared in constant time over digests. Owns admin
-//! authentication and the 409 refusal of overrides that cross a demand in force; never
-//! answers a missing and a wrong token differently, and never logs a token.
+//! authentication, the role and scope each endpoint needs ([`ENDPOINTS`], from which the
+//! API document is annotated) and the 409 refusal of overrides that cross a demand in
+//! force; never answers a missing and a wrong token differently, never lets a token
+//! without the role or scope through (403 saying what is missing, never a silent
+//! no-op), and never logs a token.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
@@ -11,19 +14,95 @@ use super::error::ApiError;
 use super::state::{AppState, ReloadError, Reloaded};
 use crate::engine::signals::{decide_signals, Signal};
 use crate::engine::{self, Request};
+use crate::governance::{AdminToken, Denied, Need, Role, ScopeRule};
 use crate::location::{Jurisdiction, Location};
 use crate::overrides::{conflict, Override, OverrideRequest, OverrideSet, RequestError, MAX_TEXT};
 use crate::rules::{RuleSet, SignalKind, Status};
 use crate::store::{Cleared, StoreError};
 
+/// Reads: any valid token.
+pub const READ: Need = Need::new(Role::Viewer, ScopeRule::None);
+/// Setting or clearing the override of the jurisdiction in the path.
+pub const WRITE_OVERRIDE: Need = Need::new(Role::Operator, ScopeRule::Jurisdiction);
+/// Reloading the rules and the GeoIP database: every jurisdiction's decisions may change.
+pub const RELOAD: Need = Need::new(Role::Operator, ScopeRule::Global);
+/// Lifting every override at once.
+pub const ADOPT_EMPTY: Need = Need::new(Role::Admin, ScopeRule::Global);
+
+/// Every admin endpoint (method in lower case, path as documented) with what it needs of
+/// a token. The handlers check exactly these, and the API document is annotated from
+/// this list (`x-marketgate-role`, `x-marketgate-scope`, a 403 answer), so the two
+/// cannot drift apart; a test walks the list against the running server.
+pub const ENDPOINTS: &[(&str, &str, Need)] = &[
+    ("get", "/admin/v1/overrides", READ),
+    ("put", "/admin/v1/overrides/{jurisdiction}", WRITE_OVERRIDE),
+    (
+        "delete",
+        "/admin/v1/overrides/{jurisdiction}",
+        WRITE_OVERRIDE,
+    ),
+    ("post", "/admin/v1/store/adopt-empty", ADOPT_EMPTY),
+    ("get", "/admin/v1/audit", READ),
+    ("get", "/admin/v1/rules", READ),
+    ("get", "/admin/v1/jurisdictions/{jurisdiction}", READ),
+    ("get", "/admin/v1/openapi.json", READ),
+    ("post", "/admin/v1/reload", RELOAD),
+];
+
 /// Checks `Authorization: Bearer <token>` against every configured admin token (see
-/// [`super::bearer`]). A missing and a wrong token get the same answer.
-pub fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    if super::bearer::matches(req, state.admin_tokens()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+/// [`super::bearer`]) and returns the one presented. A missing and a wrong token get the
+/// same answer. Any valid token may read ([`READ`]).
+pub fn authorize<'a>(state: &'a AppState, req: &HttpRequest) -> Result<&'a AdminToken, ApiError> {
+    super::bearer::find(req, state.admin_tokens()).ok_or(ApiError::Unauthorized)
+}
+
+/// [`authorize`], then the role `need` names and, for an act on every jurisdiction, scope
+/// `*`. A check on the path's jurisdiction follows with [`permit_on`] once it is parsed.
+fn permit<'a>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    need: Need,
+) -> Result<&'a AdminToken, ApiError> {
+    let token = authorize(state, req)?;
+    let first = Need {
+        scope: match need.scope {
+            ScopeRule::Jurisdiction => ScopeRule::None,
+            s => s,
+        },
+        ..need
+    };
+    token
+        .allows(first, None, &state.rules())
+        .map_err(|d| refuse(token, d))?;
+    Ok(token)
+}
+
+/// Whether `token`'s scope covers `j` for `need`.
+fn permit_on(
+    state: &AppState,
+    token: &AdminToken,
+    need: Need,
+    j: &Jurisdiction,
+) -> Result<(), ApiError> {
+    token
+        .allows(need, Some(j), &state.rules())
+        .map_err(|d| refuse(token, d))
+}
+
+fn refuse(token: &AdminToken, d: Denied) -> ApiError {
+    tracing::info!(
+        token = token.name.as_deref().unwrap_or("unnamed"),
+        role = %token.role,
+        denied = %d,
+        "admin call refused"
+    );
+    ApiError::Forbidden(d)
+}
+
+/// The actor a change is recorded under when the request names none: the token's name,
+/// else `admin` (as before tokens had names).
+fn default_actor(token: &AdminToken) -> &str {
+    token.name.as_deref().unwrap_or("admin")
 }
 
 /// Reads a JSON body within the size and time limits; an empty body is `T::default()`.
@@ -91,7 +170,7 @@ pub async fn list_overrides(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    permit(&state, &req, READ)?;
     let now = state.now();
     let store = state.store();
     Ok(HttpResponse::Ok().json(OverrideList {
@@ -160,13 +239,19 @@ pub async fn put_override(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    let token = permit(&state, &req, WRITE_OVERRIDE)?;
+    // Out of scope is said before anything about the body; an unknown jurisdiction is
+    // the body check's 400.
+    if let Some(j) = Jurisdiction::parse(&path).filter(|j| state.rules().knows(j)) {
+        permit_on(&state, token, WRITE_OVERRIDE, &j)?;
+    }
     let body: OverrideRequest = read_json(&state, &req, payload).await?;
     let now = state.now();
     let rules = state.rules();
     let o = body
-        .into_override(&path, &rules, now, "admin")
+        .into_override(&path, &rules, now, default_actor(token))
         .map_err(ApiError::InvalidOverride)?;
+    permit_on(&state, token, WRITE_OVERRIDE, &o.jurisdiction)?;
     if let Some(c) = conflict(&rules, &o, now) {
         tracing::info!(jurisdiction = %o.jurisdiction, demand = %c.demand, "override refused: demand in force");
         return Err(ApiError::Conflict(Box::new(c)));
@@ -229,17 +314,18 @@ pub async fn delete_override(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    let token = permit(&state, &req, WRITE_OVERRIDE)?;
     let body: ClearRequest = read_json(&state, &req, payload).await?;
     let j = Jurisdiction::parse(&path)
         .filter(|j| state.rules().knows(j))
         .ok_or_else(|| {
             ApiError::InvalidOverride(RequestError::UnknownJurisdiction(path.to_string()))
         })?;
+    permit_on(&state, token, WRITE_OVERRIDE, &j)?;
     let actor = body
         .actor
         .filter(|a| !a.trim().is_empty())
-        .unwrap_or_else(|| "admin".into());
+        .unwrap_or_else(|| default_actor(token).into());
     let reason = body
         .reason
         .filter(|r| !r.trim().is_empty())
@@ -312,7 +398,7 @@ pub async fn adopt_empty(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    let token = permit(&state, &req, ADOPT_EMPTY)?;
     let body: AdoptEmptyRequest = read_json(&state, &req, payload).await?;
     let reason = body.reason;
     if reason.trim().is_empty() {
@@ -321,7 +407,7 @@ pub async fn adopt_empty(
     let actor = body
         .actor
         .filter(|a| !a.trim().is_empty())
-        .unwrap_or_else(|| "admin".into());
+        .unwrap_or_else(|| default_actor(token).into());
     // Characters, as the schema's `maxLength` counts them.
     if actor.chars().count() > MAX_TEXT || reason.chars().count() > MAX_TEXT {
         return Err(ApiError::InvalidOverride(RequestError::TooLong {
@@ -367,7 +453,7 @@ pub async fn audit(
     req: HttpRequest,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    permit(&state, &req, READ)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::InvalidParameter(
@@ -436,7 +522,7 @@ pub async fn rules_table(
     req: HttpRequest,
     query: web::Query<AtQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    permit(&state, &req, READ)?;
     let now = state.now();
     let at = super::handlers::parse_at(&state, query.at.as_deref())?;
     let rules = state.rules();
@@ -657,7 +743,7 @@ pub async fn jurisdiction(
     path: web::Path<String>,
     query: web::Query<DetailQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    permit(&state, &req, READ)?;
     let now = state.now();
     let at = super::handlers::parse_at(&state, query.at.as_deref())?;
     let mut given = super::signals::Signals::new();
@@ -800,7 +886,7 @@ pub async fn openapi(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    permit(&state, &req, READ)?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(super::openapi::admin_document()))
@@ -822,7 +908,7 @@ pub async fn reload(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    permit(&state, &req, RELOAD)?;
     // The GeoIP file too; a bad file is refused and the old database stays.
     state.geo().reload();
     match state.reload_rules("admin").await {

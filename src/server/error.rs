@@ -43,6 +43,10 @@ pub enum ApiError {
     BodyTimeout(String),
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// A valid admin token without the role or the scope the call needs (403); the body
+    /// says which.
+    #[error("{0}")]
+    Forbidden(crate::governance::Denied),
     #[error("the service is shutting down")]
     Draining,
     #[error("not ready: the override store has not synced with redis yet and there is no persisted snapshot to start from, so the operators' overrides are unknown")]
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Draining => "draining",
             ApiError::OverridesNotLoaded => "overrides_not_loaded",
             ApiError::ReloadFailed(_) => "reload_failed",
@@ -110,6 +115,33 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The body of a 403: what the token lacks.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ForbiddenBody {
+    pub error: ForbiddenDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ForbiddenDetail {
+    /// `forbidden`.
+    pub code: String,
+    pub message: String,
+    /// `role` or `scope`.
+    pub missing: &'static str,
+    /// The role the call needs (`missing: role`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_role: Option<String>,
+    /// The token's role (`missing: role`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_role: Option<String>,
+    /// The jurisdiction the call acts on, `*` for an act on every one (`missing: scope`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jurisdiction: Option<String>,
+    /// The token's scope (`missing: scope`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_scope: Option<Vec<String>>,
+}
+
 /// The body of a 409: the error and the demand that forbids the override.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConflictBody {
@@ -135,6 +167,7 @@ impl ResponseError for ApiError {
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Draining | ApiError::OverridesNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -162,6 +195,30 @@ impl ResponseError for ApiError {
             _ => {}
         }
         res.insert_header(("Cache-Control", "no-store"));
+        if let ApiError::Forbidden(d) = self {
+            use crate::governance::Denied;
+            let mut detail = ForbiddenDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+                missing: "role",
+                required_role: None,
+                token_role: None,
+                jurisdiction: None,
+                token_scope: None,
+            };
+            match d {
+                Denied::Role { need, have } => {
+                    detail.required_role = Some(need.to_string());
+                    detail.token_role = Some(have.to_string());
+                }
+                Denied::Scope { jurisdiction, have } => {
+                    detail.missing = "scope";
+                    detail.jurisdiction = Some(jurisdiction.clone());
+                    detail.token_scope = Some(have.clone());
+                }
+            }
+            return res.json(ForbiddenBody { error: detail });
+        }
         if let ApiError::Conflict(c) = self {
             // The refusal names the demand that forbids the override.
             return res.json(ConflictBody {

@@ -214,6 +214,13 @@ impl Metrics {
         }
     }
 
+    /// Registers a collector another module owns (the webhooks' delivery counts).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::warn!(error = %e, "metric not registered");
+        }
+    }
+
     /// Counts one decision (and its shadow divergences).
     pub fn record(&self, rules: &RuleSet, d: &Decision) {
         self.decision_counter(d.status, d.location, d.is_unestablished())

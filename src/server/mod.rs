@@ -203,6 +203,8 @@ pub struct Application {
     drain_delay: Duration,
     /// Keeps the rules directory watch alive.
     _watch: Option<notify::RecommendedWatcher>,
+    /// Keeps the webhook deliveries running (`webhook_urls`).
+    _webhooks: Option<crate::governance::webhooks::Webhooks>,
 }
 
 impl Application {
@@ -212,6 +214,29 @@ impl Application {
     pub fn build(config: &Config, state: AppState) -> Result<Application, ServeError> {
         // The numbering plans load on first use: before the first request, not during it.
         crate::phone::warm();
+        // A scope naming a group the rules do not declare covers only that name: say so.
+        for t in &config.admin_tokens {
+            if let crate::governance::Scope::Only(list) = &t.scope {
+                for j in list.iter().filter(|j| !state.rules().knows(j)) {
+                    tracing::warn!(
+                        token = t.name.as_deref().unwrap_or("unnamed"),
+                        group = %j,
+                        "an admin token's scope names a group the rules do not declare; it covers nothing else"
+                    );
+                }
+            }
+        }
+        let webhooks = config.webhooks().map(|c| {
+            let stats = crate::governance::webhooks::WebhookStats::default();
+            state.metrics().register(Box::new(stats.collector()));
+            crate::governance::webhooks::start(
+                c,
+                state.store().changes(),
+                state.rules_swaps(),
+                std::sync::Arc::new(state.clone()),
+                stats,
+            )
+        });
         let data = web::Data::new(state.clone());
         let d = data.clone();
         let metrics = config.metrics_listener;
@@ -283,6 +308,7 @@ impl Application {
             admin,
             drain_delay: config.drain_delay,
             _watch: watch,
+            _webhooks: webhooks,
         })
     }
 

@@ -60,7 +60,7 @@ struct PublicApi;
 #[openapi(
     info(
         title = "marketgate admin",
-        description = "The admin listener of marketgate: overrides, audit, reload, rules table. Every call needs `Authorization: Bearer TOKEN`.",
+        description = "The admin listener of marketgate: overrides, audit, reload, rules table. Every call needs `Authorization: Bearer TOKEN`. Tokens carry a role (`viewer` < `operator` < `approver` < `admin`, each including the ones before) and a scope (`*`, or jurisdictions and groups); each operation names the role it needs in `x-marketgate-role` and which scope check it makes in `x-marketgate-scope` (`none`, `jurisdiction`: the path's jurisdiction must be in the token's scope, `global`: the token's scope must be `*`). A valid token without them gets 403 saying what is missing.",
     ),
     paths(
         admin::reload,
@@ -78,6 +78,8 @@ struct PublicApi;
         error::ErrorDetail,
         error::ConflictBody,
         error::ConflictDetail,
+        error::ForbiddenBody,
+        error::ForbiddenDetail,
         admin::ReloadBody,
         admin::OverrideView,
         admin::OverrideList,
@@ -203,6 +205,50 @@ fn expand_gate(doc: &mut Value) {
     paths.insert("/v1/gate/{tail}".into(), tailed.into());
 }
 
+/// Annotates every admin operation with what it needs of a token, from
+/// [`admin::ENDPOINTS`] (the list the handlers check): `x-marketgate-role`,
+/// `x-marketgate-scope`, a sentence in the description, and a 403 answer where a valid
+/// token can lack something.
+fn annotate_roles(doc: &mut Value) {
+    use crate::governance::{Role, ScopeRule};
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (method, path, need) in admin::ENDPOINTS {
+        let Some(op) = paths
+            .get_mut(*path)
+            .and_then(|item| item.get_mut(*method))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let scope = match need.scope {
+            ScopeRule::None => "none",
+            ScopeRule::Jurisdiction => "jurisdiction",
+            ScopeRule::Global => "global",
+        };
+        op.insert("x-marketgate-role".into(), need.role.as_str().into());
+        op.insert("x-marketgate-scope".into(), scope.into());
+        let sentence = format!("Needs a token with role {}.", need.describe());
+        let description = match op.get("description").and_then(Value::as_str) {
+            Some(d) if !d.is_empty() => format!("{d}\n\n{sentence}"),
+            _ => sentence,
+        };
+        op.insert("description".into(), description.into());
+        if need.role > Role::Viewer || need.scope != ScopeRule::None {
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                responses.insert(
+                    "403".into(),
+                    json!({
+                        "description": "The token lacks the role or the scope this needs; the body says which",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ForbiddenBody"}}},
+                    }),
+                );
+            }
+        }
+    }
+}
+
 fn render(mut doc: Value) -> String {
     expand_gate(&mut doc);
     add_common_answers(&mut doc);
@@ -218,5 +264,48 @@ pub fn document() -> &'static str {
 /// The admin listener's document, as JSON.
 pub fn admin_document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| render(serde_json::to_value(AdminApi::openapi()).unwrap_or_default()))
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(AdminApi::openapi()).unwrap_or_default();
+        annotate_roles(&mut doc);
+        render(doc)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operation of the admin document says which role it needs, and every
+    /// endpoint the handlers check is in the document.
+    #[test]
+    fn every_admin_operation_names_its_role() {
+        let doc: Value = serde_json::from_str(admin_document()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut seen = 0;
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                let role = op["x-marketgate-role"].as_str();
+                assert!(role.is_some(), "{method} {path} names no role");
+                assert!(
+                    op["description"]
+                        .as_str()
+                        .unwrap()
+                        .contains("Needs a token with role"),
+                    "{method} {path}"
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, admin::ENDPOINTS.len());
+        let put = &paths["/admin/v1/overrides/{jurisdiction}"]["put"];
+        assert_eq!(put["x-marketgate-role"], "operator");
+        assert_eq!(put["x-marketgate-scope"], "jurisdiction");
+        assert!(put["responses"]["403"].is_object());
+        let adopt = &paths["/admin/v1/store/adopt-empty"]["post"];
+        assert_eq!(adopt["x-marketgate-role"], "admin");
+        assert_eq!(adopt["x-marketgate-scope"], "global");
+        assert!(paths["/admin/v1/audit"]["get"]["responses"]
+            .get("403")
+            .is_none());
+    }
 }

@@ -85,7 +85,7 @@ struct Inner {
     limits: Limits,
     /// Which requests the request log writes.
     request_log: super::request_log::Settings,
-    admin_tokens: Vec<crate::config::Secret>,
+    admin_tokens: Vec<crate::governance::AdminToken>,
     evaluation_tokens: Vec<crate::config::Secret>,
     path_case_sensitive: bool,
     /// `transparency_url` as written, and the 451's `Link` header built from it once.
@@ -109,6 +109,27 @@ struct Inner {
     reload: tokio::sync::Mutex<()>,
     /// The last load or reload of the rules and its result, for the ops console.
     last_reload: std::sync::Mutex<RulesReload>,
+    /// Every swap of the rules, for the webhooks (sending never waits).
+    rules_swaps: tokio::sync::broadcast::Sender<crate::governance::webhooks::RulesSwap>,
+}
+
+/// What the webhooks ask of the service: the rules in service, and claims on fleet-wide
+/// announcements (in the override store).
+impl crate::governance::webhooks::Fleet for AppState {
+    fn rules(&self) -> Arc<RuleSet> {
+        self.inner.rules.load_full()
+    }
+
+    fn claim(
+        &self,
+        name: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            self.store()
+                .claim_announcement(&name, crate::governance::webhooks::RULES_CLAIM_TTL)
+                .await
+        })
+    }
 }
 
 /// The outcome of the last rules load or reload.
@@ -253,6 +274,7 @@ impl AppState {
                 rules: ArcSwap::from_pointee(rules),
                 metrics,
                 reload: tokio::sync::Mutex::new(()),
+                rules_swaps: tokio::sync::broadcast::channel(16).0,
             }),
         };
         state.refresh_git_history();
@@ -358,7 +380,7 @@ impl AppState {
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
-    pub fn admin_tokens(&self) -> &[crate::config::Secret] {
+    pub fn admin_tokens(&self) -> &[crate::governance::AdminToken] {
         &self.inner.admin_tokens
     }
 
@@ -452,7 +474,17 @@ impl AppState {
                     tracing::info!(version = %to, trigger, "rules unchanged");
                     return Ok(Reloaded::Unchanged { version: to });
                 }
-                self.inner.rules.store(Arc::new(rules));
+                let rules = Arc::new(rules);
+                let previous = self.inner.rules.swap(rules.clone());
+                let _ = self
+                    .inner
+                    .rules_swaps
+                    .send(crate::governance::webhooks::RulesSwap {
+                        from: previous,
+                        to: rules,
+                        trigger,
+                        at: now,
+                    });
                 self.refresh_git_history();
                 m.set_rules(&to, Timestamp::now());
                 m.rules_reloads.with_label_values(&["success"]).inc();
@@ -483,6 +515,13 @@ impl AppState {
                 Err(err)
             }
         }
+    }
+
+    /// The rules swaps from now on (reloads that changed the version), for the webhooks.
+    pub fn rules_swaps(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::governance::webhooks::RulesSwap> {
+        self.inner.rules_swaps.subscribe()
     }
 
     /// The last rules load or reload and its result.

@@ -1,6 +1,7 @@
 //! The embedded override store for a single instance: overrides in memory, persisted to
 //! `overrides.json` in the state directory before a write is acknowledged, audit
-//! appended to `audit.jsonl` (rotated by size, read across the rotated files). Never
+//! appended to `audit.jsonl` (rotated by size, read across the rotated files) as a hash
+//! chain whose head `overrides.json` records (see `chain`). Never
 //! shares state with other processes: it holds an OS lock on the state directory, so a
 //! second instance on it refuses to start. Never blocks an async worker on disk I/O.
 
@@ -13,7 +14,7 @@ use jiff::Timestamp;
 use tokio::sync::Mutex;
 
 use super::file::{self, SnapshotFile, EMBEDDED_AUDIT, EMBEDDED_SNAPSHOT};
-use super::{AbortOnDrop, AuditEntry, Cleared, Shared, StoreError};
+use super::{chain, AbortOnDrop, AuditEntry, Cleared, Shared, StoreError};
 use crate::location::Jurisdiction;
 use crate::overrides::Override;
 
@@ -42,6 +43,8 @@ struct Inner {
 struct State {
     version: u64,
     overrides: BTreeMap<Jurisdiction, Override>,
+    /// The link of the newest audit entry: the next entry's `prev`.
+    audit_head: Option<String>,
 }
 
 impl EmbeddedStore {
@@ -66,7 +69,15 @@ impl EmbeddedStore {
             .map_err(|source| StoreError::Task { source })??
         };
         let loaded = file::load_snapshot(&dir, &snapshot_path).await?;
-        let state = match loaded {
+        let audit_path = snapshot_path.with_file_name(EMBEDDED_AUDIT);
+        let last_line = {
+            let p = audit_path.clone();
+            tokio::task::spawn_blocking(move || file::last_audit_line(&p))
+                .await
+                .map_err(|source| StoreError::Task { source })??
+        };
+        let on_file = last_line.as_deref().map(chain::link);
+        let mut state = match loaded {
             Some(f) => State {
                 version: f.version,
                 overrides: f
@@ -74,12 +85,30 @@ impl EmbeddedStore {
                     .into_iter()
                     .map(|o| (o.jurisdiction.clone(), o))
                     .collect(),
+                audit_head: f.audit_head,
             },
             None => State {
                 version: 0,
                 overrides: BTreeMap::new(),
+                audit_head: None,
             },
         };
+        // The chain continues from the head the snapshot recorded, even when the log
+        // ends elsewhere: an entry removed from the end then stays visible to `audit
+        // verify` as a break. A snapshot from before the chain records none: continue
+        // from the log's last line (so the first chained entry anchors the old log).
+        match (&state.audit_head, &on_file) {
+            (Some(recorded), Some(found)) if recorded != found => tracing::error!(
+                path = %audit_path.display(),
+                "the audit log does not end with the entry the snapshot recorded: entries were removed from its end, or the last audit write failed; run `marketgate audit verify`"
+            ),
+            (Some(_), None) => tracing::error!(
+                path = %audit_path.display(),
+                "the audit log is missing or empty, but the snapshot recorded entries in it; run `marketgate audit verify`"
+            ),
+            (None, _) => state.audit_head = on_file,
+            _ => {}
+        }
         tracing::info!(
             path = %snapshot_path.display(),
             version = state.version,
@@ -90,7 +119,7 @@ impl EmbeddedStore {
         shared.synced();
         let inner = Arc::new(Inner {
             shared,
-            audit_path: snapshot_path.with_file_name(EMBEDDED_AUDIT),
+            audit_path,
             audit_max_bytes,
             audit_files: Arc::default(),
             snapshot_path,
@@ -145,6 +174,7 @@ impl EmbeddedStore {
         let next = State {
             version: state.version + 1,
             overrides: BTreeMap::new(),
+            audit_head: state.audit_head.clone(),
         };
         let entry = AuditEntry::whole_set(
             next.version,
@@ -170,28 +200,56 @@ impl EmbeddedStore {
     }
 }
 
+/// Verifies the audit chain of the embedded store in `dir` (`audit.jsonl` and its
+/// rotated files, against the head `overrides.json` records). Reads only: safe beside a
+/// running instance (a rotation during the read may report a break; run it again).
+pub fn verify_audit(dir: &Path) -> Result<chain::Report, StoreError> {
+    // A wrong path must not read as an intact, empty log.
+    std::fs::read_dir(dir).map_err(|source| StoreError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let snapshot = file::read_snapshot(&dir.join(EMBEDDED_SNAPSHOT))?;
+    let lines = file::all_audit_lines(&dir.join(EMBEDDED_AUDIT))?;
+    Ok(chain::verify(
+        lines,
+        snapshot.as_ref().and_then(|s| s.audit_head.as_deref()),
+    ))
+}
+
 impl Inner {
-    /// Persists `next` (snapshot first, then the audit lines), then makes it current.
-    /// On a snapshot write failure nothing changes. On an audit failure the change is
-    /// already durable, so it is applied and the error returned, for the operator to see.
+    /// Seals the audit entries onto the chain, persists `next` (snapshot with the new
+    /// chain head first, then the audit lines), then makes it current. On a snapshot
+    /// write failure nothing changes. On an audit failure the change is already durable,
+    /// so it is applied and the error returned, for the operator to see (and the chain
+    /// continues from the entry that could not be written, so `audit verify` shows the
+    /// gap).
     async fn commit(
         &self,
         state: &mut State,
-        next: State,
-        entries: Vec<AuditEntry>,
+        mut next: State,
+        mut entries: Vec<AuditEntry>,
     ) -> Result<u64, StoreError> {
+        let mut lines = Vec::with_capacity(entries.len());
+        for e in &mut entries {
+            let line = chain::seal(e, next.audit_head.as_deref())
+                .map_err(|source| StoreError::Encode { source })?;
+            next.audit_head = e.hash.clone();
+            lines.push(line);
+        }
         let file = SnapshotFile {
             version: next.version,
             epoch: None,
             prefix: None,
             overrides: next.overrides.values().cloned().collect(),
+            audit_head: next.audit_head.clone(),
         };
         let (snapshot_path, audit_path) = (self.snapshot_path.clone(), self.audit_path.clone());
         let (max, files) = (self.audit_max_bytes, self.audit_files.clone());
         let written = tokio::task::spawn_blocking(move || {
             file::write_snapshot(&snapshot_path, &file)?;
             let _files = files.lock().unwrap_or_else(|e| e.into_inner());
-            Ok::<_, StoreError>(file::append_audit(&audit_path, &entries, max))
+            Ok::<_, StoreError>(file::append_audit_lines(&audit_path, &lines, max))
         })
         .await
         .map_err(|source| StoreError::Task { source })??;
@@ -199,8 +257,16 @@ impl Inner {
         self.shared
             .install(state.version, state.overrides.values().cloned());
         self.shared.persisted(state.version);
+        tracing::info!(
+            version = state.version,
+            audit_head = state.audit_head.as_deref().unwrap_or(""),
+            "audit chain extended"
+        );
         if let Err(e) = &written {
             tracing::error!(error = %super::error_chain(e), version = state.version, "override applied but its audit entry was not written");
+        }
+        for e in entries {
+            self.shared.announce(e);
         }
         written.map(|()| state.version)
     }

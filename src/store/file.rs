@@ -80,6 +80,10 @@ pub struct SnapshotFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     pub overrides: Vec<Override>,
+    /// Embedded only: the link of the newest audit entry (see `chain`), written before
+    /// the entry itself, so `audit verify` notices entries removed from the log's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<String>,
 }
 
 pub fn create_dir(dir: &Path) -> Result<(), StoreError> {
@@ -181,13 +185,25 @@ fn rotate(path: &Path, keep: usize) -> io::Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Appends audit entries, one JSON object per line, and fsyncs. When the file would grow
-/// past `max_bytes`, it is rotated first (`audit.jsonl` → `audit.jsonl.1`, keeping
-/// [`AUDIT_KEEP`] rotated files), so one change's entries always land in one file.
+/// Appends entries as they serialize, unsealed (tests of rotation and reading).
+#[cfg(test)]
 pub fn append_audit(path: &Path, entries: &[AuditEntry], max_bytes: u64) -> Result<(), StoreError> {
+    let lines = entries
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| StoreError::Encode { source })?;
+    append_audit_lines(path, &lines, max_bytes)
+}
+
+/// Appends audit lines (sealed entries, see `chain`), one per line, and fsyncs. When the
+/// file would grow past `max_bytes`, it is rotated first (`audit.jsonl` →
+/// `audit.jsonl.1`, keeping [`AUDIT_KEEP`] rotated files), so one change's entries always
+/// land in one file.
+pub fn append_audit_lines(path: &Path, lines: &[String], max_bytes: u64) -> Result<(), StoreError> {
     let mut buf = Vec::new();
-    for e in entries {
-        serde_json::to_writer(&mut buf, e).map_err(|source| StoreError::Encode { source })?;
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
         buf.push(b'\n');
     }
     (|| {
@@ -223,6 +239,71 @@ pub fn tail_audit_rotated(path: &Path, limit: usize) -> Result<Vec<AuditEntry>, 
 /// in chunks, so a long log costs only what is returned. A line that does not parse (a
 /// write torn by a crash) is skipped with a warning.
 pub fn tail_audit(path: &Path, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    tail_lines(path, limit, |line| {
+        match serde_json::from_slice::<AuditEntry>(line) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable audit line");
+                None
+            }
+        }
+    })
+}
+
+/// The newest line of the audit log at `path` and its rotated files, as written.
+pub fn last_audit_line(path: &Path) -> Result<Option<String>, StoreError> {
+    for n in 0..=AUDIT_KEEP {
+        let p = if n == 0 {
+            path.to_path_buf()
+        } else {
+            rotated(path, n)
+        };
+        if let Some(l) = tail_lines(&p, 1, |l| Some(String::from_utf8_lossy(l).into_owned()))?.pop()
+        {
+            return Ok(Some(l));
+        }
+    }
+    Ok(None)
+}
+
+/// Every line of the audit log at `path` and its rotated files, oldest first, each with
+/// where it is (`audit.jsonl.2 line 17`), for `audit verify`.
+pub fn all_audit_lines(path: &Path) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out = Vec::new();
+    for n in (0..=AUDIT_KEEP).rev() {
+        let p = if n == 0 {
+            path.to_path_buf()
+        } else {
+            rotated(path, n)
+        };
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(StoreError::Read { path: p, source }),
+        };
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if !line.is_empty() {
+                out.push((
+                    format!("{name} line {}", i + 1),
+                    String::from_utf8_lossy(line).into_owned(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The last `limit` non-blank lines of one file that `parse` takes, newest first.
+fn tail_lines<T>(
+    path: &Path,
+    limit: usize,
+    mut parse: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<Vec<T>, StoreError> {
     let read_err = |source| StoreError::Read {
         path: path.to_path_buf(),
         source,
@@ -259,12 +340,7 @@ pub fn tail_audit(path: &Path, limit: usize) -> Result<Vec<AuditEntry>, StoreErr
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<AuditEntry>(line) {
-            Ok(e) => out.push(e),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable audit line")
-            }
-        }
+        out.extend(parse(line));
     }
     Ok(out)
 }

@@ -5,6 +5,7 @@
 //! anything about clients: only jurisdictions, the operator's actor and reason, and the
 //! override's public reason.
 
+pub mod chain;
 mod embedded;
 mod file;
 mod redis;
@@ -215,6 +216,13 @@ pub struct AuditEntry {
     /// jurisdictions whose overrides were restored or lifted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jurisdictions: Vec<Jurisdiction>,
+    /// The link of the entry before it in the log ([`chain`]); absent on the first entry
+    /// ever written and on entries written before the chain existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    /// SHA-256 of this entry's line without this member ([`chain`]); always last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 /// The actor named in `expire` and `restore` audit entries.
@@ -234,6 +242,8 @@ impl AuditEntry {
             features: o.features.clone(),
             expires_at: o.expires_at,
             jurisdictions: Vec::new(),
+            prev: None,
+            hash: None,
         }
     }
 
@@ -266,6 +276,8 @@ impl AuditEntry {
             features: BTreeMap::new(),
             expires_at: None,
             jurisdictions: Vec::new(),
+            prev: None,
+            hash: None,
         }
     }
 
@@ -582,6 +594,34 @@ impl OverrideStore {
         }
     }
 
+    /// The changes this instance makes from now on, as their audit entries (version set;
+    /// `hash` where the store knows it): what an operator set or cleared through this
+    /// instance, and the expiries, restores and adopt-empties it performed. With Redis,
+    /// exactly one instance makes each change, so each is announced once per fleet.
+    /// Sending never waits: a listener that falls more than 1024 changes behind is told
+    /// how many it lost.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<AuditEntry> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Claims the announcement named `name` for this instance, so that among the
+    /// instances sharing a store only one announces it (a rules version reached by the
+    /// whole fleet). Embedded: always this instance. Redis: the first to claim within
+    /// `ttl` (`SET P:announced:NAME … NX`); when Redis cannot be asked, this instance
+    /// claims it too (an event twice rather than never).
+    pub async fn claim_announcement(&self, name: &str, ttl: Duration) -> bool {
+        match &self.backend {
+            Backend::Embedded(_) => true,
+            Backend::Redis(s) => match s.claim(name, ttl).await {
+                Ok(won) => won,
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "cannot claim an announcement in redis; announcing anyway");
+                    true
+                }
+            },
+        }
+    }
+
     /// `embedded` or `redis`.
     pub fn backend(&self) -> &'static str {
         match &self.backend {
@@ -637,11 +677,17 @@ impl OverrideStore {
     }
 }
 
-/// The part every backend shares: the snapshot the engine reads and the health figures.
+/// The part every backend shares: the snapshot the engine reads, the health figures and
+/// the announcements of changes this instance made.
 struct Shared {
     snapshot: ArcSwap<OverrideSet>,
     health: Mutex<Health>,
+    changes: tokio::sync::broadcast::Sender<AuditEntry>,
 }
+
+/// Changes announced and not yet taken by a slow listener before the oldest are lost
+/// (the listener is told how many).
+const CHANGES_BUFFER: usize = 1024;
 
 #[derive(Default)]
 struct Health {
@@ -661,6 +707,7 @@ struct Health {
 impl Shared {
     fn new(version: u64, overrides: impl IntoIterator<Item = Override>) -> Arc<Shared> {
         Arc::new(Shared {
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             snapshot: ArcSwap::from_pointee(OverrideSet::new(overrides)),
             health: Mutex::new(Health {
                 version,
@@ -713,6 +760,26 @@ impl Shared {
 
     fn persisted(&self, version: u64) {
         self.health().persisted_version = version;
+    }
+
+    /// Announces a change this instance made (never waits; nobody listening is fine).
+    fn announce(&self, entry: AuditEntry) {
+        let _ = self.changes.send(entry);
+    }
+}
+
+/// Verifies the audit hash chain of the store `config` selects ([`chain`]): the JSONL
+/// files of the embedded store in `state_dir`, or the Redis stream. Reads only; runs
+/// beside live instances.
+pub async fn verify_audit(config: &StoreConfig) -> Result<chain::Report, StoreError> {
+    match &config.redis {
+        Some(redis) => self::redis::verify_audit(redis).await,
+        None => {
+            let dir = config.state_dir.clone();
+            tokio::task::spawn_blocking(move || embedded::verify_audit(&dir))
+                .await
+                .map_err(|source| StoreError::Task { source })?
+        }
     }
 }
 

@@ -12,7 +12,11 @@
 //! - `P:version` counter: bumped by every change
 //! - `P:epoch` a random id naming this data set's lineage, set by its first write and kept
 //!   by restores
-//! - `P:audit` stream: one entry per change, field `entry` = the audit JSON
+//! - `P:audit` stream: one entry per change, field `entry` = the audit JSON, sealed onto
+//!   the hash chain (`chain`) by the script that appends it
+//! - `P:audit:head` the link of the newest audit entry (the next one's `prev`)
+//! - `P:announced:NAME` a claim (with an expiry) on a fleet-wide webhook announcement,
+//!   such as a rules version reached by every instance
 //! - `P:changes` channel: `{"epoch","version","jurisdiction","override"|null}`, or
 //!   `{"epoch","version","reset":true}` after a restore or an adopt-empty
 //!
@@ -51,42 +55,129 @@ use tokio::sync::{oneshot, watch};
 use super::file::{self, SnapshotFile, REDIS_SNAPSHOT};
 use super::redis_conn::{RedisConn, RedisTarget};
 use super::{
-    error_chain, AbortOnDrop, AuditAction, AuditEntry, Cleared, RedisConfig, Restore, Shared,
-    StoreError, EXPIRY_ACTOR,
+    chain, error_chain, AbortOnDrop, AuditAction, AuditEntry, Cleared, RedisConfig, Restore,
+    Shared, StoreError, EXPIRY_ACTOR,
 };
 use crate::location::Jurisdiction;
 use crate::overrides::Override;
+
+/// Lua shared by the scripts that append to the audit: SHA-256 (Redis's Lua has only
+/// SHA-1; this uses its `bit` library) and `audit_append`, which seals an entry onto the
+/// chain (see `chain`: `prev` is the head key's value, else the link of the stream's
+/// newest entry; `hash` the SHA-256 of the line without it), appends it and records the
+/// new head. Redis assigns versions inside the scripts, so the seal is made there.
+macro_rules! lua_audit_chain {
+    () => {
+        r#"
+local function sha256(msg)
+  local band, bor, bxor, bnot = bit.band, bit.bor, bit.bxor, bit.bnot
+  local rshift, lshift, ror, tobit = bit.rshift, bit.lshift, bit.ror, bit.tobit
+  local k = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2 }
+  local h = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 }
+  for i = 1, 8 do h[i] = tobit(h[i]) end
+  local ml = #msg
+  local bits = ml * 8
+  msg = msg .. '\128' .. string.rep('\0', (55 - ml) % 64) .. string.char(0, 0, 0, 0,
+    math.floor(bits / 16777216) % 256, math.floor(bits / 65536) % 256,
+    math.floor(bits / 256) % 256, bits % 256)
+  local w = {}
+  for i = 1, #msg, 64 do
+    for j = 0, 15 do
+      local a, b, c, d = string.byte(msg, i + j * 4, i + j * 4 + 3)
+      w[j] = bor(lshift(a, 24), lshift(b, 16), lshift(c, 8), d)
+    end
+    for j = 16, 63 do
+      local x, y = w[j - 15], w[j - 2]
+      local s0 = bxor(ror(x, 7), ror(x, 18), rshift(x, 3))
+      local s1 = bxor(ror(y, 17), ror(y, 19), rshift(y, 10))
+      w[j] = tobit(w[j - 16] + s0 + w[j - 7] + s1)
+    end
+    local a, b, c, d, e, f, g, hh = h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]
+    for j = 0, 63 do
+      local S1 = bxor(ror(e, 6), ror(e, 11), ror(e, 25))
+      local ch = bxor(band(e, f), band(bnot(e), g))
+      local t1 = tobit(hh + S1 + ch + k[j + 1] + w[j])
+      local S0 = bxor(ror(a, 2), ror(a, 13), ror(a, 22))
+      local maj = bxor(band(a, b), band(a, c), band(b, c))
+      local t2 = tobit(S0 + maj)
+      hh = g; g = f; f = e; e = tobit(d + t1); d = c; c = b; b = a; a = tobit(t1 + t2)
+    end
+    h[1] = tobit(h[1] + a); h[2] = tobit(h[2] + b); h[3] = tobit(h[3] + c); h[4] = tobit(h[4] + d)
+    h[5] = tobit(h[5] + e); h[6] = tobit(h[6] + f); h[7] = tobit(h[7] + g); h[8] = tobit(h[8] + hh)
+  end
+  local out = ''
+  for i = 1, 8 do out = out .. bit.tohex(h[i], 8) end
+  return out
+end
+local function audit_link(line)
+  local h = string.match(line, ',"hash":"(%x+)"}$')
+  if h and #h == 64 then return h end
+  return sha256(line)
+end
+local function audit_append(stream, head_key, maxlen, body)
+  local head = nil
+  if redis.call('TYPE', head_key)['ok'] == 'string' then head = redis.call('GET', head_key) end
+  if not head and redis.call('TYPE', stream)['ok'] == 'stream' then
+    local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if last[1] then
+      local f = last[1][2]
+      for i = 1, #f, 2 do if f[i] == 'entry' then head = audit_link(f[i + 1]) end end
+    end
+  end
+  local sealed = string.sub(body, 1, -2)
+  if head then sealed = sealed .. ',"prev":"' .. head .. '"' end
+  sealed = sealed .. '}'
+  local h = sha256(sealed)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'entry',
+    string.sub(sealed, 1, -2) .. ',"hash":"' .. h .. '"}')
+  redis.call('SET', head_key, h)
+  return h
+end
+"#
+    };
+}
 
 /// One atomic change: set, clear or expire one override, bump the version, append the
 /// audit entry and announce the change. `expire` deletes only if the stored value is
 /// still the one that expired and Redis's clock agrees, so among many instances
 /// sweeping at once exactly one expires it (and audits it).
 ///
-/// KEYS: overrides, version, audit, epoch. ARGV: op, field, value (set) or expected value
+/// KEYS: overrides, version, audit, epoch, audit head. ARGV: op, field, value (set) or expected value
 /// (expire), expiry in ms since the epoch (expire), audit JSON without `version`,
 /// stream max length, channel, epoch to create if none, field as a JSON string, the
 /// writer's epoch (empty if none) and version.
-/// Returns `{version, epoch}`, `{0, ""}` when nothing changed, or `{-1, ""}` when Redis's
-/// data set is behind the writer's (lost or rolled back: restore first, write nothing).
-const WRITE_SCRIPT: &str = r#"
+/// Returns `{version, epoch, audit head}`, `{0, "", ""}` when nothing changed, or
+/// `{-1, "", ""}` when Redis's data set is behind the writer's (lost or rolled back:
+/// restore first, write nothing).
+const WRITE_SCRIPT: &str = concat!(
+    lua_audit_chain!(),
+    r#"
 local op = ARGV[1]
 if ARGV[10] ~= '' then
-  if not redis.call('GET', KEYS[4]) then return {-1, ''} end
+  if not redis.call('GET', KEYS[4]) then return {-1, '', ''} end
   if (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) < tonumber(ARGV[11]) then
-    return {-1, ''}
+    return {-1, '', ''}
   end
 end
 local cur = redis.call('HGET', KEYS[1], ARGV[2])
 if op == 'set' then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 elseif op == 'clear' then
-  if not cur then return {0, ''} end
+  if not cur then return {0, '', ''} end
   redis.call('HDEL', KEYS[1], ARGV[2])
 elseif op == 'expire' then
-  if cur ~= ARGV[3] then return {0, ''} end
+  if cur ~= ARGV[3] then return {0, '', ''} end
   local t = redis.call('TIME')
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if now_ms < tonumber(ARGV[4]) then return {0, ''} end
+  if now_ms < tonumber(ARGV[4]) then return {0, '', ''} end
   redis.call('HDEL', KEYS[1], ARGV[2])
 else
   return redis.error_reply('unknown op ' .. op)
@@ -97,14 +188,14 @@ if not epoch then
   redis.call('SET', KEYS[4], epoch)
 end
 local v = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
-  'entry', '{"version":' .. v .. ',' .. string.sub(ARGV[5], 2))
+local head = audit_append(KEYS[3], KEYS[5], ARGV[6], '{"version":' .. v .. ',' .. string.sub(ARGV[5], 2))
 local value = 'null'
 if op == 'set' then value = ARGV[3] end
 redis.call('PUBLISH', ARGV[7], '{"epoch":"' .. epoch .. '","version":' .. v ..
   ',"jurisdiction":' .. ARGV[9] .. ',"override":' .. value .. '}')
-return {v, epoch}
-"#;
+return {v, epoch, head}
+"#
+);
 
 /// The full snapshot, read atomically: `{"ok", epoch or "", version or "", HGETALL
 /// overrides}`, or `{"foreign", key, type, {}}` when one of our keys holds a type we never
@@ -121,10 +212,12 @@ return {'ok', epoch, v, redis.call('HGETALL', KEYS[1])}
 "#;
 
 /// Restores a snapshot, only if Redis still holds the epoch and version we read (empty
-/// strings: absent). KEYS: overrides, version, epoch, audit. ARGV: expected epoch,
+/// strings: absent). KEYS: overrides, version, epoch, audit, audit head. ARGV: expected epoch,
 /// expected version, our epoch, our version, audit JSON, stream max length, channel,
 /// notice, then field and value pairs. Returns 1 when restored, 0 when Redis changed.
-const RESTORE_SCRIPT: &str = r#"
+const RESTORE_SCRIPT: &str = concat!(
+    lua_audit_chain!(),
+    r#"
 local e = redis.call('GET', KEYS[3]) or ''
 local v = redis.call('GET', KEYS[2]) or ''
 if e ~= ARGV[1] or v ~= ARGV[2] then return 0 end
@@ -136,17 +229,20 @@ for i = 9, #ARGV, 2 do
 end
 redis.call('SET', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[3], ARGV[3])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'entry', ARGV[5])
+audit_append(KEYS[4], KEYS[5], ARGV[6], ARGV[5])
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
-"#;
+"#
+);
 
 /// Replaces whatever our keys hold (foreign types too) by an empty data set, one version
 /// above both Redis's and the caller's, keeping a readable epoch. The operator's explicit
-/// "take the empty state". KEYS: overrides, version, epoch, audit. ARGV: caller's version,
+/// "take the empty state". KEYS: overrides, version, epoch, audit, audit head. ARGV: caller's version,
 /// epoch to use if none, audit JSON without `version`, stream max length, channel.
 /// Returns `{version, epoch}`.
-const ADOPT_EMPTY_SCRIPT: &str = r#"
+const ADOPT_EMPTY_SCRIPT: &str = concat!(
+    lua_audit_chain!(),
+    r#"
 local function t(k) return redis.call('TYPE', k)['ok'] end
 local v = 0
 if t(KEYS[2]) == 'string' then v = tonumber(redis.call('GET', KEYS[2])) or 0 end
@@ -160,12 +256,65 @@ if ta ~= 'none' and ta ~= 'stream' then redis.call('DEL', KEYS[4]) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('SET', KEYS[2], string.format('%d', v))
 redis.call('SET', KEYS[3], epoch)
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*',
-  'entry', '{"version":' .. string.format('%d', v) .. ',' .. string.sub(ARGV[3], 2))
+audit_append(KEYS[4], KEYS[5], ARGV[4],
+  '{"version":' .. string.format('%d', v) .. ',' .. string.sub(ARGV[3], 2))
 redis.call('PUBLISH', ARGV[5], '{"epoch":"' .. epoch .. '","version":' ..
   string.format('%d', v) .. ',"reset":true}')
 return {v, epoch}
+"#
+);
+
+/// One page of the audit stream, oldest first from ARGV[1] (`-` or an exclusive `(id`),
+/// with the head key read in the same atomic step, so that on the last page the head
+/// belongs to the stream's end. KEYS: audit, audit head. ARGV: start, count.
+const AUDIT_PAGE_SCRIPT: &str = r#"
+local rows = {}
+if redis.call('TYPE', KEYS[1])['ok'] == 'stream' then
+  rows = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+end
+local head = ''
+if redis.call('TYPE', KEYS[2])['ok'] == 'string' then head = redis.call('GET', KEYS[2]) end
+return {rows, head}
 "#;
+
+/// Verifies the audit chain in Redis (`P:audit` against `P:audit:head`), reading the
+/// stream oldest first in pages. Reads only.
+pub async fn verify_audit(cfg: &RedisConfig) -> Result<chain::Report, StoreError> {
+    const PAGE: usize = 500;
+    let target = RedisTarget::parse(cfg.url.expose()).map_err(StoreError::RedisUrlForm)?;
+    let conn = RedisConn::new(&target, cfg)?;
+    let keys = Keys::new(&target.key_prefix(&cfg.prefix));
+    let script = redis::Script::new(AUDIT_PAGE_SCRIPT);
+    let timeout = cfg.connect_timeout + cfg.response_timeout;
+    let mut lines = Vec::new();
+    let mut from = "-".to_string();
+    let head = loop {
+        let mut inv = script.prepare_invoke();
+        inv.key(&keys.audit)
+            .key(&keys.audit_head)
+            .arg(&from)
+            .arg(PAGE);
+        let mut c = conn.clone();
+        let (rows, head): (Vec<(String, Vec<String>)>, String) =
+            match tokio::time::timeout(timeout, inv.invoke_async(&mut c)).await {
+                Ok(r) => r.map_err(StoreError::redis)?,
+                Err(_) => return Err(StoreError::Timeout { timeout }),
+            };
+        let n = rows.len();
+        for (id, fields) in rows {
+            let line = fields
+                .chunks_exact(2)
+                .find(|kv| kv[0] == "entry")
+                .map_or_else(|| "(no `entry` field)".to_string(), |kv| kv[1].clone());
+            lines.push((format!("stream entry {id}"), line));
+            from = format!("({id}");
+        }
+        if n < PAGE {
+            break (!head.is_empty()).then_some(head);
+        }
+    };
+    Ok(chain::verify(lines, head.as_deref()))
+}
 
 /// How many times one load may lose the restore race before it leaves the rest to the
 /// next reconcile (each loss means another instance raised Redis's version).
@@ -184,6 +333,11 @@ struct Keys {
     version: String,
     epoch: String,
     audit: String,
+    /// The link of the newest audit entry (see `chain`), beside the stream, so `audit
+    /// verify` notices entries removed from its end.
+    audit_head: String,
+    /// Prefix of the claims of fleet-wide announcements (`P:announced:NAME`).
+    announced: String,
     channel: String,
 }
 
@@ -194,6 +348,8 @@ impl Keys {
             version: format!("{prefix}:version"),
             epoch: format!("{prefix}:epoch"),
             audit: format!("{prefix}:audit"),
+            audit_head: format!("{prefix}:audit:head"),
+            announced: format!("{prefix}:announced"),
             channel: format!("{prefix}:changes"),
         }
     }
@@ -420,6 +576,7 @@ impl RedisStore {
             .key(&self.inner.keys.version)
             .key(&self.inner.keys.epoch)
             .key(&self.inner.keys.audit)
+            .key(&self.inner.keys.audit_head)
             .arg(ours)
             .arg(&self.inner.new_epoch)
             .arg(&body)
@@ -440,6 +597,7 @@ impl RedisStore {
             }
         }
         self.inner.shared.synced();
+        self.inner.shared.announce(AuditEntry { version, ..entry });
         tracing::warn!(
             actor = %actor,
             version,
@@ -447,6 +605,19 @@ impl RedisStore {
             "every override lifted: the empty set was adopted by an operator"
         );
         Ok((version, lifted))
+    }
+
+    /// `SET P:announced:NAME 1 NX PX ttl`: whether this instance is the first.
+    pub async fn claim(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}:{name}", self.inner.keys.announced))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        let mut conn = self.inner.conn.clone();
+        let answer: Option<String> = self.inner.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(answer.is_some())
     }
 
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -522,6 +693,7 @@ impl Inner {
             .key(&self.keys.version)
             .key(&self.keys.audit)
             .key(&self.keys.epoch)
+            .key(&self.keys.audit_head)
             .arg(op)
             .arg(&code)
             .arg(value)
@@ -534,8 +706,8 @@ impl Inner {
             .arg(&our_epoch)
             .arg(our_version);
         let mut conn = self.conn.clone();
-        let (version, epoch) = self
-            .bounded(inv.invoke_async::<(i64, String)>(&mut conn))
+        let (version, epoch, head) = self
+            .bounded(inv.invoke_async::<(i64, String, String)>(&mut conn))
             .await?;
         if version < 0 {
             tracing::warn!(
@@ -544,6 +716,14 @@ impl Inner {
             );
             self.reload_now.notify_one();
             return Err(StoreError::Behind);
+        }
+        if version > 0 {
+            tracing::info!(version, audit_head = %head, "audit chain extended");
+            self.shared.announce(AuditEntry {
+                version: version as u64,
+                hash: Some(head),
+                ..entry.clone()
+            });
         }
         Ok((version as u64, epoch))
     }
@@ -752,6 +932,7 @@ impl Inner {
             &format!("restored from an instance's snapshot: {lost}"),
             jurisdictions,
         );
+        let restored_entry = entry.clone();
         let entry =
             serde_json::to_string(&entry).map_err(|source| StoreError::Encode { source })?;
         let notice = serde_json::json!({"epoch": epoch, "version": ours.version, "reset": true});
@@ -760,6 +941,7 @@ impl Inner {
             .key(&self.keys.version)
             .key(&self.keys.epoch)
             .key(&self.keys.audit)
+            .key(&self.keys.audit_head)
             .arg(remote.epoch.as_deref().unwrap_or(""))
             .arg(&remote.version_raw)
             .arg(epoch)
@@ -776,6 +958,10 @@ impl Inner {
         if done != 1 {
             return Ok(false);
         }
+        self.shared.announce(AuditEntry {
+            version: ours.version,
+            ..restored_entry
+        });
         self.shared.restored(Restore {
             version: ours.version,
             overrides: ours.overrides.len(),
@@ -964,6 +1150,7 @@ impl Inner {
                     epoch: l.epoch.clone(),
                     prefix: Some(self.cfg.prefix.clone()),
                     overrides: l.overrides.values().map(|e| e.o.clone()).collect(),
+                    audit_head: None,
                 }
             };
             let version = snapshot.version;

@@ -1,6 +1,7 @@
 //! The one integration test binary: real files, real servers on port 0.
 
 mod admin;
+mod audit_chain;
 mod bypass;
 mod caddy;
 mod conformance;
@@ -15,6 +16,7 @@ mod middleware;
 mod nginx;
 mod privacy;
 mod redis_server;
+mod roles;
 mod rules;
 mod serve_binary;
 mod server;
@@ -26,3 +28,4 @@ mod timeline;
 mod timing;
 mod traefik;
 mod transparency;
+mod webhooks;

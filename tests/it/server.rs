@@ -8,6 +8,7 @@ use std::sync::mpsc;
 
 use actix_web::dev::ServerHandle;
 use marketgate::config::{Config, MetricsListener, Secret};
+use marketgate::governance::AdminToken;
 use marketgate::server::{AppState, Application, Clock};
 use serde_json::{json, Value};
 
@@ -45,7 +46,7 @@ impl TestServer {
             regions: repo().join("regions"),
             workers: 1,
             trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
-            admin_tokens: vec![Secret::new(TOKEN)],
+            admin_tokens: vec![AdminToken::admin(&Secret::new(TOKEN))],
             ..Config::default()
         };
         let state_dir = tempfile::tempdir().unwrap();
@@ -54,9 +55,21 @@ impl TestServer {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let store = marketgate::store::OverrideStore::open(&config.store())
-                    .await
-                    .expect("store opens");
+                // A server stopped just before on the same state directory (a restart
+                // test) releases the directory's lock when its last actix worker thread
+                // drops the state, which can come after `stop` returned on a busy
+                // machine: wait for it, bounded, on that error only.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                let store = loop {
+                    match marketgate::store::OverrideStore::open(&config.store()).await {
+                        Err(marketgate::store::StoreError::Locked { .. })
+                            if std::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                        }
+                        r => break r.expect("store opens"),
+                    }
+                };
                 let state = AppState::load(&config, clock, store).expect("state loads");
                 let app = Application::build(&config, state.clone()).expect("binds");
                 tx.send((app.addr(), app.admin_addr(), state, app.handles()))
@@ -85,8 +98,13 @@ impl TestServer {
 
     /// An admin API call with the test token.
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.admin_as(TOKEN, method, path, body)
+    }
+
+    /// An admin API call with `token`.
+    pub fn admin_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
         let url = self.admin_url(path);
-        let auth = format!("Bearer {TOKEN}");
+        let auth = format!("Bearer {token}");
         let a = agent();
         answer(match (method, body) {
             ("GET", _) => a.get(&url).header("Authorization", &auth).call(),
@@ -682,7 +700,7 @@ fn reload_swaps_good_rules_and_keeps_the_last_good_set() {
     let regions = dir.path().to_owned();
     let s = TestServer::start(|c| {
         c.regions = regions.clone();
-        c.admin_tokens = vec![Secret::new(TOKEN)];
+        c.admin_tokens = vec![AdminToken::admin(&Secret::new(TOKEN))];
         c.reload_debounce = std::time::Duration::from_millis(50);
     });
     let admin = format!(

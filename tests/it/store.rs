@@ -570,7 +570,7 @@ async fn redis_and_state_dir_hold_only_the_documented_keys_and_fields() {
         .query_async(&mut c)
         .await
         .unwrap();
-    let want: BTreeSet<String> = ["audit", "epoch", "overrides", "version"]
+    let want: BTreeSet<String> = ["audit", "audit:head", "epoch", "overrides", "version"]
         .iter()
         .map(|k| format!("marketgate:{k}"))
         .collect();
@@ -596,6 +596,8 @@ async fn redis_and_state_dir_hold_only_the_documented_keys_and_fields() {
         "features",
         "expires_at",
         "jurisdictions",
+        "prev",
+        "hash",
     ]
     .into();
     for (_, fields) in &rows {

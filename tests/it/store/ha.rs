@@ -479,7 +479,7 @@ async fn cluster_failover_keeps_overrides_and_refuses_writes_only_while_it_lasts
         .lines()
         .map(str::to_string)
         .collect();
-    let want: BTreeSet<String> = ["audit", "epoch", "overrides", "version"]
+    let want: BTreeSet<String> = ["audit", "audit:head", "epoch", "overrides", "version"]
         .iter()
         .map(|k| format!("{{marketgate}}:{k}"))
         .collect();
