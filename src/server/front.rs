@@ -1,5 +1,6 @@
 //! The one middleware in front of every route of both listeners: the request log and
-//! span ([`super::request_log`]), the header-size limit and `Connection: close` while
+//! span ([`super::request_log`]), the HTTP answer metrics ([`super::metrics::HttpMetrics`]:
+//! by handler and status code, latency, the gate's blocking answers by country), the header-size limit and `Connection: close` while
 //! draining ([`super::limits`]), a 500 for a handler that panics, and the end of the
 //! connection's head deadline ([`super::listener`]) when a request arrives.
 //!
@@ -11,25 +12,37 @@
 use std::future::{ready, Future, Ready};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{Error, ResponseError};
 
 use super::error::ApiError;
+use super::metrics::{Handler, HttpMetrics};
 use super::request_log::{RequestLog, Settings};
 use super::{limits, listener};
 
 /// Wraps an app: `App::new().wrap(Front::new(state.request_log()))`.
 pub struct Front {
     log: Settings,
+    metrics: Option<Arc<HttpMetrics>>,
 }
 
 impl Front {
     /// With the request log's settings (which requests it writes).
     pub fn new(log: Settings) -> Front {
-        Front { log }
+        Front { log, metrics: None }
+    }
+
+    /// Counts every answer into `metrics`.
+    pub fn counting(self, metrics: Arc<HttpMetrics>) -> Front {
+        Front {
+            metrics: Some(metrics),
+            ..self
+        }
     }
 }
 
@@ -48,6 +61,7 @@ where
         ready(Ok(FrontService {
             service,
             log: self.log,
+            metrics: self.metrics.clone(),
         }))
     }
 }
@@ -55,6 +69,7 @@ where
 pub struct FrontService<S> {
     service: S,
     log: Settings,
+    metrics: Option<Arc<HttpMetrics>>,
 }
 
 impl<S, B> Service<ServiceRequest> for FrontService<S>
@@ -71,6 +86,11 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         listener::HeadClock::head_received_for(&req);
         let mut log = RequestLog::start(&req, self.log);
+        let counted = self.metrics.as_ref().map(|m| Counted {
+            metrics: m.clone(),
+            handler: Handler::of_path(req.path()),
+            start: log.started(),
+        });
         let state = match limits::check_headers(&req) {
             Ok(()) => {
                 // A panic is answered 500 and the worker lives on; see `panicked`.
@@ -89,6 +109,46 @@ where
         FrontFuture {
             state,
             log: Some(log),
+            counted,
+        }
+    }
+}
+
+/// A request being counted: its handler class and when it arrived.
+struct Counted {
+    metrics: Arc<HttpMetrics>,
+    handler: Handler,
+    start: Instant,
+}
+
+/// `X-Marketgate-Deny`, the nginx mode's marker on a 403 that stands for a 451.
+const X_DENY: &str = "x-marketgate-deny";
+const X_JURISDICTION: &str = "x-marketgate-jurisdiction";
+
+impl Counted {
+    /// Counts the answer (an error no handler answered counts with the status actix
+    /// will answer it with).
+    fn finish<B>(self, res: &Result<ServiceResponse<B>, Error>) {
+        let status = match res {
+            Ok(res) => res.status(),
+            Err(e) => e.as_response_error().status_code(),
+        };
+        self.metrics
+            .record(self.handler, status.as_u16(), self.start.elapsed());
+        if self.handler != Handler::Gate {
+            return;
+        }
+        if let Ok(res) = res {
+            let headers = res.headers();
+            let blocked = status == actix_web::http::StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
+                || (status == actix_web::http::StatusCode::FORBIDDEN
+                    && headers.contains_key(X_DENY));
+            if blocked {
+                let jurisdiction = headers
+                    .get(X_JURISDICTION)
+                    .map_or(&b""[..], |v| v.as_bytes());
+                self.metrics.record_blocked(jurisdiction);
+            }
         }
     }
 }
@@ -98,6 +158,7 @@ pin_project_lite::pin_project! {
         #[pin]
         state: State<F, B>,
         log: Option<RequestLog>,
+        counted: Option<Counted>,
     }
 }
 
@@ -152,6 +213,9 @@ where
         let mut res = log.finish(res);
         if let Ok(res) = &mut res {
             limits::close_if_draining(res);
+        }
+        if let Some(counted) = this.counted.take() {
+            counted.finish(&res);
         }
         Poll::Ready(res)
     }

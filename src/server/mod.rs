@@ -164,7 +164,7 @@ macro_rules! app {
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::PayloadConfig::new($data.max_body_bytes()))
-            .wrap(front::Front::new($data.request_log()))
+            .wrap(front::Front::new($data.request_log()).counting($data.metrics().http.clone()))
             .configure($routes)
             .default_service(web::to(handlers::not_found))
     };

@@ -233,6 +233,11 @@ impl RequestLog {
         }
     }
 
+    /// When the request arrived.
+    pub(super) fn started(&self) -> Instant {
+        self.start
+    }
+
     /// Runs one poll of the request (or the call that makes its future), keeping the
     /// decision its handler records during it.
     pub(super) fn polled<T>(&mut self, poll: impl FnOnce() -> T) -> T {
