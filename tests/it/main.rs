@@ -13,6 +13,7 @@ mod laws;
 mod limits;
 mod middleware;
 mod nginx;
+mod observability;
 mod privacy;
 mod redis_server;
 mod rules;
