@@ -22,8 +22,9 @@ use actix_web::{Error, ResponseError};
 
 use super::error::ApiError;
 use super::metrics::{Handler, HttpMetrics};
-use super::request_log::{RequestLog, Settings};
+use super::request_log::{self, RequestLog, Settings};
 use super::{limits, listener};
+use crate::telemetry::otlp;
 
 /// Wraps an app: `App::new().wrap(Front::new(state.request_log()))`.
 pub struct Front {
@@ -86,11 +87,13 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         listener::HeadClock::head_received_for(&req);
         let mut log = RequestLog::start(&req, self.log);
+        let handler = Handler::of_path(req.path());
         let counted = self.metrics.as_ref().map(|m| Counted {
             metrics: m.clone(),
-            handler: Handler::of_path(req.path()),
+            handler,
             start: log.started(),
         });
+        let traced = otlp::exporter().map(|e| Traced::start(e, &req, handler, log.started()));
         let state = match limits::check_headers(&req) {
             Ok(()) => {
                 // A panic is answered 500 and the worker lives on; see `panicked`.
@@ -110,6 +113,7 @@ where
             state,
             log: Some(log),
             counted,
+            traced,
         }
     }
 }
@@ -153,12 +157,96 @@ impl Counted {
     }
 }
 
+/// A request being traced (`otlp_endpoint`): its ids, and when and what it was.
+struct Traced {
+    exporter: &'static otlp::Exporter,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_span_id: Option<[u8; 8]>,
+    start_unix_nanos: u64,
+    start: Instant,
+    method: &'static str,
+    handler: Handler,
+}
+
+impl Traced {
+    /// A server span for `req`: in the trace of the gateway's `traceparent` when a
+    /// trusted proxy sent one (a client's own is never believed: its hex could spell
+    /// anything), else in a trace of its own.
+    fn start(
+        exporter: &'static otlp::Exporter,
+        req: &ServiceRequest,
+        handler: Handler,
+        start: Instant,
+    ) -> Traced {
+        let (own_trace, span_id) = exporter.new_ids();
+        let parent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| otlp::parse_traceparent(v.as_bytes()))
+            .filter(|_| request_log::from_trusted_proxy(req));
+        let start_unix_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Traced {
+            exporter,
+            trace_id: parent.map_or(own_trace, |(t, _)| t),
+            span_id,
+            parent_span_id: parent.map(|(_, s)| s),
+            start_unix_nanos,
+            start,
+            method: request_log::logged_method(req.method()),
+            handler,
+        }
+    }
+
+    /// Sends the span of the answer: what the service wrote, never what the client did.
+    fn finish<B>(self, res: &Result<ServiceResponse<B>, Error>) {
+        let (status, headers) = match res {
+            Ok(res) => (res.status(), Some(res.headers())),
+            Err(e) => (e.as_response_error().status_code(), None),
+        };
+        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_bytes());
+        let market_status = header("x-marketgate-status").and_then(|v| match v {
+            b"served" => Some("served"),
+            b"limited" => Some("limited"),
+            b"withdrawn" => Some("withdrawn"),
+            _ => None,
+        });
+        // Our own header: a country, a subdivision, `unknown` or `unestablished`.
+        let jurisdiction = header(X_JURISDICTION)
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 16
+                    && v.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            })
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let request_id = header("x-request-id")
+            .filter(|v| request_log::is_gateway_id(v))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        self.exporter.send(otlp::SpanRecord {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            start_unix_nanos: self.start_unix_nanos,
+            end_unix_nanos: self.start_unix_nanos + self.start.elapsed().as_nanos() as u64,
+            method: self.method,
+            handler: self.handler.as_str(),
+            status_code: status.as_u16(),
+            market_status,
+            jurisdiction,
+            request_id,
+        });
+    }
+}
+
 pin_project_lite::pin_project! {
     pub struct FrontFuture<F, B> {
         #[pin]
         state: State<F, B>,
         log: Option<RequestLog>,
         counted: Option<Counted>,
+        traced: Option<Traced>,
     }
 }
 
@@ -216,6 +304,9 @@ where
         }
         if let Some(counted) = this.counted.take() {
             counted.finish(&res);
+        }
+        if let Some(traced) = this.traced.take() {
+            traced.finish(&res);
         }
         Poll::Ready(res)
     }

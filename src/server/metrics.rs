@@ -174,6 +174,11 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        if let Some(e) = crate::telemetry::otlp::exporter() {
+            registry
+                .register(Box::new(e.stats().collector()))
+                .expect("metric names are unique");
+        }
         for r in ["success", "failure", "unchanged"] {
             rules_reloads.with_label_values(&[r]);
         }

@@ -361,6 +361,10 @@ where
 
 /// `marketgate serve`: load, bind, watch, serve until a signal.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    if let Some(endpoint) = &config.otlp_endpoint {
+        crate::telemetry::otlp::install(endpoint);
+        tracing::info!(endpoint = %endpoint, "exporting request spans over OTLP/HTTP");
+    }
     actix_web::rt::System::new().block_on(async move {
         let store = crate::store::OverrideStore::open(&config.store()).await?;
         if config.require_overrides_for_ready && !store.has_snapshot() {
