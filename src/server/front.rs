@@ -1,6 +1,8 @@
 //! The one middleware in front of every route of both listeners: the request log and
-//! span ([`super::request_log`]), the HTTP answer metrics ([`super::metrics::HttpMetrics`]:
-//! by handler and status code, latency, the gate's blocking answers by country), the header-size limit and `Connection: close` while
+//! span ([`super::request_log`]), the HTTP answer metrics
+//! ([`super::metrics::HttpMetrics`]: by handler and status code, latency, the gate's
+//! blocking answers by country), the request's OTLP span when traces are exported
+//! ([`crate::telemetry::otlp`]), the header-size limit and `Connection: close` while
 //! draining ([`super::limits`]), a 500 for a handler that panics, and the end of the
 //! connection's head deadline ([`super::listener`]) when a request arrives.
 //!
@@ -18,6 +20,7 @@ use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::HeaderName;
 use actix_web::{Error, ResponseError};
 
 use super::error::ApiError;
@@ -126,8 +129,11 @@ struct Counted {
 }
 
 /// `X-Marketgate-Deny`, the nginx mode's marker on a 403 that stands for a 451.
-const X_DENY: &str = "x-marketgate-deny";
-const X_JURISDICTION: &str = "x-marketgate-jurisdiction";
+const X_DENY: HeaderName = HeaderName::from_static("x-marketgate-deny");
+const X_JURISDICTION: HeaderName = HeaderName::from_static("x-marketgate-jurisdiction");
+const X_STATUS: HeaderName = HeaderName::from_static("x-marketgate-status");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 impl Counted {
     /// Counts the answer (an error no handler answered counts with the status actix
@@ -182,7 +188,7 @@ impl Traced {
         let (own_trace, span_id) = exporter.new_ids();
         let parent = req
             .headers()
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| otlp::parse_traceparent(v.as_bytes()))
             .filter(|_| request_log::from_trusted_proxy(req));
         let start_unix_nanos = std::time::SystemTime::now()
@@ -206,8 +212,8 @@ impl Traced {
             Ok(res) => (res.status(), Some(res.headers())),
             Err(e) => (e.as_response_error().status_code(), None),
         };
-        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_bytes());
-        let market_status = header("x-marketgate-status").and_then(|v| match v {
+        let header = |name: HeaderName| headers.and_then(|h| h.get(name)).map(|v| v.as_bytes());
+        let market_status = header(X_STATUS).and_then(|v| match v {
             b"served" => Some("served"),
             b"limited" => Some("limited"),
             b"withdrawn" => Some("withdrawn"),
@@ -221,7 +227,7 @@ impl Traced {
                     && v.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
             })
             .map(|v| String::from_utf8_lossy(v).into_owned());
-        let request_id = header("x-request-id")
+        let request_id = header(X_REQUEST_ID)
             .filter(|v| request_log::is_gateway_id(v))
             .map(|v| String::from_utf8_lossy(v).into_owned());
         self.exporter.send(otlp::SpanRecord {
