@@ -126,6 +126,9 @@ pub struct Config {
     /// feed's links. An http(s) URL, or a path on this service (`/transparency`, the
     /// default, which `GET /transparency` serves).
     pub transparency_url: String,
+    /// Where to send traces over OTLP/HTTP (`http://collector:4318`; spans go to
+    /// `/v1/traces` under it). `None`: no trace export.
+    pub otlp_endpoint: Option<String>,
     /// With a revision, the transparency page's history comes from git: the rules at
     /// this revision and every later commit to HEAD that touched the rules directory
     /// (which must then be a git checkout with that history, not a shallow one).
@@ -197,6 +200,7 @@ impl Default for Config {
             key_header: "x-user-id".into(),
             path_case_sensitive: false,
             transparency_url: "/transparency".into(),
+            otlp_endpoint: None,
             transparency_git_base: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -303,6 +307,7 @@ pub struct RawConfig {
     pub path_case_sensitive: Option<Scalar>,
     pub transparency_url: Option<String>,
     pub transparency_git_base: Option<String>,
+    pub otlp_endpoint: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub request_log: Option<Scalar>,
@@ -380,6 +385,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("path_case_sensitive", "MARKETGATE_PATH_CASE_SENSITIVE"),
     ("transparency_url", "MARKETGATE_TRANSPARENCY_URL"),
     ("transparency_git_base", "MARKETGATE_TRANSPARENCY_GIT_BASE"),
+    ("otlp_endpoint", "MARKETGATE_OTLP_ENDPOINT"),
     ("log_format", "MARKETGATE_LOG_FORMAT"),
     ("log_level", "MARKETGATE_LOG_LEVEL"),
     ("request_log", "MARKETGATE_REQUEST_LOG"),
@@ -460,6 +466,7 @@ impl RawConfig {
             path_case_sensitive: get("path_case_sensitive").map(Scalar::Str),
             transparency_url: get("transparency_url"),
             transparency_git_base: get("transparency_git_base"),
+            otlp_endpoint: get("otlp_endpoint"),
             log_format: get("log_format"),
             log_level: get("log_level"),
             request_log: get("request_log").map(Scalar::Str),
@@ -576,6 +583,7 @@ impl Config {
         set!(geoip_fallback_registered_country, |v: &Scalar| boolean(v));
         set!(path_case_sensitive, |v: &Scalar| boolean(v));
         set!(transparency_url, |v: &String| transparency_url(v));
+        set!(otlp_endpoint, |v: &String| otlp_endpoint(v));
         set!(transparency_git_base, |v: &String| match v.as_str() {
             "" => Ok(None),
             r if r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) => {
@@ -983,6 +991,36 @@ fn tokens(v: &[String]) -> Result<Vec<Secret>, String> {
         .collect()
 }
 
+/// An http(s) URL with a host and no credentials, query or fragment (traces go to its
+/// `/v1/traces`); empty: none.
+fn otlp_endpoint(v: &str) -> Result<Option<String>, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.contains('@') {
+        // Not echoed: what stands before `@` may be a password.
+        return Err(
+            "credentials in the URL (`user:password@`) are not supported: the OTLP endpoint takes none"
+                .into(),
+        );
+    }
+    let lower = v.to_ascii_lowercase();
+    let host = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{v}` is not an http(s) URL"))?
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if host.is_empty() || v.contains(['?', '#']) || v.contains(char::is_whitespace) {
+        return Err(format!(
+            "`{v}` is not an http(s) URL with a host and without a query or fragment"
+        ));
+    }
+    Ok(Some(v.trim_end_matches('/').to_string()))
+}
+
 /// An http(s) URL with a host, or an absolute path on this service, either fit to stand
 /// in a `Link` header as it is (the same check as a rule's `reference`).
 fn transparency_url(v: &str) -> Result<String, String> {
@@ -1054,6 +1092,7 @@ pub fn flag_name(key: &str) -> &str {
         "path_case_sensitive" => "path-case-sensitive",
         "transparency_url" => "transparency-url",
         "transparency_git_base" => "transparency-git-base",
+        "otlp_endpoint" => "otlp-endpoint",
         "log_format" => "log-format",
         "log_level" => "log-level",
         "request_log" => "request-log",
@@ -1488,6 +1527,52 @@ mod tests {
         .to_string();
         assert!(err.contains("`webhook_secret` is not"), "{err}");
         assert!(!err.contains("sekrit"), "{err}");
+    }
+
+    #[test]
+    fn otlp_endpoint_is_an_http_url_without_credentials() {
+        let load = |v: &str| {
+            Config::load(
+                None,
+                &env(&[("MARKETGATE_OTLP_ENDPOINT", v)]),
+                RawConfig::default(),
+            )
+        };
+        assert_eq!(
+            Config::load(None, &env(&[]), RawConfig::default())
+                .unwrap()
+                .otlp_endpoint,
+            None
+        );
+        assert_eq!(load("").unwrap().otlp_endpoint, None);
+        assert_eq!(
+            load("http://collector:4318/")
+                .unwrap()
+                .otlp_endpoint
+                .as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(
+            load("https://otel.example/base")
+                .unwrap()
+                .otlp_endpoint
+                .as_deref(),
+            Some("https://otel.example/base")
+        );
+        for bad in [
+            "collector:4318",
+            "grpc://c:4317",
+            "http://",
+            "http://u:p@c:4318",
+            "http://c:4318/?t=1",
+        ] {
+            let err = load(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("config key `otlp_endpoint` (from environment variable MARKETGATE_OTLP_ENDPOINT)"),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains("u:p"), "a password echoed: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! the panic hook too: a panic is one log line that never carries request data.
 
 mod access;
+pub mod otlp;
 pub mod writer;
 
 use tracing::Dispatch;

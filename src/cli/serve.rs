@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Take the transparency page's history from git, from this revision on (the rules directory must be a full git checkout) [default: from the dates in the rules; env MARKETGATE_TRANSPARENCY_GIT_BASE; key transparency_git_base].
     #[arg(long, value_name = "REV")]
     pub transparency_git_base: Option<String>,
+    /// Send traces over OTLP/HTTP to this collector (`http://collector:4318`; spans to its /v1/traces) [default: none; env MARKETGATE_OTLP_ENDPOINT; key otlp_endpoint].
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// text or json [default text; env MARKETGATE_LOG_FORMAT; key log_format].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -176,6 +179,7 @@ impl ServeArgs {
                 path_case_sensitive: self.path_case_sensitive.map(Scalar::Str),
                 transparency_url: self.transparency_url,
                 transparency_git_base: self.transparency_git_base,
+                otlp_endpoint: self.otlp_endpoint,
                 log_format: self.log_format,
                 log_level: self.log_level,
                 request_log: self.request_log.map(Scalar::Str),

@@ -7,8 +7,8 @@
 //! instant, never reads files, git or the clock.
 //!
 //! `items` finds what differs (through `canonical`, so fields added to the model later
-//! are compared too), this module evaluates decisions and `render` writes text and
-//! markdown.
+//! are compared too), this module evaluates decisions, `traffic` weighs the changed
+//! decisions by recent requests, and `render` writes text and markdown.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -26,9 +26,14 @@ mod items;
 mod render;
 #[cfg(test)]
 mod tests;
+pub mod traffic;
 
-pub(crate) use render::cell;
-pub use render::{headline, render_markdown, render_text, withdrawal_notes};
+pub use render::cell;
+pub use render::{
+    headline, render_markdown, render_markdown_with, render_text, render_text_with,
+    withdrawal_notes,
+};
+pub use traffic::{Reach, Traffic};
 
 // ---------------------------------------------------------------------------------
 // Shared with `timeline`: the places decisions are made for, and a decision pair.

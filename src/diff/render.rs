@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use jiff::Timestamp;
 
+use super::traffic::{reach, share_words, Traffic};
 use super::{
     collapse, instant, instant_written, label, percent, Consequence, DecisionDiff, ItemChange,
     ItemDiff, ItemKind, RedLine, Responsible, RolloutEffect, RulesDiff, Side,
@@ -314,6 +315,27 @@ pub fn headline(diff: &RulesDiff) -> String {
 
 /// Plain text for terminals.
 pub fn render_text(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String {
+    render_text_with(old, new, diff, None)
+}
+
+/// `traffic (N requests in the last 7 days, from SOURCE)`.
+fn traffic_title(t: &Traffic) -> String {
+    format!(
+        "traffic: {} requests in the last {}, from {}",
+        t.total.round() as u64,
+        t.window_words(),
+        t.source
+    )
+}
+
+/// Plain text, with the share of recent requests each changed decision touches when
+/// `traffic` is given.
+pub fn render_text_with(
+    old: &RuleSet,
+    new: &RuleSet,
+    diff: &RulesDiff,
+    traffic: Option<&Traffic>,
+) -> String {
     let sets = [new, old];
     let mut o = String::new();
     let _ = writeln!(o, "marketgate diff at {}", instant(diff.at));
@@ -329,6 +351,16 @@ pub fn render_text(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String {
             for n in notes {
                 let _ = writeln!(o, "  ! {n}");
             }
+        }
+    }
+    if let Some(t) = traffic {
+        let _ = writeln!(o, "\n{}", traffic_title(t));
+        let rows = reach(diff, t);
+        if rows.is_empty() {
+            let _ = writeln!(o, "  no decision changes");
+        }
+        for r in rows {
+            let _ = writeln!(o, "  {}", r.sentence(t, &label(&sets, &r.jurisdictions)));
         }
     }
     if !diff.decisions.is_empty() {
@@ -413,13 +445,24 @@ fn rollout_text(r: &RolloutEffect) -> String {
     }
 }
 
-/// Escapes a table cell.
-pub(crate) fn cell(s: &str) -> String {
+/// Escapes a markdown table cell.
+pub fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
 /// Markdown for a pull request comment: a headline, red lines first, then tables.
 pub fn render_markdown(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String {
+    render_markdown_with(old, new, diff, None)
+}
+
+/// Markdown, with a table of the share of recent requests each changed decision touches
+/// when `traffic` is given.
+pub fn render_markdown_with(
+    old: &RuleSet,
+    new: &RuleSet,
+    diff: &RulesDiff,
+    traffic: Option<&Traffic>,
+) -> String {
     let sets = [new, old];
     let mut o = String::new();
     let _ = writeln!(o, "### marketgate diff: {}", headline(diff));
@@ -444,6 +487,54 @@ pub fn render_markdown(old: &RuleSet, new: &RuleSet, diff: &RulesDiff) -> String
     if !notes.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(o, "{}", notes.join("\n>\n"));
+    }
+    if let Some(t) = traffic {
+        let rows = reach(diff, t);
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "#### Traffic touched: {} requests in the last {}",
+            t.total.round() as u64,
+            t.window_words()
+        );
+        let _ = writeln!(o);
+        if rows.is_empty() {
+            let _ = writeln!(o, "No decision changes.");
+        } else {
+            let _ = writeln!(
+                o,
+                "| Jurisdiction | Change | When | Requests | Share of all requests |"
+            );
+            let _ = writeln!(o, "|---|---|---|---|---|");
+            for r in &rows {
+                let share = format!(
+                    "{}{}",
+                    if r.upper_bound { "≤ " } else { "" },
+                    share_words(r.share)
+                );
+                let share = if r.verb == "withdraws" {
+                    format!("**{share}**")
+                } else {
+                    share
+                };
+                let _ = writeln!(
+                    o,
+                    "| {} | {} {} | {} | {} | {} |",
+                    cell(&label(&sets, &r.jurisdictions)),
+                    r.verb,
+                    cell(&r.effect),
+                    r.at.map(instant).unwrap_or_else(|| "now".into()),
+                    r.requests,
+                    share
+                );
+            }
+        }
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "<sub>Requests counted by `marketgate_decisions_total`, from {}; a subdivision counts with its whole country (≤).</sub>",
+            cell(&t.source)
+        );
     }
     if !diff.decisions.is_empty() {
         let _ = writeln!(o);

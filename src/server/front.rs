@@ -1,5 +1,8 @@
 //! The one middleware in front of every route of both listeners: the request log and
-//! span ([`super::request_log`]), the header-size limit and `Connection: close` while
+//! span ([`super::request_log`]), the HTTP answer metrics
+//! ([`super::metrics::HttpMetrics`]: by handler and status code, latency, the gate's
+//! blocking answers by country), the request's OTLP span when traces are exported
+//! ([`crate::telemetry::otlp`]), the header-size limit and `Connection: close` while
 //! draining ([`super::limits`]), a 500 for a handler that panics, and the end of the
 //! connection's head deadline ([`super::listener`]) when a request arrives.
 //!
@@ -11,25 +14,39 @@
 use std::future::{ready, Future, Ready};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::HeaderName;
 use actix_web::{Error, ResponseError};
 
 use super::error::ApiError;
-use super::request_log::{RequestLog, Settings};
+use super::metrics::{Handler, HttpMetrics};
+use super::request_log::{self, RequestLog, Settings};
 use super::{limits, listener};
+use crate::telemetry::otlp;
 
 /// Wraps an app: `App::new().wrap(Front::new(state.request_log()))`.
 pub struct Front {
     log: Settings,
+    metrics: Option<Arc<HttpMetrics>>,
 }
 
 impl Front {
     /// With the request log's settings (which requests it writes).
     pub fn new(log: Settings) -> Front {
-        Front { log }
+        Front { log, metrics: None }
+    }
+
+    /// Counts every answer into `metrics`.
+    pub fn counting(self, metrics: Arc<HttpMetrics>) -> Front {
+        Front {
+            metrics: Some(metrics),
+            ..self
+        }
     }
 }
 
@@ -48,6 +65,7 @@ where
         ready(Ok(FrontService {
             service,
             log: self.log,
+            metrics: self.metrics.clone(),
         }))
     }
 }
@@ -55,6 +73,7 @@ where
 pub struct FrontService<S> {
     service: S,
     log: Settings,
+    metrics: Option<Arc<HttpMetrics>>,
 }
 
 impl<S, B> Service<ServiceRequest> for FrontService<S>
@@ -71,6 +90,13 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         listener::HeadClock::head_received_for(&req);
         let mut log = RequestLog::start(&req, self.log);
+        let handler = Handler::of_path(req.path());
+        let counted = self.metrics.as_ref().map(|m| Counted {
+            metrics: m.clone(),
+            handler,
+            start: log.started(),
+        });
+        let traced = otlp::exporter().map(|e| Traced::start(e, &req, handler, log.started()));
         let state = match limits::check_headers(&req) {
             Ok(()) => {
                 // A panic is answered 500 and the worker lives on; see `panicked`.
@@ -89,7 +115,134 @@ where
         FrontFuture {
             state,
             log: Some(log),
+            counted,
+            traced,
         }
+    }
+}
+
+/// A request being counted: its handler class and when it arrived.
+struct Counted {
+    metrics: Arc<HttpMetrics>,
+    handler: Handler,
+    start: Instant,
+}
+
+/// `X-Marketgate-Deny`, the nginx mode's marker on a 403 that stands for a 451.
+const X_DENY: HeaderName = HeaderName::from_static("x-marketgate-deny");
+const X_JURISDICTION: HeaderName = HeaderName::from_static("x-marketgate-jurisdiction");
+const X_STATUS: HeaderName = HeaderName::from_static("x-marketgate-status");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+impl Counted {
+    /// Counts the answer (an error no handler answered counts with the status actix
+    /// will answer it with).
+    fn finish<B>(self, res: &Result<ServiceResponse<B>, Error>) {
+        let status = match res {
+            Ok(res) => res.status(),
+            Err(e) => e.as_response_error().status_code(),
+        };
+        self.metrics
+            .record(self.handler, status.as_u16(), self.start.elapsed());
+        if self.handler != Handler::Gate {
+            return;
+        }
+        if let Ok(res) = res {
+            let headers = res.headers();
+            let blocked = status == actix_web::http::StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
+                || (status == actix_web::http::StatusCode::FORBIDDEN
+                    && headers.contains_key(X_DENY));
+            if blocked {
+                let jurisdiction = headers
+                    .get(X_JURISDICTION)
+                    .map_or(&b""[..], |v| v.as_bytes());
+                self.metrics.record_blocked(jurisdiction);
+            }
+        }
+    }
+}
+
+/// A request being traced (`otlp_endpoint`): its ids, and when and what it was.
+struct Traced {
+    exporter: &'static otlp::Exporter,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_span_id: Option<[u8; 8]>,
+    start_unix_nanos: u64,
+    start: Instant,
+    method: &'static str,
+    handler: Handler,
+}
+
+impl Traced {
+    /// A server span for `req`: in the trace of the gateway's `traceparent` when a
+    /// trusted proxy sent one (a client's own is never believed: its hex could spell
+    /// anything), else in a trace of its own.
+    fn start(
+        exporter: &'static otlp::Exporter,
+        req: &ServiceRequest,
+        handler: Handler,
+        start: Instant,
+    ) -> Traced {
+        let (own_trace, span_id) = exporter.new_ids();
+        let parent = req
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| otlp::parse_traceparent(v.as_bytes()))
+            .filter(|_| request_log::from_trusted_proxy(req));
+        let start_unix_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Traced {
+            exporter,
+            trace_id: parent.map_or(own_trace, |(t, _)| t),
+            span_id,
+            parent_span_id: parent.map(|(_, s)| s),
+            start_unix_nanos,
+            start,
+            method: request_log::logged_method(req.method()),
+            handler,
+        }
+    }
+
+    /// Sends the span of the answer: what the service wrote, never what the client did.
+    fn finish<B>(self, res: &Result<ServiceResponse<B>, Error>) {
+        let (status, headers) = match res {
+            Ok(res) => (res.status(), Some(res.headers())),
+            Err(e) => (e.as_response_error().status_code(), None),
+        };
+        let header = |name: HeaderName| headers.and_then(|h| h.get(name)).map(|v| v.as_bytes());
+        let market_status = header(X_STATUS).and_then(|v| match v {
+            b"served" => Some("served"),
+            b"limited" => Some("limited"),
+            b"withdrawn" => Some("withdrawn"),
+            _ => None,
+        });
+        // Our own header: a country, a subdivision, `unknown` or `unestablished`.
+        let jurisdiction = header(X_JURISDICTION)
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 16
+                    && v.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            })
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let request_id = header(X_REQUEST_ID)
+            .filter(|v| request_log::is_gateway_id(v))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        self.exporter.send(otlp::SpanRecord {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            start_unix_nanos: self.start_unix_nanos,
+            end_unix_nanos: self.start_unix_nanos + self.start.elapsed().as_nanos() as u64,
+            method: self.method,
+            handler: self.handler.as_str(),
+            status_code: status.as_u16(),
+            market_status,
+            jurisdiction,
+            request_id,
+        });
     }
 }
 
@@ -98,6 +251,8 @@ pin_project_lite::pin_project! {
         #[pin]
         state: State<F, B>,
         log: Option<RequestLog>,
+        counted: Option<Counted>,
+        traced: Option<Traced>,
     }
 }
 
@@ -152,6 +307,12 @@ where
         let mut res = log.finish(res);
         if let Ok(res) = &mut res {
             limits::close_if_draining(res);
+        }
+        if let Some(counted) = this.counted.take() {
+            counted.finish(&res);
+        }
+        if let Some(traced) = this.traced.take() {
+            traced.finish(&res);
         }
         Poll::Ready(res)
     }

@@ -2,16 +2,17 @@
 //! labels; never takes a client address as a label (jurisdictions are country codes,
 //! a bounded set).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::engine::signals::{Combined, Reading};
 use crate::engine::Decision;
-use crate::location::Location;
+use crate::location::{CountryCode, Location};
 use crate::rules::{RuleSet, Status};
 
 /// Country slots: 676 two-letter codes, `unknown` and `unestablished`.
@@ -25,6 +26,8 @@ pub struct Metrics {
     pub decision_seconds: Histogram,
     pub geoip_misses: IntCounter,
     pub rules_reloads: IntCounterVec,
+    /// 1 while the last rules reload failed (the last good set is served), else 0.
+    rules_reload_failing: IntGauge,
     rules_info: IntGaugeVec,
     pub rules_loaded_at: IntGauge,
     pub active_overrides: IntGauge,
@@ -43,6 +46,8 @@ pub struct Metrics {
     pub geoip_reloads: IntCounterVec,
     /// The signals of decisions made from several (`signal`, `outcome`).
     signals: IntCounterVec,
+    /// Answers of both listeners, counted where every request passes (`server::front`).
+    pub http: Arc<HttpMetrics>,
 }
 
 impl Metrics {
@@ -77,6 +82,11 @@ impl Metrics {
                 "Rules reloads by result (success, failure, unchanged)",
             ),
             &["result"],
+        )
+        .expect("static metric definition");
+        let rules_reload_failing = IntGauge::new(
+            "marketgate_rules_reload_failing",
+            "1 while the last rules reload failed and the last good set is served, else 0",
         )
         .expect("static metric definition");
         let rules_info = IntGaugeVec::new(
@@ -149,12 +159,17 @@ impl Metrics {
             &["signal", "outcome"],
         )
         .expect("static metric definition");
+        let http = Arc::new(HttpMetrics::new());
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(signals.clone()),
+            Box::new(http.responses.clone()),
+            Box::new(http.duration.clone()),
+            Box::new(http.gate_blocked.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(geoip_misses.clone()),
             Box::new(rules_reloads.clone()),
+            Box::new(rules_reload_failing.clone()),
             Box::new(rules_info.clone()),
             Box::new(rules_loaded_at.clone()),
             Box::new(active_overrides.clone()),
@@ -171,6 +186,11 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        if let Some(e) = crate::telemetry::otlp::exporter() {
+            registry
+                .register(Box::new(e.stats().collector()))
+                .expect("metric names are unique");
+        }
         for r in ["success", "failure", "unchanged"] {
             rules_reloads.with_label_values(&[r]);
         }
@@ -184,6 +204,7 @@ impl Metrics {
             decision_seconds,
             geoip_misses,
             rules_reloads,
+            rules_reload_failing,
             rules_info,
             rules_loaded_at,
             active_overrides,
@@ -196,6 +217,7 @@ impl Metrics {
             geoip_build_time,
             geoip_reloads,
             signals,
+            http,
         }
     }
 
@@ -298,6 +320,13 @@ impl Metrics {
         self.store_refusing.set(st.refused.is_some() as i64);
     }
 
+    /// Counts a rules reload by its result (`success`, `unchanged`, `failure`); a
+    /// failure raises `marketgate_rules_reload_failing` until a reload succeeds.
+    pub fn count_rules_reload(&self, result: &str) {
+        self.rules_reloads.with_label_values(&[result]).inc();
+        self.rules_reload_failing.set((result == "failure") as i64);
+    }
+
     /// Marks `version` as the rules in force.
     pub fn set_rules(&self, version: &str, loaded_at: jiff::Timestamp) {
         self.rules_info.reset();
@@ -317,5 +346,271 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// What answered a request, as the `handler` label of the HTTP metrics: a fixed set
+/// told apart by the path's prefix (no route pattern is formatted per request, and no
+/// path a client chose becomes a label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handler {
+    Gate,
+    Decision,
+    Ofrep,
+    Health,
+    Metrics,
+    Transparency,
+    Admin,
+    Other,
+}
+
+impl Handler {
+    const ALL: [Handler; 8] = [
+        Handler::Gate,
+        Handler::Decision,
+        Handler::Ofrep,
+        Handler::Health,
+        Handler::Metrics,
+        Handler::Transparency,
+        Handler::Admin,
+        Handler::Other,
+    ];
+
+    /// The handler class of a request path.
+    pub fn of_path(path: &str) -> Handler {
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if under("/v1/gate") {
+            Handler::Gate
+        } else if path == "/v1/decision" {
+            Handler::Decision
+        } else if under("/ofrep") {
+            Handler::Ofrep
+        } else if path == "/healthz" || path == "/readyz" {
+            Handler::Health
+        } else if path == "/metrics" {
+            Handler::Metrics
+        } else if path.starts_with("/transparency") {
+            Handler::Transparency
+        } else if under("/admin") {
+            Handler::Admin
+        } else {
+            Handler::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handler::Gate => "gate",
+            Handler::Decision => "decision",
+            Handler::Ofrep => "ofrep",
+            Handler::Health => "health",
+            Handler::Metrics => "metrics",
+            Handler::Transparency => "transparency",
+            Handler::Admin => "admin",
+            Handler::Other => "other",
+        }
+    }
+}
+
+/// Status codes with a cell of their own per handler: 100..=599.
+const CODES: usize = 500;
+
+/// The HTTP answers: by handler and status code, their latency by handler, and the
+/// gate's blocking answers by country. Updated once per request without hashing: the
+/// cells are resolved on first use.
+pub struct HttpMetrics {
+    responses: IntCounterVec,
+    response_cells: Vec<OnceLock<IntCounter>>,
+    duration: HistogramVec,
+    duration_cells: Vec<Histogram>,
+    gate_blocked: IntCounterVec,
+    blocked_cells: Vec<OnceLock<IntCounter>>,
+}
+
+impl HttpMetrics {
+    fn new() -> HttpMetrics {
+        let responses = IntCounterVec::new(
+            Opts::new(
+                "marketgate_http_responses_total",
+                "HTTP answers of both listeners by handler (gate, decision, ofrep, health, metrics, transparency, admin, other) and status code",
+            ),
+            &["handler", "code"],
+        )
+        .expect("static metric definition");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "marketgate_http_request_duration_seconds",
+                "Time from a request's head to its answer being ready, by handler (the network and the body's transfer excluded)",
+            )
+            .buckets(vec![
+                2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0,
+            ]),
+            &["handler"],
+        )
+        .expect("static metric definition");
+        let gate_blocked = IntCounterVec::new(
+            Opts::new(
+                "marketgate_gate_blocked_total",
+                "Gate answers that block the request (451, or 403 with X-Marketgate-Deny in the nginx mode) by country (`unknown`, `unestablished`)",
+            ),
+            &["jurisdiction"],
+        )
+        .expect("static metric definition");
+        let duration_cells = Handler::ALL
+            .iter()
+            .map(|h| duration.with_label_values(&[h.as_str()]))
+            .collect();
+        HttpMetrics {
+            responses,
+            response_cells: (0..Handler::ALL.len() * CODES)
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration,
+            duration_cells,
+            gate_blocked,
+            blocked_cells: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts one answer of `handler` with `code`, ready after `elapsed`.
+    pub fn record(&self, handler: Handler, code: u16, elapsed: Duration) {
+        let h = handler as usize;
+        self.duration_cells[h].observe(elapsed.as_secs_f64());
+        match usize::from(code).checked_sub(100).filter(|c| *c < CODES) {
+            Some(c) => self.response_cells[h * CODES + c]
+                .get_or_init(|| {
+                    self.responses
+                        .with_label_values(&[handler.as_str(), &code.to_string()])
+                })
+                .inc(),
+            None => self
+                .responses
+                .with_label_values(&[handler.as_str(), &code.to_string()])
+                .inc(),
+        }
+    }
+
+    /// Counts one blocking gate answer for the jurisdiction its
+    /// `X-Marketgate-Jurisdiction` header names (`FR`, `US-CA`, `unknown`,
+    /// `unestablished`): by country, so the labels stay the bounded set of
+    /// `marketgate_decisions_total`'s.
+    pub fn record_blocked(&self, jurisdiction: &[u8]) {
+        let country = match jurisdiction {
+            [a, b] | [a, b, b'-', ..] => std::str::from_utf8(&[*a, *b])
+                .ok()
+                .and_then(CountryCode::parse),
+            _ => None,
+        };
+        let slot = match country {
+            Some(c) => c.index(),
+            None if jurisdiction == b"unestablished" => SLOTS - 1,
+            None => SLOTS - 2,
+        };
+        self.blocked_cells[slot]
+            .get_or_init(|| {
+                let label = match country {
+                    Some(c) => c.to_string(),
+                    None if slot == SLOTS - 1 => "unestablished".to_string(),
+                    None => "unknown".to_string(),
+                };
+                self.gate_blocked.with_label_values(&[&label])
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Handler, Metrics};
+
+    #[test]
+    fn handlers_by_path() {
+        let check = |path: &str, h: Handler| assert_eq!(Handler::of_path(path), h, "{path}");
+        check("/v1/gate", Handler::Gate);
+        check("/v1/gate/api/payments/x", Handler::Gate);
+        check("/v1/gateway", Handler::Other);
+        check("/v1/decision", Handler::Decision);
+        check("/v1/decisions", Handler::Other);
+        check("/ofrep/v1/evaluate/flags/market", Handler::Ofrep);
+        check("/healthz", Handler::Health);
+        check("/readyz", Handler::Health);
+        check("/metrics", Handler::Metrics);
+        check("/transparency.atom", Handler::Transparency);
+        check("/admin", Handler::Admin);
+        check("/admin/v1/overrides/FR", Handler::Admin);
+        check("/administrator", Handler::Other);
+        check("/", Handler::Other);
+        check("/194.67.1.1", Handler::Other);
+    }
+
+    fn exposition(m: &Metrics) -> String {
+        String::from_utf8(m.render()).unwrap()
+    }
+
+    #[test]
+    fn answers_count_by_handler_and_code_and_blocks_by_country() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.http.record(Handler::Gate, 451, Duration::from_micros(30));
+        }
+        m.http.record(Handler::Gate, 200, Duration::from_micros(30));
+        // Outside the cells: still counted, under its own code.
+        m.http.record(Handler::Other, 999, Duration::from_secs(2));
+        for j in [
+            "RU",
+            "US-CA",
+            "US",
+            "unknown",
+            "unestablished",
+            "",
+            "1.2.3.4",
+            "R",
+        ] {
+            m.http.record_blocked(j.as_bytes());
+        }
+        let text = exposition(&m);
+        for line in [
+            r#"marketgate_http_responses_total{code="451",handler="gate"} 3"#,
+            r#"marketgate_http_responses_total{code="200",handler="gate"} 1"#,
+            r#"marketgate_http_responses_total{code="999",handler="other"} 1"#,
+            r#"marketgate_http_request_duration_seconds_count{handler="gate"} 4"#,
+            r#"marketgate_http_request_duration_seconds_bucket{handler="gate",le="0.00005"} 4"#,
+            r#"marketgate_http_request_duration_seconds_bucket{handler="other",le="1"} 0"#,
+            r#"marketgate_gate_blocked_total{jurisdiction="RU"} 1"#,
+            r#"marketgate_gate_blocked_total{jurisdiction="US"} 2"#,
+            r#"marketgate_gate_blocked_total{jurisdiction="unestablished"} 1"#,
+            // Anything else is `unknown`: no text but ours becomes a label.
+            r#"marketgate_gate_blocked_total{jurisdiction="unknown"} 4"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        assert!(!text.contains("1.2.3.4"));
+    }
+
+    #[test]
+    fn a_failed_rules_reload_is_flagged_until_one_succeeds() {
+        let m = Metrics::new();
+        let failing = |m: &Metrics| {
+            exposition(m)
+                .lines()
+                .find_map(|l| l.strip_prefix("marketgate_rules_reload_failing "))
+                .map(str::to_string)
+        };
+        assert_eq!(failing(&m).as_deref(), Some("0"));
+        m.count_rules_reload("failure");
+        assert_eq!(failing(&m).as_deref(), Some("1"));
+        m.count_rules_reload("failure");
+        assert_eq!(failing(&m).as_deref(), Some("1"));
+        m.count_rules_reload("unchanged");
+        assert_eq!(failing(&m).as_deref(), Some("0"));
+        m.count_rules_reload("failure");
+        m.count_rules_reload("success");
+        assert_eq!(failing(&m).as_deref(), Some("0"));
+        assert!(exposition(&m).contains(r#"marketgate_rules_reload_total{result="failure"} 3"#));
     }
 }

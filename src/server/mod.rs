@@ -165,7 +165,7 @@ macro_rules! app {
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::PayloadConfig::new($data.max_body_bytes()))
-            .wrap(front::Front::new($data.request_log()))
+            .wrap(front::Front::new($data.request_log()).counting($data.metrics().http.clone()))
             .configure($routes)
             .default_service(web::to(handlers::not_found))
     };
@@ -390,6 +390,10 @@ where
 
 /// `marketgate serve`: load, bind, watch, serve until a signal.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    if let Some(endpoint) = &config.otlp_endpoint {
+        crate::telemetry::otlp::install(endpoint);
+        tracing::info!(endpoint = %endpoint, "exporting request spans over OTLP/HTTP");
+    }
     actix_web::rt::System::new().block_on(async move {
         let store = crate::store::OverrideStore::open(&config.store()).await?;
         if config.require_overrides_for_ready && !store.has_snapshot() {

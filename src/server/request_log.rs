@@ -50,7 +50,7 @@ fn request_id(req: &ServiceRequest) -> HeaderValue {
 
 /// Whether the request's socket peer is a trusted proxy. Without the app's state (or
 /// a peer address) it is not.
-fn from_trusted_proxy(req: &ServiceRequest) -> bool {
+pub(super) fn from_trusted_proxy(req: &ServiceRequest) -> bool {
     req.app_data::<actix_web::web::Data<super::AppState>>()
         .is_some_and(|state| state.geo().peer_is_trusted(req.request()))
 }
@@ -233,6 +233,11 @@ impl RequestLog {
         }
     }
 
+    /// When the request arrived.
+    pub(super) fn started(&self) -> Instant {
+        self.start
+    }
+
     /// Runs one poll of the request (or the call that makes its future), keeping the
     /// decision its handler records during it.
     pub(super) fn polled<T>(&mut self, poll: impl FnOnce() -> T) -> T {
@@ -321,7 +326,7 @@ impl RequestLog {
 /// The method as the log writes it: a standard one by name, any other as `OTHER`. An
 /// extension method is any token the client chose (`194.67.1.1` is one), so its text
 /// is the client's and could carry an address into the log.
-fn logged_method(m: &actix_web::http::Method) -> &'static str {
+pub(super) fn logged_method(m: &actix_web::http::Method) -> &'static str {
     use actix_web::http::Method;
     match *m {
         Method::GET => "GET",

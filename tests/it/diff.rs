@@ -15,6 +15,9 @@ pub fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
         .env_remove("MARKETGATE_REGIONS")
         .env_remove("MARKETGATE_GIT_BASE")
         .env_remove("MARKETGATE_GIT_PATH")
+        .env_remove("MARKETGATE_TRAFFIC_PROMETHEUS")
+        .env_remove("MARKETGATE_TRAFFIC_SELECTOR")
+        .env_remove("MARKETGATE_TRAFFIC_WINDOW")
         .output()
         .expect("the binary runs");
     (
@@ -681,4 +684,233 @@ fn a_signals_rule_edit_is_listed() {
         "signals: { count: [address, phone, declared], combine: strictest }\n\nunknown:\n  status: served",
     )]);
     assert_eq!(fail_on_codes(old.path(), same.path()), [0, 0, 0]);
+}
+
+// --- the traffic a change touches --------------------------------------------------
+
+/// The example rules (old) and the same with Brazil withdrawn and India's payments back
+/// on (new).
+fn br_withdrawn(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (old, new) = (tmp.join("old"), tmp.join("new"));
+    copy_dir(&root().join("regions"), &old);
+    copy_dir(&root().join("regions"), &new);
+    let br = std::fs::read_to_string(new.join("br.yaml")).unwrap();
+    let br = br.replace("name: Brazil\n", "name: Brazil\nstatus: withdrawn\n");
+    assert!(br.contains("status: withdrawn"));
+    std::fs::write(new.join("br.yaml"), br).unwrap();
+    (old, new)
+}
+
+#[test]
+fn diff_weighs_each_changed_decision_by_recent_requests_from_a_counts_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = br_withdrawn(tmp.path());
+    let counts = tmp.path().join("counts.json");
+    std::fs::write(
+        &counts,
+        r#"{"window": "7d", "requests": {"BR": 310, "US": 9000, "unknown": 690}}"#,
+    )
+    .unwrap();
+    let counts = counts.to_str().unwrap();
+    let (code, text, err) = diff_dirs(&old, &new, &["--traffic-counts", counts]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("\ntraffic: 10000 requests in the last 7 days, from "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  withdraws BR: 3.1% of requests in the last 7 days (310)\n"),
+        "{text}"
+    );
+
+    let (code, md, err) = diff_dirs(
+        &old,
+        &new,
+        &[
+            "--traffic-counts",
+            counts,
+            "--format",
+            "markdown",
+            "--fail-on",
+            "withdraw",
+        ],
+    );
+    assert_eq!(code, 1, "the gate is the same with traffic: {err}");
+    assert!(
+        md.contains("#### Traffic touched: 10000 requests in the last 7 days"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| BR | withdraws limited → withdrawn | now | 310 | **3.1%** |"),
+        "{md}"
+    );
+
+    let v = json(&old, &new, &["--traffic-counts", counts]);
+    let t = &v["traffic"];
+    assert_eq!(t["window"], "7d");
+    assert_eq!(t["total"], 10000.0);
+    let rows = t["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{t}");
+    assert_eq!(rows[0]["jurisdictions"], serde_json::json!(["BR"]));
+    assert_eq!(rows[0]["verb"], "withdraws");
+    assert_eq!(rows[0]["requests"], 310);
+    assert!((rows[0]["share"].as_f64().unwrap() - 0.031).abs() < 1e-9);
+    // Without counts, no traffic key: the JSON is what it was.
+    assert!(json(&old, &new, &[]).get("traffic").is_none());
+
+    // Counts that cannot be read do not stop the diff or its gate: they are named.
+    std::fs::write(tmp.path().join("bad.json"), r#"{"requests": {"BR": -1}}"#).unwrap();
+    let bad = tmp.path().join("bad.json");
+    let (code, md, err) = diff_dirs(
+        &old,
+        &new,
+        &[
+            "--traffic-counts",
+            bad.to_str().unwrap(),
+            "--format",
+            "markdown",
+            "--fail-on",
+            "withdraw",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("warning: no traffic shown"), "{err}");
+    assert!(
+        md.contains("> Traffic not shown: request counts in"),
+        "{md}"
+    );
+    assert!(md.contains("`BR: -1` is not a count"), "{md}");
+}
+
+/// A real Prometheus (Debian's `prometheus`, as `.ci/run` installs it) scraping a real
+/// `serve` every second: `diff --traffic-prometheus` asks it for the last minute's
+/// decisions by jurisdiction.
+#[test]
+fn diff_asks_a_real_prometheus_for_the_requests_by_jurisdiction() {
+    use crate::server::get;
+    use crate::support::gateway::binary;
+
+    /// Stops the child on drop (a failed assertion must not leave it running).
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let Some(prometheus) = binary(
+        "prometheus",
+        &["prometheus"],
+        "--version",
+        "apt-get install prometheus",
+    ) else {
+        return;
+    };
+    let serve = crate::serve_binary::start(&["--trusted-proxy", "127.0.0.0/8"]);
+    let decide = |country: &str, n: usize| {
+        for _ in 0..n {
+            let a = get(
+                &format!("http://{}/v1/decision?country={country}", serve.addr),
+                &[],
+            );
+            assert_eq!(a.status, 200, "{}", a.body);
+        }
+    };
+    // Both series exist before Prometheus's first scrape: `increase` counts from a
+    // series' first sample, so what is sent before it would not count.
+    decide("BR", 1);
+    decide("US", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: marketgate\n    static_configs: [{{targets: ['{}']}}]\n",
+            serve.addr
+        ),
+    )
+    .unwrap();
+    let port = crate::support::free_port();
+    let _prometheus = Reaped(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    // The sum Prometheus has scraped, once it answers.
+    let scraped = || -> f64 {
+        let q = format!("{url}/api/v1/query?query=sum(marketgate_decisions_total)");
+        match ureq::get(&q).call() {
+            Ok(mut r) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0.0)
+            }
+            Err(_) => 0.0,
+        }
+    };
+    let wait_for = |n: f64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while scraped() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prometheus never scraped {n} decisions"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait_for(2.0);
+    decide("BR", 30);
+    decide("US", 70);
+    wait_for(102.0);
+
+    let (old, new) = br_withdrawn(tmp.path());
+    let v = json(
+        &old,
+        &new,
+        &[
+            "--traffic-prometheus",
+            &url,
+            "--traffic-selector",
+            r#"job="marketgate""#,
+            "--traffic-window",
+            "1m",
+        ],
+    );
+    let t = &v["traffic"];
+    assert_eq!(t["source"], url.as_str(), "{t}");
+    assert_eq!(t["window"], "1m");
+    let rows = t["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{t}");
+    assert_eq!(rows[0]["jurisdictions"], serde_json::json!(["BR"]));
+    // `increase` extrapolates both series over the same scrapes: the ratio holds.
+    let share = rows[0]["share"].as_f64().unwrap();
+    assert!((share - 0.3).abs() < 0.02, "{t}");
+
+    // A selector that matches nothing: no counts, and the diff says so.
+    let (code, text, err) = diff_dirs(
+        &old,
+        &new,
+        &[
+            "--traffic-prometheus",
+            &url,
+            "--traffic-selector",
+            r#"job="elsewhere""#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("traffic not shown"), "{text}");
+    assert!(err.contains("the counts add up to no request"), "{err}");
 }

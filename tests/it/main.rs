@@ -14,6 +14,7 @@ mod laws;
 mod limits;
 mod middleware;
 mod nginx;
+mod observability;
 mod privacy;
 mod redis_server;
 mod roles;

@@ -737,3 +737,193 @@ impl Write for Capture {
         Ok(())
     }
 }
+
+/// An OTLP/HTTP receiver (the JSON encoding): keeps every body POSTed to `/v1/traces`
+/// and answers 200, as a collector does. Keep-alive connections are served in turn.
+struct OtlpReceiver {
+    addr: SocketAddr,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl OtlpReceiver {
+    fn start() -> OtlpReceiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let request_line = line.trim_end().to_string();
+                        let mut length = 0;
+                        let mut json = false;
+                        loop {
+                            line.clear();
+                            reader.read_line(&mut line).unwrap();
+                            let l = line.trim_end();
+                            if l.is_empty() {
+                                break;
+                            }
+                            let (k, v) = l.split_once(':').unwrap();
+                            match k.to_ascii_lowercase().as_str() {
+                                "content-length" => length = v.trim().parse().unwrap(),
+                                "content-type" => json = v.trim() == "application/json",
+                                _ => {}
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                        let ok = request_line == "POST /v1/traces HTTP/1.1" && json;
+                        if ok {
+                            kept.lock().unwrap().push(String::from_utf8(body).unwrap());
+                        }
+                        let status = if ok { "200 OK" } else { "404 Not Found" };
+                        write!(
+                            conn,
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+                        )
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        OtlpReceiver { addr, bodies }
+    }
+
+    /// Every span received so far.
+    fn spans(&self) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let v: Value = serde_json::from_str(b).expect("an OTLP JSON body");
+                v["resourceSpans"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r["scopeSpans"].as_array().unwrap().clone())
+                    .flat_map(|s| s["spans"].as_array().unwrap().clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
+    span["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"])
+}
+
+/// `otlp_endpoint`: the same canary traffic through a `serve` exporting its spans to a
+/// receiver; no span holds a canary in any form, a client's path, query or targeting
+/// key, and a `traceparent` is continued from the trusted proxy only.
+#[test]
+fn canary_addresses_reach_no_exported_span() {
+    let receiver = OtlpReceiver::start();
+    let endpoint = format!("http://{}", receiver.addr);
+    let s = start(&[
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--otlp-endpoint",
+        &endpoint,
+    ]);
+    let base = format!("http://{}", s.addr);
+    let listener: SocketAddr = s.addr.parse().unwrap();
+    let mut sent = public_traffic(&base, listener, &|c| {
+        vec![("X-Forwarded-For", c.to_string())]
+    })
+    .len();
+    // The gateway (a trusted proxy) names its span: this one continues its trace.
+    let gateway_trace = "0af7651916cd43dd8448eb211c80319c";
+    let gateway_span = "b7ad6b7169203331";
+    let a = get(
+        &format!("{base}/v1/gate"),
+        &[
+            ("X-Forwarded-For", RU_V4),
+            (
+                "traceparent",
+                &format!("00-{gateway_trace}-{gateway_span}-01"),
+            ),
+        ],
+    );
+    assert_eq!(a.status, 451);
+    // A client's own trace context is not believed.
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    from_peer(
+        PEER,
+        v4_target(listener),
+        &format!("GET /v1/gate HTTP/1.1\r\ntraceparent: 00-{client_trace}-00f067aa0ba902b7-01"),
+        "",
+    );
+    sent += 2;
+    eventually("every request's span", || receiver.spans().len() >= sent);
+
+    let spans = receiver.spans();
+    let continued: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["traceId"] == gateway_trace)
+        .collect();
+    assert_eq!(continued.len(), 1, "{continued:?}");
+    let span = continued[0];
+    assert_eq!(span["parentSpanId"], gateway_span);
+    assert_eq!(span["name"], "GET gate");
+    assert_eq!(span["kind"], 2);
+    assert_eq!(
+        attribute(span, "http.response.status_code").unwrap()["intValue"],
+        "451"
+    );
+    assert_eq!(
+        attribute(span, "marketgate.jurisdiction").unwrap()["stringValue"],
+        "RU"
+    );
+    assert_eq!(
+        attribute(span, "marketgate.status").unwrap()["stringValue"],
+        "withdrawn"
+    );
+    assert!(
+        spans.iter().all(|s| s["traceId"] != client_trace),
+        "a client's traceparent was continued"
+    );
+    // The spans are of the traffic: every handler it reached.
+    let handlers: std::collections::BTreeSet<&str> = spans
+        .iter()
+        .filter_map(|s| attribute(s, "marketgate.handler")?["stringValue"].as_str())
+        .collect();
+    assert_eq!(
+        handlers.into_iter().collect::<Vec<_>>(),
+        ["decision", "gate", "ofrep"]
+    );
+
+    let bodies = receiver.bodies.lock().unwrap().join("\n");
+    for form in forms() {
+        assert!(!bodies.contains(&form), "canary {form} in an exported span");
+    }
+    for client_text in ["/api/secret", "/api/payments", "user-1", "feature=", "nope"] {
+        assert!(
+            !bodies.contains(client_text),
+            "`{client_text}` in an exported span"
+        );
+    }
+    let metrics = get(&format!("{base}/metrics"), &[]).body;
+    assert!(
+        metrics.contains("marketgate_otlp_spans_total{result=\"sent\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("marketgate_otlp_spans_total{result=\"dropped\"} 0"),
+        "{metrics}"
+    );
+}
