@@ -305,7 +305,15 @@ fn run(cmd: &mut Command) -> String {
 /// the nginx mode (403), a served one, an address with no GeoIP country, a shadow
 /// change (GB's, in force since 2026), the decision API, readiness.
 fn exported() -> BTreeMap<String, Family> {
-    let s = start(&["--trusted-proxy", "127.0.0.0/8"]);
+    // Webhooks on (to a port nothing listens on: its counters exist from start).
+    let s = start(&[
+        "--trusted-proxy",
+        "127.0.0.0/8",
+        "--webhook-url",
+        "http://127.0.0.1:9/marketgate",
+        "--webhook-secret",
+        "observability-webhook-secret",
+    ]);
     let url = |p: &str| format!("http://{}{p}", s.addr);
     let ru = [("X-Forwarded-For", "194.67.1.1")];
     assert_eq!(get(&url("/v1/gate"), &ru).status, 451);
@@ -323,6 +331,9 @@ fn exported() -> BTreeMap<String, Family> {
     let gb = get(&url("/v1/decision?country=GB"), &[]);
     assert_eq!(gb.status, 200, "{}", gb.body);
     assert_eq!(get(&url("/readyz"), &[]).status, 200);
+    // A phone signal (RU) beside the address: the signals' counts.
+    let ph = get(&url("/v1/decision?country=FR&phone=%2B79161234567"), &[]);
+    assert_eq!(ph.json()["decided_by"], "phone", "{}", ph.body);
     assert_eq!(get(&url("/no/such/route"), &[]).status, 404);
     let text = get(&url("/metrics"), &[]).body;
     let exported = families(&text);
