@@ -3,36 +3,15 @@
 //! reordering entries in the JSONL files and in a real `redis-server`'s stream, and by
 //! removing the newest entry; a log from before the chain is anchored, not refused.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use jiff::Timestamp;
-use marketgate::location::Jurisdiction;
-use marketgate::overrides::Override;
-use marketgate::rules::Status;
 use marketgate::store::{OverrideStore, RedisConfig, StoreConfig};
 use serde_json::Value;
 
 use crate::redis_server::RedisServer;
+use crate::store::{j, withdraw};
 use crate::support::marketgate;
-
-fn j(code: &str) -> Jurisdiction {
-    Jurisdiction::parse(code).unwrap()
-}
-
-fn withdraw(code: &str, reason: &str) -> Override {
-    Override {
-        jurisdiction: j(code),
-        status: Some(Status::Withdrawn),
-        features: BTreeMap::new(),
-        reason: reason.to_string(),
-        actor: "alice".to_string(),
-        public_reason: None,
-        created_at: Timestamp::now(),
-        expires_at: None,
-    }
-}
 
 /// Changes of several sizes: one reason spans many SHA-256 blocks and has multi-byte
 /// characters (the Redis store hashes in Lua, the check in Rust).

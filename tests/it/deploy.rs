@@ -590,9 +590,18 @@ fn kubernetes_manifests_fit_together_and_validate() {
         .iter()
         .map(|f| repo().join("deploy/k8s").join(f))
         .collect();
+    kubernetes_validate(&validator, &files, 7);
+}
+
+/// `kubernetes-validate --strict FILES` passes, with `resources` resources checked.
+fn kubernetes_validate(
+    validator: &std::path::Path,
+    files: &[std::path::PathBuf],
+    resources: usize,
+) {
     let o = Command::new(validator)
         .arg("--strict")
-        .args(&files)
+        .args(files)
         .output()
         .unwrap();
     let out = format!(
@@ -601,7 +610,11 @@ fn kubernetes_manifests_fit_together_and_validate() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(o.status.success(), "kubernetes-validate:\n{out}");
-    assert_eq!(out.matches(" passed for resource ").count(), 7, "{out}");
+    assert_eq!(
+        out.matches(" passed for resource ").count(),
+        resources,
+        "{out}"
+    );
 }
 
 /// `kubectl kustomize DIR` (kustomize as `kubectl apply -k` runs it), as documents.
@@ -795,22 +808,7 @@ fn kustomization_renders_everything_but_the_secrets_with_the_example_rules() {
         .map(|d| serde_yaml::to_string(d).unwrap())
         .collect();
     std::fs::write(&file, text.join("---\n")).unwrap();
-    let o = Command::new(validator)
-        .arg("--strict")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "kubernetes-validate:\n{out}");
-    assert_eq!(
-        out.matches(" passed for resource ").count(),
-        docs.len(),
-        "{out}"
-    );
+    kubernetes_validate(&validator, &[file], docs.len());
 }
 
 /// `512Mi`, `1Gi`, `384M` as MiB (rounded down).

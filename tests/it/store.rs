@@ -24,11 +24,12 @@ use marketgate::store::{
 use crate::redis_server::{Proxy, RedisServer, TlsRedisServer};
 use crate::support::repo;
 
-fn j(code: &str) -> Jurisdiction {
+pub(crate) fn j(code: &str) -> Jurisdiction {
     Jurisdiction::parse(code).unwrap()
 }
 
-fn withdraw(code: &str, reason: &str) -> Override {
+/// An override that withdraws `code`, by alice, without expiry.
+pub(crate) fn withdraw(code: &str, reason: &str) -> Override {
     Override {
         jurisdiction: j(code),
         status: Some(Status::Withdrawn),
