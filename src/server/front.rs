@@ -14,6 +14,7 @@
 use std::future::{ready, Future, Ready};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -65,7 +66,7 @@ where
         ready(Ok(FrontService {
             service,
             log: self.log,
-            metrics: self.metrics.clone(),
+            metrics: self.metrics.clone().map(Rc::new),
         }))
     }
 }
@@ -73,7 +74,10 @@ where
 pub struct FrontService<S> {
     service: S,
     log: Settings,
-    metrics: Option<Arc<HttpMetrics>>,
+    /// The shared metrics behind a per-worker `Rc`: each request clones the `Rc`
+    /// (non-atomic), never the `Arc` every worker's requests would write.
+    #[allow(clippy::redundant_allocation)]
+    metrics: Option<Rc<Arc<HttpMetrics>>>,
 }
 
 impl<S, B> Service<ServiceRequest> for FrontService<S>
@@ -123,7 +127,8 @@ where
 
 /// A request being counted: its handler class and when it arrived.
 struct Counted {
-    metrics: Arc<HttpMetrics>,
+    #[allow(clippy::redundant_allocation)] // see `FrontService::metrics`
+    metrics: Rc<Arc<HttpMetrics>>,
     handler: Handler,
     start: Instant,
 }
@@ -189,6 +194,8 @@ impl Traced {
         let parent = req
             .headers()
             .get(TRACEPARENT)
+            // A repeated `traceparent` names no one trace (W3C: ignore it).
+            .filter(|_| req.headers().get_all(TRACEPARENT).nth(1).is_none())
             .and_then(|v| otlp::parse_traceparent(v.as_bytes()))
             .filter(|_| request_log::from_trusted_proxy(req));
         let start_unix_nanos = std::time::SystemTime::now()

@@ -360,10 +360,12 @@ fn on_redis_each_change_is_announced_once_per_fleet() {
     }
 }
 
-#[test]
-fn a_rules_reload_is_announced_with_the_decisions_it_changed_once_per_fleet() {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start(Mode::Ok);
+/// Two instances on one Redis, on the system clock, sending webhooks to `receiver` and
+/// serving a copy of the example rules (the directory, returned to be edited).
+fn two_instances(
+    redis: &RedisServer,
+    receiver: &Receiver,
+) -> (tempfile::TempDir, TestServer, TestServer) {
     let rules = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(crate::support::repo().join("regions")).unwrap() {
         let f = f.unwrap().path();
@@ -379,6 +381,14 @@ fn a_rules_reload_is_announced_with_the_decisions_it_changed_once_per_fleet() {
         })
     };
     let (a, b) = (start(), start());
+    (rules, a, b)
+}
+
+#[test]
+fn a_rules_reload_is_announced_with_the_decisions_it_changed_once_per_fleet() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start(Mode::Ok);
+    let (rules, a, b) = two_instances(&redis, &receiver);
     let version = |s: &TestServer| {
         s.admin("GET", "/admin/v1/rules", None).json()["version"]
             .as_str()
@@ -419,21 +429,7 @@ fn a_rules_reload_is_announced_with_the_decisions_it_changed_once_per_fleet() {
 fn a_scheduled_change_taking_effect_is_announced_once_per_fleet() {
     let redis = RedisServer::start();
     let receiver = Receiver::start(Mode::Ok);
-    let rules = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(crate::support::repo().join("regions")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, rules.path().join(f.file_name().unwrap())).unwrap();
-    }
-    let urls = [receiver.url()];
-    let start = || {
-        let (url, urls, dir) = (redis.url(), urls.clone(), rules.path().to_path_buf());
-        TestServer::start_with_clock(Clock::System, move |c| {
-            webhooks(&urls, c);
-            c.redis = Some(Secret::new(url));
-            c.regions = dir;
-        })
-    };
-    let (a, b) = (start(), start());
+    let (rules, a, b) = two_instances(&redis, &receiver);
     // A change a few seconds ahead, to the second.
     let now = jiff::Timestamp::now().as_second();
     let at = jiff::Timestamp::from_second(now + 6).unwrap();
