@@ -169,6 +169,14 @@ pub struct Config {
     /// Wait before a failed delivery's first retry (doubles per retry; five attempts,
     /// five seconds each). Not a key: fixed in `serve`, shortened by tests.
     pub webhook_backoff: Duration,
+    /// Four-eyes approval: `(jurisdiction, approvers)` entries (`approvals`, `*=1`,
+    /// `RU=2`); empty: no override change needs approval.
+    pub approvals: Vec<(crate::location::Jurisdiction, u8)>,
+    /// How long a proposal waits for approval before it expires.
+    pub approval_ttl: Duration,
+    /// Whether an operator may apply a narrowing change at once ("break glass",
+    /// flagged in the audit) where approvals are required.
+    pub approval_break_glass: bool,
 }
 
 impl Default for Config {
@@ -218,6 +226,9 @@ impl Default for Config {
             webhook_secret: None,
             webhook_format: crate::governance::webhooks::WebhookFormat::Json,
             webhook_backoff: Duration::from_millis(500),
+            approvals: Vec::new(),
+            approval_ttl: crate::governance::approval::DEFAULT_PENDING_TTL,
+            approval_break_glass: true,
         }
     }
 }
@@ -324,6 +335,11 @@ pub struct RawConfig {
     pub webhook_secret: Option<String>,
     /// `json` or `slack`.
     pub webhook_format: Option<String>,
+    /// Four-eyes approval entries, `JURISDICTION=APPROVERS` (`*=1`, `RU=2`).
+    pub approvals: Option<Vec<String>>,
+    /// How long a proposal waits for approval (`30m`, `24h`, `7d`).
+    pub approval_ttl: Option<String>,
+    pub approval_break_glass: Option<Scalar>,
 }
 
 /// A YAML scalar that may be written as a number or a string.
@@ -401,6 +417,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("webhook_urls", "MARKETGATE_WEBHOOK_URLS"),
     ("webhook_secret", "MARKETGATE_WEBHOOK_SECRET"),
     ("webhook_format", "MARKETGATE_WEBHOOK_FORMAT"),
+    ("approvals", "MARKETGATE_APPROVALS"),
+    ("approval_ttl", "MARKETGATE_APPROVAL_TTL"),
+    ("approval_break_glass", "MARKETGATE_APPROVAL_BREAK_GLASS"),
 ];
 
 impl RawConfig {
@@ -482,6 +501,9 @@ impl RawConfig {
             webhook_urls: list("webhook_urls"),
             webhook_secret: get("webhook_secret"),
             webhook_format: get("webhook_format"),
+            approvals: list("approvals"),
+            approval_ttl: get("approval_ttl"),
+            approval_break_glass: get("approval_break_glass").map(Scalar::Str),
         }
     }
 }
@@ -740,6 +762,16 @@ impl Config {
             "slack" => Ok(crate::governance::webhooks::WebhookFormat::Slack),
             other => Err(format!("`{other}` is not json or slack")),
         });
+        set!(approvals, |v: &Vec<String>| v
+            .iter()
+            .map(|e| crate::governance::approval::ApprovalPolicy::parse_entry(e))
+            .collect::<Result<Vec<_>, _>>());
+        set!(approval_ttl, |v: &String| crate::overrides::parse_ttl(v)
+            .map(|secs| Duration::from_secs(secs as u64))
+            .ok_or_else(|| format!(
+                "`{v}` is not a duration such as `30m`, `24h` or `7d`"
+            )));
+        set!(approval_break_glass, |v: &Scalar| boolean(v));
     }
 }
 
@@ -923,6 +955,15 @@ fn webhook_url(v: &str) -> Result<(), String> {
 }
 
 impl Config {
+    /// The four-eyes approval policy.
+    pub fn approval_policy(&self) -> crate::governance::approval::ApprovalPolicy {
+        crate::governance::approval::ApprovalPolicy {
+            entries: self.approvals.clone(),
+            pending_ttl: self.approval_ttl,
+            break_glass: self.approval_break_glass,
+        }
+    }
+
     /// The webhooks' configuration, when receivers are set.
     pub fn webhooks(&self) -> Option<crate::governance::webhooks::WebhookConfig> {
         let secret = self.webhook_secret.clone()?;
@@ -1108,6 +1149,9 @@ pub fn flag_name(key: &str) -> &str {
         "webhook_urls" => "webhook-url",
         "webhook_secret" => "webhook-secret",
         "webhook_format" => "webhook-format",
+        "approvals" => "approval",
+        "approval_ttl" => "approval-ttl",
+        "approval_break_glass" => "approval-break-glass",
         other => other,
     }
 }

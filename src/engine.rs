@@ -144,6 +144,45 @@ pub fn decide_uncached(rules: &RuleSet, overrides: &OverrideSet, req: &Request<'
     compute(rules, overrides, &Plan::new(rules, req.location), req)
 }
 
+/// Whether replacing the overrides `before` by `after` can only make answers stricter at
+/// `at`: for every market (each country, each subdivision with rules of its own or named
+/// by `extra`, and `unknown`), the status is at least as strict and no feature is on
+/// that was off. Without a key (which is at least as strict as any key, see the
+/// property tests). What four-eyes approval calls narrowing: a change that passes may
+/// be applied at once ("break glass"); any other waits for approval.
+pub fn narrows(
+    rules: &RuleSet,
+    before: &OverrideSet,
+    after: &OverrideSet,
+    extra: &[Location],
+    at: Timestamp,
+) -> bool {
+    let subdivisions = rules.levels().iter().filter_map(|l| match l.jurisdiction {
+        Jurisdiction::Subdivision(c, s) => Some(Location::subdivision(c, s)),
+        _ => None,
+    });
+    let markets = crate::iso::countries()
+        .map(|(c, _)| Location::country(c))
+        .chain(subdivisions)
+        .chain(extra.iter().copied())
+        .chain([Location::UNKNOWN]);
+    for location in markets {
+        let req = Request {
+            location,
+            key: None,
+            at,
+        };
+        let (old, new) = (
+            decide_uncached(rules, before, &req),
+            decide_uncached(rules, after, &req),
+        );
+        if new.status < old.status || new.features.union(old.features) != old.features {
+            return false;
+        }
+    }
+    true
+}
+
 fn compute(
     rules: &RuleSet,
     overrides: &OverrideSet,

@@ -107,6 +107,133 @@ impl OverrideSet {
     }
 }
 
+/// A change to one jurisdiction's override that waits for approval (four-eyes; see
+/// [`crate::governance::approval`]): setting an override or clearing one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum ProposedChange {
+    /// Set (or replace) the override. Its `created_at` and, with `ttl_seconds`, its
+    /// `expires_at` are set again when the change is applied.
+    Set {
+        #[serde(rename = "override")]
+        over: Override,
+        /// The override's time to live, counted from when it is applied.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_seconds: Option<i64>,
+    },
+    /// Clear the override.
+    Clear {
+        jurisdiction: Jurisdiction,
+        reason: String,
+    },
+}
+
+impl ProposedChange {
+    /// The jurisdiction whose override changes.
+    pub fn jurisdiction(&self) -> &Jurisdiction {
+        match self {
+            ProposedChange::Set { over, .. } => &over.jurisdiction,
+            ProposedChange::Clear { jurisdiction, .. } => jurisdiction,
+        }
+    }
+
+    /// The override set made ready to apply at `now` (its creation and ttl count from
+    /// the approval), or `None` for a clear.
+    pub fn applied_at(&self, now: Timestamp) -> Option<Override> {
+        match self {
+            ProposedChange::Set { over, ttl_seconds } => {
+                let mut o = over.clone();
+                o.created_at = now;
+                if let Some(secs) = ttl_seconds {
+                    o.expires_at = now.checked_add(jiff::SignedDuration::from_secs(*secs)).ok();
+                }
+                Some(o)
+            }
+            ProposedChange::Clear { .. } => None,
+        }
+    }
+}
+
+/// Where a proposal stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposalState {
+    /// Waiting for approvals (until `expires_at`).
+    Pending,
+    /// Approved by enough approvers and applied.
+    Applied,
+    /// Rejected by an approver.
+    Rejected,
+    /// Nobody approved it in time.
+    Expired,
+}
+
+/// One approval of a proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The approver's identity (the token's name).
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// A change waiting for approval, and, for a while after, how it ended. Holds only
+/// jurisdictions, operators' names and texts: nothing about clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Random, 16 hex digits.
+    pub id: String,
+    #[serde(flatten)]
+    pub change: ProposedChange,
+    /// Who proposed it (the token's identity); may not approve it.
+    pub proposed_by: String,
+    pub proposed_at: Timestamp,
+    /// A pending proposal nobody approved by then expires.
+    pub expires_at: Timestamp,
+    /// Approvals needed, from distinct approvers other than the proposer.
+    pub required: u8,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+    /// The override of the jurisdiction when it was proposed (`None`: none). The change
+    /// applies only onto that same override: one set or cleared meanwhile (a new
+    /// incident's kill switch) makes the proposal stale, never silently replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Override>,
+    pub state: ProposalState,
+    /// When it stopped being pending, and by whom (the rejecting approver, the last
+    /// approver, or `marketgate` for an expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    /// Why it was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
+}
+
+impl Proposal {
+    /// The state at `now`: a pending proposal past its expiry is `Expired` even before a
+    /// store has recorded it so.
+    pub fn state_at(&self, now: Timestamp) -> ProposalState {
+        match self.state {
+            ProposalState::Pending if now >= self.expires_at => ProposalState::Expired,
+            s => s,
+        }
+    }
+
+    /// A new id: unique per process and instant (not a secret: acting on a proposal
+    /// takes an admin token).
+    pub fn new_id() -> String {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seed = format!(
+            "{}:{}:{}",
+            Timestamp::now().as_nanosecond(),
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
+    }
+}
+
 /// The body of `PUT /admin/v1/overrides/{jurisdiction}`, as operators write it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +266,11 @@ pub struct OverrideRequest {
     #[serde(default)]
     #[schema(max_length = 1000)]
     pub actor: Option<String>,
+    /// Under an approval policy, apply a change that only narrows (withdraw, limit,
+    /// switch a feature off) at once, without approval; the audit flags it for review.
+    /// A widening change is refused either way (propose it).
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 /// Why an override request cannot be accepted.

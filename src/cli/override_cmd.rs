@@ -1,5 +1,6 @@
-//! `marketgate override set|list|clear`: a client of the admin API for operators. Owns
-//! the readable output and the exit codes; never prints the token.
+//! `marketgate override set|list|clear|propose|approve|reject|adopt-empty|audit`: a
+//! client of the admin API for operators. Owns the readable output and the exit codes;
+//! never prints the token.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,9 +59,20 @@ pub enum OverrideAction {
         /// Who (default: `$USER`).
         #[arg(long)]
         actor: Option<String>,
+        /// Where changes need approval: apply this one at once because it only narrows
+        /// (withdraw, limit, feature off); flagged in the audit for review.
+        #[arg(long)]
+        break_glass: bool,
     },
-    /// List active overrides with their time left.
-    List,
+    /// List active overrides with their time left; with `--pending`, the proposals
+    /// waiting for approval instead (`--all`: closed ones too).
+    List {
+        #[arg(long)]
+        pending: bool,
+        /// With `--pending`: also applied, rejected and expired proposals.
+        #[arg(long, requires = "pending")]
+        all: bool,
+    },
     /// Remove the override of one jurisdiction.
     Clear {
         jurisdiction: String,
@@ -68,6 +80,43 @@ pub enum OverrideAction {
         reason: String,
         #[arg(long)]
         actor: Option<String>,
+        /// Where changes need approval: clear at once an override whose removal only
+        /// narrows; flagged in the audit for review.
+        #[arg(long)]
+        break_glass: bool,
+    },
+    /// Propose a change for approval (four-eyes): it applies once enough approvers
+    /// other than you approve it. Prints the proposal's id.
+    Propose {
+        jurisdiction: String,
+        /// Propose clearing the override instead of setting one.
+        #[arg(long, conflicts_with_all = ["status", "features", "public_reason", "ttl", "expires_at"])]
+        clear: bool,
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// `name=on` or `name=off`; repeatable.
+        #[arg(long = "feature", value_parser = parse_switch)]
+        features: Vec<(String, bool)>,
+        /// Why, for the approvers; required.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        public_reason: Option<String>,
+        /// How long the override lasts once applied, e.g. `2h`, `7d`.
+        #[arg(long, conflicts_with = "expires_at")]
+        ttl: Option<String>,
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Approve a proposal (not your own); the last approval needed applies it.
+    Approve { id: String },
+    /// Reject a pending proposal.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Lift every override at once and take the empty set (after Redis lost its data,
     /// instances restore their last snapshot instead unless an operator does this).
@@ -220,6 +269,85 @@ fn describe(o: &Value) -> String {
     )
 }
 
+/// The JSON of an override request (set or proposed).
+fn override_body(
+    status: Option<StatusArg>,
+    features: &[(String, bool)],
+    reason: &str,
+    public_reason: &Option<String>,
+    ttl: &Option<String>,
+    expires_at: &Option<String>,
+    actor: &Option<String>,
+) -> Value {
+    let features: BTreeMap<&str, bool> = features.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let mut b = json!({ "reason": reason, "actor": actor.clone().unwrap_or_else(default_actor) });
+    if let Some(s) = status {
+        b["status"] = json!(Status::from(s));
+    }
+    if !features.is_empty() {
+        b["features"] = json!(features);
+    }
+    if let Some(p) = public_reason {
+        b["public_reason"] = json!(p);
+    }
+    if let Some(t) = ttl {
+        b["ttl"] = json!(t);
+    }
+    if let Some(t) = expires_at {
+        b["expires_at"] = json!(t);
+    }
+    b
+}
+
+/// A proposal id as one path segment (ids are hex; anything else is sent encoded and
+/// refused by the server as unknown).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One proposal on one line.
+fn describe_proposal(p: &Value) -> String {
+    let change = match p["action"].as_str() {
+        Some("clear") => format!("clear — {}", p["reason"].as_str().unwrap_or("")),
+        _ => describe(&p["override"])
+            .split_once(' ')
+            .map(|(_, rest)| rest.trim_start().to_string())
+            .unwrap_or_default(),
+    };
+    let approvals: Vec<&str> = p["approvals"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["by"].as_str()).collect())
+        .unwrap_or_default();
+    format!(
+        "{} {:<8} {:<9} {} — proposed by {}, approvals {}/{}{}{}",
+        p["id"].as_str().unwrap_or("?"),
+        p["jurisdiction"].as_str().unwrap_or("?"),
+        p["state"].as_str().unwrap_or("?"),
+        change,
+        p["proposed_by"].as_str().unwrap_or("?"),
+        approvals.len(),
+        p["required"],
+        if approvals.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", approvals.join(", "))
+        },
+        if p["narrowing"].as_bool() == Some(true) {
+            ", narrowing"
+        } else {
+            ", widening"
+        },
+    )
+}
+
 pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
     let (status, body) = match &args.action {
         OverrideAction::Set {
@@ -231,25 +359,19 @@ pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
             ttl,
             expires_at,
             actor,
+            break_glass,
         } => {
-            let features: BTreeMap<&str, bool> =
-                features.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-            let mut b =
-                json!({ "reason": reason, "actor": actor.clone().unwrap_or_else(default_actor) });
-            if let Some(s) = status {
-                b["status"] = json!(Status::from(*s));
-            }
-            if !features.is_empty() {
-                b["features"] = json!(features);
-            }
-            if let Some(p) = public_reason {
-                b["public_reason"] = json!(p);
-            }
-            if let Some(t) = ttl {
-                b["ttl"] = json!(t);
-            }
-            if let Some(t) = expires_at {
-                b["expires_at"] = json!(t);
+            let mut b = override_body(
+                *status,
+                features,
+                reason,
+                public_reason,
+                ttl,
+                expires_at,
+                actor,
+            );
+            if *break_glass {
+                b["break_glass"] = json!(true);
             }
             call(
                 &args,
@@ -258,18 +380,82 @@ pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
                 Some(b),
             )?
         }
-        OverrideAction::List => call(&args, "GET", "/admin/v1/overrides", None)?,
+        OverrideAction::List { pending: false, .. } => {
+            call(&args, "GET", "/admin/v1/overrides", None)?
+        }
+        OverrideAction::List { pending: true, all } => call(
+            &args,
+            "GET",
+            &format!(
+                "/admin/v1/proposals?state={}",
+                if *all { "all" } else { "pending" }
+            ),
+            None,
+        )?,
         OverrideAction::Clear {
             jurisdiction,
             reason,
             actor,
+            break_glass,
         } => {
-            let b =
+            let mut b =
                 json!({ "reason": reason, "actor": actor.clone().unwrap_or_else(default_actor) });
+            if *break_glass {
+                b["break_glass"] = json!(true);
+            }
             call(
                 &args,
                 "DELETE",
                 &format!("/admin/v1/overrides/{}", encode(jurisdiction)),
+                Some(b),
+            )?
+        }
+        OverrideAction::Propose {
+            jurisdiction,
+            clear,
+            status,
+            features,
+            reason,
+            public_reason,
+            ttl,
+            expires_at,
+            actor,
+        } => {
+            let b = if *clear {
+                json!({ "action": "clear", "reason": reason, "actor": actor.clone().unwrap_or_else(default_actor) })
+            } else {
+                override_body(
+                    *status,
+                    features,
+                    reason,
+                    public_reason,
+                    ttl,
+                    expires_at,
+                    actor,
+                )
+            };
+            call(
+                &args,
+                "POST",
+                &format!("/admin/v1/overrides/{}/proposals", encode(jurisdiction)),
+                Some(b),
+            )?
+        }
+        OverrideAction::Approve { id } => call(
+            &args,
+            "POST",
+            &format!("/admin/v1/proposals/{}/approve", path_segment(id)),
+            Some(json!({})),
+        )?,
+        OverrideAction::Reject { id, reason } => {
+            let mut b = json!({});
+            if let Some(r) = reason {
+                b["reason"] = json!(r);
+            }
+            call(
+                &args,
+                "POST",
+                &format!("/admin/v1/proposals/{}/reject", path_segment(id)),
                 Some(b),
             )?
         }
@@ -307,7 +493,37 @@ pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        OverrideAction::List => {
+        OverrideAction::List { pending: true, .. } => {
+            let list = body["proposals"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no pending proposals");
+            }
+            for p in &list {
+                println!("{}", describe_proposal(p));
+            }
+        }
+        OverrideAction::Propose { .. } => {
+            let p = &body["proposal"];
+            println!(
+                "proposed {} (needs {} approval(s) by others, until {})",
+                p["id"].as_str().unwrap_or("?"),
+                p["missing_approvals"],
+                p["expires_at"].as_str().unwrap_or("?")
+            );
+            println!("{}", describe_proposal(p));
+        }
+        OverrideAction::Approve { id } => match body["applied"].as_object() {
+            Some(a) => println!(
+                "approved {id}: applied (version {})",
+                a.get("version").cloned().unwrap_or_default()
+            ),
+            None => println!(
+                "approved {id}: {} more approval(s) needed",
+                body["proposal"]["missing_approvals"]
+            ),
+        },
+        OverrideAction::Reject { id, .. } => println!("rejected {id}"),
+        OverrideAction::List { pending: false, .. } => {
             let list = body["overrides"].as_array().cloned().unwrap_or_default();
             if list.is_empty() {
                 println!("no active overrides (version {})", body["version"]);
@@ -336,8 +552,19 @@ pub fn run(args: OverrideArgs) -> anyhow::Result<ExitCode> {
         }
         OverrideAction::Audit { .. } => {
             for e in body["entries"].as_array().cloned().unwrap_or_default() {
+                let mut flags = String::new();
+                if e["break_glass"].as_bool() == Some(true) {
+                    flags.push_str(" [BREAK GLASS: to review]");
+                }
+                if let Some(p) = e["proposal"].as_str() {
+                    flags.push_str(&format!(" [proposal {p}]"));
+                }
+                if let Some(a) = e["approved_by"].as_array() {
+                    let names: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+                    flags.push_str(&format!(" [approved by {}]", names.join(", ")));
+                }
                 println!(
-                    "{} v{} {:<6} {:<8} by {} — {}",
+                    "{} v{} {:<7} {:<8} by {} — {}{flags}",
                     e["at"].as_str().unwrap_or("?"),
                     e["version"],
                     e["action"].as_str().unwrap_or("?"),

@@ -142,6 +142,15 @@ pub struct ServeArgs {
     /// Webhook body: json or slack [default json; env MARKETGATE_WEBHOOK_FORMAT; key webhook_format].
     #[arg(long, value_name = "FORMAT")]
     pub webhook_format: Option<String>,
+    /// Four-eyes approval: changes to overrides touching JURISDICTION need N approvals, repeatable (`*=1`, `RU=2`) [env MARKETGATE_APPROVALS, comma-separated; key approvals].
+    #[arg(long = "approval", value_name = "JURISDICTION=N")]
+    pub approvals: Vec<String>,
+    /// How long a proposal waits for approval before it expires [default 24h; env MARKETGATE_APPROVAL_TTL; key approval_ttl].
+    #[arg(long, value_name = "DURATION")]
+    pub approval_ttl: Option<String>,
+    /// Whether an operator may apply a narrowing change at once as break glass where approvals are required [default true; env MARKETGATE_APPROVAL_BREAK_GLASS; key approval_break_glass].
+    #[arg(long, value_name = "BOOL")]
+    pub approval_break_glass: Option<String>,
 }
 
 impl ServeArgs {
@@ -195,6 +204,9 @@ impl ServeArgs {
                 webhook_urls: list(self.webhook_urls),
                 webhook_secret: self.webhook_secret,
                 webhook_format: self.webhook_format,
+                approvals: list(self.approvals),
+                approval_ttl: self.approval_ttl,
+                approval_break_glass: self.approval_break_glass.map(Scalar::Str),
             },
         )
     }

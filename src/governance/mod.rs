@@ -5,6 +5,7 @@
 //! `webhooks`, which announces the changes that alter decisions). The engine never
 //! imports it.
 
+pub mod approval;
 pub mod webhooks;
 
 use std::fmt;
@@ -318,7 +319,7 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 pub enum ScopeRule {
     /// No scope check (reads).
     None,
-    /// The jurisdiction in the path.
+    /// The jurisdiction acted on: the path's, or the proposal's.
     Jurisdiction,
     /// The act touches every jurisdiction: only scope `*` may.
     Global,

@@ -180,6 +180,10 @@ pub fn event_type(action: AuditAction) -> &'static str {
         AuditAction::Expire => "override.expired",
         AuditAction::Restore => "overrides.restored",
         AuditAction::AdoptEmpty => "overrides.lifted",
+        AuditAction::Propose => "override.proposed",
+        AuditAction::Approve => "override.approved",
+        AuditAction::Reject => "override.rejected",
+        AuditAction::Lapse => "override.proposal_expired",
     }
 }
 
@@ -330,6 +334,11 @@ impl Event {
     pub fn new(entry: &AuditEntry, format: WebhookFormat) -> Event {
         let kind = event_type(entry.action);
         let mut id = format!("{}-{kind}", entry.version);
+        // Acts on proposals share the version they were made at.
+        if let Some(p) = &entry.proposal {
+            id.push('-');
+            id.push_str(p);
+        }
         if let Some(h) = &entry.hash {
             id.push('-');
             id.push_str(&h[..h.len().min(16)]);
@@ -376,6 +385,18 @@ fn slack_text(e: &AuditEntry) -> String {
             "every override lifted ({} jurisdictions)",
             e.jurisdictions.len()
         ),
+        AuditAction::Propose => format!("change proposed on {} (needs approval)", e.jurisdiction),
+        AuditAction::Approve => format!("proposed change on {} approved", e.jurisdiction),
+        AuditAction::Reject => format!("proposed change on {} rejected", e.jurisdiction),
+        AuditAction::Lapse => format!(
+            "proposed change on {} expired without approval",
+            e.jurisdiction
+        ),
+    };
+    let what = if e.break_glass {
+        format!("{what} [BREAK GLASS: applied without approval, to review]")
+    } else {
+        what
     };
     let expiry = e
         .expires_at

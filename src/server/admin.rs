@@ -26,6 +26,10 @@ pub const READ: Need = Need::new(Role::Viewer, ScopeRule::None);
 pub const WRITE_OVERRIDE: Need = Need::new(Role::Operator, ScopeRule::Jurisdiction);
 /// Reloading the rules and the GeoIP database: every jurisdiction's decisions may change.
 pub const RELOAD: Need = Need::new(Role::Operator, ScopeRule::Global);
+/// Proposing a change for approval, on the jurisdiction in the path.
+pub const PROPOSE: Need = Need::new(Role::Operator, ScopeRule::Jurisdiction);
+/// Approving or rejecting a proposal, on the proposal's jurisdiction.
+pub const APPROVE: Need = Need::new(Role::Approver, ScopeRule::Jurisdiction);
 /// Lifting every override at once.
 pub const ADOPT_EMPTY: Need = Need::new(Role::Admin, ScopeRule::Global);
 
@@ -42,6 +46,15 @@ pub const ENDPOINTS: &[(&str, &str, Need)] = &[
         WRITE_OVERRIDE,
     ),
     ("post", "/admin/v1/store/adopt-empty", ADOPT_EMPTY),
+    ("get", "/admin/v1/proposals", READ),
+    (
+        "post",
+        "/admin/v1/overrides/{jurisdiction}/proposals",
+        PROPOSE,
+    ),
+    ("post", "/admin/v1/proposals/{id}/approve", APPROVE),
+    ("post", "/admin/v1/proposals/{id}/reject", APPROVE),
+    ("get", "/admin/v1/whoami", READ),
     ("get", "/admin/v1/audit", READ),
     ("get", "/admin/v1/rules", READ),
     ("get", "/admin/v1/jurisdictions/{jurisdiction}", READ),
@@ -58,7 +71,7 @@ pub fn authorize<'a>(state: &'a AppState, req: &HttpRequest) -> Result<&'a Admin
 
 /// [`authorize`], then the role `need` names and, for an act on every jurisdiction, scope
 /// `*`. A check on the path's jurisdiction follows with [`permit_on`] once it is parsed.
-fn permit<'a>(
+pub(super) fn permit<'a>(
     state: &'a AppState,
     req: &HttpRequest,
     need: Need,
@@ -78,7 +91,7 @@ fn permit<'a>(
 }
 
 /// Whether `token`'s scope covers `j` for `need`.
-fn permit_on(
+pub(super) fn permit_on(
     state: &AppState,
     token: &AdminToken,
     need: Need,
@@ -101,12 +114,12 @@ fn refuse(token: &AdminToken, d: Denied) -> ApiError {
 
 /// The actor a change is recorded under when the request names none: the token's name,
 /// else `admin` (as before tokens had names).
-fn default_actor(token: &AdminToken) -> &str {
+pub(super) fn default_actor(token: &AdminToken) -> &str {
     token.name.as_deref().unwrap_or("admin")
 }
 
 /// Reads a JSON body within the size and time limits; an empty body is `T::default()`.
-async fn read_json<T: serde::de::DeserializeOwned + Default>(
+pub(super) async fn read_json<T: serde::de::DeserializeOwned + Default>(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
@@ -124,7 +137,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Res
         .map_err(|e| ApiError::InvalidBody(format!("the request body is not valid: {e}")))
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(super) fn store_error(e: StoreError) -> ApiError {
     if e.is_unavailable() {
         tracing::warn!(error = %crate::store::error_chain(&e), "override store unavailable");
         ApiError::StoreUnavailable
@@ -147,7 +160,7 @@ pub struct OverrideView {
     pub remaining_seconds: Option<i64>,
 }
 
-fn view(o: &Override, now: Timestamp) -> OverrideView {
+pub(super) fn view(o: &Override, now: Timestamp) -> OverrideView {
     OverrideView {
         over: serde_json::to_value(o).unwrap_or_default(),
         remaining_seconds: o.expires_at.map(|e| e.duration_since(now).as_secs().max(0)),
@@ -246,6 +259,7 @@ pub async fn put_override(
         permit_on(&state, token, WRITE_OVERRIDE, &j)?;
     }
     let body: OverrideRequest = read_json(&state, &req, payload).await?;
+    let break_glass = body.break_glass;
     let now = state.now();
     let rules = state.rules();
     let o = body
@@ -256,7 +270,22 @@ pub async fn put_override(
         tracing::info!(jurisdiction = %o.jurisdiction, demand = %c.demand, "override refused: demand in force");
         return Err(ApiError::Conflict(Box::new(c)));
     }
-    let version = state.store().put(o.clone()).await.map_err(store_error)?;
+    let note = super::proposals::route_change(
+        &state,
+        &rules,
+        &o.jurisdiction,
+        Some(&o),
+        break_glass,
+        now,
+    )?;
+    let version = state
+        .store()
+        .put_noted(o.clone(), &note)
+        .await
+        .map_err(store_error)?;
+    if note.break_glass {
+        tracing::warn!(jurisdiction = %o.jurisdiction, actor = %o.actor, version, "override set without approval (break glass): to review");
+    }
     tracing::info!(jurisdiction = %o.jurisdiction, actor = %o.actor, version, "override set");
     let location = match &o.jurisdiction {
         Jurisdiction::Country(c) => Some(Location::country(*c)),
@@ -287,6 +316,11 @@ pub struct ClearRequest {
     pub reason: Option<String>,
     #[serde(default)]
     pub actor: Option<String>,
+    /// Under an approval policy, clear at once an override whose removal only narrows
+    /// (one that served more than the rules), flagged in the audit for review.
+    /// Clearing a narrowing override widens: propose it.
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -336,9 +370,20 @@ pub async fn delete_override(
             max: MAX_TEXT,
         }));
     }
+    if state.store().snapshot().get(&j).is_none() {
+        return Err(ApiError::OverrideNotFound(j.to_string()));
+    }
+    let note = super::proposals::route_change(
+        &state,
+        &state.rules(),
+        &j,
+        None,
+        body.break_glass,
+        state.now(),
+    )?;
     match state
         .store()
-        .clear(&j, &actor, &reason)
+        .clear_noted(&j, &actor, &reason, &note)
         .await
         .map_err(store_error)?
     {

@@ -62,6 +62,20 @@ pub enum ApiError {
     Conflict(Box<crate::overrides::Conflict>),
     #[error("no override is set for `{0}`")]
     OverrideNotFound(String),
+    /// Under the approval policy the change cannot be applied directly (409).
+    #[error("{0}")]
+    ApprovalRequired(crate::governance::approval::Refusal),
+    /// An approval or rejection refused: self-approval (403), already approved or no
+    /// longer pending (409).
+    #[error("{0}")]
+    Proposal(crate::governance::approval::ActError),
+    #[error("no proposal `{0}` (closed proposals are kept for a week)")]
+    ProposalNotFound(String),
+    #[error("the proposal changed while this request was made (another approver acted): read it again and retry")]
+    ProposalChanged,
+    /// The proposal can no longer apply as proposed (409); the message says why.
+    #[error("{0}")]
+    ProposalStale(String),
     #[error("the shared override store is unreachable; decisions continue from the last snapshot, try the change again")]
     StoreUnavailable,
     /// Something went wrong inside; the detail is logged, not answered.
@@ -96,6 +110,19 @@ impl ApiError {
             ApiError::Conflict(c) if c.red_line => "red_line",
             ApiError::Conflict(_) => "demand_in_force",
             ApiError::OverrideNotFound(_) => "override_not_found",
+            ApiError::ApprovalRequired(_) => "approval_required",
+            ApiError::Proposal(crate::governance::approval::ActError::SelfApproval) => {
+                "self_approval"
+            }
+            ApiError::Proposal(crate::governance::approval::ActError::AlreadyApproved) => {
+                "already_approved"
+            }
+            ApiError::Proposal(crate::governance::approval::ActError::Closed(_)) => {
+                "proposal_closed"
+            }
+            ApiError::ProposalNotFound(_) => "proposal_not_found",
+            ApiError::ProposalChanged => "proposal_changed",
+            ApiError::ProposalStale(_) => "proposal_stale",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::Internal => "internal",
         }
@@ -126,7 +153,7 @@ pub struct ForbiddenDetail {
     /// `forbidden`.
     pub code: String,
     pub message: String,
-    /// `role` or `scope`.
+    /// `role`, `scope`, or `four_eyes` (a proposer approving their own change).
     pub missing: &'static str,
     /// The role the call needs (`missing: role`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -171,7 +198,14 @@ impl ResponseError for ApiError {
             ApiError::Draining | ApiError::OverridesNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::OverrideNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::OverrideNotFound(_) | ApiError::ProposalNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Proposal(crate::governance::approval::ActError::SelfApproval) => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::ApprovalRequired(_)
+            | ApiError::Proposal(_)
+            | ApiError::ProposalChanged
+            | ApiError::ProposalStale(_) => StatusCode::CONFLICT,
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -218,6 +252,19 @@ impl ResponseError for ApiError {
                 }
             }
             return res.json(ForbiddenBody { error: detail });
+        }
+        if let ApiError::Proposal(crate::governance::approval::ActError::SelfApproval) = self {
+            return res.json(ForbiddenBody {
+                error: ForbiddenDetail {
+                    code: self.code().into(),
+                    message: self.to_string(),
+                    missing: "four_eyes",
+                    required_role: None,
+                    token_role: None,
+                    jurisdiction: None,
+                    token_scope: None,
+                },
+            });
         }
         if let ApiError::Conflict(c) = self {
             // The refusal names the demand that forbids the override.

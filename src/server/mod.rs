@@ -16,6 +16,7 @@ mod listener;
 pub mod metrics;
 pub mod ofrep;
 pub mod openapi;
+pub mod proposals;
 pub mod reload;
 pub mod request_log;
 pub mod signals;
@@ -116,6 +117,31 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(admin::put_override))
             .route(web::delete().to(admin::delete_override))
             .default_service(handlers::method_not_allowed("PUT, DELETE")),
+    )
+    .service(
+        web::resource("/admin/v1/overrides/{jurisdiction}/proposals")
+            .route(web::post().to(proposals::propose))
+            .default_service(handlers::method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/admin/v1/proposals")
+            .route(web::get().to(proposals::list))
+            .default_service(handlers::method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/admin/v1/proposals/{id}/approve")
+            .route(web::post().to(proposals::approve))
+            .default_service(handlers::method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/admin/v1/proposals/{id}/reject")
+            .route(web::post().to(proposals::reject))
+            .default_service(handlers::method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/admin/v1/whoami")
+            .route(web::get().to(proposals::whoami))
+            .default_service(handlers::method_not_allowed("GET")),
     )
     .service(
         web::resource("/admin/v1/store/adopt-empty")

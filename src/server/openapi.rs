@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{admin, error, handlers, ofrep, transparency};
+use super::{admin, error, handlers, ofrep, proposals, transparency};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,7 +60,7 @@ struct PublicApi;
 #[openapi(
     info(
         title = "marketgate admin",
-        description = "The admin listener of marketgate: overrides, audit, reload, rules table. Every call needs `Authorization: Bearer TOKEN`. Tokens carry a role (`viewer` < `operator` < `approver` < `admin`, each including the ones before) and a scope (`*`, or jurisdictions and groups); each operation names the role it needs in `x-marketgate-role` and which scope check it makes in `x-marketgate-scope` (`none`, `jurisdiction`: the path's jurisdiction must be in the token's scope, `global`: the token's scope must be `*`). A valid token without them gets 403 saying what is missing.",
+        description = "The admin listener of marketgate: overrides, proposals awaiting approval (four-eyes), audit, reload, rules table. Every call needs `Authorization: Bearer TOKEN`. Tokens carry a role (`viewer` < `operator` < `approver` < `admin`, each including the ones before) and a scope (`*`, or jurisdictions and groups); each operation names the role it needs in `x-marketgate-role` and which scope check it makes in `x-marketgate-scope` (`none`, `jurisdiction`: the jurisdiction acted on (the path's, or a proposal's) must be in the token's scope, `global`: the token's scope must be `*`). A valid token without them gets 403 saying what is missing.",
     ),
     paths(
         admin::reload,
@@ -72,6 +72,11 @@ struct PublicApi;
         admin::rules_table,
         admin::jurisdiction,
         admin::openapi,
+        proposals::list,
+        proposals::propose,
+        proposals::approve,
+        proposals::reject,
+        proposals::whoami,
     ),
     components(schemas(
         error::ErrorBody,
@@ -89,6 +94,15 @@ struct PublicApi;
         admin::ClearResult,
         admin::AdoptEmptyRequest,
         admin::AdoptEmptyResult,
+        proposals::ProposalView,
+        proposals::ProposalList,
+        proposals::ProposalRequest,
+        proposals::ProposalResult,
+        proposals::AppliedView,
+        proposals::RejectRequest,
+        proposals::WhoAmI,
+        proposals::PolicyView,
+        crate::overrides::ProposalState,
         admin::AuditList,
         admin::RulesTable,
         admin::DemandView,

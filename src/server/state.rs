@@ -86,6 +86,8 @@ struct Inner {
     /// Which requests the request log writes.
     request_log: super::request_log::Settings,
     admin_tokens: Vec<crate::governance::AdminToken>,
+    /// Which override changes need approval (four-eyes).
+    approvals: crate::governance::approval::ApprovalPolicy,
     evaluation_tokens: Vec<crate::config::Secret>,
     path_case_sensitive: bool,
     /// `transparency_url` as written, and the 451's `Link` header built from it once.
@@ -246,6 +248,7 @@ impl AppState {
                     config.request_log_sample,
                 ),
                 admin_tokens: config.admin_tokens.clone(),
+                approvals: config.approval_policy(),
                 evaluation_tokens: config.evaluation_tokens.clone(),
                 path_case_sensitive: config.path_case_sensitive,
                 transparency_url: config.transparency_url.clone(),
@@ -382,6 +385,11 @@ impl AppState {
     }
     pub fn admin_tokens(&self) -> &[crate::governance::AdminToken] {
         &self.inner.admin_tokens
+    }
+
+    /// The four-eyes approval policy.
+    pub fn approvals(&self) -> &crate::governance::approval::ApprovalPolicy {
+        &self.inner.approvals
     }
 
     /// Whether request paths match feature prefixes with case.

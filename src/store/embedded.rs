@@ -14,9 +14,11 @@ use jiff::Timestamp;
 use tokio::sync::Mutex;
 
 use super::file::{self, SnapshotFile, EMBEDDED_AUDIT, EMBEDDED_SNAPSHOT};
-use super::{chain, AbortOnDrop, AuditEntry, Cleared, Shared, StoreError};
+use super::{
+    chain, AbortOnDrop, AuditEntry, Cleared, ProposalApplied, Shared, StoreError, WriteNote,
+};
 use crate::location::Jurisdiction;
-use crate::overrides::Override;
+use crate::overrides::{Override, Proposal, ProposedChange};
 
 /// Overrides in memory and in the state directory.
 pub struct EmbeddedStore {
@@ -45,6 +47,8 @@ struct State {
     overrides: BTreeMap<Jurisdiction, Override>,
     /// The link of the newest audit entry: the next entry's `prev`.
     audit_head: Option<String>,
+    /// Proposals by id (see `governance::approval`).
+    proposals: BTreeMap<String, Proposal>,
 }
 
 impl EmbeddedStore {
@@ -86,11 +90,13 @@ impl EmbeddedStore {
                     .map(|o| (o.jurisdiction.clone(), o))
                     .collect(),
                 audit_head: f.audit_head,
+                proposals: f.proposals.into_iter().map(|p| (p.id.clone(), p)).collect(),
             },
             None => State {
                 version: 0,
                 overrides: BTreeMap::new(),
                 audit_head: None,
+                proposals: BTreeMap::new(),
             },
         };
         // The chain continues from the head the snapshot recorded, even when the log
@@ -137,11 +143,11 @@ impl EmbeddedStore {
         self.inner.shared.clone()
     }
 
-    pub async fn put(&self, o: Override) -> Result<u64, StoreError> {
+    pub async fn put(&self, o: Override, note: &WriteNote) -> Result<u64, StoreError> {
         let mut state = self.inner.state.lock().await;
         let mut next = state.clone();
         next.version += 1;
-        let entry = AuditEntry::set(next.version, Timestamp::now(), &o);
+        let entry = AuditEntry::set(next.version, Timestamp::now(), &o).with_note(note);
         next.overrides.insert(o.jurisdiction.clone(), o);
         self.inner.commit(&mut state, next, vec![entry]).await
     }
@@ -151,6 +157,7 @@ impl EmbeddedStore {
         j: &Jurisdiction,
         actor: &str,
         reason: &str,
+        note: &WriteNote,
     ) -> Result<Cleared, StoreError> {
         let mut state = self.inner.state.lock().await;
         if !state.overrides.contains_key(j) {
@@ -159,9 +166,103 @@ impl EmbeddedStore {
         let mut next = state.clone();
         next.version += 1;
         next.overrides.remove(j);
-        let entry = AuditEntry::clear(next.version, Timestamp::now(), j, actor, reason);
+        let entry =
+            AuditEntry::clear(next.version, Timestamp::now(), j, actor, reason).with_note(note);
         let version = self.inner.commit(&mut state, next, vec![entry]).await?;
         Ok(Cleared::Removed { version })
+    }
+
+    pub async fn proposals(&self) -> Result<Vec<Proposal>, StoreError> {
+        Ok(self
+            .inner
+            .state
+            .lock()
+            .await
+            .proposals
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    /// Replaces proposal `id`'s `expected` value (`None`: absent) by `next` (`None`:
+    /// forget it), with `entry` audited at the current version; `false` when it was
+    /// not `expected` any more.
+    pub async fn record_proposal(
+        &self,
+        id: &str,
+        expected: Option<&Proposal>,
+        next: Option<&Proposal>,
+        entry: Option<AuditEntry>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.inner.state.lock().await;
+        if state.proposals.get(id) != expected {
+            return Ok(false);
+        }
+        let mut after = state.clone();
+        match next {
+            Some(p) => after.proposals.insert(id.to_string(), p.clone()),
+            None => after.proposals.remove(id),
+        };
+        let entries = entry
+            .map(|e| AuditEntry {
+                version: after.version,
+                ..e
+            })
+            .into_iter()
+            .collect();
+        self.inner.commit(&mut state, after, entries).await?;
+        Ok(true)
+    }
+
+    /// Applies `applied` (the proposal as its last approval leaves it) if the proposal
+    /// is still `expected` and the jurisdiction's override is still its base.
+    pub async fn apply_proposal(
+        &self,
+        expected: &Proposal,
+        applied: &Proposal,
+        approval: AuditEntry,
+        now: Timestamp,
+    ) -> Result<ProposalApplied, StoreError> {
+        let mut state = self.inner.state.lock().await;
+        if state.proposals.get(&expected.id) != Some(expected) {
+            return Ok(ProposalApplied::Raced);
+        }
+        let j = applied.change.jurisdiction().clone();
+        if state.overrides.get(&j) != expected.base.as_ref() {
+            return Ok(ProposalApplied::Stale);
+        }
+        let mut next = state.clone();
+        next.proposals.insert(applied.id.clone(), applied.clone());
+        let approval = AuditEntry {
+            version: next.version,
+            ..approval
+        };
+        next.version += 1;
+        let note = WriteNote {
+            break_glass: false,
+            applies: Some(applied.clone()),
+        };
+        let write = match applied.change.applied_at(now) {
+            Some(o) => {
+                let e = AuditEntry::set(next.version, now, &o).with_note(&note);
+                next.overrides.insert(j, o);
+                e
+            }
+            None => {
+                let reason = match &applied.change {
+                    ProposedChange::Clear { reason, .. } => reason.as_str(),
+                    ProposedChange::Set { .. } => "",
+                };
+                next.overrides.remove(&j);
+                AuditEntry::clear(next.version, now, &j, &applied.proposed_by, reason)
+                    .with_note(&note)
+            }
+        };
+        let version = self
+            .inner
+            .commit(&mut state, next, vec![approval, write])
+            .await?;
+        Ok(ProposalApplied::Applied { version })
     }
 
     pub async fn adopt_empty(
@@ -175,6 +276,7 @@ impl EmbeddedStore {
             version: state.version + 1,
             overrides: BTreeMap::new(),
             audit_head: state.audit_head.clone(),
+            proposals: state.proposals.clone(),
         };
         let entry = AuditEntry::whole_set(
             next.version,
@@ -243,6 +345,7 @@ impl Inner {
             prefix: None,
             overrides: next.overrides.values().cloned().collect(),
             audit_head: next.audit_head.clone(),
+            proposals: next.proposals.values().cloned().collect(),
         };
         let (snapshot_path, audit_path) = (self.snapshot_path.clone(), self.audit_path.clone());
         let (max, files) = (self.audit_max_bytes, self.audit_files.clone());
@@ -280,11 +383,38 @@ impl Inner {
             .filter(|o| !o.active_at(now))
             .cloned()
             .collect();
-        if expired.is_empty() {
+        let lapsed: Vec<Proposal> = state
+            .proposals
+            .values()
+            .filter_map(|p| crate::governance::approval::lapse(p, now))
+            .collect();
+        let forgotten: Vec<String> = state
+            .proposals
+            .values()
+            .filter(|p| crate::governance::approval::forgotten(p, now))
+            .map(|p| p.id.clone())
+            .collect();
+        if expired.is_empty() && lapsed.is_empty() && forgotten.is_empty() {
             return Ok(0);
         }
         let mut next = state.clone();
         let mut entries = Vec::new();
+        for p in &lapsed {
+            next.proposals.insert(p.id.clone(), p.clone());
+            entries.push(AuditEntry {
+                version: next.version,
+                ..AuditEntry::about_proposal(
+                    super::AuditAction::Lapse,
+                    now,
+                    p,
+                    super::EXPIRY_ACTOR,
+                    "nobody approved it in time",
+                )
+            });
+        }
+        for id in &forgotten {
+            next.proposals.remove(id);
+        }
         for o in &expired {
             next.version += 1;
             next.overrides.remove(&o.jurisdiction);

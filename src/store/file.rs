@@ -84,6 +84,10 @@ pub struct SnapshotFile {
     /// the entry itself, so `audit verify` notices entries removed from the log's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_head: Option<String>,
+    /// Embedded only: proposals waiting for approval, and closed ones still kept (see
+    /// `governance::approval`). Redis keeps them in Redis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proposals: Vec<crate::overrides::Proposal>,
 }
 
 pub fn create_dir(dir: &Path) -> Result<(), StoreError> {

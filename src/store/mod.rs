@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::location::Jurisdiction;
-use crate::overrides::{Override, OverrideSet};
+use crate::overrides::{Override, OverrideSet, Proposal, ProposedChange};
 use crate::rules::Status;
 
 use self::embedded::EmbeddedStore;
@@ -88,6 +88,12 @@ pub enum StoreError {
     Behind,
     #[error("redis closed the subscription connection")]
     Disconnected,
+    /// Internal to applying a proposal: it changed meanwhile.
+    #[error("the proposal changed meanwhile")]
+    ProposalRaced,
+    /// Internal to applying a proposal: the override is no longer its base.
+    #[error("the override changed since the proposal was made")]
+    ProposalStale,
     #[error("config key `redis`: invalid redis url")]
     RedisUrl {
         #[source]
@@ -188,6 +194,16 @@ pub enum AuditAction {
     /// (`jurisdictions`: the ones lifted).
     #[serde(rename = "adopt_empty")]
     AdoptEmpty,
+    /// An operator proposed a change that needs approval (`proposal`: its id; status,
+    /// features and expiry: the override proposed; a clear carries none).
+    Propose,
+    /// An approver approved a proposal (`actor`: the approver). The last approval is
+    /// followed by the `set` or `clear` entry that applies it.
+    Approve,
+    /// An approver rejected a proposal.
+    Reject,
+    /// A proposal nobody approved in time expired.
+    Lapse,
 }
 
 /// One line of the audit log: who changed what, when and why. For `set` the status,
@@ -216,6 +232,20 @@ pub struct AuditEntry {
     /// jurisdictions whose overrides were restored or lifted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jurisdictions: Vec<Jurisdiction>,
+    /// For `set` and `clear` under an approval policy: applied at once by an operator
+    /// because it only narrows, without approval; to be reviewed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+    /// The proposal an entry is about (`propose`, `approve`, `reject`, `lapse`), or that
+    /// a `set` or `clear` applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<String>,
+    /// For a `set` or `clear` that applied a proposal: who proposed it, then who
+    /// approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<String>,
     /// The link of the entry before it in the log ([`chain`]); absent on the first entry
     /// ever written and on entries written before the chain existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +272,10 @@ impl AuditEntry {
             features: o.features.clone(),
             expires_at: o.expires_at,
             jurisdictions: Vec::new(),
+            break_glass: false,
+            proposal: None,
+            proposed_by: None,
+            approved_by: Vec::new(),
             prev: None,
             hash: None,
         }
@@ -276,9 +310,49 @@ impl AuditEntry {
             features: BTreeMap::new(),
             expires_at: None,
             jurisdictions: Vec::new(),
+            break_glass: false,
+            proposal: None,
+            proposed_by: None,
+            approved_by: Vec::new(),
             prev: None,
             hash: None,
         }
+    }
+
+    /// The entry of an act on proposal `p` (`propose`, `approve`, `reject`, `lapse`)
+    /// by `actor`; a `propose` of a set carries what it would set.
+    pub fn about_proposal(
+        action: AuditAction,
+        at: Timestamp,
+        p: &Proposal,
+        actor: &str,
+        reason: &str,
+    ) -> AuditEntry {
+        let mut e = match (&p.change, action) {
+            (ProposedChange::Set { over, .. }, AuditAction::Propose) => AuditEntry {
+                action,
+                actor: actor.to_string(),
+                reason: reason.to_string(),
+                ..AuditEntry::set(0, at, over)
+            },
+            _ => AuditEntry {
+                action,
+                ..AuditEntry::clear(0, at, p.change.jurisdiction(), actor, reason)
+            },
+        };
+        e.proposal = Some(p.id.clone());
+        e
+    }
+
+    /// Marks a `set` or `clear` entry with how it came to be applied.
+    pub fn with_note(mut self, note: &WriteNote) -> AuditEntry {
+        self.break_glass = note.break_glass;
+        if let Some(p) = &note.applies {
+            self.proposal = Some(p.id.clone());
+            self.proposed_by = Some(p.proposed_by.clone());
+            self.approved_by = p.approvals.iter().map(|a| a.by.clone()).collect();
+        }
+        self
     }
 
     fn expire(version: u64, at: Timestamp, o: &Override) -> AuditEntry {
@@ -289,6 +363,26 @@ impl AuditEntry {
             ..AuditEntry::set(version, at, o)
         }
     }
+}
+
+/// How a `set` or `clear` came to be applied, for its audit entry.
+#[derive(Clone, Debug, Default)]
+pub struct WriteNote {
+    /// Applied at once under an approval policy because it only narrows.
+    pub break_glass: bool,
+    /// The proposal (as applied: its approvals complete) this write applies.
+    pub applies: Option<Proposal>,
+}
+
+/// The outcome of [`OverrideStore::apply_proposal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposalApplied {
+    /// Applied: the change has this version.
+    Applied { version: u64 },
+    /// The proposal changed meanwhile (another approval, a rejection): read it again.
+    Raced,
+    /// The jurisdiction's override is no longer the one the proposal was made against.
+    Stale,
 }
 
 /// The outcome of [`OverrideStore::clear`].
@@ -542,9 +636,14 @@ impl OverrideStore {
     /// Sets (or replaces) the override for `o.jurisdiction`; returns the new version.
     /// Redis: fails fast with an unavailable error when Redis is down.
     pub async fn put(&self, o: Override) -> Result<u64, StoreError> {
+        self.put_noted(o, &WriteNote::default()).await
+    }
+
+    /// [`OverrideStore::put`], with how the change came to be applied in its audit entry.
+    pub async fn put_noted(&self, o: Override, note: &WriteNote) -> Result<u64, StoreError> {
         match &self.backend {
-            Backend::Embedded(s) => s.put(o).await,
-            Backend::Redis(s) => s.put(o).await,
+            Backend::Embedded(s) => s.put(o, note).await,
+            Backend::Redis(s) => s.put(o, note).await,
         }
     }
 
@@ -555,9 +654,72 @@ impl OverrideStore {
         actor: &str,
         reason: &str,
     ) -> Result<Cleared, StoreError> {
+        self.clear_noted(j, actor, reason, &WriteNote::default())
+            .await
+    }
+
+    /// [`OverrideStore::clear`], with how the change came to be applied in its audit entry.
+    pub async fn clear_noted(
+        &self,
+        j: &Jurisdiction,
+        actor: &str,
+        reason: &str,
+        note: &WriteNote,
+    ) -> Result<Cleared, StoreError> {
         match &self.backend {
-            Backend::Embedded(s) => s.clear(j, actor, reason).await,
-            Backend::Redis(s) => s.clear(j, actor, reason).await,
+            Backend::Embedded(s) => s.clear(j, actor, reason, note).await,
+            Backend::Redis(s) => s.clear(j, actor, reason, note).await,
+        }
+    }
+
+    /// Every proposal the store keeps (pending ones, and closed ones for a week), by
+    /// id. Redis: read from Redis (fails fast when it is away), after recording the
+    /// ones past their expiry as expired.
+    pub async fn proposals(&self) -> Result<Vec<Proposal>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.proposals().await,
+            Backend::Redis(s) => s.proposals().await,
+        }
+    }
+
+    /// One proposal by id.
+    pub async fn proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError> {
+        Ok(self.proposals().await?.into_iter().find(|p| p.id == id))
+    }
+
+    /// Records an act on proposal `id` that applies nothing (proposing it, an approval
+    /// short of the number needed, a rejection, an expiry), only if the proposal is
+    /// still `expected` (`None`: absent); `next` `None` forgets it. `entry` is audited
+    /// at the current version: acts on proposals do not change the overrides. `false`:
+    /// it changed meanwhile, nothing was written.
+    pub async fn record_proposal(
+        &self,
+        id: &str,
+        expected: Option<&Proposal>,
+        next: Option<&Proposal>,
+        entry: Option<AuditEntry>,
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.record_proposal(id, expected, next, entry).await,
+            Backend::Redis(s) => s.record_proposal(id, expected, next, entry).await,
+        }
+    }
+
+    /// Applies a proposal its last approval completes, in one atomic step: the
+    /// approval's audit entry, the proposal recorded as `applied`, and the override set
+    /// or cleared (audited with who proposed and who approved it) at a new version.
+    /// Only if the proposal is still `expected` and the jurisdiction's override is
+    /// still the one it was proposed against.
+    pub async fn apply_proposal(
+        &self,
+        expected: &Proposal,
+        applied: &Proposal,
+        approval: AuditEntry,
+        now: Timestamp,
+    ) -> Result<ProposalApplied, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.apply_proposal(expected, applied, approval, now).await,
+            Backend::Redis(s) => s.apply_proposal(expected, applied, approval, now).await,
         }
     }
 

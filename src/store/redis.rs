@@ -15,6 +15,8 @@
 //! - `P:audit` stream: one entry per change, field `entry` = the audit JSON, sealed onto
 //!   the hash chain (`chain`) by the script that appends it
 //! - `P:audit:head` the link of the newest audit entry (the next one's `prev`)
+//! - `P:proposals` hash: field = proposal id, value = the proposal's JSON (changes
+//!   waiting for approval, and closed ones for a week; see `governance::approval`)
 //! - `P:announced:NAME` a claim (with an expiry) on a fleet-wide webhook announcement,
 //!   such as a rules version reached by every instance
 //! - `P:changes` channel: `{"epoch","version","jurisdiction","override"|null}`, or
@@ -55,11 +57,11 @@ use tokio::sync::{oneshot, watch};
 use super::file::{self, SnapshotFile, REDIS_SNAPSHOT};
 use super::redis_conn::{RedisConn, RedisTarget};
 use super::{
-    chain, error_chain, AbortOnDrop, AuditAction, AuditEntry, Cleared, RedisConfig, Restore,
-    Shared, StoreError, EXPIRY_ACTOR,
+    chain, error_chain, AbortOnDrop, AuditAction, AuditEntry, Cleared, ProposalApplied,
+    RedisConfig, Restore, Shared, StoreError, WriteNote, EXPIRY_ACTOR,
 };
 use crate::location::Jurisdiction;
-use crate::overrides::Override;
+use crate::overrides::{Override, Proposal, ProposedChange};
 
 /// Lua shared by the scripts that append to the audit: SHA-256 (Redis's Lua has only
 /// SHA-1; this uses its `bit` library) and `audit_append`, which seals an entry onto the
@@ -150,13 +152,17 @@ end
 /// still the one that expired and Redis's clock agrees, so among many instances
 /// sweeping at once exactly one expires it (and audits it).
 ///
-/// KEYS: overrides, version, audit, epoch, audit head. ARGV: op, field, value (set) or expected value
-/// (expire), expiry in ms since the epoch (expire), audit JSON without `version`,
-/// stream max length, channel, epoch to create if none, field as a JSON string, the
-/// writer's epoch (empty if none) and version.
-/// Returns `{version, epoch, audit head}`, `{0, "", ""}` when nothing changed, or
+/// KEYS: overrides, version, audit, epoch, audit head, proposals. ARGV: op, field, value
+/// (set) or expected value (expire), expiry in ms since the epoch (expire), audit JSON
+/// without `version`, stream max length, channel, epoch to create if none, field as a
+/// JSON string, the writer's epoch (empty if none) and version; then, when the write
+/// applies a proposal (else empty strings): its id, its JSON as read, its JSON as
+/// applied, the override it was proposed against (empty: none) and the approval's
+/// audit JSON without `version`.
+/// Returns `{version, epoch, audit head}`, `{0, "", ""}` when nothing changed,
 /// `{-1, "", ""}` when Redis's data set is behind the writer's (lost or rolled back:
-/// restore first, write nothing).
+/// restore first, write nothing), `{-2, "", ""}` when the proposal changed meanwhile
+/// and `{-3, "", ""}` when the override is no longer the one it was proposed against.
 const WRITE_SCRIPT: &str = concat!(
     lua_audit_chain!(),
     r#"
@@ -166,6 +172,14 @@ if ARGV[10] ~= '' then
   if (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) < tonumber(ARGV[11]) then
     return {-1, '', ''}
   end
+end
+if ARGV[12] ~= '' then
+  if (redis.call('HGET', KEYS[6], ARGV[12]) or '') ~= ARGV[13] then return {-2, '', ''} end
+  if (redis.call('HGET', KEYS[1], ARGV[2]) or '') ~= ARGV[15] then return {-3, '', ''} end
+  redis.call('HSET', KEYS[6], ARGV[12], ARGV[14])
+  local pv = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  audit_append(KEYS[3], KEYS[5], ARGV[6],
+    '{"version":' .. string.format('%d', pv) .. ',' .. string.sub(ARGV[16], 2))
 end
 local cur = redis.call('HGET', KEYS[1], ARGV[2])
 if op == 'set' then
@@ -194,6 +208,36 @@ if op == 'set' then value = ARGV[3] end
 redis.call('PUBLISH', ARGV[7], '{"epoch":"' .. epoch .. '","version":' .. v ..
   ',"jurisdiction":' .. ARGV[9] .. ',"override":' .. value .. '}')
 return {v, epoch, head}
+"#
+);
+
+/// Records an act on one proposal that applies nothing: replaces its JSON only if it is
+/// still the one read (compare-and-set, so among instances lapsing at once exactly one
+/// does), and appends the act's audit entry, stamped with the current version (acts on
+/// proposals do not change the overrides, so they take no version of their own).
+/// KEYS: proposals, audit, audit head, version. ARGV: id, JSON as read (empty: absent),
+/// new JSON (empty: forget it), audit JSON without `version` (empty: none), stream max
+/// length. Returns `{1, audit head}`, or `{0, ""}` when the proposal changed meanwhile.
+const PROPOSAL_SCRIPT: &str = concat!(
+    lua_audit_chain!(),
+    r#"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'none' and t ~= 'hash' then
+  return redis.error_reply('key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a hash')
+end
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return {0, ''} end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+local head = ''
+if ARGV[4] ~= '' then
+  local v = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
+  head = audit_append(KEYS[2], KEYS[3], ARGV[5],
+    '{"version":' .. string.format('%d', v) .. ',' .. string.sub(ARGV[4], 2))
+end
+return {1, head}
 "#
 );
 
@@ -338,6 +382,8 @@ struct Keys {
     audit_head: String,
     /// Prefix of the claims of fleet-wide announcements (`P:announced:NAME`).
     announced: String,
+    /// Proposals waiting for approval, and closed ones still kept.
+    proposals: String,
     channel: String,
 }
 
@@ -350,6 +396,7 @@ impl Keys {
             audit: format!("{prefix}:audit"),
             audit_head: format!("{prefix}:audit:head"),
             announced: format!("{prefix}:announced"),
+            proposals: format!("{prefix}:proposals"),
             channel: format!("{prefix}:changes"),
         }
     }
@@ -371,6 +418,7 @@ struct Inner {
     load_script: redis::Script,
     restore_script: redis::Script,
     adopt_script: redis::Script,
+    proposal_script: redis::Script,
     /// Asks the sync loop for a full load now (a write found Redis behind us).
     reload_now: tokio::sync::Notify,
 }
@@ -494,6 +542,7 @@ impl RedisStore {
             load_script: redis::Script::new(LOAD_SCRIPT),
             restore_script: redis::Script::new(RESTORE_SCRIPT),
             adopt_script: redis::Script::new(ADOPT_EMPTY_SCRIPT),
+            proposal_script: redis::Script::new(PROPOSAL_SCRIPT),
             reload_now: tokio::sync::Notify::new(),
             cfg,
         });
@@ -522,12 +571,12 @@ impl RedisStore {
         self.inner.shared.clone()
     }
 
-    pub async fn put(&self, o: Override) -> Result<u64, StoreError> {
+    pub async fn put(&self, o: Override, note: &WriteNote) -> Result<u64, StoreError> {
         let raw = serde_json::to_string(&o).map_err(|source| StoreError::Encode { source })?;
-        let entry = AuditEntry::set(0, Timestamp::now(), &o);
+        let entry = AuditEntry::set(0, Timestamp::now(), &o).with_note(note);
         let (version, epoch) = self
             .inner
-            .write("set", &o.jurisdiction, &raw, 0, &entry)
+            .write("set", &o.jurisdiction, &raw, 0, &entry, None)
             .await?;
         let j = o.jurisdiction.clone();
         self.inner
@@ -541,9 +590,10 @@ impl RedisStore {
         j: &Jurisdiction,
         actor: &str,
         reason: &str,
+        note: &WriteNote,
     ) -> Result<Cleared, StoreError> {
-        let entry = AuditEntry::clear(0, Timestamp::now(), j, actor, reason);
-        let (version, epoch) = self.inner.write("clear", j, "", 0, &entry).await?;
+        let entry = AuditEntry::clear(0, Timestamp::now(), j, actor, reason).with_note(note);
+        let (version, epoch) = self.inner.write("clear", j, "", 0, &entry, None).await?;
         if version == 0 {
             return Ok(Cleared::NotFound);
         }
@@ -620,6 +670,80 @@ impl RedisStore {
         Ok(answer.is_some())
     }
 
+    pub async fn proposals(&self) -> Result<Vec<Proposal>, StoreError> {
+        self.inner.lapse_proposals().await?;
+        self.inner.proposals().await
+    }
+
+    pub async fn record_proposal(
+        &self,
+        id: &str,
+        expected: Option<&Proposal>,
+        next: Option<&Proposal>,
+        entry: Option<AuditEntry>,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_proposal(id, expected, next, entry).await
+    }
+
+    /// See `EmbeddedStore::apply_proposal`.
+    pub async fn apply_proposal(
+        &self,
+        expected: &Proposal,
+        applied: &Proposal,
+        approval: AuditEntry,
+        now: Timestamp,
+    ) -> Result<ProposalApplied, StoreError> {
+        use erased::Json;
+        let encode = |v: &dyn Json| v.json();
+        let j = applied.change.jurisdiction().clone();
+        let note = WriteNote {
+            break_glass: false,
+            applies: Some(applied.clone()),
+        };
+        let over = applied.change.applied_at(now);
+        let (op, raw, entry) = match &over {
+            Some(o) => (
+                "set",
+                encode(o)?,
+                AuditEntry::set(0, now, o).with_note(&note),
+            ),
+            None => {
+                let reason = match &applied.change {
+                    ProposedChange::Clear { reason, .. } => reason.as_str(),
+                    ProposedChange::Set { .. } => "",
+                };
+                (
+                    "clear",
+                    String::new(),
+                    AuditEntry::clear(0, now, &j, &applied.proposed_by, reason).with_note(&note),
+                )
+            }
+        };
+        let with = ProposalWrite {
+            id: &applied.id,
+            expected: encode(expected)?,
+            applied: encode(applied)?,
+            base: match &expected.base {
+                Some(b) => encode(b)?,
+                None => String::new(),
+            },
+            approval: entry_without_version(&approval)?,
+        };
+        let result = self.inner.write(op, &j, &raw, 0, &entry, Some(&with)).await;
+        let (version, epoch) = match result {
+            Err(StoreError::ProposalRaced) => return Ok(ProposalApplied::Raced),
+            Err(StoreError::ProposalStale) => return Ok(ProposalApplied::Stale),
+            r => r?,
+        };
+        self.inner.shared.announce(AuditEntry {
+            version: version.saturating_sub(1),
+            ..approval
+        });
+        let e = over.map(|o| Entry { o, raw });
+        self.inner.after_write(&epoch, version, j, e).await;
+        Ok(ProposalApplied::Applied { version })
+    }
+
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -671,6 +795,91 @@ impl Inner {
         }
     }
 
+    /// Every proposal in Redis; an unreadable one is skipped (logged), never acted on.
+    pub async fn proposals(&self) -> Result<Vec<Proposal>, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(&self.keys.proposals);
+        let mut conn = self.conn.clone();
+        let all: Vec<(String, String)> = self.bounded(cmd.query_async(&mut conn)).await?;
+        let mut out = Vec::with_capacity(all.len());
+        for (id, raw) in all {
+            match serde_json::from_str::<Proposal>(&raw) {
+                Ok(p) if p.id == id => out.push(p),
+                Ok(_) => tracing::warn!("skipping a proposal filed under another id"),
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable proposal"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// See `EmbeddedStore::record_proposal`.
+    pub async fn record_proposal(
+        &self,
+        id: &str,
+        expected: Option<&Proposal>,
+        next: Option<&Proposal>,
+        entry: Option<AuditEntry>,
+    ) -> Result<bool, StoreError> {
+        let encode = |p: Option<&Proposal>| {
+            p.map(serde_json::to_string)
+                .transpose()
+                .map(Option::unwrap_or_default)
+                .map_err(|source| StoreError::Encode { source })
+        };
+        let body = entry
+            .as_ref()
+            .map(entry_without_version)
+            .transpose()?
+            .unwrap_or_default();
+        let mut inv = self.proposal_script.prepare_invoke();
+        inv.key(&self.keys.proposals)
+            .key(&self.keys.audit)
+            .key(&self.keys.audit_head)
+            .key(&self.keys.version)
+            .arg(id)
+            .arg(encode(expected)?)
+            .arg(encode(next)?)
+            .arg(&body)
+            .arg(self.cfg.audit_max_len);
+        let mut conn = self.conn.clone();
+        let (done, head): (i64, String) = self.bounded(inv.invoke_async(&mut conn)).await?;
+        if done != 1 {
+            return Ok(false);
+        }
+        if let Some(e) = entry {
+            tracing::info!(audit_head = %head, "audit chain extended");
+            self.shared.announce(AuditEntry {
+                version: self.local().version,
+                hash: Some(head),
+                ..e
+            });
+        }
+        Ok(true)
+    }
+
+    /// Records the proposals past their expiry as expired (once per fleet: the script
+    /// compares and sets) and forgets the closed ones kept long enough.
+    async fn lapse_proposals(&self) -> Result<(), StoreError> {
+        use crate::governance::approval;
+        let now = Timestamp::now();
+        for p in self.proposals().await? {
+            if let Some(next) = approval::lapse(&p, now) {
+                let e = AuditEntry::about_proposal(
+                    AuditAction::Lapse,
+                    now,
+                    &next,
+                    EXPIRY_ACTOR,
+                    "nobody approved it in time",
+                );
+                self.record_proposal(&p.id, Some(&p), Some(&next), Some(e))
+                    .await?;
+            } else if approval::forgotten(&p, now) {
+                self.record_proposal(&p.id, Some(&p), None, None).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the write script; `(0, "")` means nothing changed.
     async fn write(
         &self,
@@ -679,6 +888,7 @@ impl Inner {
         value: &str,
         expires_ms: i64,
         entry: &AuditEntry,
+        proposal: Option<&ProposalWrite<'_>>,
     ) -> Result<(u64, String), StoreError> {
         let body = entry_without_version(entry)?;
         let (our_epoch, our_version) = {
@@ -694,6 +904,7 @@ impl Inner {
             .key(&self.keys.audit)
             .key(&self.keys.epoch)
             .key(&self.keys.audit_head)
+            .key(&self.keys.proposals)
             .arg(op)
             .arg(&code)
             .arg(value)
@@ -705,10 +916,25 @@ impl Inner {
             .arg(&code_json)
             .arg(&our_epoch)
             .arg(our_version);
+        match proposal {
+            Some(p) => inv
+                .arg(p.id)
+                .arg(&p.expected)
+                .arg(&p.applied)
+                .arg(&p.base)
+                .arg(&p.approval),
+            None => inv.arg("").arg("").arg("").arg("").arg(""),
+        };
         let mut conn = self.conn.clone();
         let (version, epoch, head) = self
             .bounded(inv.invoke_async::<(i64, String, String)>(&mut conn))
             .await?;
+        if version == -2 {
+            return Err(StoreError::ProposalRaced);
+        }
+        if version == -3 {
+            return Err(StoreError::ProposalStale);
+        }
         if version < 0 {
             tracing::warn!(
                 local = our_version,
@@ -1052,6 +1278,7 @@ impl Inner {
                     &e.raw,
                     at.as_millisecond(),
                     &entry,
+                    None,
                 )
                 .await?;
             if version > 0 {
@@ -1123,7 +1350,10 @@ impl Inner {
                 _ = reconcile.tick() => {
                     // The subscription connection can die silently; ping it too.
                     match tokio::time::timeout(respond, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => self.reload().await.map(|()| true),
+                        Ok(Ok(_)) => match self.reload().await {
+                            Ok(()) => self.lapse_proposals().await.map(|()| true),
+                            Err(e) => Err(e),
+                        },
                         Ok(Err(source)) => Err(StoreError::redis(source)),
                         Err(_) => Err(StoreError::Timeout { timeout: respond }),
                     }
@@ -1151,6 +1381,7 @@ impl Inner {
                     prefix: Some(self.cfg.prefix.clone()),
                     overrides: l.overrides.values().map(|e| e.o.clone()).collect(),
                     audit_head: None,
+                    proposals: Vec::new(),
                 }
             };
             let version = snapshot.version;
@@ -1204,6 +1435,27 @@ fn verdict(local: &Local, remote: &Remote, before: u64) -> Verdict {
 
 /// The audit JSON without `version`, for the scripts that put the version they assign in
 /// front of the rest of the entry.
+/// What the write script needs to apply a proposal (see `WRITE_SCRIPT`).
+struct ProposalWrite<'a> {
+    id: &'a str,
+    expected: String,
+    applied: String,
+    base: String,
+    approval: String,
+}
+
+mod erased {
+    /// Something the store writes as JSON.
+    pub trait Json {
+        fn json(&self) -> Result<String, super::StoreError>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> Result<String, super::StoreError> {
+            serde_json::to_string(self).map_err(|source| super::StoreError::Encode { source })
+        }
+    }
+}
+
 fn entry_without_version(entry: &AuditEntry) -> Result<String, StoreError> {
     let mut body = serde_json::to_value(entry).map_err(|source| StoreError::Encode { source })?;
     if let Some(m) = body.as_object_mut() {

@@ -480,7 +480,7 @@ fn the_override_command_drives_the_admin_api() {
     assert!(o.status.success(), "{}", text(&o));
     let o = run(&["audit"]);
     assert!(
-        text(&o).contains("clear  FR") && text(&o).contains("set    FR"),
+        text(&o).contains("clear   FR") && text(&o).contains("set     FR"),
         "{}",
         text(&o)
     );

@@ -1,6 +1,7 @@
 //! The one integration test binary: real files, real servers on port 0.
 
 mod admin;
+mod approvals;
 mod audit_chain;
 mod bypass;
 mod caddy;

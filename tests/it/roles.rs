@@ -57,7 +57,9 @@ fn a_viewer_reads_but_every_write_is_refused_with_what_is_missing() {
     assert_eq!(document.status, 200, "{}", document.body);
     let document = document.json();
     for (method, path, need) in ENDPOINTS {
-        let concrete = path.replace("{jurisdiction}", "DE");
+        let concrete = path
+            .replace("{jurisdiction}", "DE")
+            .replace("{id}", "0123456789abcdef");
         let method = method.to_uppercase();
         let body = match (method.as_str(), *path) {
             ("PUT", _) => withdraw(),

@@ -22,7 +22,7 @@ use crate::server::{get, TestServer};
 const SECRET: &str = "webhook-secret-0123456789";
 
 #[derive(Clone, Copy)]
-enum Mode {
+pub(crate) enum Mode {
     Ok,
     /// 500 to the first request, then 200.
     FailOnce,
@@ -31,20 +31,20 @@ enum Mode {
 }
 
 #[derive(Clone, Debug)]
-struct Hit {
-    headers: BTreeMap<String, String>,
-    body: String,
+pub(crate) struct Hit {
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
 }
 
 /// A webhook receiver on a real socket.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     hits: Arc<Mutex<Vec<Hit>>>,
     release: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Receiver {
-    fn start(mode: Mode) -> Receiver {
+    pub(crate) fn start(mode: Mode) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
@@ -111,11 +111,11 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
 
-    fn hits(&self) -> Vec<Hit> {
+    pub(crate) fn hits(&self) -> Vec<Hit> {
         self.hits.lock().unwrap().clone()
     }
 
@@ -132,7 +132,7 @@ impl Drop for Receiver {
     }
 }
 
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -159,7 +159,7 @@ fn hmac(key: &[u8], msg: &[u8]) -> String {
 }
 
 /// The signature checks out with the secret, and the event is what `type` says.
-fn check_signed(hit: &Hit) -> Value {
+pub(crate) fn check_signed(hit: &Hit) -> Value {
     let ts = &hit.headers["x-marketgate-timestamp"];
     let want = hmac(SECRET.as_bytes(), format!("{ts}.{}", hit.body).as_bytes());
     assert_eq!(
@@ -178,7 +178,7 @@ fn check_signed(hit: &Hit) -> Value {
     serde_json::from_str(&hit.body).unwrap()
 }
 
-fn webhooks(urls: &[String], c: &mut marketgate::config::Config) {
+pub(crate) fn webhooks(urls: &[String], c: &mut marketgate::config::Config) {
     c.webhook_urls = urls.iter().map(Secret::new).collect();
     c.webhook_secret = Some(Secret::new(SECRET));
     c.webhook_backoff = Duration::from_millis(10);
