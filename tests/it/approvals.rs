@@ -447,4 +447,17 @@ fn on_redis_proposals_and_approvals_span_instances_and_are_announced_once() {
         .map(|h| check_signed(h)["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), kinds.len(), "one event per act: {kinds:?}");
+    // Acts on proposals are links of the audit chain like every change.
+    let out = crate::support::marketgate(&[
+        "audit",
+        "verify",
+        "--format",
+        "json",
+        "--redis",
+        &redis.url(),
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["entries"], 10, "{report}");
+    assert_eq!(report["intact"], true, "{report}");
 }
