@@ -18,8 +18,16 @@
     phone: '',         // signals the jurisdiction panel explains a request with
     declared: '',
     loadedAt: 0,
-    skew: 0            // the service's clock minus this browser's, in ms
+    skew: 0,           // the service's clock minus this browser's, in ms
+    me: null,          // GET /admin/v1/whoami: name, identity, role, scope, approval policy
+    proposals: []      // GET /admin/v1/proposals: pending changes
   };
+  var ROLES = ['viewer', 'operator', 'approver', 'admin'];
+  // Whether the signed-in token has `role` or above. Only hides what the service would
+  // refuse anyway (403); scopes are the service's to check.
+  function may(role) {
+    return !!state.me && ROLES.indexOf(state.me.role) >= ROLES.indexOf(role);
+  }
   function serverNow() { return Date.now() + state.skew; }
 
   // ---- small helpers -------------------------------------------------------------
@@ -121,6 +129,7 @@
   function layout() {
     var tools = clear($('bar-tools'));
     tools.appendChild(el('span', { id: 'rules-version', 'class': 'mono', title: 'rules version' }));
+    tools.appendChild(el('span', { id: 'whoami' }));
     tools.appendChild(el('button', { id: 'logout', type: 'button', on: { click: function () { logout('Logged out.'); } } }, 'Log out'));
 
     var app = clear($('app'));
@@ -167,6 +176,8 @@
         el('p', { 'class': 'muted' }, 'Its decision, the trail that produced it, the demands in force, upcoming changes and its override appear here; set or clear an override below it.'))));
 
     app.appendChild(el('div', { 'class': 'panels' },
+      el('section', { 'class': 'card', id: 'proposals-panel', 'aria-labelledby': 'pr-title' },
+        el('h2', { id: 'pr-title' }, 'Pending approvals'), el('div', { id: 'proposals' })),
       el('section', { 'class': 'card', id: 'overrides-panel', 'aria-labelledby': 'ov-title' },
         el('h2', { id: 'ov-title' }, 'Active overrides'), el('div', { id: 'overrides' })),
       el('section', { 'class': 'card', id: 'state-panel', 'aria-labelledby': 'st-title' },
@@ -453,7 +464,8 @@
       box.appendChild(el('h3', null, 'How it was decided'));
       box.appendChild(el('pre', { id: 'detail-explain' }, j.explanation));
     }
-    box.appendChild(overrideForm(j));
+    if (may('operator')) box.appendChild(overrideForm(j));
+    else box.appendChild(el('p', { 'class': 'muted', id: 'read-only' }, 'Your token may read only (role ' + (state.me ? state.me.role : '?') + '): overrides are set by operators.'));
   }
 
   // Explain a request from this market that also carries a phone number or a declared
@@ -534,23 +546,34 @@
     f.appendChild(el('div', { 'class': 'row' },
       el('label', { 'for': 'of-actor' }, 'Who'),
       el('input', { id: 'of-actor', placeholder: 'your name', maxlength: '200' })));
+    var policy = state.me && state.me.approvals;
+    if (policy && policy.on) {
+      f.appendChild(el('p', { 'class': 'muted', id: 'of-policy' }, 'Changes here may need approval by others (four-eyes). A change that only narrows (withdraw, limit, a feature off) may be applied at once as break glass' + (policy.break_glass ? ', flagged in the audit for review' : ' — off on this service') + '; one that widens must be proposed.'));
+      if (policy.break_glass) {
+        f.appendChild(el('div', { 'class': 'row' },
+          el('input', { id: 'of-break-glass', type: 'checkbox' }),
+          el('label', { 'for': 'of-break-glass' }, 'Break glass: apply a narrowing change now, without approval')));
+      }
+    }
     f.appendChild(el('div', { 'class': 'row' },
       el('button', { type: 'submit', id: 'of-submit', 'class': 'primary' }, 'Set override'),
-      j.override ? el('button', { type: 'button', id: 'of-clear', 'class': 'danger' }, 'Clear override') : null));
+      el('button', { type: 'button', id: 'of-propose' }, 'Propose for approval'),
+      j.override ? el('button', { type: 'button', id: 'of-clear', 'class': 'danger' }, 'Clear override') : null,
+      j.override ? el('button', { type: 'button', id: 'of-propose-clear' }, 'Propose clearing') : null));
     f.appendChild(el('div', { id: 'detail-message', 'aria-live': 'assertive' }));
 
     f.querySelector('#of-expiry').addEventListener('change', function () {
       f.querySelector('#of-expires-at').hidden = this.value !== 'at';
     });
-    f.addEventListener('submit', function (ev) {
-      ev.preventDefault();
+    // The form as an override request, or null (with the problem shown).
+    function request() {
       var body = { reason: f.querySelector('#of-reason').value.trim() };
       var msg = f.querySelector('#detail-message');
       clear(msg);
       if (!body.reason) {
         msg.appendChild(el('p', { 'class': 'error', role: 'alert' }, 'A reason is required.'));
         f.querySelector('#of-reason').focus();
-        return;
+        return null;
       }
       var st = f.querySelector('#of-status').value;
       if (st) body.status = st;
@@ -562,7 +585,7 @@
       var exp = f.querySelector('#of-expiry').value;
       if (exp === 'at') {
         var d = new Date(f.querySelector('#of-expires-at').value);
-        if (isNaN(d)) { msg.appendChild(el('p', { 'class': 'error', role: 'alert' }, 'Pick the expiry date and time.')); return; }
+        if (isNaN(d)) { msg.appendChild(el('p', { 'class': 'error', role: 'alert' }, 'Pick the expiry date and time.')); return null; }
         body.expires_at = d.toISOString();
       } else if (exp) {
         body.ttl = exp;
@@ -571,6 +594,42 @@
       if (actor) body.actor = actor;
       var publicReason = f.querySelector('#of-public-reason').value.trim();
       if (publicReason) body.public_reason = publicReason;
+      return body;
+    }
+    function breakGlass() {
+      var b = f.querySelector('#of-break-glass');
+      return !!(b && b.checked);
+    }
+    function propose(body) {
+      api('POST', 'v1/overrides/' + encodeURIComponent(j.jurisdiction) + '/proposals', body).then(function (res) {
+        if (res.ok) {
+          var p = res.body.proposal;
+          return afterChange(j.jurisdiction, 'Proposed (' + p.id + '): it applies once ' + p.missing_approvals + ' approver(s) other than you approve it.');
+        }
+        showRefusal(f.querySelector('#detail-message'), res);
+      });
+    }
+    f.querySelector('#of-propose').addEventListener('click', function () {
+      var body = request();
+      if (body) propose(body);
+    });
+    var proposeClear = f.querySelector('#of-propose-clear');
+    if (proposeClear) {
+      proposeClear.addEventListener('click', function () {
+        var reason = f.querySelector('#of-reason').value.trim();
+        if (!reason) {
+          clear(f.querySelector('#detail-message')).appendChild(el('p', { 'class': 'error', role: 'alert' }, 'A reason is required.'));
+          return;
+        }
+        propose({ action: 'clear', reason: reason });
+      });
+    }
+    f.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var body = request();
+      if (!body) return;
+      var msg = f.querySelector('#detail-message');
+      if (breakGlass()) body.break_glass = true;
       api('PUT', 'v1/overrides/' + encodeURIComponent(j.jurisdiction), body).then(function (res) {
         if (res.ok) {
           var dec = res.body.decision;
@@ -585,6 +644,7 @@
         var body = { reason: f.querySelector('#of-reason').value.trim() || 'cleared from the console' };
         var actor = f.querySelector('#of-actor').value.trim();
         if (actor) body.actor = actor;
+        if (breakGlass()) body.break_glass = true;
         api('DELETE', 'v1/overrides/' + encodeURIComponent(j.jurisdiction), body).then(function (res) {
           if (res.ok) return afterChange(j.jurisdiction, 'Override on ' + j.jurisdiction + ' cleared.');
           showRefusal(f.querySelector('#detail-message'), res);
@@ -597,7 +657,11 @@
   function showRefusal(msg, res) {
     clear(msg);
     var e = res.body && res.body.error;
-    if (res.status === 409 && e) {
+    if (res.status === 409 && e && !e.demand) {
+      msg.appendChild(el('div', { 'class': 'refusal', role: 'alert', id: 'refusal', 'data-code': e.code },
+        el('strong', null, e.code === 'approval_required' ? 'Needs approval' : 'Refused'),
+        el('p', null, e.message)));
+    } else if (res.status === 409 && e) {
       var dm = e.demand || {};
       msg.appendChild(el('div', { 'class': 'refusal', role: 'alert', id: 'refusal', 'data-code': e.code },
         el('strong', null, e.code === 'red_line' ? 'Refused: a red line is in force' : 'Refused: a demand is in force'),
@@ -611,7 +675,7 @@
   }
 
   function afterChange(code, text) {
-    return Promise.all([refreshMap(), refreshOverrides(), refreshAudit()]).then(function () {
+    return Promise.all([refreshMap(), refreshOverrides(), refreshAudit(), refreshProposals()]).then(function () {
       return select(code);
     }).then(function () {
       var m = $('detail-message');
@@ -668,10 +732,58 @@
         Object.keys(a.features || {}).forEach(function (f) { what.push(f + ' ' + (a.features[f] ? 'on' : 'off')); });
         if (a.expires_at) what.push('until ' + when(a.expires_at));
         if (a.public_reason) what.push('public: “' + a.public_reason + '”');
-        return el('tr', null, el('td', null, when(a.at)), el('td', null, a.action), el('td', null, a.jurisdiction),
+        if (a.proposal) what.push('proposal ' + a.proposal);
+        if (a.approved_by && a.approved_by.length) what.push('proposed by ' + a.proposed_by + ', approved by ' + a.approved_by.join(', '));
+        var action = el('td', null, a.action);
+        if (a.break_glass) {
+          action.appendChild(document.createTextNode(' '));
+          action.appendChild(el('span', { 'class': 'badge break-glass', title: 'applied without approval because it only narrows: to review' }, 'break glass'));
+        }
+        return el('tr', { 'class': a.break_glass ? 'break-glass' : null }, el('td', null, when(a.at)), action, el('td', null, a.jurisdiction),
           el('td', null, what.join(', ')), el('td', null, a.reason), el('td', null, a.actor));
       });
       clear($('audit')).appendChild(table(['when', 'action', 'jurisdiction', 'what', 'reason', 'by'], rows, 'audit-table'));
+    });
+  }
+
+  function refreshProposals() {
+    return api('GET', 'v1/proposals').then(function (res) {
+      var box = clear($('proposals'));
+      if (!res.ok) { box.appendChild(el('p', { 'class': 'error' }, errorText(res))); return; }
+      state.proposals = res.body.proposals;
+      var msg = el('div', { id: 'proposal-message', 'aria-live': 'assertive' });
+      var rows = state.proposals.map(function (p) {
+        var change = p.action === 'clear' ? 'clear the override' : describeOverride(p.override);
+        var approvals = (p.approvals || []).map(function (a) { return a.by; });
+        var acts = el('td', null);
+        if (may('approver')) {
+          acts.appendChild(el('button', { type: 'button', 'class': 'primary', 'data-act': 'approve', on: { click: function () { act(p, 'approve', msg); } } }, 'Approve'));
+          acts.appendChild(document.createTextNode(' '));
+          acts.appendChild(el('button', { type: 'button', 'class': 'danger', 'data-act': 'reject', on: { click: function () { act(p, 'reject', msg); } } }, 'Reject'));
+        }
+        return el('tr', { 'data-proposal': p.id, 'data-code': p.jurisdiction },
+          el('td', null, el('button', { type: 'button', on: { click: function () { select(p.jurisdiction); } } }, p.jurisdiction)),
+          el('td', null, change + (p.narrowing ? ' (narrows)' : ' (widens)')),
+          el('td', null, p.reason || (p.override && p.override.reason) || ''),
+          el('td', null, p.proposed_by),
+          el('td', null, approvals.length + ' of ' + p.required + (approvals.length ? ' (' + approvals.join(', ') + ')' : '')),
+          el('td', null, when(p.expires_at)),
+          acts);
+      });
+      box.appendChild(table(['jurisdiction', 'change', 'reason', 'proposed by', 'approvals', 'expires', ''], rows, 'proposals-table'));
+      box.appendChild(msg);
+    });
+  }
+  function act(p, what, msg) {
+    api('POST', 'v1/proposals/' + encodeURIComponent(p.id) + '/' + what, {}).then(function (res) {
+      if (!res.ok) {
+        showRefusal(msg, res);
+        return;
+      }
+      var text = what === 'reject' ? 'Rejected.' : (res.body.applied ? 'Approved and applied (version ' + res.body.applied.version + ').' : 'Approved; ' + res.body.proposal.missing_approvals + ' more approval(s) needed.');
+      return Promise.all([refreshMap(), refreshOverrides(), refreshAudit(), refreshProposals()]).then(function () {
+        clear($('proposal-message')).appendChild(el('p', { 'class': 'notice', role: 'status', id: 'proposal-notice' }, text));
+      });
     });
   }
 
@@ -712,7 +824,7 @@
     var box = clear($('service'));
     box.appendChild(dl);
     var msg = el('p', { id: 'reload-message', 'aria-live': 'polite' });
-    box.appendChild(el('p', null, el('button', { type: 'button', id: 'reload', on: { click: function () {
+    if (may('operator')) box.appendChild(el('p', null, el('button', { type: 'button', id: 'reload', on: { click: function () {
       api('POST', 'v1/reload').then(function (res) {
         msg.textContent = res.ok ? 'Rules ' + res.body.result + '.' : errorText(res);
         msg.className = res.ok ? 'notice' : 'error';
@@ -725,11 +837,17 @@
   // ---- start ---------------------------------------------------------------------
   if (!TOKEN) { logout(''); return; }
   layout();
-  api('GET', 'console/world.json').then(function (res) {
+  api('GET', 'v1/whoami').then(function (res) {
+    if (!res.ok) throw new Error(errorText(res));
+    state.me = res.body;
+    $('whoami').textContent = (state.me.name || state.me.identity) + ' · ' + state.me.role + (state.me.scope.join(',') === '*' ? '' : ' · ' + state.me.scope.join(','));
+    $('app').setAttribute('data-role', state.me.role);
+    return api('GET', 'console/world.json');
+  }).then(function (res) {
     if (!res.ok) throw new Error(errorText(res));
     state.world = res.body;
     drawMap();
-    return Promise.all([refreshMap(), refreshOverrides(), refreshAudit()]);
+    return Promise.all([refreshMap(), refreshOverrides(), refreshAudit(), refreshProposals()]);
   }).then(function () {
     $('app').setAttribute('data-ready', 'true');
   }).catch(function (e) {
@@ -741,6 +859,6 @@
     if (!TOKEN) return;
     ticks++;
     tickOverrides();
-    if (ticks % 15 === 0) { refreshOverrides(); refreshAudit(); if (!state.at) refreshMap(); }
+    if (ticks % 15 === 0) { refreshOverrides(); refreshAudit(); refreshProposals(); if (!state.at) refreshMap(); }
   }, 1000);
 })();

@@ -789,3 +789,200 @@ async fn drive(driver: &str, browser: &Path, profile: &Path, console: &str, shot
     assert!(c.find(css("#app[data-ready]")).await.is_err());
     c.close().await.unwrap();
 }
+
+#[test]
+fn roles_shape_the_console_and_a_proposal_needs_a_second_approver() {
+    use crate::approvals::{approvals, BOB, CAROL, VIEWER};
+    let Some((browser, driver_bin)) = chromium() else {
+        return;
+    };
+    let s = TestServer::start_with_clock(Clock::System, approvals);
+    let driver = Driver::start(&driver_bin);
+    let profile = tempfile::tempdir().unwrap();
+    let console = s.admin_url("/admin/");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(drive_approvals(
+        &driver.url,
+        &browser,
+        profile.path(),
+        &console,
+        [VIEWER, BOB, CAROL],
+    ));
+    // What the browsers did reached the service: a break-glass withdrawal of DE, its
+    // clearing proposed by Bob, refused to Bob, approved by Carol and applied.
+    let list = s.admin("GET", "/admin/v1/overrides", None).json();
+    assert_eq!(list["overrides"], json!([]), "{list}");
+    let audit = s.admin("GET", "/admin/v1/audit", None).json();
+    let acts: Vec<(&str, &str, bool)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["break_glass"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        acts,
+        [
+            ("clear", "bob", false),
+            ("approve", "carol", false),
+            ("propose", "bob", false),
+            ("set", "bob", true)
+        ],
+        "{audit}"
+    );
+}
+
+async fn drive_approvals(
+    driver: &str,
+    browser: &Path,
+    profile: &Path,
+    console: &str,
+    [viewer, bob, carol]: [&str; 3],
+) {
+    use fantoccini::Locator;
+    let c = session(driver, browser, profile, &["--window-size=1440,1000"]).await;
+    let wait = Duration::from_secs(30);
+    let css = Locator::Css;
+    let until = |script: String| {
+        let c = c.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let v = c.execute(&script, vec![]).await.expect(&script);
+                if v == Value::Bool(true) {
+                    return;
+                }
+                assert!(start.elapsed() < wait, "timed out waiting for: {script}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let eval = |script: &'static str| {
+        let c = c.clone();
+        async move { c.execute(script, vec![]).await.expect(script) }
+    };
+    let press = |sel: String| {
+        let c = c.clone();
+        async move {
+            c.wait()
+                .at_most(wait)
+                .for_element(Locator::Css(&sel))
+                .await
+                .expect(&sel)
+                .click()
+                .await
+                .expect(&sel)
+        }
+    };
+    let type_in = |sel: &'static str, text: &'static str| {
+        let c = c.clone();
+        async move {
+            let e = c.find(css(sel)).await.expect(sel);
+            e.clear().await.expect(sel);
+            e.send_keys(text).await.expect(sel)
+        }
+    };
+    let sign_in = |token: &str| {
+        let (c, token, console) = (c.clone(), token.to_string(), console.to_string());
+        async move {
+            c.goto(&console).await.unwrap();
+            let input = c
+                .wait()
+                .at_most(wait)
+                .for_element(css("#token"))
+                .await
+                .unwrap();
+            input.send_keys(&token).await.unwrap();
+            c.find(css("#sign-in"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            c.wait()
+                .at_most(wait)
+                .for_element(css("#app[data-ready]"))
+                .await
+                .expect("the console loads");
+        }
+    };
+    let open = |code: &'static str| {
+        let c = c.clone();
+        let until = until.clone();
+        async move {
+            let find = c.find(css("#find")).await.unwrap();
+            find.clear().await.unwrap();
+            find.send_keys(&format!("{code}\u{E007}")).await.unwrap();
+            until(format!("var h = document.getElementById('detail-title'); return !!h && h.textContent.includes('({code})')")).await;
+        }
+    };
+    let sign_out = || {
+        let c = c.clone();
+        async move {
+            c.find(css("#logout")).await.unwrap().click().await.unwrap();
+            c.refresh().await.unwrap();
+        }
+    };
+    // 1. A viewer reads everything and is offered no button that changes anything.
+    sign_in(viewer).await;
+    assert_eq!(
+        eval("return [document.getElementById('app').getAttribute('data-role'), document.getElementById('whoami').textContent]").await,
+        json!(["viewer", "auditor · viewer"])
+    );
+    open("FR").await;
+    assert_eq!(
+        eval("return [!!document.getElementById('override-form'), !!document.getElementById('read-only'), !!document.getElementById('reload'), document.querySelectorAll('#proposals [data-act]').length]").await,
+        json!([false, true, false, 0])
+    );
+    sign_out().await;
+
+    // 2. Bob breaks glass to withdraw DE (it only narrows): applied, flagged in the audit.
+    sign_in(bob).await;
+    open("DE").await;
+    assert_eq!(
+        eval("return !!document.getElementById('of-policy') && !!document.getElementById('of-break-glass')").await,
+        true
+    );
+    c.find(css("#of-status"))
+        .await
+        .unwrap()
+        .select_by_value("withdrawn")
+        .await
+        .unwrap();
+    type_in("#of-reason", "incident 21").await;
+    press("#of-break-glass".into()).await;
+    press("#of-submit".into()).await;
+    until("var n = document.getElementById('change-notice'); return !!n && n.textContent.includes('Override set')".into()).await;
+    until("var r = document.querySelector('#audit-table tbody tr'); return !!r && r.classList.contains('break-glass') && !!r.querySelector('.badge.break-glass')".into()).await;
+
+    // 3. Clearing it widens: Bob proposes it, and may not approve his own proposal.
+    type_in("#of-reason", "incident over").await;
+    press("#of-clear".into()).await;
+    until("var r = document.getElementById('refusal'); return !!r && r.getAttribute('data-code') === 'approval_required'".into()).await;
+    press("#of-propose-clear".into()).await;
+    until("var n = document.getElementById('change-notice'); return !!n && n.textContent.includes('Proposed')".into()).await;
+    until("return !!document.querySelector(\"#proposals-table tr[data-code='DE'] [data-act=approve]\")".into()).await;
+    press("#proposals-table tr[data-code='DE'] [data-act=approve]".into()).await;
+    until("var r = document.querySelector('#proposal-message #refusal'); return !!r && r.getAttribute('data-code') === 'self_approval' && r.textContent.includes('another approver')".into()).await;
+    assert_eq!(
+        eval("return document.querySelector(\"#countries path[data-code='DE']\").getAttribute('data-status')").await,
+        "withdrawn"
+    );
+    sign_out().await;
+
+    // 4. Carol approves: the clear applies, DE is served again on the map.
+    sign_in(carol).await;
+    until("var r = document.querySelector(\"#proposals-table tr[data-code='DE']\"); return !!r && r.textContent.includes('bob') && r.textContent.includes('0 of 1')".into()).await;
+    press("#proposals-table tr[data-code='DE'] [data-act=approve]".into()).await;
+    until("var n = document.getElementById('proposal-notice'); return !!n && n.textContent.includes('applied')".into()).await;
+    until("return document.querySelector(\"#countries path[data-code='DE']\").getAttribute('data-status') === 'served' && document.querySelector('#proposals-table tbody tr') === null".into()).await;
+    c.close().await.unwrap();
+}
