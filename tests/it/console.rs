@@ -916,7 +916,7 @@ async fn drive_approvals(
     };
     let open = |code: &'static str| {
         let c = c.clone();
-        let until = until.clone();
+
         async move {
             let find = c.find(css("#find")).await.unwrap();
             find.clear().await.unwrap();
