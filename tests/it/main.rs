@@ -15,6 +15,7 @@ mod limits;
 mod middleware;
 mod nginx;
 mod observability;
+mod ofrep_clients;
 mod privacy;
 mod redis_server;
 mod roles;
