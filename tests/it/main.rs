@@ -4,6 +4,7 @@ mod admin;
 mod audit_chain;
 mod bypass;
 mod caddy;
+mod client;
 mod conformance;
 mod console;
 mod deploy;
