@@ -32,6 +32,8 @@
 //! (tokio's `spawn_blocking`) or actix's `web::block`. Plain HTTP only: put the fleet
 //! on a private network or behind a local TLS-terminating proxy.
 
+#![deny(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -82,6 +84,10 @@ pub enum ClientError {
     /// The service could not be reached (refused, reset, name not found).
     #[error("cannot reach marketgate")]
     Unreachable(#[source] Option<std::io::Error>),
+    /// The query names neither `ip` nor `country`: the service would answer for this
+    /// application's own connection, never its user's, so the call is not made.
+    #[error("the query names neither `ip` nor `country`; the answer would be about this application's own address")]
+    NoLocation,
     /// The service refused the request (`400`, with its error code and message).
     #[error("marketgate refused the request ({status} {code}): {message}")]
     Refused {
@@ -100,8 +106,9 @@ pub enum ClientError {
 
 /// The query of `GET /v1/decision`. Where to decide for: an address
 /// ([`DecisionQuery::for_ip`]) or a jurisdiction ([`DecisionQuery::for_country`]); a
-/// query with neither decides for the caller's own connection, which is rarely what a
-/// server means. `ip`, `country`, `phone`, `declared` and `at` are believed only from
+/// query with neither would decide for the application's own connection, so
+/// [`Client::decision`] refuses it ([`ClientError::NoLocation`]), as OFREP refuses such
+/// a context from a backend. `ip`, `country`, `phone`, `declared` and `at` are believed only from
 /// a server caller (an evaluation token, or a peer in the service's
 /// `trusted_proxies`). `Debug` never shows the address or the phone number.
 #[derive(Clone, Default, Serialize, utoipa::ToSchema)]
@@ -539,9 +546,13 @@ impl Client {
         }
     }
 
-    /// `GET /v1/decision`: the decision for the query. Any failure is an error; read it
-    /// with [`FailClosed`].
+    /// `GET /v1/decision`: the decision for the query, which must name an `ip` or a
+    /// `country` ([`ClientError::NoLocation`] otherwise). Any failure is an error; read
+    /// it with [`FailClosed`].
     pub fn decision(&self, query: &DecisionQuery) -> Result<Decision, ClientError> {
+        if query.ip.is_none() && query.country.is_none() {
+            return Err(ClientError::NoLocation);
+        }
         let mut req = self
             .agent
             .get(format!("{}/v1/decision", self.base))
@@ -744,6 +755,15 @@ mod tests {
         let failed: Result<Decision, ClientError> = Err(ClientError::Timeout(DEFAULT_TIMEOUT));
         assert_eq!(failed.status_or_withdrawn(), Status::Withdrawn);
         assert!(!failed.feature_or_off("payments"));
+        let nowhere = Client::builder("http://127.0.0.1:9")
+            .build()
+            .unwrap()
+            .decision(&DecisionQuery::default().key("u1"));
+        assert!(
+            matches!(nowhere, Err(ClientError::NoLocation)),
+            "{nowhere:?}"
+        );
+        assert_eq!(nowhere.status_or_withdrawn(), Status::Withdrawn);
         let failed: Result<GateAnswer, ClientError> = Err(ClientError::Unreachable(None));
         assert_eq!(failed.status_or_withdrawn(), Status::Withdrawn);
         assert!(!failed.feature_or_off("payments"));

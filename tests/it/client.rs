@@ -390,6 +390,10 @@ fn the_client_decides_through_a_live_server() {
     let d = anon.decision(&DecisionQuery::for_country("RU")).unwrap();
     assert_eq!(d.located_by, LocatedBy::Connection);
     assert_eq!(d.jurisdiction.code, "unknown");
+    // A query without a location would be about this application: not even sent.
+    let d = c.decision(&DecisionQuery::default().phone("+79161234567"));
+    assert!(matches!(d, Err(ClientError::NoLocation)), "{d:?}");
+    assert_eq!(d.status_or_withdrawn(), Status::Withdrawn);
 }
 
 #[test]
