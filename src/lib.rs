@@ -3,6 +3,7 @@
 //! line and maps the result to an exit code.
 
 pub mod cli;
+pub mod client;
 pub mod client_addr;
 pub mod config;
 pub mod diff;

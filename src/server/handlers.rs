@@ -531,6 +531,7 @@ fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> Bl
     params(
         ("tail" = String, Path, description = "Any path (Envoy ext_authz appends the original path); also served at `/v1/gate` and for every method"),
         ("deny" = Option<String>, Query, description = "`403` for nginx auth_request (with `X-Marketgate-Deny: 451`); default `451`. Read only at `/v1/gate` itself: under a tail the query is the forwarded request's", example = "451", pattern = "^(451|403)$"),
+        ("X-Forwarded-For" = Option<String>, Header, description = "The client's address as the gateway appends it (or `Forwarded`, RFC 7239). Read only from a peer in `trusted_proxies`, right to left, trusted hops skipped; anyone else is located by its own connection"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original URI (nginx, Traefik, Caddy)"),
         ("X-Original-URI" = Option<String>, Header, description = "The original URI (nginx)"),
         ("X-Marketgate-Phone" = Option<String>, Header, description = "A second signal: the account's phone number (E.164), set by a trusted peer from the session; a client's own is never read. Decided with the address by the global file's `signals` rule (default: the strictest); a value that cannot be read gets the strictest answer. Empty is absent"),

@@ -9,8 +9,8 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::engine::{Decision, Part, Source};
-use crate::rules::{FeatureId, RuleSet};
+use crate::engine::{describe, Audience, Decision, Part, Source, Step};
+use crate::rules::{FeatureId, RuleSet, Status};
 
 use super::error::ApiError;
 use super::handlers::{decide, location_of, signals_of, Decided, LocatedBy};
@@ -208,13 +208,38 @@ pub struct Evaluation {
     /// A string for `market`, a boolean for a feature.
     #[schema(schema_with = flag_value)]
     pub value: Value,
-    /// `TARGETING_MATCH`, `SPLIT` or `DEFAULT`.
+    /// `TARGETING_MATCH` (the location's rules, a demand, an override or a signal set
+    /// the value; also a feature off because the market is withdrawn), `SPLIT` (a
+    /// staged change set it) or `DEFAULT` (the flag's declared default, nothing changed
+    /// it). `metadata.cause` names what set it.
     pub reason: &'static str,
     pub variant: &'static str,
     /// `jurisdiction`, `rulesVersion` and `locatedBy` (`connection`, `address` or
-    /// `jurisdiction`).
-    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    /// `jurisdiction`); why the flag has its value: `cause` (`default`, `rule`,
+    /// `change`, `demand`, `override`, `signal`, `client`), `causeJurisdiction`,
+    /// `causeId` (a change's or demand's id, when public) and, on a feature off because
+    /// the market is withdrawn, `marketWithdrawn: true`.
+    #[schema(schema_with = flag_metadata)]
     pub metadata: Map<String, Value>,
+}
+
+/// A flag's metadata: strings, and booleans (`marketWithdrawn`), as OFREP allows.
+fn flag_metadata() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type,
+    };
+    let value = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .build();
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(AdditionalProperties::RefOr(
+                utoipa::openapi::RefOr::T(Schema::OneOf(value)),
+            )))
+            .build(),
+    )
 }
 
 fn flag_value() -> utoipa::openapi::schema::Schema {
@@ -240,7 +265,9 @@ pub struct EvaluationRequest {
 #[schema(rename_all = "camelCase")]
 pub struct EvaluationContext {
     /// Decide for this address. Believed from server callers only (a trusted peer or an
-    /// evaluation token); others are located by their connection (`locatedBy`).
+    /// evaluation token); others are located by their connection (`locatedBy`). A
+    /// caller with an evaluation token must give `ip` or `country`
+    /// (`INVALID_CONTEXT` otherwise: its own connection is not its user's).
     pub ip: Option<String>,
     /// Decide for this jurisdiction: `FR`, `US-CA`, `unknown`. Server callers only.
     pub country: Option<String>,
@@ -269,11 +296,81 @@ enum Flag {
     Feature(FeatureId),
 }
 
-fn reason(rules: &RuleSet, d: &Decision, part: Part) -> &'static str {
-    match d.reason_for(part).map(|s| &s.source) {
-        None => "DEFAULT",
-        Some(Source::Change(l, i)) if rules.level(*l).changes[*i as usize].is_staged() => "SPLIT",
-        Some(_) => "TARGETING_MATCH",
+/// Why a flag has its value: OpenFeature's reason, the step of the decision that set
+/// the value (`None`: the flag's declared default, or `served`), and whether a feature
+/// is off because the whole market is withdrawn.
+struct Cause<'d> {
+    reason: &'static str,
+    step: Option<&'d Step>,
+    market_withdrawn: bool,
+}
+
+impl<'d> Cause<'d> {
+    /// `TARGETING_MATCH` for a value the location's rules, demands, overrides or signals
+    /// set, `SPLIT` for one a staged change set, `DEFAULT` only for a declared default
+    /// that nothing changed. A feature of a withdrawn market is off because of what
+    /// withdrew it, never `DEFAULT`, whatever set the feature itself; a market limited by
+    /// its features is limited because of the first feature turned off.
+    fn of(rules: &RuleSet, d: &'d Decision, flag: &Flag) -> Cause<'d> {
+        let (step, market_withdrawn) = match *flag {
+            Flag::Feature(id) if !d.feature_on(id) && d.status == Status::Withdrawn => (
+                d.withdrawn_by().or_else(|| d.reason_for(Part::Feature(id))),
+                true,
+            ),
+            Flag::Feature(id) => (d.reason_for(Part::Feature(id)), false),
+            Flag::Market => match d.reason_for(Part::Status) {
+                Some(s) => (Some(s), false),
+                None if d.status != Status::Served => (
+                    (0..rules.features().len() as FeatureId)
+                        .filter(|f| !d.feature_on(*f))
+                        .find_map(|f| d.reason_for(Part::Feature(f))),
+                    false,
+                ),
+                None => (None, false),
+            },
+        };
+        let reason = match step.map(|s| &s.source) {
+            Some(Source::Change(l, i)) if rules.level(*l).changes[*i as usize].is_staged() => {
+                "SPLIT"
+            }
+            Some(_) => "TARGETING_MATCH",
+            // Withdrawn, or limited, by nothing the rules name: still not a default.
+            None if market_withdrawn
+                || (matches!(flag, Flag::Market) && d.status != Status::Served) =>
+            {
+                "TARGETING_MATCH"
+            }
+            None => "DEFAULT",
+        };
+        Cause {
+            reason,
+            step,
+            market_withdrawn,
+        }
+    }
+
+    /// `cause` (the kind of what set the value: `default`, `rule`, `change`, `demand`,
+    /// `override`, `signal`, `client`), `causeJurisdiction`, `causeId` (a change's or
+    /// demand's id, when the audience may see it) and, for a feature off because the
+    /// market is withdrawn, `marketWithdrawn: true`.
+    fn describe_into(&self, rules: &RuleSet, audience: Audience, m: &mut Map<String, Value>) {
+        match self.step {
+            Some(step) => {
+                let info = describe(rules, &step.source, audience);
+                m.insert("cause".into(), info.kind.into());
+                m.insert("causeJurisdiction".into(), info.jurisdiction.into());
+                if let Some(id) = info.id {
+                    m.insert("causeId".into(), id.into());
+                }
+            }
+            None => {
+                m.insert("cause".into(), "default".into());
+                m.insert("causeJurisdiction".into(), "*".into());
+            }
+        }
+        if self.market_withdrawn {
+            m.insert("marketWithdrawn".into(), true.into());
+        }
     }
 }
 
@@ -306,38 +403,38 @@ fn evaluate(
     key: &str,
     flag: Flag,
     located_by: LocatedBy,
+    audience: Audience,
 ) -> Evaluation {
-    let (value, variant, reason) = match flag {
-        Flag::Market => (
-            Value::from(d.status.as_str()),
-            d.status.as_str(),
-            // A status derived from features off is targeted too.
-            match reason(rules, d, Part::Status) {
-                "DEFAULT" if d.status != crate::rules::Status::Served => "TARGETING_MATCH",
-                r => r,
-            },
-        ),
+    let cause = Cause::of(rules, d, &flag);
+    let (value, variant) = match flag {
+        Flag::Market => (Value::from(d.status.as_str()), d.status.as_str()),
         Flag::Feature(id) => {
             let on = d.feature_on(id);
-            (
-                Value::from(on),
-                if on { "on" } else { "off" },
-                reason(rules, d, Part::Feature(id)),
-            )
+            (Value::from(on), if on { "on" } else { "off" })
         }
     };
+    let mut metadata = metadata(rules, d, located_by);
+    cause.describe_into(rules, audience, &mut metadata);
     Evaluation {
         key: key.to_string(),
         value,
-        reason,
+        reason: cause.reason,
         variant,
-        metadata: metadata(rules, d, located_by),
+        metadata,
     }
 }
 
+/// What a caller with an evaluation token is told when its context names no location.
+pub const NO_LOCATION: &str = "a server caller (evaluation token) must give the user's `ip` or `country` in the context; without them the answer would be about the caller's own connection";
+
 /// The decision for an evaluation context: located by its `ip`/`country` or the
 /// connection, with its `phone`/`declared` signals (each believed from server callers
-/// only); a bad value is `INVALID_CONTEXT` for the flag `key`.
+/// only); a bad value is `INVALID_CONTEXT` for the flag `key`. A caller with an
+/// evaluation token (a backend asking about its users) must give `ip` or `country`:
+/// its own connection is not its user's, so a context without them is
+/// `INVALID_CONTEXT` ([`NO_LOCATION`]). A trusted peer without a token is a gateway
+/// passing a client's request on, located by its forwarding data (or, without any, the
+/// strictest answer); anyone else by its own connection.
 fn decide_context(
     state: &AppState,
     req: &HttpRequest,
@@ -345,6 +442,14 @@ fn decide_context(
     ctx: &Context,
     key: Option<&str>,
 ) -> Result<(Decided, LocatedBy), OfrepError> {
+    // A backend's SDK asks about its users: without their location the answer would be
+    // about the backend's own connection, so it is refused rather than guessed.
+    if state.audience(req) == Audience::Evaluator && ctx.ip.is_none() && ctx.country.is_none() {
+        return Err(OfrepError::InvalidContext {
+            key: key.map(str::to_string),
+            details: NO_LOCATION.into(),
+        });
+    }
     let (place, located_by) = location_of(
         state,
         req,
@@ -373,7 +478,7 @@ fn decide_context(
     request_body(content = Option<EvaluationRequest>, description = "`{\"context\": {\"ip\"?, \"country\"?, \"subdivision\"?, \"phone\"?, \"declared\"?, \"targetingKey\"?}}`; an empty body is an empty context"),
     responses(
         (status = 200, description = "Evaluated", body = Evaluation),
-        (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = OfrepErrorBody),
+        (status = 400, description = "PARSE_ERROR, or INVALID_CONTEXT (a malformed context value; a caller with an evaluation token whose context has neither `ip` nor `country`)", body = OfrepErrorBody),
         (status = 404, description = "FLAG_NOT_FOUND", body = OfrepErrorBody),
         (status = 408, description = "The body did not arrive within `request_timeout` (GENERAL)", body = OfrepErrorBody),
         (status = 413, description = "Body too large (PARSE_ERROR)", body = OfrepErrorBody),
@@ -398,7 +503,8 @@ pub async fn evaluate_one(
     };
     let ctx = read_context(&state, &req, payload, Some(&key)).await?;
     let (d, located_by) = decide_context(&state, &req, &rules, &ctx, Some(&key))?;
-    Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag, located_by)))
+    let audience = state.audience(&req);
+    Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag, located_by, audience)))
 }
 
 /// Evaluates every flag, with an `ETag`; `If-None-Match` with it answers 304.
@@ -410,7 +516,7 @@ pub async fn evaluate_one(
     responses(
         (status = 200, description = "Every flag", body = BulkEvaluation, headers(("ETag" = String))),
         (status = 304, description = "Not modified", headers(("ETag" = String))),
-        (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = OfrepErrorBody),
+        (status = 400, description = "PARSE_ERROR, or INVALID_CONTEXT (a malformed context value; a caller with an evaluation token whose context has neither `ip` nor `country`)", body = OfrepErrorBody),
         (status = 408, description = "The body did not arrive within `request_timeout` (GENERAL)", body = OfrepErrorBody),
         (status = 413, description = "Body too large (PARSE_ERROR)", body = OfrepErrorBody),
     ),
@@ -424,7 +530,15 @@ pub async fn evaluate_all(
     let rules = state.rules();
     let ctx = read_context(&state, &req, payload, None).await?;
     let (d, located_by) = decide_context(&state, &req, &rules, &ctx, None)?;
-    let mut flags = vec![evaluate(&rules, &d, MARKET_FLAG, Flag::Market, located_by)];
+    let audience = state.audience(&req);
+    let mut flags = vec![evaluate(
+        &rules,
+        &d,
+        MARKET_FLAG,
+        Flag::Market,
+        located_by,
+        audience,
+    )];
     for (i, f) in rules.features().iter().enumerate() {
         flags.push(evaluate(
             &rules,
@@ -432,6 +546,7 @@ pub async fn evaluate_all(
             &f.name,
             Flag::Feature(i as FeatureId),
             located_by,
+            audience,
         ));
     }
     let body = BulkEvaluation {

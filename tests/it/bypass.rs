@@ -335,6 +335,34 @@ fn callers_are_believed_only_for_what_they_may_claim() {
     assert_eq!(j["value"], "withdrawn");
     let a = post(&s.url("/ofrep/v1/evaluate/flags"), &[], &body);
     assert_eq!(a.json()["metadata"]["locatedBy"], "connection");
+    // With a token and no location the answer would be the backend's own connection:
+    // refused, single and bulk, whatever else the context says.
+    for ctx in [
+        json!({}),
+        json!({"context": {"targetingKey": "u1"}}),
+        json!({"context": {"subdivision": "CA", "declared": "FR"}}),
+    ] {
+        for path in [
+            "/ofrep/v1/evaluate/flags/market",
+            "/ofrep/v1/evaluate/flags",
+        ] {
+            let a = post(
+                &s.url(path),
+                &[("Authorization", &bearer)],
+                &ctx.to_string(),
+            );
+            assert_eq!(a.status, 400, "{path} {ctx}: {}", a.body);
+            assert_eq!(a.json()["errorCode"], "INVALID_CONTEXT", "{}", a.body);
+            assert!(a.json()["errorDetails"]
+                .as_str()
+                .unwrap()
+                .contains("`ip` or `country`"));
+        }
+    }
+    // Without a token the same context is located by the connection, as before.
+    let a = post(&s.url("/ofrep/v1/evaluate/flags/market"), &[], "{}");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["metadata"]["locatedBy"], "connection");
 
     // A trusted peer is a server caller without a token (the default test server).
     let t = TestServer::start(|_| {});

@@ -531,6 +531,71 @@ fn ofrep_evaluates_flags_with_its_own_shapes() {
         (v["value"].clone(), v["reason"].clone()),
         (json!(true), json!("DEFAULT"))
     );
+    assert_eq!(
+        (&v["metadata"]["cause"], &v["metadata"]["causeJurisdiction"]),
+        (&json!("default"), &json!("*"))
+    );
+    assert!(v["metadata"].get("marketWithdrawn").is_none(), "{v}");
+    // Off because the market is withdrawn: never DEFAULT, and the cause is what
+    // withdrew it (RU's red-line demand), whatever set the feature itself.
+    let v = one("secret_chats", r#"{"context":{"country":"RU"}}"#).json();
+    assert_eq!(
+        (&v["value"], &v["reason"], &v["variant"]),
+        (&json!(false), &json!("TARGETING_MATCH"), &json!("off")),
+        "{v}"
+    );
+    assert_eq!(
+        (
+            &v["metadata"]["marketWithdrawn"],
+            &v["metadata"]["cause"],
+            &v["metadata"]["causeJurisdiction"]
+        ),
+        (&json!(true), &json!("demand"), &json!("RU")),
+        "{v}"
+    );
+    let v = one("payments", r#"{"context":{"country":"IN"}}"#).json();
+    assert_eq!(v["metadata"]["cause"], "demand", "{v}");
+    assert!(v["metadata"].get("marketWithdrawn").is_none(), "{v}");
+    // An operator's withdrawal: the features of FR are off because of the override.
+    let set = s.admin(
+        "PUT",
+        "/admin/v1/overrides/FR",
+        Some(json!({"status": "withdrawn", "reason": "incident xyzzy"})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    let v = one("secret_chats", r#"{"context":{"country":"FR"}}"#).json();
+    assert_eq!(
+        (&v["value"], &v["reason"], &v["metadata"]["cause"]),
+        (&json!(false), &json!("TARGETING_MATCH"), &json!("override")),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("xyzzy"), "no override text: {v}");
+    let v = one("market", r#"{"context":{"country":"FR"}}"#).json();
+    assert_eq!(
+        (&v["value"], &v["reason"], &v["metadata"]["cause"]),
+        (
+            &json!("withdrawn"),
+            &json!("TARGETING_MATCH"),
+            &json!("override")
+        ),
+        "{v}"
+    );
+    let bulk = post(
+        &s.url("/ofrep/v1/evaluate/flags"),
+        &[],
+        r#"{"context":{"country":"FR"}}"#,
+    )
+    .json();
+    for f in bulk["flags"].as_array().unwrap() {
+        assert_eq!(f["reason"], "TARGETING_MATCH", "{f}");
+        assert_eq!(f["metadata"]["cause"], "override", "{f}");
+    }
+    let cleared = s.admin(
+        "DELETE",
+        "/admin/v1/overrides/FR",
+        Some(json!({"reason": "resolved"})),
+    );
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
 
     let ofrep_err = |a: &Answer, status: u16, code: &str| {
         assert_eq!(a.status, status, "{}", a.body);
@@ -1008,10 +1073,10 @@ fn reload_refuses_a_symlink_out_of_the_rules_directory_unread() {
     }
 }
 
-/// OFREP through a real OpenFeature SDK: npm `@openfeature/server-sdk` with
-/// `@openfeature/ofrep-provider` (installed by `npm ci --prefix tests/ofrep`).
-#[test]
-fn ofrep_works_with_the_official_openfeature_provider() {
+/// Whether node and the locked OpenFeature SDK and OFREP provider of `dir`
+/// (`tests/ofrep`) are there: runs `npm ci` there when they are not, so `cargo test` is
+/// enough. Without node: false, and a failure under `CI`.
+pub fn node_sdk_installed(dir: &Path) -> bool {
     let have_node = std::process::Command::new("node")
         .arg("--version")
         .output()
@@ -1020,20 +1085,19 @@ fn ofrep_works_with_the_official_openfeature_provider() {
         // CI installs node (.ci/run); elsewhere say loudly that this check did not run.
         assert!(
             std::env::var_os("CI").is_none(),
-            "node is required in CI for the OFREP SDK check"
+            "node is required in CI for the OFREP SDK checks"
         );
         eprintln!("SKIPPED: node is not installed; the OpenFeature SDK check did not run");
-        return;
+        return false;
     }
-    let dir = repo().join("tests/ofrep");
     if !dir
         .join("node_modules/@openfeature/ofrep-provider")
         .exists()
     {
-        // The locked SDK and provider from the npm registry, so `cargo test` is enough.
+        // The locked SDK and provider from the npm registry.
         let npm = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
+            .current_dir(dir)
             .output()
             .expect("npm runs");
         assert!(
@@ -1041,6 +1105,17 @@ fn ofrep_works_with_the_official_openfeature_provider() {
             "`npm ci --prefix tests/ofrep` failed: {}",
             String::from_utf8_lossy(&npm.stderr)
         );
+    }
+    true
+}
+
+/// OFREP through a real OpenFeature SDK: npm `@openfeature/server-sdk` with
+/// `@openfeature/ofrep-provider` (installed by `npm ci --prefix tests/ofrep`).
+#[test]
+fn ofrep_works_with_the_official_openfeature_provider() {
+    let dir = repo().join("tests/ofrep");
+    if !node_sdk_installed(&dir) {
+        return;
     }
     let s = TestServer::start(|_| {});
     let out = std::process::Command::new("node")

@@ -148,12 +148,24 @@ fn signals_from_anyone_but_a_server_caller_are_not_believed() {
         "{}",
         a.body
     );
+    // With a token the signals are read, beside the user's address; without one the
+    // answer would be about the backend's own connection, so it is refused.
+    let a = post(
+        &s.url("/ofrep/v1/evaluate/flags/market"),
+        &[("Authorization", &bearer)],
+        &ctx,
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.json()["errorCode"], "INVALID_CONTEXT", "{}", a.body);
+    let ctx =
+        json!({"context": {"ip": "8.8.8.8", "phone": RU_PHONE, "declared": "RU"}}).to_string();
     let a = post(
         &s.url("/ofrep/v1/evaluate/flags/market"),
         &[("Authorization", &bearer)],
         &ctx,
     );
     assert_eq!(a.json()["value"], "withdrawn", "{}", a.body);
+    assert_eq!(a.json()["metadata"]["signal.address"], "US", "{}", a.body);
 
     // The gate: a client's own signal headers are ignored (no trusted peer here: the
     // client is 127.0.0.1 itself, `unknown`, served).

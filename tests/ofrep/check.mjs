@@ -26,9 +26,10 @@ check('payments in IN',
 check('channels in US-UT',
   await client.getBooleanDetails('channels', true, { country: 'US', subdivision: 'UT' }),
   { value: false });
-check('secret_chats by address (RU)',
-  await client.getBooleanDetails('secret_chats', true, { ip: '194.67.1.1' }),
-  { value: false });
+const rusc = await client.getBooleanDetails('secret_chats', true, { ip: '194.67.1.1' });
+check('secret_chats by address (RU): off because the market is withdrawn, not by default',
+  rusc, { value: false, reason: 'TARGETING_MATCH' });
+check('metadata names the cause', rusc.flagMetadata, { marketWithdrawn: true, cause: 'demand' });
 check('secret_chats in FR',
   await client.getBooleanDetails('secret_chats', false, { country: 'FR' }),
   { value: true, reason: 'DEFAULT' });
