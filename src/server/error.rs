@@ -30,6 +30,10 @@ pub enum ApiError {
     InvalidParameter(String),
     #[error("{0}")]
     ConflictingParameters(&'static str),
+    /// A caller with an evaluation token named no location: the answer would be about
+    /// its own connection, not its user's.
+    #[error("a server caller (evaluation token) must give the user's `ip` or `country`; without them the answer would be about the caller's own connection")]
+    MissingLocation,
     #[error("no such endpoint")]
     NotFound,
     /// A method the endpoint does not serve; the methods it does go in `Allow`.
@@ -95,6 +99,7 @@ impl ApiError {
             ApiError::InvalidInstant(_) => "invalid_instant",
             ApiError::InvalidParameter(_) => "invalid_parameter",
             ApiError::ConflictingParameters(_) => "conflicting_parameters",
+            ApiError::MissingLocation => "missing_location",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",

@@ -314,7 +314,7 @@ pub struct FeatureAnswer {
     params(DecisionQuery),
     responses(
         (status = 200, description = "The decision", body = DecisionBody),
-        (status = 400, description = "Bad input", body = super::error::ErrorBody),
+        (status = 400, description = "Bad input; or `missing_location`: a caller with an evaluation token gave neither `ip` nor `country`", body = super::error::ErrorBody),
     ),
     security((), ("evaluation_token" = [])),
     tag = "decisions"
@@ -325,6 +325,14 @@ pub async fn decision(
     q: web::Query<DecisionQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let rules = state.rules();
+    // A backend asks about its users: without their location the answer would be about
+    // the backend's own connection, so it is refused rather than guessed (as OFREP).
+    if state.audience(&req) == crate::engine::Audience::Evaluator
+        && q.ip.is_none()
+        && q.country.is_none()
+    {
+        return Err(ApiError::MissingLocation);
+    }
     // A past or future instant is a claim like a location: only from a server caller.
     let at = match q.at.as_deref() {
         Some(_) if !state.is_server_caller(&req) => state.now(),

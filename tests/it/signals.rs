@@ -134,10 +134,18 @@ fn signals_from_anyone_but_a_server_caller_are_not_believed() {
     }
     let bearer = format!("Bearer {EVAL}");
     let a = get(
-        &s.url(&format!("/v1/decision?phone={}", enc(RU_PHONE))),
+        &s.url(&format!("/v1/decision?country=FR&phone={}", enc(RU_PHONE))),
         &[("Authorization", &bearer)],
     );
     assert_eq!(a.json()["status"], "withdrawn", "{}", a.body);
+    // A backend must name its user's location: a phone alone would be decided with the
+    // backend's own connection as the address.
+    let a = get(
+        &s.url(&format!("/v1/decision?phone={}", enc(RU_PHONE))),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "missing_location", "{}", a.body);
 
     // OFREP: the context's `phone` and `declared` likewise.
     let ctx = json!({"context": {"phone": RU_PHONE, "declared": "RU"}}).to_string();
