@@ -383,37 +383,27 @@ impl Inner {
             .filter(|o| !o.active_at(now))
             .cloned()
             .collect();
-        let lapsed: Vec<Proposal> = state
+        let due: Vec<(String, Option<Proposal>, Option<AuditEntry>)> = state
             .proposals
             .values()
-            .filter_map(|p| crate::governance::approval::lapse(p, now))
+            .filter_map(|p| {
+                super::proposal_due(p, now).map(|(next, entry)| (p.id.clone(), next, entry))
+            })
             .collect();
-        let forgotten: Vec<String> = state
-            .proposals
-            .values()
-            .filter(|p| crate::governance::approval::forgotten(p, now))
-            .map(|p| p.id.clone())
-            .collect();
-        if expired.is_empty() && lapsed.is_empty() && forgotten.is_empty() {
+        if expired.is_empty() && due.is_empty() {
             return Ok(0);
         }
         let mut next = state.clone();
         let mut entries = Vec::new();
-        for p in &lapsed {
-            next.proposals.insert(p.id.clone(), p.clone());
-            entries.push(AuditEntry {
+        for (id, p, entry) in due {
+            match p {
+                Some(p) => next.proposals.insert(id, p),
+                None => next.proposals.remove(&id),
+            };
+            entries.extend(entry.map(|e| AuditEntry {
                 version: next.version,
-                ..AuditEntry::about_proposal(
-                    super::AuditAction::Lapse,
-                    now,
-                    p,
-                    super::EXPIRY_ACTOR,
-                    "nobody approved it in time",
-                )
-            });
-        }
-        for id in &forgotten {
-            next.proposals.remove(id);
+                ..e
+            }));
         }
         for o in &expired {
             next.version += 1;

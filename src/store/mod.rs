@@ -930,6 +930,24 @@ impl Shared {
     }
 }
 
+/// What a sweep does with proposal `p` at `now`: record it expired, with its `lapse`
+/// entry (`Some((Some(next), Some(entry)))`), forget a closed one kept long enough
+/// (`Some((None, None))`), or nothing.
+fn proposal_due(p: &Proposal, now: Timestamp) -> Option<(Option<Proposal>, Option<AuditEntry>)> {
+    use crate::governance::approval;
+    if let Some(next) = approval::lapse(p, now) {
+        let entry = AuditEntry::about_proposal(
+            AuditAction::Lapse,
+            now,
+            &next,
+            EXPIRY_ACTOR,
+            "nobody approved it in time",
+        );
+        return Some((Some(next), Some(entry)));
+    }
+    approval::forgotten(p, now).then_some((None, None))
+}
+
 /// Verifies the audit hash chain of the store `config` selects ([`chain`]): the JSONL
 /// files of the embedded store in `state_dir`, or the Redis stream. Reads only; runs
 /// beside live instances.

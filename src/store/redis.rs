@@ -860,21 +860,11 @@ impl Inner {
     /// Records the proposals past their expiry as expired (once per fleet: the script
     /// compares and sets) and forgets the closed ones kept long enough.
     async fn lapse_proposals(&self) -> Result<(), StoreError> {
-        use crate::governance::approval;
         let now = Timestamp::now();
         for p in self.proposals().await? {
-            if let Some(next) = approval::lapse(&p, now) {
-                let e = AuditEntry::about_proposal(
-                    AuditAction::Lapse,
-                    now,
-                    &next,
-                    EXPIRY_ACTOR,
-                    "nobody approved it in time",
-                );
-                self.record_proposal(&p.id, Some(&p), Some(&next), Some(e))
+            if let Some((next, entry)) = super::proposal_due(&p, now) {
+                self.record_proposal(&p.id, Some(&p), next.as_ref(), entry)
                     .await?;
-            } else if approval::forgotten(&p, now) {
-                self.record_proposal(&p.id, Some(&p), None, None).await?;
             }
         }
         Ok(())
