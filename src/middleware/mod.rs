@@ -45,9 +45,10 @@ use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceRes
 use actix_web::http::header::{HeaderName, HeaderValue, CACHE_CONTROL};
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 
-use crate::location::Jurisdiction;
+pub use crate::client_addr::ForwardedHeader;
+pub use crate::location::Jurisdiction;
 use crate::path::PathPrefix;
-use crate::rules::{SignalKind, Status};
+pub use crate::rules::{SignalKind, Status};
 use crate::server::handlers::{self, DenyMode};
 pub use crate::server::signals::Signals;
 use crate::server::AppState;
