@@ -1,12 +1,15 @@
-//! The engine and the rules alone, with no feature: the lean embedding (no GeoIP, no
-//! HTTP, no Redis), for a tool or service that already knows the jurisdiction. Built by
-//! CI with `--no-default-features`; the README gives its dependency count and size.
+//! The engine and the rules alone, with no feature: the lean embedding (no HTTP, no
+//! Redis), for a tool or service that already knows the jurisdiction; with the `geoip`
+//! feature, an address is located with the bundled country database first. Built by CI
+//! in both combinations; the README gives their dependency counts and sizes.
 //!
 //! `cargo run --no-default-features --example decide -- regions RU [FEATURE]` prints the
-//! market status of RU and whether FEATURE is on there.
+//! market status of RU and whether FEATURE is on there;
+//! `cargo run --no-default-features --features geoip --example decide -- regions 194.67.1.1`
+//! does the same for an address.
 
 use marketgate::engine::{self, Request};
-use marketgate::location::parse_location;
+use marketgate::location::{parse_location, Location};
 use marketgate::overrides::OverrideSet;
 use marketgate::rules::RuleSet;
 
@@ -24,7 +27,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let location = match parse_location(country, None) {
+    let location = match locate(country).map_or_else(|| parse_location(country, None), Ok) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
@@ -47,4 +50,18 @@ fn main() -> std::process::ExitCode {
     }
     println!();
     std::process::ExitCode::SUCCESS
+}
+
+/// An address's location in the bundled database (`geoip` feature).
+#[cfg(feature = "geoip")]
+fn locate(arg: &str) -> Option<Location> {
+    let ip: std::net::IpAddr = arg.parse().ok()?;
+    let geoip = marketgate::geoip::GeoIp::load(&marketgate::geoip::GeoIpConfig::default()).ok()?;
+    Some(geoip.lookup(ip))
+}
+
+/// Without the `geoip` feature, only country codes.
+#[cfg(not(feature = "geoip"))]
+fn locate(_: &str) -> Option<Location> {
+    None
 }

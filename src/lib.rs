@@ -38,7 +38,7 @@ pub mod engine;
 // Internal docs link private items for readers of the code (`--document-private-items`).
 #[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
 pub mod explain;
-#[cfg(feature = "server")]
+#[cfg(feature = "geoip")]
 #[doc(hidden)]
 // Internal docs link private items for readers of the code (`--document-private-items`).
 #[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]

@@ -376,13 +376,19 @@ impl MarketGateBuilder {
     }
 }
 
-/// An absolute form of a path that exists, resolved once against the working directory.
+/// The absolute form of a path that exists, resolved once against the working directory.
+/// Symbolic links are kept, not resolved: a Kubernetes ConfigMap's files, git-sync's
+/// checkout and `current` links of deploy tools are swapped by replacing a link, and the
+/// reload watches must follow the link, not the target it had at start.
 fn resolve(what: &'static str, path: &Path) -> Result<PathBuf, BuildError> {
-    std::fs::canonicalize(path).map_err(|source| BuildError::Path {
+    let error = |source| BuildError::Path {
         what,
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let absolute = std::path::absolute(path).map_err(error)?;
+    std::fs::metadata(&absolute).map_err(error)?;
+    Ok(absolute)
 }
 
 fn parse_proxy(p: &str) -> Result<IpNet, BuildError> {
