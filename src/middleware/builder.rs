@@ -80,6 +80,8 @@ pub struct MarketGateBuilder {
     geoip: Option<PathBuf>,
     trusted_proxies: Vec<String>,
     forwarded_header: ForwardedHeader,
+    client_address_header: Option<String>,
+    country_header: Option<String>,
     redis: Option<Secret>,
     state_dir: Option<PathBuf>,
     reload: bool,
@@ -117,6 +119,8 @@ impl MarketGateBuilder {
             geoip: None,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
+            client_address_header: None,
+            country_header: None,
             redis: None,
             state_dir: None,
             reload: true,
@@ -162,6 +166,20 @@ impl MarketGateBuilder {
     /// 7239 `Forwarded`. Only that one is read.
     pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
         self.forwarded_header = header;
+        self
+    }
+
+    /// A header in which the trusted proxy puts the client's address (`X-Real-IP`),
+    /// believed only from a trusted proxy.
+    pub fn client_address_header(mut self, name: impl Into<String>) -> Self {
+        self.client_address_header = Some(name.into());
+        self
+    }
+
+    /// A header in which a trusted CDN puts the client's country (`CF-IPCountry`,
+    /// `CloudFront-Viewer-Country`), believed only from a trusted proxy.
+    pub fn country_header(mut self, name: impl Into<String>) -> Self {
+        self.country_header = Some(name.into());
         self
     }
 
@@ -332,6 +350,15 @@ impl MarketGateBuilder {
             reload_debounce: self.reload_debounce,
             ..Config::default()
         };
+        for h in [&self.client_address_header, &self.country_header]
+            .into_iter()
+            .flatten()
+        {
+            actix_web::http::header::HeaderName::from_bytes(h.trim().as_bytes())
+                .map_err(|_| BuildError::HeaderName(h.clone()))?;
+        }
+        config.client_address_header = self.client_address_header;
+        config.country_header = self.country_header;
         if let Some(h) = self.key_header {
             actix_web::http::header::HeaderName::from_bytes(h.as_bytes())
                 .map_err(|_| BuildError::HeaderName(h.clone()))?;

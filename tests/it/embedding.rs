@@ -340,6 +340,34 @@ fn untrusted_forwarding_is_logged_once_and_counted() {
     );
 }
 
+/// Behind a trusted CDN, its country header decides; from anyone else it is ignored.
+#[test]
+fn a_trusted_cdns_country_header_is_believed() {
+    let app = run!(
+        MarketGate::builder(regions())
+            .trusted_proxies(["127.0.0.1"])
+            .country_header("CF-IPCountry")
+            .headers(marketgate::middleware::MarketHeaders::All)
+            .build(),
+        metrics_app
+    );
+    let a = get(&app.url("/"), &[("CF-IPCountry", "RU")]);
+    assert_eq!(a.status, 451, "{}", a.body);
+    let a = get(&app.url("/"), &[("CF-IPCountry", "IN")]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("x-marketgate-jurisdiction"), Some("IN"));
+    drop(app);
+    let app = run!(
+        MarketGate::builder(regions())
+            .trusted_proxies(["10.0.0.0/8"])
+            .country_header("CF-IPCountry")
+            .build(),
+        metrics_app
+    );
+    let a = get(&app.url("/"), &[("CF-IPCountry", "RU")]);
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
 #[test]
 fn the_builder_names_what_it_cannot_use() {
     let missing = repo().join("no-such-rules");
@@ -371,6 +399,8 @@ fn the_builder_names_what_it_cannot_use() {
         e.to_string(),
         "trusted proxy `10.0.0.0/33` is not a CIDR (`10.0.0.0/8`) or an address"
     );
+    let e = build(MarketGate::builder(regions()).country_header("CF IPCountry"));
+    assert_eq!(e.to_string(), "`CF IPCountry` is not a valid header name");
     let e = build(MarketGate::builder(regions()).exempt("healthz"));
     assert!(e.to_string().starts_with("exempt path `healthz`"), "{e}");
     let e = build(MarketGate::builder(regions()).exempt("/a%2Fb"));
