@@ -572,7 +572,8 @@ impl Audience {
 pub const OVERRIDE_PUBLIC_TEXT: &str = "an operator override";
 
 /// A source, described for people and tools.
-#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct SourceInfo {
     /// `rule`, `change`, `demand`, `override`, `signal`, `client` or `default`.
     pub kind: &'static str,
@@ -596,14 +597,14 @@ pub struct SourceInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Timestamp>,
     /// Demand kind, for demands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demand_kind: Option<String>,
     /// Effective instant of a change or demand.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>, format = DateTime))]
     pub effective: Option<Timestamp>,
     /// The same instant as the rules wrote it (offset or named zone), when that is not
     /// UTC: what a reviewer reads in the file.
@@ -850,7 +851,8 @@ impl Decision {
 }
 
 /// A reason in the JSON answer: which part, its value, and what set it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ReasonView {
     /// `status` or `feature:NAME`.
     pub part: String,
@@ -862,19 +864,20 @@ pub struct ReasonView {
 /// The JSON body of a decision, as `/v1/decision` (for [`Audience::Public`], or
 /// [`Audience::Evaluator`] with an evaluation token) and `explain --format json` and the
 /// admin API (for [`Audience::Operator`]) give it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct DecisionView {
     pub status: Status,
     pub jurisdiction: JurisdictionView,
     /// Feature name → on.
-    #[schema(value_type = std::collections::BTreeMap<String, bool>)]
+    #[cfg_attr(feature = "server", schema(value_type = std::collections::BTreeMap<String, bool>))]
     pub features: serde_json::Map<String, serde_json::Value>,
     pub reasons: Vec<ReasonView>,
     /// For a withdrawn market: the reference of what withdrew it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     pub rules_version: String,
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "server", schema(value_type = String, format = DateTime))]
     pub at: Timestamp,
     /// The shadow changes (`mode: shadow`) that would have changed this decision: on
     /// the admin listener and for a caller with an evaluation token only, never in a
@@ -891,7 +894,8 @@ pub struct DecisionView {
     pub decided_by: Option<SignalKind>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JurisdictionView {
     pub code: String,
     pub country: Option<String>,
@@ -899,7 +903,8 @@ pub struct JurisdictionView {
     pub chain: Vec<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ShadowView {
     /// The shadow change's id.
     pub change: String,

@@ -155,7 +155,8 @@ impl ProposedChange {
 }
 
 /// Where a proposal stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProposalState {
     /// Waiting for approvals (until `expires_at`).
@@ -235,7 +236,8 @@ impl Proposal {
 }
 
 /// The body of `PUT /admin/v1/overrides/{jurisdiction}`, as operators write it.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
     #[serde(default)]
@@ -245,26 +247,35 @@ pub struct OverrideRequest {
     /// Why, for operators; required. Shown on the admin listener only, never in a public
     /// answer.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 1000, example = "court order 2026-114")]
+    #[cfg_attr(
+        feature = "server",
+        schema(min_length = 1, max_length = 1000, example = "court order 2026-114")
+    )]
     pub reason: String,
     /// What public answers (the 451 body, `/v1/decision`) say about this override;
     /// without it they say "an operator override". Written for the public: no names,
     /// no ticket numbers.
     #[serde(default)]
-    #[schema(max_length = 1000, example = "temporarily unavailable in this market")]
+    #[cfg_attr(
+        feature = "server",
+        schema(max_length = 1000, example = "temporarily unavailable in this market")
+    )]
     pub public_reason: Option<String>,
     /// A duration such as `90s`, `10m`, `2h`, `1d`; or use `expires_at`.
     #[serde(default)]
-    #[schema(pattern = "^[1-9][0-9]{0,5}[smhd]$", example = "2h")]
+    #[cfg_attr(
+        feature = "server",
+        schema(pattern = "^[1-9][0-9]{0,5}[smhd]$", example = "2h")
+    )]
     pub ttl: Option<String>,
     /// RFC 3339 with an offset, in the future.
     #[serde(default)]
-    #[schema(format = DateTime)]
+    #[cfg_attr(feature = "server", schema(format = DateTime))]
     pub expires_at: Option<String>,
     /// Who; defaults to the token's name when the API knows it. Shown on the admin
     /// listener only.
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[cfg_attr(feature = "server", schema(max_length = 1000))]
     pub actor: Option<String>,
     /// Under an approval policy, apply a change that only narrows (withdraw, limit,
     /// switch a feature off) at once, without approval; the audit flags it for review.

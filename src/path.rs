@@ -341,6 +341,14 @@ impl PathPrefix {
     }
 }
 
+impl PathPrefix {
+    /// Whether a path's segments start with exactly this prefix's, with case and
+    /// without a format suffix: the narrow reading, for exemptions.
+    fn starts_exactly(&self, segs: &[Cow<'_, str>]) -> bool {
+        segs.len() >= self.segments.len() && self.segments.iter().zip(segs).all(|(p, s)| **p == **s)
+    }
+}
+
 impl fmt::Display for PathPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.segments.is_empty() {
@@ -357,6 +365,20 @@ impl fmt::Display for PathPrefix {
 /// of `prefixes`. An uncertain target is under every non-empty list of prefixes.
 pub fn target_under(target: &Target<'_>, prefixes: &[PathPrefix], case_sensitive: bool) -> bool {
     Forms::of(target).under_any(prefixes, case_sensitive)
+}
+
+/// Whether a target is at or under one of `prefixes` in every form it may be read in,
+/// with case and on segment boundaries (no format suffix): the dual of [`target_under`],
+/// for paths exempt from the gate. When in doubt, not exempt: an uncertain target is
+/// under none, and `/health/../admin` is not under `/health` (one of its forms is
+/// `/admin`).
+pub fn target_within(target: &Target<'_>, prefixes: &[PathPrefix]) -> bool {
+    match Forms::of(target) {
+        Forms::Uncertain => false,
+        Forms::Paths(forms) => forms
+            .iter()
+            .all(|f| prefixes.iter().any(|p| p.starts_exactly(f))),
+    }
 }
 
 #[cfg(test)]
@@ -579,5 +601,51 @@ mod tests {
         assert!(target_under(&Err(Uncertain::NotAscii), &p, false));
         assert!(!target_under(&Err(Uncertain::NotAscii), &[], false));
         assert!(!target_under(&parse_target(b"/home"), &p, false));
+    }
+
+    #[test]
+    fn exempt_paths_match_every_form_exactly() {
+        let prefixes = [
+            PathPrefix::parse("/health").unwrap(),
+            PathPrefix::parse("/static/").unwrap(),
+        ];
+        let check = |input: &str, want: bool| {
+            assert_eq!(
+                target_within(&parse_target(input.as_bytes()), &prefixes),
+                want,
+                "{input}"
+            );
+        };
+        for yes in [
+            "/health",
+            "/health/",
+            "/health/live",
+            "/health?full=1",
+            "//health",
+            "/static/app.js",
+            "/health/x/../y",
+        ] {
+            check(yes, true);
+        }
+        for no in [
+            "/",
+            // Read undecoded by some servers: not `/health` for certain.
+            "/%68ealth",
+            "/healthz",
+            "/health.json",
+            "/Health",
+            "/HEALTH/live",
+            "/health/../admin",
+            "/health/%2e%2e/admin",
+            "/health/..;/admin",
+            "/health%2F../admin",
+            "/static/../api/payments",
+            "/health\\..\\admin",
+            "/api/health",
+            "",
+            "*",
+        ] {
+            check(no, false);
+        }
     }
 }

@@ -542,7 +542,8 @@ pub struct RulesDiff {
 }
 
 /// What `--fail-on` gates on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "server", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum FailOn {
     /// A market becomes withdrawn, now or at a scheduled instant.

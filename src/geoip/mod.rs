@@ -3,6 +3,7 @@
 //! memory-maps a database and never writes a client address to a log or an error.
 
 mod bundled;
+#[cfg(feature = "server")]
 pub mod cli;
 mod db;
 mod handle;

@@ -36,6 +36,12 @@ impl Geo {
     /// Loads the configured (or bundled) database and, for a file, watches its
     /// directory so that a replaced file is reloaded (a bad one is refused).
     pub fn load(config: &Config) -> Result<Geo, GeoError> {
+        Self::load_watching(config, true)
+    }
+
+    /// [`Geo::load`], with the directory watch only when `watch` is set (an embedding
+    /// that turned reloading off).
+    pub fn load_watching(config: &Config, watch: bool) -> Result<Geo, GeoError> {
         let gc = GeoIpConfig {
             path: config.geoip.clone(),
             layout: config.geoip_layout.clone(),
@@ -54,7 +60,7 @@ impl Geo {
         Ok(Self::from_parts(
             Arc::new(geoip),
             config.client_addr(),
-            true,
+            watch,
         ))
     }
 
@@ -120,6 +126,11 @@ impl Geo {
             ClientOrigin::Country(l) => Place::At(l),
             ClientOrigin::Unestablished => Place::Unestablished,
         }
+    }
+
+    /// The client-address rules (trusted proxies, headers) in service.
+    pub fn client_addr(&self) -> &ClientAddrConfig {
+        &self.client
     }
 
     /// Whether the socket peer of a request is one of the trusted proxies.

@@ -471,7 +471,11 @@ pub struct BlockedBody {
     pub rules_version: String,
 }
 
-fn blocked_body(rules: &RuleSet, d: &Decision, feature: Option<FeatureId>) -> BlockedBody {
+pub(crate) fn blocked_body(
+    rules: &RuleSet,
+    d: &Decision,
+    feature: Option<FeatureId>,
+) -> BlockedBody {
     let jurisdiction = d.jurisdiction().to_string();
     let step = match feature {
         None => d.withdrawn_by(),

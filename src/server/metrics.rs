@@ -28,6 +28,11 @@ pub struct Metrics {
     decision_cells: Vec<OnceLock<IntCounter>>,
     pub decision_seconds: Histogram,
     pub geoip_misses: IntCounter,
+    /// Requests whose client address the trust settings may get wrong, by reason
+    /// (`untrusted_peer`: forwarding headers from a peer that is not a trusted proxy;
+    /// `private_peer`: a private peer and no trusted proxy). Counted by the embedded
+    /// middleware ([`crate::middleware`]); never carries an address.
+    pub untrusted_forwarding: IntCounterVec,
     pub rules_reloads: IntCounterVec,
     /// 1 while the last rules reload failed (the last good set is served), else 0.
     rules_reload_failing: IntGauge,
@@ -80,6 +85,14 @@ impl Metrics {
         let geoip_misses = IntCounter::new(
             "marketgate_geoip_misses_total",
             "Client addresses with no GeoIP country (decided by the `unknown` policy)",
+        )
+        .expect("static metric definition");
+        let untrusted_forwarding = IntCounterVec::new(
+            Opts::new(
+                "marketgate_untrusted_forwarding_total",
+                "Requests to the embedded middleware whose client address the trust settings may get wrong, by reason: untrusted_peer (forwarding headers from a peer that is not a trusted proxy, ignored), private_peer (a private peer and no trusted proxy: a proxy in front is taken for the client)",
+            ),
+            &["reason"],
         )
         .expect("static metric definition");
         let rules_reloads = IntCounterVec::new(
@@ -174,6 +187,7 @@ impl Metrics {
             Box::new(http.gate_blocked.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(geoip_misses.clone()),
+            Box::new(untrusted_forwarding.clone()),
             Box::new(rules_reloads.clone()),
             Box::new(rules_reload_failing.clone()),
             Box::new(rules_info.clone()),
@@ -209,6 +223,7 @@ impl Metrics {
             decision_cells: (0..3 * SLOTS).map(|_| OnceLock::new()).collect(),
             decision_seconds,
             geoip_misses,
+            untrusted_forwarding,
             rules_reloads,
             rules_reload_failing,
             rules_info,

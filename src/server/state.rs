@@ -203,6 +203,17 @@ impl AppState {
         clock: Clock,
         store: OverrideStore,
     ) -> Result<AppState, StateError> {
+        Self::load_watching(config, clock, store, true)
+    }
+
+    /// [`AppState::load`], watching the GeoIP file's directory only when `watch_geoip`
+    /// is set (the embedded middleware with reloading off).
+    pub fn load_watching(
+        config: &Config,
+        clock: Clock,
+        store: OverrideStore,
+        watch_geoip: bool,
+    ) -> Result<AppState, StateError> {
         let now = clock.now();
         let (rules, warnings) =
             RuleSet::load(&config.regions, now).map_err(|diagnostics| StateError::Rules {
@@ -212,7 +223,7 @@ impl AppState {
         for w in warnings.warnings() {
             tracing::warn!(at = %format_args!("{}:{}:{}", w.file, w.line, w.column), "{}", w.message);
         }
-        let geo = Geo::load(config)?;
+        let geo = Geo::load_watching(config, watch_geoip)?;
         Self::new(config, rules, geo, clock, store)
     }
 

@@ -10,6 +10,7 @@ mod conformance;
 mod console;
 mod deploy;
 mod diff;
+mod embedding;
 mod envoy;
 mod geoip;
 mod laws;

@@ -751,7 +751,7 @@ fn health_metrics_and_openapi() {
     assert_error(&get(&s.url("/readyz"), &[]), 503, "draining");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
