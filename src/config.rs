@@ -177,6 +177,9 @@ pub struct Config {
     /// Whether an operator may apply a narrowing change at once ("break glass",
     /// flagged in the audit) where approvals are required.
     pub approval_break_glass: bool,
+    /// Keep the override store off disk (`state_dir` unused). Not a key: the embedded
+    /// middleware's builder sets it when the app gives no state directory.
+    pub state_in_memory: bool,
 }
 
 impl Default for Config {
@@ -229,6 +232,7 @@ impl Default for Config {
             approvals: Vec::new(),
             approval_ttl: crate::governance::approval::DEFAULT_PENDING_TTL,
             approval_break_glass: true,
+            state_in_memory: false,
         }
     }
 }
@@ -982,6 +986,7 @@ impl Config {
         let mut c = crate::store::StoreConfig {
             state_dir: self.state_dir.clone(),
             audit_max_bytes: self.audit_max_bytes,
+            in_memory: self.state_in_memory,
             ..crate::store::StoreConfig::default()
         };
         if let Some(url) = &self.redis {

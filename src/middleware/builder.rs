@@ -71,9 +71,8 @@ pub enum BuildError {
 /// The defaults are the safe ones: no proxy is trusted (the socket peer is the client,
 /// and forwarding headers from anyone else are ignored, logged once and counted), the
 /// bundled GeoIP database, rules and GeoIP reloaded on change, every path gated,
-/// enforcing, `X-Marketgate-Status` on responses, and nothing written to a directory of
-/// the app's (without [`state_dir`](Self::state_dir), overrides live only as long as the
-/// process).
+/// enforcing, `X-Marketgate-Status` on responses, and nothing written to disk (without
+/// [`state_dir`](Self::state_dir), overrides live in memory as long as the process).
 #[must_use = "a builder does nothing until `build` is awaited"]
 pub struct MarketGateBuilder {
     regions: PathBuf,
@@ -195,8 +194,8 @@ impl MarketGateBuilder {
     /// A directory of the app's where the override store keeps its files (embedded:
     /// the overrides and the audit log; Redis: the last snapshot, to start from when
     /// Redis is down). Created if missing; one directory per process. Without it the
-    /// gate writes nothing the app keeps (see the crate's CHANGELOG for the scratch
-    /// directory it uses meanwhile).
+    /// gate writes nothing to disk: the embedded store keeps overrides and the audit in
+    /// memory (gone with the process), the Redis store keeps no snapshot.
     pub fn state_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(path.into());
         self
@@ -322,23 +321,16 @@ impl MarketGateBuilder {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (state_dir, scratch) = match &self.state_dir {
+        let state_dir = match &self.state_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| BuildError::Path {
                     what: "state directory",
                     path: dir.clone(),
                     source,
                 })?;
-                (resolve("state directory", dir)?, None)
+                Some(resolve("state directory", dir)?)
             }
-            None => {
-                let s = ScratchDir::create().map_err(|source| BuildError::Path {
-                    what: "state directory",
-                    path: std::env::temp_dir(),
-                    source,
-                })?;
-                (s.0.clone(), Some(s))
-            }
+            None => None,
         };
         let mut config = Config {
             regions,
@@ -346,7 +338,8 @@ impl MarketGateBuilder {
             trusted_proxies,
             forwarded_header: self.forwarded_header,
             redis: self.redis,
-            state_dir,
+            state_in_memory: state_dir.is_none(),
+            state_dir: state_dir.unwrap_or_default(),
             reload_debounce: self.reload_debounce,
             ..Config::default()
         };
@@ -393,10 +386,7 @@ impl MarketGateBuilder {
                 headers: self.headers,
                 trust: super::trust::TrustCheck::default(),
                 _keep: Keep {
-                    _kept: Arc::new(Kept {
-                        _watch: watch,
-                        _scratch: scratch,
-                    }),
+                    _kept: Arc::new(Kept { _watch: watch }),
                 },
             }),
         })
@@ -436,36 +426,4 @@ pub(super) struct Keep {
 #[derive(Default)]
 struct Kept {
     _watch: Option<notify::RecommendedWatcher>,
-    _scratch: Option<ScratchDir>,
-}
-
-/// A private directory for the override store of a gate built without a state
-/// directory, removed with the gate. The embedded store keeps only its lock file there
-/// unless the app writes overrides in-process.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn create() -> std::io::Result<ScratchDir> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "marketgate-{}-{}-{nanos:x}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut b = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        b.create(&dir)?;
-        Ok(ScratchDir(dir))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

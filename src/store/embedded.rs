@@ -25,21 +25,34 @@ pub struct EmbeddedStore {
     inner: Arc<Inner>,
     _sweeper: AbortOnDrop,
     /// Dropped with the store (not with `inner`, which a background task may hold a
-    /// moment longer), so the directory is free again as soon as the store is.
-    _lock: file::DirLock,
+    /// moment longer), so the directory is free again as soon as the store is. `None`
+    /// in memory.
+    _lock: Option<file::DirLock>,
 }
 
 struct Inner {
     shared: Arc<Shared>,
+    /// The state directory's files; `None`: nothing on disk (an embedding without a
+    /// state directory), the audit kept in `memory_audit`.
+    disk: Option<Disk>,
+    /// The newest audit lines when there is no disk, oldest first.
+    memory_audit: std::sync::Mutex<std::collections::VecDeque<String>>,
+    /// Serializes writers; holds the authoritative state.
+    state: Mutex<State>,
+}
+
+/// Where the embedded store keeps its state on disk.
+struct Disk {
     snapshot_path: PathBuf,
     audit_path: PathBuf,
     audit_max_bytes: u64,
     /// Held while the audit files are appended, rotated or read, so a reader never sees
     /// a file twice across a rotation.
     audit_files: Arc<std::sync::Mutex<()>>,
-    /// Serializes writers; holds the authoritative state.
-    state: Mutex<State>,
 }
+
+/// Audit lines kept in memory without a state directory.
+const MEMORY_AUDIT_LINES: usize = 10_000;
 
 #[derive(Clone)]
 struct State {
@@ -125,18 +138,47 @@ impl EmbeddedStore {
         shared.synced();
         let inner = Arc::new(Inner {
             shared,
-            audit_path,
-            audit_max_bytes,
-            audit_files: Arc::default(),
-            snapshot_path,
+            disk: Some(Disk {
+                audit_path,
+                audit_max_bytes,
+                audit_files: Arc::default(),
+                snapshot_path,
+            }),
+            memory_audit: Default::default(),
             state: Mutex::new(state),
         });
         let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&inner), sweep));
         Ok(EmbeddedStore {
             inner,
             _sweeper: AbortOnDrop(sweeper.abort_handle()),
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// A store that writes nothing to disk: overrides, proposals and the audit (its
+    /// newest 10,000 lines, still a hash chain) live in memory and end with the process.
+    /// For an embedding without a state directory.
+    pub async fn in_memory(sweep: Duration) -> EmbeddedStore {
+        let shared = Shared::new(0, std::iter::empty());
+        shared.synced();
+        let inner = Arc::new(Inner {
+            shared,
+            disk: None,
+            memory_audit: Default::default(),
+            state: Mutex::new(State {
+                version: 0,
+                overrides: BTreeMap::new(),
+                audit_head: None,
+                proposals: BTreeMap::new(),
+            }),
+        });
+        tracing::info!("embedded override store opened in memory (no state directory)");
+        let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&inner), sweep));
+        EmbeddedStore {
+            inner,
+            _sweeper: AbortOnDrop(sweeper.abort_handle()),
+            _lock: None,
+        }
     }
 
     pub(super) fn shared(&self) -> Arc<Shared> {
@@ -291,8 +333,26 @@ impl EmbeddedStore {
     }
 
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let path = self.inner.audit_path.clone();
-        let files = self.inner.audit_files.clone();
+        let Some(disk) = &self.inner.disk else {
+            let lines = self
+                .inner
+                .memory_audit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            return lines
+                .iter()
+                .rev()
+                .take(limit)
+                .map(|l| {
+                    serde_json::from_str(l).map_err(|source| StoreError::Decode {
+                        what: "audit entry",
+                        source,
+                    })
+                })
+                .collect();
+        };
+        let path = disk.audit_path.clone();
+        let files = disk.audit_files.clone();
         tokio::task::spawn_blocking(move || {
             let _files = files.lock().unwrap_or_else(|e| e.into_inner());
             file::tail_audit_rotated(&path, limit)
@@ -347,15 +407,30 @@ impl Inner {
             audit_head: next.audit_head.clone(),
             proposals: next.proposals.values().cloned().collect(),
         };
-        let (snapshot_path, audit_path) = (self.snapshot_path.clone(), self.audit_path.clone());
-        let (max, files) = (self.audit_max_bytes, self.audit_files.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            file::write_snapshot(&snapshot_path, &file)?;
-            let _files = files.lock().unwrap_or_else(|e| e.into_inner());
-            Ok::<_, StoreError>(file::append_audit_lines(&audit_path, &lines, max))
-        })
-        .await
-        .map_err(|source| StoreError::Task { source })??;
+        let written = match &self.disk {
+            Some(disk) => {
+                let (snapshot_path, audit_path) =
+                    (disk.snapshot_path.clone(), disk.audit_path.clone());
+                let (max, files) = (disk.audit_max_bytes, disk.audit_files.clone());
+                tokio::task::spawn_blocking(move || {
+                    file::write_snapshot(&snapshot_path, &file)?;
+                    let _files = files.lock().unwrap_or_else(|e| e.into_inner());
+                    Ok::<_, StoreError>(file::append_audit_lines(&audit_path, &lines, max))
+                })
+                .await
+                .map_err(|source| StoreError::Task { source })??
+            }
+            None => {
+                let mut memory = self.memory_audit.lock().unwrap_or_else(|e| e.into_inner());
+                for l in lines {
+                    if memory.len() == MEMORY_AUDIT_LINES {
+                        memory.pop_front();
+                    }
+                    memory.push_back(l);
+                }
+                Ok(())
+            }
+        };
         *state = next;
         self.shared
             .install(state.version, state.overrides.values().cloned());

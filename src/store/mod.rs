@@ -459,6 +459,11 @@ pub struct StoreConfig {
     pub audit_max_bytes: u64,
     /// Redis settings; `None` selects the embedded store.
     pub redis: Option<RedisConfig>,
+    /// Write nothing to disk (`state_dir` unused): the embedded store keeps its
+    /// overrides, proposals and audit in memory, the Redis store keeps no snapshot (so
+    /// a restart while Redis is down knows no override until it syncs). Not a `serve`
+    /// key: for an embedding without a state directory.
+    pub in_memory: bool,
 }
 
 impl Default for StoreConfig {
@@ -468,6 +473,7 @@ impl Default for StoreConfig {
             expiry_sweep_interval: Duration::from_secs(1),
             audit_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
             redis: None,
+            in_memory: false,
         }
     }
 }
@@ -599,6 +605,13 @@ impl OverrideStore {
     /// its connect timeout for a first sync and keeps trying in the background.
     pub async fn open(config: &StoreConfig) -> Result<OverrideStore, StoreError> {
         match &config.redis {
+            None if config.in_memory => {
+                let s = EmbeddedStore::in_memory(config.expiry_sweep_interval).await;
+                Ok(OverrideStore {
+                    shared: s.shared(),
+                    backend: Backend::Embedded(s),
+                })
+            }
             None => {
                 let s = EmbeddedStore::open(
                     &config.state_dir,
@@ -614,7 +627,7 @@ impl OverrideStore {
             Some(redis) => {
                 let s = RedisStore::open(
                     redis.clone(),
-                    &config.state_dir,
+                    (!config.in_memory).then_some(config.state_dir.as_path()),
                     config.expiry_sweep_interval,
                 )
                 .await?;

@@ -410,7 +410,8 @@ struct Inner {
     local: Mutex<Local>,
     /// The local version, for the persister and for writers waiting to see their write.
     version_tx: watch::Sender<u64>,
-    cache_path: PathBuf,
+    /// The persisted snapshot; `None`: nothing on disk.
+    cache_path: Option<PathBuf>,
     sweep: Duration,
     /// The epoch this instance proposes if Redis has none yet.
     new_epoch: String,
@@ -481,23 +482,27 @@ enum Verdict {
 impl RedisStore {
     /// Starts from the snapshot persisted in `state_dir` (if it was written under the
     /// same prefix), then syncs with Redis in the background: waits at most the connect
-    /// plus response timeouts for a first sync, then returns either way.
+    /// plus response timeouts for a first sync, then returns either way. Without a
+    /// state directory nothing is read or written on disk.
     pub async fn open(
         cfg: RedisConfig,
-        state_dir: &Path,
+        state_dir: Option<&Path>,
         sweep: Duration,
     ) -> Result<RedisStore, StoreError> {
         let target = RedisTarget::parse(cfg.url.expose()).map_err(StoreError::RedisUrlForm)?;
         let conn = RedisConn::new(&target, &cfg)?;
         conn.check().await?;
 
-        let cache_path = state_dir.join(REDIS_SNAPSHOT);
-        let cached = file::load_snapshot(state_dir, &cache_path).await?;
+        let cache_path = state_dir.map(|d| d.join(REDIS_SNAPSHOT));
+        let cached = match (state_dir, &cache_path) {
+            (Some(dir), Some(path)) => file::load_snapshot(dir, path).await?,
+            _ => None,
+        };
         let mut from_disk = false;
         let local = match cached {
             Some(f) if f.prefix.as_deref() == Some(cfg.prefix.as_str()) => {
                 tracing::info!(
-                    path = %cache_path.display(),
+                    path = %cache_path.as_deref().unwrap_or(Path::new("")).display(),
                     version = f.version,
                     overrides = f.overrides.len(),
                     "starting from the persisted redis snapshot"
@@ -518,7 +523,7 @@ impl RedisStore {
             }
             Some(f) => {
                 tracing::warn!(
-                    path = %cache_path.display(),
+                    path = %cache_path.as_deref().unwrap_or(Path::new("")).display(),
                     prefix = ?f.prefix,
                     "ignoring the persisted redis snapshot: written under another key prefix"
                 );
@@ -1362,6 +1367,9 @@ impl Inner {
     /// Writes the latest local snapshot to the state directory after each change
     /// (bursts coalesce: only the newest is written).
     async fn persist_loop(self: Arc<Self>, mut rx: watch::Receiver<u64>) {
+        let Some(path) = self.cache_path.clone() else {
+            return;
+        };
         while rx.changed().await.is_ok() {
             let snapshot = {
                 let l = self.local();
@@ -1375,7 +1383,7 @@ impl Inner {
                 }
             };
             let version = snapshot.version;
-            let path = self.cache_path.clone();
+            let path = path.clone();
             match tokio::task::spawn_blocking(move || file::write_snapshot(&path, &snapshot)).await
             {
                 Ok(Ok(())) => self.shared.persisted(version),

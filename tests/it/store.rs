@@ -122,6 +122,45 @@ fn status_at(rules: &RuleSet, overrides: &OverrideSet, country: &str, at: Timest
     .status
 }
 
+/// Without a state directory (an embedding that gives none), nothing reaches the disk:
+/// the directory named in the config is never created, two stores run side by side
+/// (no lock), and overrides, expiry and the audit chain work in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_store_writes_nothing_and_keeps_its_audit_chain() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("never-created");
+    let config = StoreConfig {
+        in_memory: true,
+        ..embedded(&dir)
+    };
+    let (a, b) = (
+        OverrideStore::open(&config).await.unwrap(),
+        OverrideStore::open(&config).await.unwrap(),
+    );
+    assert_eq!(a.put(withdraw("FR", "one")).await.unwrap(), 1);
+    let mut brief = withdraw("DE", "two");
+    brief.expires_at = Some(Timestamp::now() + SignedDuration::from_millis(50));
+    assert_eq!(a.put(brief).await.unwrap(), 2);
+    assert!(has(&a, "FR") && !has(&b, "FR"));
+    eventually("DE expires", || !has(&a, "DE")).await;
+    let audit = a.audit(10).await.unwrap();
+    let actions: Vec<_> = audit.iter().map(|e| (e.version, e.action)).collect();
+    assert_eq!(
+        actions,
+        [
+            (3, AuditAction::Expire),
+            (2, AuditAction::Set),
+            (1, AuditAction::Set)
+        ]
+    );
+    for pair in audit.windows(2) {
+        assert_eq!(pair[0].prev, pair[1].hash, "{pair:?}");
+    }
+    drop((a, b));
+    assert!(!dir.exists());
+    assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_survives_a_restart_and_audits_every_change() {
     let dir = tempfile::tempdir().unwrap();
