@@ -13,102 +13,57 @@
 //! (`examples/decide.rs`), not yet a documented surface.
 #![deny(missing_docs)]
 
-#[cfg(feature = "server")]
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod cli;
+/// Modules public for the binary, the tests and the benches, hidden from the documented
+/// surface and outside the semver policy. Their docs link private items for readers of
+/// the code (`--document-private-items`), so rustdoc's link lints are off there only.
+macro_rules! internal {
+    ($($(#[$attr:meta])* $name:ident;)*) => {
+        $(
+            $(#[$attr])*
+            #[doc(hidden)]
+            #[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
+            pub mod $name;
+        )*
+    };
+}
+
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod client_addr;
-#[cfg(feature = "server")]
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod config;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod diff;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod engine;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod explain;
-#[cfg(feature = "geoip")]
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod geoip;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod git;
-#[cfg(feature = "server")]
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod governance;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod iso;
+pub mod middleware;
+
+internal! {
+    #[cfg(feature = "server")]
+    cli;
+    #[cfg(feature = "server")]
+    client_addr;
+    #[cfg(feature = "server")]
+    config;
+    diff;
+    engine;
+    explain;
+    #[cfg(feature = "geoip")]
+    geoip;
+    git;
+    #[cfg(feature = "server")]
+    governance;
+    iso;
+    location;
+    overrides;
+    path;
+    phone;
+    rules;
+    #[cfg(feature = "server")]
+    server;
+    status;
+    #[cfg(feature = "server")]
+    store;
+    #[cfg(feature = "server")]
+    telemetry;
+    timeline;
+    transparency;
+}
+
 // Generated (tools/gen-iso.py); reached only through the hidden `iso`.
 #[allow(missing_docs)]
 mod iso_data;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod location;
-#[cfg(feature = "server")]
-pub mod middleware;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod overrides;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod path;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod phone;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod rules;
-#[cfg(feature = "server")]
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod server;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod status;
-#[cfg(feature = "server")]
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod store;
-#[cfg(feature = "server")]
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod telemetry;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod timeline;
-#[doc(hidden)]
-// Internal docs link private items for readers of the code (`--document-private-items`).
-#[allow(rustdoc::private_intra_doc_links, rustdoc::broken_intra_doc_links)]
-pub mod transparency;
