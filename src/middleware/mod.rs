@@ -352,14 +352,12 @@ where
         let gate = &*self.gate;
         let state = &gate.state;
         let http = req.request();
+        // The path as received (escapes and all), read once for the exemptions and the
+        // features' paths.
+        let target = crate::path::parse_target(http.uri().path().as_bytes());
         // Exempt paths pass undecided, matched on every form of the path as received:
         // `/healthz/../admin` is not under `/healthz`.
-        if !gate.exempt.is_empty()
-            && crate::path::target_within(
-                &crate::path::parse_target(http.uri().path().as_bytes()),
-                &gate.exempt,
-            )
-        {
+        if !gate.exempt.is_empty() && crate::path::target_within(&target, &gate.exempt) {
             let inner = self.service.call(req);
             return Box::pin(async move { Ok(inner.await?.map_into_left_body()) });
         }
@@ -384,13 +382,9 @@ where
         );
         let blocked_feature = match d.status {
             Status::Withdrawn => None,
-            // The path as received (escapes and all), matched in every form the app
-            // behind may read it (see `crate::path`), as `/v1/gate` does.
-            _ => d.blocked_path(
-                &rules,
-                &[crate::path::parse_target(http.uri().path().as_bytes())],
-                state.path_case_sensitive(),
-            ),
+            // Matched in every form the app behind may read the path (see
+            // `crate::path`), as `/v1/gate` does.
+            _ => d.blocked_path(&rules, &[target], state.path_case_sensitive()),
         };
         let blocked = d.status == Status::Withdrawn || blocked_feature.is_some();
         if blocked && !gate.report_only && gate.deny.is_none() {

@@ -12,6 +12,7 @@ use actix_web::http::header::{HeaderName, FORWARDED};
 use actix_web::HttpRequest;
 
 use crate::client_addr::peer_ip;
+use crate::server::metrics::UNTRUSTED_REASONS;
 use crate::server::AppState;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -64,19 +65,17 @@ impl TrustCheck {
                 .country_header
                 .as_ref()
                 .is_some_and(|h| headers.contains_key(h));
+        // Indexes into `UNTRUSTED_REASONS`.
         let (reason, logged) = if forwarding {
-            ("untrusted_peer", &self.untrusted_peer)
+            (0, &self.untrusted_peer)
         } else if client.trusted_proxies.is_empty() && is_private(peer) {
-            ("private_peer", &self.private_peer)
+            (1, &self.private_peer)
         } else {
             return;
         };
-        state
-            .metrics()
-            .untrusted_forwarding
-            .with_label_values(&[reason])
-            .inc();
+        state.metrics().record_untrusted_forwarding(reason);
         if !logged.swap(true, Ordering::Relaxed) {
+            let reason = UNTRUSTED_REASONS[reason];
             match reason {
                 "untrusted_peer" => tracing::warn!(
                     reason,

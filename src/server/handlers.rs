@@ -194,6 +194,22 @@ pub(crate) fn location_of<'a>(
     ))
 }
 
+/// A backend presenting an evaluation token asks about its users: without their `ip`
+/// or `country` the answer would be about its own connection, so it is refused (400
+/// `missing_location`; OFREP's `INVALID_CONTEXT`) rather than guessed. Whatever else it
+/// gives (`subdivision`, `phone`, `declared`, a key) does not locate the user. Anyone
+/// else without them is located by its connection, as its answer's `located_by` says.
+pub(crate) fn require_location(
+    audience: crate::engine::Audience,
+    ip: Option<&str>,
+    country: Option<&str>,
+) -> Result<(), ApiError> {
+    if audience == crate::engine::Audience::Evaluator && ip.is_none() && country.is_none() {
+        return Err(ApiError::MissingLocation);
+    }
+    Ok(())
+}
+
 /// The signals besides the address a caller gave (`phone`, `declared`), read for a
 /// server caller ([`AppState::is_server_caller`]) and refused with a 400 when
 /// malformed; anyone else's are not read, as its `ip` is not.
@@ -325,14 +341,8 @@ pub async fn decision(
     q: web::Query<DecisionQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let rules = state.rules();
-    // A backend asks about its users: without their location the answer would be about
-    // the backend's own connection, so it is refused rather than guessed (as OFREP).
-    if state.audience(&req) == crate::engine::Audience::Evaluator
-        && q.ip.is_none()
-        && q.country.is_none()
-    {
-        return Err(ApiError::MissingLocation);
-    }
+    let audience = state.audience(&req);
+    require_location(audience, q.ip.as_deref(), q.country.as_deref())?;
     // A past or future instant is a claim like a location: only from a server caller.
     let at = match q.at.as_deref() {
         Some(_) if !state.is_server_caller(&req) => state.now(),
@@ -364,7 +374,6 @@ pub async fn decision(
     }
     let extra = signals_of(&state, &req, &given)?;
     let d = decide(&state, &rules, place, &extra, key, at);
-    let audience = state.audience(&req);
     let body = DecisionBody {
         located_by,
         feature: feature.map(|id| FeatureAnswer {

@@ -15,6 +15,11 @@ use crate::engine::Decision;
 use crate::location::{CountryCode, Location};
 use crate::rules::{RuleSet, SignalKind, Status};
 
+/// The `reason` label values of `marketgate_untrusted_forwarding_total`:
+/// `untrusted_peer` (forwarding headers from a peer that is not a trusted proxy),
+/// `private_peer` (a private peer and no trusted proxy).
+pub const UNTRUSTED_REASONS: [&str; 2] = ["untrusted_peer", "private_peer"];
+
 /// The `outcome` label values of `marketgate_signals_total`.
 const SIGNAL_OUTCOMES: [&str; 4] = ["decided", "outranked", "uncounted", "unreadable"];
 
@@ -29,10 +34,12 @@ pub struct Metrics {
     pub decision_seconds: Histogram,
     pub geoip_misses: IntCounter,
     /// Requests whose client address the trust settings may get wrong, by reason
-    /// (`untrusted_peer`: forwarding headers from a peer that is not a trusted proxy;
-    /// `private_peer`: a private peer and no trusted proxy). Counted by the embedded
-    /// middleware ([`crate::middleware`]); never carries an address.
-    pub untrusted_forwarding: IntCounterVec,
+    /// ([`UNTRUSTED_REASONS`]). Counted by the embedded middleware
+    /// ([`crate::middleware`]) through [`Metrics::record_untrusted_forwarding`]; never
+    /// carries an address.
+    untrusted_forwarding: IntCounterVec,
+    /// Its children, resolved once: a misconfigured app counts on every request.
+    untrusted_cells: [OnceLock<IntCounter>; UNTRUSTED_REASONS.len()],
     pub rules_reloads: IntCounterVec,
     /// 1 while the last rules reload failed (the last good set is served), else 0.
     rules_reload_failing: IntGauge,
@@ -224,6 +231,7 @@ impl Metrics {
             decision_seconds,
             geoip_misses,
             untrusted_forwarding,
+            untrusted_cells: Default::default(),
             rules_reloads,
             rules_reload_failing,
             rules_info,
@@ -261,6 +269,17 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one request of `marketgate_untrusted_forwarding_total` with the reason
+    /// at `reason` in [`UNTRUSTED_REASONS`].
+    pub fn record_untrusted_forwarding(&self, reason: usize) {
+        self.untrusted_cells[reason]
+            .get_or_init(|| {
+                self.untrusted_forwarding
+                    .with_label_values(&[UNTRUSTED_REASONS[reason]])
+            })
+            .inc();
     }
 
     /// Registers a collector another module owns (the webhooks' delivery counts).

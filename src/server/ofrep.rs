@@ -13,7 +13,7 @@ use crate::engine::{describe, Audience, Decision, Part, Source, Step};
 use crate::rules::{FeatureId, RuleSet, Status};
 
 use super::error::ApiError;
-use super::handlers::{decide, location_of, signals_of, Decided, LocatedBy};
+use super::handlers::{decide, location_of, require_location, signals_of, Decided, LocatedBy};
 use super::limits::{read_body, BodyError};
 use super::signals::Signals;
 use super::state::AppState;
@@ -424,15 +424,12 @@ fn evaluate(
     }
 }
 
-/// What a caller with an evaluation token is told when its context names no location.
-pub const NO_LOCATION: &str = "a server caller (evaluation token) must give the user's `ip` or `country` in the context; without them the answer would be about the caller's own connection";
-
 /// The decision for an evaluation context: located by its `ip`/`country` or the
 /// connection, with its `phone`/`declared` signals (each believed from server callers
 /// only); a bad value is `INVALID_CONTEXT` for the flag `key`. A caller with an
 /// evaluation token (a backend asking about its users) must give `ip` or `country`:
 /// its own connection is not its user's, so a context without them is
-/// `INVALID_CONTEXT` ([`NO_LOCATION`]). A trusted peer without a token is a gateway
+/// `INVALID_CONTEXT` ([`require_location`]). A trusted peer without a token is a gateway
 /// passing a client's request on, located by its forwarding data (or, without any, the
 /// strictest answer); anyone else by its own connection.
 fn decide_context(
@@ -441,15 +438,10 @@ fn decide_context(
     rules: &RuleSet,
     ctx: &Context,
     key: Option<&str>,
+    audience: Audience,
 ) -> Result<(Decided, LocatedBy), OfrepError> {
-    // A backend's SDK asks about its users: without their location the answer would be
-    // about the backend's own connection, so it is refused rather than guessed.
-    if state.audience(req) == Audience::Evaluator && ctx.ip.is_none() && ctx.country.is_none() {
-        return Err(OfrepError::InvalidContext {
-            key: key.map(str::to_string),
-            details: NO_LOCATION.into(),
-        });
-    }
+    require_location(audience, ctx.ip.as_deref(), ctx.country.as_deref())
+        .map_err(|e| OfrepError::context(key, e))?;
     let (place, located_by) = location_of(
         state,
         req,
@@ -502,8 +494,8 @@ pub async fn evaluate_one(
         }
     };
     let ctx = read_context(&state, &req, payload, Some(&key)).await?;
-    let (d, located_by) = decide_context(&state, &req, &rules, &ctx, Some(&key))?;
     let audience = state.audience(&req);
+    let (d, located_by) = decide_context(&state, &req, &rules, &ctx, Some(&key), audience)?;
     Ok(HttpResponse::Ok().json(evaluate(&rules, &d, &key, flag, located_by, audience)))
 }
 
@@ -529,8 +521,8 @@ pub async fn evaluate_all(
 ) -> Result<HttpResponse, OfrepError> {
     let rules = state.rules();
     let ctx = read_context(&state, &req, payload, None).await?;
-    let (d, located_by) = decide_context(&state, &req, &rules, &ctx, None)?;
     let audience = state.audience(&req);
+    let (d, located_by) = decide_context(&state, &req, &rules, &ctx, None, audience)?;
     let mut flags = vec![evaluate(
         &rules,
         &d,

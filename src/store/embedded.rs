@@ -18,7 +18,7 @@ use super::{
     chain, AbortOnDrop, AuditEntry, Cleared, ProposalApplied, Shared, StoreError, WriteNote,
 };
 use crate::location::Jurisdiction;
-use crate::overrides::{Override, Proposal, ProposedChange};
+use crate::overrides::{Override, Proposal};
 
 /// Overrides in memory and in the state directory.
 pub struct EmbeddedStore {
@@ -280,25 +280,14 @@ impl EmbeddedStore {
             ..approval
         };
         next.version += 1;
-        let note = WriteNote {
-            break_glass: false,
-            applies: Some(applied.clone()),
+        let (over, write) = super::applying(applied, now);
+        let write = AuditEntry {
+            version: next.version,
+            ..write
         };
-        let write = match applied.change.applied_at(now) {
-            Some(o) => {
-                let e = AuditEntry::set(next.version, now, &o).with_note(&note);
-                next.overrides.insert(j, o);
-                e
-            }
-            None => {
-                let reason = match &applied.change {
-                    ProposedChange::Clear { reason, .. } => reason.as_str(),
-                    ProposedChange::Set { .. } => "",
-                };
-                next.overrides.remove(&j);
-                AuditEntry::clear(next.version, now, &j, &applied.proposed_by, reason)
-                    .with_note(&note)
-            }
+        match over {
+            Some(o) => next.overrides.insert(j, o),
+            None => next.overrides.remove(&j),
         };
         let version = self
             .inner

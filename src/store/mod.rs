@@ -943,6 +943,31 @@ impl Shared {
     }
 }
 
+/// What applying proposal `applied` (its approvals complete) at `now` writes: the
+/// override to set (`None`: a clear) and its `set` or `clear` audit entry (version 0,
+/// for the store to stamp), naming the proposal, its proposer and its approvers.
+fn applying(applied: &Proposal, now: Timestamp) -> (Option<Override>, AuditEntry) {
+    let note = WriteNote {
+        break_glass: false,
+        applies: Some(applied.clone()),
+    };
+    match applied.change.applied_at(now) {
+        Some(o) => {
+            let entry = AuditEntry::set(0, now, &o).with_note(&note);
+            (Some(o), entry)
+        }
+        None => {
+            let reason = match &applied.change {
+                ProposedChange::Clear { reason, .. } => reason.as_str(),
+                ProposedChange::Set { .. } => "",
+            };
+            let j = applied.change.jurisdiction();
+            let entry = AuditEntry::clear(0, now, j, &applied.proposed_by, reason);
+            (None, entry.with_note(&note))
+        }
+    }
+}
+
 /// What a sweep does with proposal `p` at `now`: record it expired, with its `lapse`
 /// entry (`Some((Some(next), Some(entry)))`), forget a closed one kept long enough
 /// (`Some((None, None))`), or nothing.

@@ -61,7 +61,7 @@ use super::{
     RedisConfig, Restore, Shared, StoreError, WriteNote, EXPIRY_ACTOR,
 };
 use crate::location::Jurisdiction;
-use crate::overrides::{Override, Proposal, ProposedChange};
+use crate::overrides::{Override, Proposal};
 
 /// Lua shared by the scripts that append to the audit: SHA-256 (Redis's Lua has only
 /// SHA-1; this uses its `bit` library) and `audit_append`, which seals an entry onto the
@@ -577,7 +577,7 @@ impl RedisStore {
     }
 
     pub async fn put(&self, o: Override, note: &WriteNote) -> Result<u64, StoreError> {
-        let raw = serde_json::to_string(&o).map_err(|source| StoreError::Encode { source })?;
+        let raw = json(&o)?;
         let entry = AuditEntry::set(0, Timestamp::now(), &o).with_note(note);
         let (version, epoch) = self
             .inner
@@ -698,38 +698,18 @@ impl RedisStore {
         approval: AuditEntry,
         now: Timestamp,
     ) -> Result<ProposalApplied, StoreError> {
-        use erased::Json;
-        let encode = |v: &dyn Json| v.json();
         let j = applied.change.jurisdiction().clone();
-        let note = WriteNote {
-            break_glass: false,
-            applies: Some(applied.clone()),
-        };
-        let over = applied.change.applied_at(now);
-        let (op, raw, entry) = match &over {
-            Some(o) => (
-                "set",
-                encode(o)?,
-                AuditEntry::set(0, now, o).with_note(&note),
-            ),
-            None => {
-                let reason = match &applied.change {
-                    ProposedChange::Clear { reason, .. } => reason.as_str(),
-                    ProposedChange::Set { .. } => "",
-                };
-                (
-                    "clear",
-                    String::new(),
-                    AuditEntry::clear(0, now, &j, &applied.proposed_by, reason).with_note(&note),
-                )
-            }
+        let (over, entry) = super::applying(applied, now);
+        let (op, raw) = match &over {
+            Some(o) => ("set", json(o)?),
+            None => ("clear", String::new()),
         };
         let with = ProposalWrite {
             id: &applied.id,
-            expected: encode(expected)?,
-            applied: encode(applied)?,
+            expected: json(expected)?,
+            applied: json(applied)?,
             base: match &expected.base {
-                Some(b) => encode(b)?,
+                Some(b) => json(b)?,
                 None => String::new(),
             },
             approval: entry_without_version(&approval)?,
@@ -825,12 +805,6 @@ impl Inner {
         next: Option<&Proposal>,
         entry: Option<AuditEntry>,
     ) -> Result<bool, StoreError> {
-        let encode = |p: Option<&Proposal>| {
-            p.map(serde_json::to_string)
-                .transpose()
-                .map(Option::unwrap_or_default)
-                .map_err(|source| StoreError::Encode { source })
-        };
         let body = entry
             .as_ref()
             .map(entry_without_version)
@@ -842,8 +816,8 @@ impl Inner {
             .key(&self.keys.audit_head)
             .key(&self.keys.version)
             .arg(id)
-            .arg(encode(expected)?)
-            .arg(encode(next)?)
+            .arg(expected.map(json).transpose()?.unwrap_or_default())
+            .arg(next.map(json).transpose()?.unwrap_or_default())
             .arg(&body)
             .arg(self.cfg.audit_max_len);
         let mut conn = self.conn.clone();
@@ -1442,16 +1416,9 @@ struct ProposalWrite<'a> {
     approval: String,
 }
 
-mod erased {
-    /// Something the store writes as JSON.
-    pub trait Json {
-        fn json(&self) -> Result<String, super::StoreError>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> Result<String, super::StoreError> {
-            serde_json::to_string(self).map_err(|source| super::StoreError::Encode { source })
-        }
-    }
+/// `v` as the JSON the store writes.
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|source| StoreError::Encode { source })
 }
 
 fn entry_without_version(entry: &AuditEntry) -> Result<String, StoreError> {
