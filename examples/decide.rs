@@ -1,11 +1,12 @@
 //! The engine and the rules alone, with no feature: the lean embedding (no HTTP, no
 //! Redis), for a tool or service that already knows the jurisdiction; with the `geoip`
-//! feature, an address is located with the bundled country database first. Built by CI
-//! in both combinations; the README gives their dependency counts and sizes.
+//! feature, an address is located first, in the MaxMind DB file `MARKETGATE_GEOIP`
+//! names, or (with `bundled-geoip`) in the bundled country database. Built by CI in
+//! these combinations; the README gives their dependency counts and sizes.
 //!
 //! `cargo run --no-default-features --example decide -- regions RU [FEATURE]` prints the
 //! market status of RU and whether FEATURE is on there;
-//! `cargo run --no-default-features --features geoip --example decide -- regions 194.67.1.1`
+//! `cargo run --no-default-features --features bundled-geoip --example decide -- regions 194.67.1.1`
 //! does the same for an address.
 
 use marketgate::engine::{self, Request};
@@ -52,12 +53,23 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-/// An address's location in the bundled database (`geoip` feature).
+/// An address's location (`geoip` feature): in the file `MARKETGATE_GEOIP` names, else
+/// in the bundled database (`bundled-geoip`). A database that does not load is said,
+/// and the argument is then read as a country code.
 #[cfg(feature = "geoip")]
 fn locate(arg: &str) -> Option<Location> {
     let ip: std::net::IpAddr = arg.parse().ok()?;
-    let geoip = marketgate::geoip::GeoIp::load(&marketgate::geoip::GeoIpConfig::default()).ok()?;
-    Some(geoip.lookup(ip))
+    let config = marketgate::geoip::GeoIpConfig {
+        path: std::env::var_os("MARKETGATE_GEOIP").map(Into::into),
+        ..marketgate::geoip::GeoIpConfig::default()
+    };
+    match marketgate::geoip::GeoIp::load(&config) {
+        Ok(geoip) => Some(geoip.lookup(ip)),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
 }
 
 /// Without the `geoip` feature, only country codes.

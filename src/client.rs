@@ -112,11 +112,11 @@ pub enum ClientError {
 /// a server caller (an evaluation token, or a peer in the service's
 /// `trusted_proxies`). `Debug` never shows the address or the phone number.
 #[derive(Clone, Default, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct DecisionQuery {
     /// Decide for this address.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "middleware", schema(value_type = Option<String>))]
     pub ip: Option<IpAddr>,
     /// Decide for this jurisdiction: `FR`, `US-CA`, `unknown`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,7 +138,7 @@ pub struct DecisionQuery {
     pub key: Option<String>,
     /// Decide at this instant instead of now.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = Option<String>, format = DateTime))]
     pub at: Option<jiff::Timestamp>,
 }
 
@@ -224,7 +224,7 @@ impl DecisionQuery {
 
 /// What located a decision, as the service says (`located_by`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LocatedBy {
@@ -239,7 +239,7 @@ pub enum LocatedBy {
 
 /// The answer of `/v1/decision`, as far as an application needs it.
 #[derive(Clone, Debug, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Decision {
     /// `served`, `limited` or `withdrawn`.
@@ -256,7 +256,7 @@ pub struct Decision {
     /// The rules' version (`sha256:…`).
     pub rules_version: String,
     /// The instant decided for.
-    #[cfg_attr(feature = "server", schema(value_type = String, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = String, format = DateTime))]
     pub at: jiff::Timestamp,
     /// The asked feature, when the query named one.
     #[serde(default)]
@@ -277,7 +277,7 @@ impl Decision {
 
 /// The jurisdiction of a decision.
 #[derive(Clone, Debug, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct JurisdictionAnswer {
     /// `FR`, `US-CA`, `unknown` or `unestablished`.
@@ -292,7 +292,7 @@ pub struct JurisdictionAnswer {
 
 /// The asked feature of a decision.
 #[derive(Clone, Debug, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct FeatureAnswer {
     /// The feature's name.
@@ -303,7 +303,7 @@ pub struct FeatureAnswer {
 
 /// One reason of a decision: a part, its value, and what set it.
 #[derive(Clone, Debug, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Reason {
     /// `status` or `feature:NAME`.
@@ -387,7 +387,7 @@ pub struct Allowed {
 
 /// The body of a `451` of the gate: what blocked the request and on what ground.
 #[derive(Clone, Debug, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Blocked {
     /// `withdrawn`, or `limited` for a blocked path.
@@ -413,7 +413,7 @@ pub struct Blocked {
 
 /// What blocked a request.
 #[derive(Clone, Debug, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct BlockedBy {
     /// `rule`, `change`, `demand`, `override`, `signal`, `client` or `default`.

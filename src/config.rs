@@ -663,9 +663,7 @@ impl Config {
                 Ok(None)
             } else {
                 // The problem never quotes the value: it may hold a password.
-                crate::store::check_redis_url(v)
-                    .map(|()| Some(Secret::new(v.clone())))
-                    .map_err(|e| e.to_string())
+                check_redis_url(v).map(|()| Some(Secret::new(v.clone())))
             }
         });
         set!(redis_ca_file, |v: &String| {
@@ -999,10 +997,30 @@ impl Config {
     }
 }
 
+/// A Redis URL the store can use; the problem never quotes it.
+#[cfg(feature = "redis")]
+fn check_redis_url(v: &str) -> Result<(), String> {
+    crate::store::check_redis_url(v).map_err(|e| e.to_string())
+}
+
+/// Built without the Redis store: any URL is refused, so that a fleet's configuration
+/// never silently runs on the embedded store.
+#[cfg(not(feature = "redis"))]
+fn check_redis_url(_: &str) -> Result<(), String> {
+    Err(crate::store::StoreError::NoRedis.to_string())
+}
+
 /// A readable PEM file with at least one certificate rustls accepts as a root.
+#[cfg(feature = "redis")]
 fn check_ca_file(path: &Path) -> Result<(), String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     crate::store::check_ca_pem(&pem).map_err(|problem| format!("{}: {problem}", path.display()))
+}
+
+/// Built without the Redis store: a CA file for it is refused as `redis` is.
+#[cfg(not(feature = "redis"))]
+fn check_ca_file(_: &Path) -> Result<(), String> {
+    Err(crate::store::StoreError::NoRedis.to_string())
 }
 
 /// Admin tokens from `admin_tokens`: role `admin`, scope `*` (as before roles existed);

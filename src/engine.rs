@@ -573,7 +573,7 @@ pub const OVERRIDE_PUBLIC_TEXT: &str = "an operator override";
 
 /// A source, described for people and tools.
 #[derive(Clone, Debug, Serialize, PartialEq)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct SourceInfo {
     /// `rule`, `change`, `demand`, `override`, `signal`, `client` or `default`.
     pub kind: &'static str,
@@ -597,14 +597,14 @@ pub struct SourceInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Timestamp>,
     /// Demand kind, for demands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demand_kind: Option<String>,
     /// Effective instant of a change or demand.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = Option<String>, format = DateTime))]
     pub effective: Option<Timestamp>,
     /// The same instant as the rules wrote it (offset or named zone), when that is not
     /// UTC: what a reviewer reads in the file.
@@ -852,7 +852,7 @@ impl Decision {
 
 /// A reason in the JSON answer: which part, its value, and what set it.
 #[derive(Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct ReasonView {
     /// `status` or `feature:NAME`.
     pub part: String,
@@ -865,19 +865,19 @@ pub struct ReasonView {
 /// [`Audience::Evaluator`] with an evaluation token) and `explain --format json` and the
 /// admin API (for [`Audience::Operator`]) give it.
 #[derive(Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct DecisionView {
     pub status: Status,
     pub jurisdiction: JurisdictionView,
     /// Feature name → on.
-    #[cfg_attr(feature = "server", schema(value_type = std::collections::BTreeMap<String, bool>))]
+    #[cfg_attr(feature = "middleware", schema(value_type = std::collections::BTreeMap<String, bool>))]
     pub features: serde_json::Map<String, serde_json::Value>,
     pub reasons: Vec<ReasonView>,
     /// For a withdrawn market: the reference of what withdrew it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     pub rules_version: String,
-    #[cfg_attr(feature = "server", schema(value_type = String, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = String, format = DateTime))]
     pub at: Timestamp,
     /// The shadow changes (`mode: shadow`) that would have changed this decision: on
     /// the admin listener and for a caller with an evaluation token only, never in a
@@ -895,7 +895,7 @@ pub struct DecisionView {
 }
 
 #[derive(Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct JurisdictionView {
     pub code: String,
     pub country: Option<String>,
@@ -904,7 +904,7 @@ pub struct JurisdictionView {
 }
 
 #[derive(Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct ShadowView {
     /// The shadow change's id.
     pub change: String,

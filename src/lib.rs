@@ -8,9 +8,13 @@
 //! fleet for apps that call it over the network. Every other module is public only for the binary,
 //! the tests and the benches, hidden from the docs and free to change in any release.
 //!
-//! Cargo features: `server` (the default) has everything; `client` is the typed client
-//! alone; without either the crate is the engine and the rules alone
-//! (`examples/decide.rs`), not yet a documented surface.
+//! Cargo features, each a layer over the one before: none, the engine and the rules
+//! alone (`examples/decide.rs`, not yet a documented surface); `geoip`, plus the GeoIP
+//! reader (a file the caller names); `bundled-geoip`, plus the country database inside
+//! the binary; `middleware`, plus [`middleware`] (the embedded gate, its override store
+//! and metrics); `redis`, plus the Redis override store shared with a `serve` fleet
+//! (`MarketGateBuilder::redis`); `client`, [`client`] on its own; `server` (the
+//! default), all of them plus the HTTP listeners and the command line.
 #![deny(missing_docs)]
 
 /// Modules public for the binary, the tests and the benches, hidden from the documented
@@ -29,15 +33,15 @@ macro_rules! internal {
 
 #[cfg(feature = "client")]
 pub mod client;
-#[cfg(feature = "server")]
+#[cfg(feature = "middleware")]
 pub mod middleware;
 
 internal! {
     #[cfg(feature = "server")]
     cli;
-    #[cfg(feature = "server")]
+    #[cfg(feature = "middleware")]
     client_addr;
-    #[cfg(feature = "server")]
+    #[cfg(feature = "middleware")]
     config;
     diff;
     engine;
@@ -45,7 +49,7 @@ internal! {
     #[cfg(feature = "geoip")]
     geoip;
     git;
-    #[cfg(feature = "server")]
+    #[cfg(feature = "middleware")]
     governance;
     iso;
     location;
@@ -53,12 +57,12 @@ internal! {
     path;
     phone;
     rules;
-    #[cfg(feature = "server")]
+    #[cfg(feature = "middleware")]
     server;
     status;
-    #[cfg(feature = "server")]
+    #[cfg(feature = "middleware")]
     store;
-    #[cfg(feature = "server")]
+    #[cfg(feature = "middleware")]
     telemetry;
     timeline;
     transparency;

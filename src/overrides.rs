@@ -156,7 +156,7 @@ impl ProposedChange {
 
 /// Where a proposal stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProposalState {
     /// Waiting for approvals (until `expires_at`).
@@ -237,7 +237,7 @@ impl Proposal {
 
 /// The body of `PUT /admin/v1/overrides/{jurisdiction}`, as operators write it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
     #[serde(default)]
@@ -248,7 +248,7 @@ pub struct OverrideRequest {
     /// answer.
     #[serde(default)]
     #[cfg_attr(
-        feature = "server",
+        feature = "middleware",
         schema(min_length = 1, max_length = 1000, example = "court order 2026-114")
     )]
     pub reason: String,
@@ -257,25 +257,25 @@ pub struct OverrideRequest {
     /// no ticket numbers.
     #[serde(default)]
     #[cfg_attr(
-        feature = "server",
+        feature = "middleware",
         schema(max_length = 1000, example = "temporarily unavailable in this market")
     )]
     pub public_reason: Option<String>,
     /// A duration such as `90s`, `10m`, `2h`, `1d`; or use `expires_at`.
     #[serde(default)]
     #[cfg_attr(
-        feature = "server",
+        feature = "middleware",
         schema(pattern = "^[1-9][0-9]{0,5}[smhd]$", example = "2h")
     )]
     pub ttl: Option<String>,
     /// RFC 3339 with an offset, in the future.
     #[serde(default)]
-    #[cfg_attr(feature = "server", schema(format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(format = DateTime))]
     pub expires_at: Option<String>,
     /// Who; defaults to the token's name when the API knows it. Shown on the admin
     /// listener only.
     #[serde(default)]
-    #[cfg_attr(feature = "server", schema(max_length = 1000))]
+    #[cfg_attr(feature = "middleware", schema(max_length = 1000))]
     pub actor: Option<String>,
     /// Under an approval policy, apply a change that only narrows (withdraw, limit,
     /// switch a feature off) at once, without approval; the audit flags it for review.

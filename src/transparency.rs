@@ -80,10 +80,10 @@ impl History {
 
 /// The report, as `/transparency.json` serves it.
 #[derive(Clone, Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct Report {
     /// The instant the report describes.
-    #[cfg_attr(feature = "server", schema(value_type = String, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = String, format = DateTime))]
     pub at: Timestamp,
     /// The version (`sha256:`) of the rules in service.
     pub rules_version: String,
@@ -98,7 +98,7 @@ pub struct Report {
 
 /// A market withdrawn or limited at the report's instant.
 #[derive(Clone, Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct Market {
     /// `RU`, `US-UT`.
     pub jurisdiction: String,
@@ -106,7 +106,7 @@ pub struct Market {
     /// `withdrawn` or `limited`.
     pub status: Status,
     /// Since when the market has had this status; `null` when the rules record no start.
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = Option<String>, format = DateTime))]
     pub since: Option<Timestamp>,
     /// Features off in this (limited) market that are on by default; empty when
     /// withdrawn.
@@ -120,7 +120,7 @@ pub struct Market {
 /// effective date) or a scheduled change (applied, not shadow) after the report's
 /// instant.
 #[derive(Clone, Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct Upcoming {
     /// The jurisdiction it belongs to (`EU`, `FR`, `*`).
     pub jurisdiction: String,
@@ -131,14 +131,14 @@ pub struct Upcoming {
 
 /// A change of a market's status.
 #[derive(Clone, Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Stable: the jurisdiction, the instant and the new status
     /// (`urn:marketgate:transparency:RU:20180630T210000Z:withdrawn`).
     pub id: String,
     pub jurisdiction: String,
     pub name: String,
-    #[cfg_attr(feature = "server", schema(value_type = String, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = String, format = DateTime))]
     pub at: Timestamp,
     pub from: Status,
     pub to: Status,
@@ -148,7 +148,7 @@ pub struct Event {
 
 /// A public ground: a demand, a scheduled change, a jurisdiction's rules or an override.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct Ground {
     /// `demand`, `change`, `rule` or `override`.
     pub kind: &'static str,
@@ -161,7 +161,7 @@ pub struct Ground {
     pub demand_kind: Option<String>,
     /// A demand's legal state: `proposed`, `enacted`, `rejected`, `repealed`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "middleware", schema(value_type = Option<String>))]
     pub legal_state: Option<DemandState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub law: Option<String>,
@@ -169,7 +169,7 @@ pub struct Ground {
     pub reference: Option<String>,
     /// A demand's effective instant, a change's instant.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = Option<String>, format = DateTime))]
     pub effective: Option<Timestamp>,
     /// The company's response to a demand: `withdraw`, `disable` or `comply`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,7 +192,7 @@ pub struct Ground {
     pub text: Option<String>,
     /// When an override ends.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>, format = DateTime))]
+    #[cfg_attr(feature = "middleware", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Timestamp>,
 }
 

@@ -171,7 +171,7 @@ pub fn decide_signals(
 /// One signal of a decision as answers show it: its kind, its jurisdiction, and the
 /// status there when the rules count it. Never the value (a phone number) itself.
 #[derive(Clone, Debug, Serialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 pub struct SignalView {
     pub kind: SignalKind,
     /// `FR`, `US-CA`, `unknown` (a number of no country), or `unestablished` (given by

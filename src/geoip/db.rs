@@ -24,6 +24,9 @@ pub enum GeoDbError {
     },
     #[error("cannot decompress the bundled geoip database")]
     Decompress(#[source] std::io::Error),
+    /// Built without the `bundled-geoip` feature, and no file named.
+    #[error("no geoip database file is configured, and this build has none bundled (Cargo feature `bundled-geoip`); name a MaxMind DB file")]
+    NotBundled,
     #[error("not a readable maxmind db file (empty, truncated or another format)")]
     Open(#[source] MaxMindDbError),
     #[error("maxmind db file failed verification")]

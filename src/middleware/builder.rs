@@ -70,7 +70,8 @@ pub enum BuildError {
 ///
 /// The defaults are the safe ones: no proxy is trusted (the socket peer is the client,
 /// and forwarding headers from anyone else are ignored, logged once and counted), the
-/// bundled GeoIP database, rules and GeoIP reloaded on change, every path gated,
+/// bundled GeoIP database (feature `bundled-geoip`; without it, name a file with
+/// [`geoip`](Self::geoip)), rules and GeoIP reloaded on change, every path gated,
 /// enforcing, `X-Marketgate-Status` on responses, and nothing written to disk (without
 /// [`state_dir`](Self::state_dir), overrides live in memory as long as the process).
 #[must_use = "a builder does nothing until `build` is awaited"]
@@ -185,7 +186,8 @@ impl MarketGateBuilder {
     /// Shares operator overrides with a `marketgate serve` fleet through Redis
     /// (`redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://`): the gate
     /// loads them at start, follows every change, and keeps deciding with its last
-    /// snapshot while Redis is away.
+    /// snapshot while Redis is away. Needs the `redis` feature.
+    #[cfg(feature = "redis")]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis = Some(Secret::new(url));
         self

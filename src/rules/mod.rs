@@ -32,7 +32,7 @@ pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 
 /// Market status, in severity order: `Served < Limited < Withdrawn`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Served,
@@ -54,7 +54,7 @@ impl Status {
 /// GeoIP, or a trusted CDN's country header), a phone number's country, or a country
 /// the user declared (billing or profile).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SignalKind {
     Address,
@@ -126,7 +126,7 @@ impl fmt::Display for Status {
 /// `Amended` (in force, its text changed) make the law apply; `Enacted` is passed but not
 /// yet in force.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "middleware", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DemandState {
     Proposed,

@@ -9,6 +9,9 @@
 //! actix-http's own 128 KiB buffer or with more than 96 header lines is refused by its
 //! parser with a bare 431 before any of this runs.
 
+// Without `server`, the header and draining checks run in the HTTP service's front middleware (`super::front`), which is not built.
+#![cfg_attr(not(feature = "server"), allow(dead_code))]
+
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::ConnectionType;

@@ -17,6 +17,7 @@ pub const EMBEDDED_SNAPSHOT: &str = "overrides.json";
 /// The embedded store's audit log.
 pub const EMBEDDED_AUDIT: &str = "audit.jsonl";
 /// The Redis store's last snapshot (a cache of Redis, used on a cold start without it).
+#[cfg(feature = "redis")]
 pub const REDIS_SNAPSHOT: &str = "redis-snapshot.json";
 /// The embedded store's lock: held (OS file lock) for as long as a store has the
 /// directory open, so that a second instance on the same directory refuses to start.

@@ -8,7 +8,9 @@
 pub mod chain;
 mod embedded;
 mod file;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
 mod redis_conn;
 
 use std::collections::BTreeMap;
@@ -26,7 +28,9 @@ use crate::overrides::{Override, OverrideSet, Proposal, ProposedChange};
 use crate::rules::Status;
 
 use self::embedded::EmbeddedStore;
+#[cfg(feature = "redis")]
 use self::redis::RedisStore;
+#[cfg(feature = "redis")]
 pub use self::redis_conn::{check_ca_pem, check_redis_url, RedisUrlError};
 
 /// Errors of the override stores.
@@ -94,17 +98,23 @@ pub enum StoreError {
     /// Internal to applying a proposal: the override is no longer its base.
     #[error("the override changed since the proposal was made")]
     ProposalStale,
+    /// Built without the `redis` feature, and a Redis URL given.
+    #[error("config key `redis`: this build has no Redis store (Cargo feature `redis`)")]
+    NoRedis,
+    #[cfg(feature = "redis")]
     #[error("config key `redis`: invalid redis url")]
     RedisUrl {
         #[source]
         source: ::redis::RedisError,
     },
+    #[cfg(feature = "redis")]
     #[error("config key `redis`: {0}")]
     RedisUrlForm(RedisUrlError),
     #[error("config key `redis_ca_file`: {problem}")]
     RedisCa { problem: String },
     #[error("config key `redis`: cannot find the primary through the sentinels: {problem}")]
     Sentinel { problem: String },
+    #[cfg(feature = "redis")]
     #[error("redis is unavailable")]
     Redis {
         #[source]
@@ -112,6 +122,7 @@ pub enum StoreError {
     },
     /// The TLS handshake failed: most often a server certificate that the CA of
     /// `redis_ca_file` (or, without it, the system's roots) did not sign.
+    #[cfg(feature = "redis")]
     #[error("redis is unavailable: TLS handshake failed (is the server's certificate signed by the CA in config key `redis_ca_file`?)")]
     Tls {
         #[source]
@@ -129,6 +140,7 @@ pub enum StoreError {
 impl StoreError {
     /// A failed Redis call: [`StoreError::Tls`] when the TLS handshake failed (so the
     /// message names the CA key), else [`StoreError::Redis`].
+    #[cfg(feature = "redis")]
     pub(crate) fn redis(source: ::redis::RedisError) -> StoreError {
         if redis_conn::is_tls_failure(&source) {
             StoreError::Tls { source }
@@ -140,26 +152,25 @@ impl StoreError {
     /// The `redis` setting itself is wrong (a URL the store cannot use, a sentinel set
     /// that does not answer or know the primary): a configuration error at start.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            StoreError::RedisUrl { .. }
-                | StoreError::RedisUrlForm(_)
-                | StoreError::RedisCa { .. }
-                | StoreError::Sentinel { .. }
-        )
+        match self {
+            #[cfg(feature = "redis")]
+            StoreError::RedisUrl { .. } | StoreError::RedisUrlForm(_) => true,
+            StoreError::NoRedis | StoreError::RedisCa { .. } | StoreError::Sentinel { .. } => {
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The shared store cannot be reached right now (maps to 503): the write was not made
     /// and may be retried. Decisions are unaffected.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Redis { .. }
-                | StoreError::Tls { .. }
-                | StoreError::Timeout { .. }
-                | StoreError::Disconnected
-                | StoreError::Behind
-        )
+        match self {
+            #[cfg(feature = "redis")]
+            StoreError::Redis { .. } | StoreError::Tls { .. } => true,
+            StoreError::Timeout { .. } | StoreError::Disconnected | StoreError::Behind => true,
+            _ => false,
+        }
     }
 
     /// Redis answered with data this store cannot read as its own (a foreign type in its
@@ -596,6 +607,7 @@ pub struct OverrideStore {
 
 enum Backend {
     Embedded(EmbeddedStore),
+    #[cfg(feature = "redis")]
     Redis(RedisStore),
 }
 
@@ -624,6 +636,9 @@ impl OverrideStore {
                     backend: Backend::Embedded(s),
                 })
             }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => Err(StoreError::NoRedis),
+            #[cfg(feature = "redis")]
             Some(redis) => {
                 let s = RedisStore::open(
                     redis.clone(),
@@ -656,6 +671,7 @@ impl OverrideStore {
     pub async fn put_noted(&self, o: Override, note: &WriteNote) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Embedded(s) => s.put(o, note).await,
+            #[cfg(feature = "redis")]
             Backend::Redis(s) => s.put(o, note).await,
         }
     }
@@ -681,6 +697,7 @@ impl OverrideStore {
     ) -> Result<Cleared, StoreError> {
         match &self.backend {
             Backend::Embedded(s) => s.clear(j, actor, reason, note).await,
+            #[cfg(feature = "redis")]
             Backend::Redis(s) => s.clear(j, actor, reason, note).await,
         }
     }
@@ -691,6 +708,7 @@ impl OverrideStore {
     pub async fn proposals(&self) -> Result<Vec<Proposal>, StoreError> {
         match &self.backend {
             Backend::Embedded(s) => s.proposals().await,
+            #[cfg(feature = "redis")]
             Backend::Redis(s) => s.proposals().await,
         }
     }
@@ -714,6 +732,7 @@ impl OverrideStore {
     ) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Embedded(s) => s.record_proposal(id, expected, next, entry).await,
+            #[cfg(feature = "redis")]
             Backend::Redis(s) => s.record_proposal(id, expected, next, entry).await,
         }
     }
@@ -732,6 +751,7 @@ impl OverrideStore {
     ) -> Result<ProposalApplied, StoreError> {
         match &self.backend {
             Backend::Embedded(s) => s.apply_proposal(expected, applied, approval, now).await,
+            #[cfg(feature = "redis")]
             Backend::Redis(s) => s.apply_proposal(expected, applied, approval, now).await,
         }
     }
@@ -747,6 +767,7 @@ impl OverrideStore {
     ) -> Result<(u64, Vec<Jurisdiction>), StoreError> {
         match &self.backend {
             Backend::Embedded(s) => s.adopt_empty(actor, reason).await,
+            #[cfg(feature = "redis")]
             Backend::Redis(s) => s.adopt_empty(actor, reason).await,
         }
     }
@@ -765,6 +786,7 @@ impl OverrideStore {
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         match &self.backend {
             Backend::Embedded(s) => s.audit(limit).await,
+            #[cfg(feature = "redis")]
             Backend::Redis(s) => s.audit(limit).await,
         }
     }
@@ -784,9 +806,11 @@ impl OverrideStore {
     /// whole fleet). Embedded: always this instance. Redis: the first to claim within
     /// `ttl` (`SET P:announced:NAME … NX`); when Redis cannot be asked, this instance
     /// claims it too (an event twice rather than never).
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub async fn claim_announcement(&self, name: &str, ttl: Duration) -> bool {
         match &self.backend {
             Backend::Embedded(_) => true,
+            #[cfg(feature = "redis")]
             Backend::Redis(s) => match s.claim(name, ttl).await {
                 Ok(won) => won,
                 Err(e) => {
@@ -801,6 +825,7 @@ impl OverrideStore {
     pub fn backend(&self) -> &'static str {
         match &self.backend {
             Backend::Embedded(_) => "embedded",
+            #[cfg(feature = "redis")]
             Backend::Redis(_) => "redis",
         }
     }
@@ -915,18 +940,21 @@ impl Shared {
         h.refused = None;
     }
 
+    #[cfg(feature = "redis")]
     fn refused(&self, e: &StoreError) {
         let mut h = self.health();
         h.refused = Some(error_chain(e));
         h.refusals += 1;
     }
 
+    #[cfg(feature = "redis")]
     fn restored(&self, r: Restore) {
         let mut h = self.health();
         h.restores += 1;
         h.last_restore = Some(r);
     }
 
+    #[cfg(feature = "redis")]
     fn failed(&self, e: &StoreError) {
         let mut h = self.health();
         h.connected = false;
@@ -991,7 +1019,10 @@ fn proposal_due(p: &Proposal, now: Timestamp) -> Option<(Option<Proposal>, Optio
 /// beside live instances.
 pub async fn verify_audit(config: &StoreConfig) -> Result<chain::Report, StoreError> {
     match &config.redis {
+        #[cfg(feature = "redis")]
         Some(redis) => self::redis::verify_audit(redis).await,
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err(StoreError::NoRedis),
         None => {
             let dir = config.state_dir.clone();
             tokio::task::spawn_blocking(move || embedded::verify_audit(&dir))
