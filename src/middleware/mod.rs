@@ -6,6 +6,11 @@
 //! a client's own address headers (that is [`crate::server::geo`]) and never logs a
 //! client address.
 //!
+//! Cargo features: `middleware` (this module), `bundled-geoip` for the default GeoIP
+//! database (else name a file with [`MarketGateBuilder::geoip`]), `redis` for
+//! `MarketGateBuilder::redis`; `default-features = false` leaves out the server, the
+//! command line and the Redis client.
+//!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
 //! use actix_web::{web, App, HttpResponse, HttpServer};
