@@ -1293,6 +1293,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "redis")]
     fn tls_to_redis_needs_a_rediss_url_and_a_readable_ca_file() {
         let dir = tempfile::tempdir().unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
@@ -1429,7 +1430,41 @@ mod tests {
         }
     }
 
+    /// Built without the Redis store, a Redis URL (or CA file) is refused, never run on
+    /// the embedded store: a fleet's kill switches would be ignored. CI runs the lib's
+    /// tests on the `middleware,bundled-geoip` build for this.
     #[test]
+    #[cfg(not(feature = "redis"))]
+    fn without_the_redis_feature_a_redis_url_is_refused_not_ignored() {
+        for (var, value) in [
+            ("MARKETGATE_REDIS", "redis://:hunter2@127.0.0.1:6379"),
+            ("MARKETGATE_REDIS_CA_FILE", "/etc/ssl/certs/ca-certificates.crt"),
+        ] {
+            let err = Config::load(None, &env(&[(var, value)]), RawConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("no Redis store (Cargo feature `redis`)"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let config = crate::store::StoreConfig {
+            redis: Some(crate::store::RedisConfig::new("redis://127.0.0.1:6379")),
+            in_memory: true,
+            ..crate::store::StoreConfig::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(crate::store::OverrideStore::open(&config))
+            .err()
+            .expect("a Redis URL without the Redis store opens nothing");
+        assert!(matches!(err, crate::store::StoreError::NoRedis), "{err}");
+        assert!(err.is_config());
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
     fn redis_urls_name_one_server_a_sentinel_set_or_a_cluster() {
         for ok in [
             "redis://:pw@h:6379/0",
@@ -1751,6 +1786,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "redis")]
     fn audit_retention_keys_reach_the_stores() {
         let c = Config::load(None, &env(&[]), RawConfig::default()).unwrap();
         assert_eq!(c.audit_max_entries, 10_000);
